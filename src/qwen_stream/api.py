@@ -1,0 +1,236 @@
+"""The Python API: load a chat model once, then stream answers from any thread or asyncio task.
+
+Every stream goes through one shared engine, so concurrent callers are decoded together as one batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from qwen_stream.engine.engine import Engine
+from qwen_stream.engine.runner import ModelRunner
+from qwen_stream.models.prompting import ChatPrompter, normalize_history
+from qwen_stream.output.processor import OutputProcessor
+from qwen_stream.streams import AsyncRequestStream, PromptInfo, RequestStream
+from qwen_stream.types import SamplingParams, TokenOutput
+
+logger = logging.getLogger(__name__)
+
+History = Sequence[Any] | None  # (query, response) pairs or OpenAI-style messages
+
+
+@dataclass(slots=True, frozen=True)
+class _Prepared:
+    prompt_ids: list[int]
+    params: SamplingParams
+    info: PromptInfo
+
+
+class ChatModel:
+    """A loaded model with its tokenizer, chat template and engine."""
+
+    def __init__(self, *, name: str, tokenizer: Any, runner: ModelRunner, default_params: SamplingParams,
+                 eos_token_ids: Sequence[int], context_length: int, max_batch_size: int = 16,
+                 max_waiting: int = 64, default_system: str | None = None) -> None:
+        self.name = name
+        self.tokenizer = tokenizer
+        self.runner = runner
+        self.default_params = default_params
+        self.eos_token_ids = tuple(eos_token_ids)
+        self.engine = Engine(runner, eos_token_ids=eos_token_ids, max_running=max_batch_size,
+                             max_waiting=max_waiting, max_model_len=context_length)
+        self.context_length = self.engine.max_model_len
+        self.prompter = ChatPrompter(tokenizer, default_system=default_system)
+
+    @classmethod
+    def load(cls, model: str | None = None, *, runner: str = "auto", device: str = "cpu", dtype: str | None = None,
+             max_batch_size: int = 16, max_waiting: int = 64, context_length: int | None = None,
+             threads: int | None = None, progress: bool = True, system: str | None = None) -> ChatModel:
+        """Load a built-in alias, a local HF directory, a .gguf file or a hub id (default: the default alias)."""
+        from qwen_stream.models.factory import load_components
+
+        parts = load_components(model, runner=runner, device=device, dtype=dtype, max_slots=max_batch_size,
+                                context_length=context_length, threads=threads, progress=progress)
+        return cls(name=parts.name, tokenizer=parts.tokenizer, runner=parts.runner,
+                   default_params=parts.default_params, eos_token_ids=parts.eos_token_ids,
+                   context_length=parts.context_length, max_batch_size=max_batch_size, max_waiting=max_waiting,
+                   default_system=system)
+
+    # ---- parameters and prompts -----------------------------------------------------------------------------
+
+    def sampling_params(self, params: SamplingParams | None = None, **overrides: Any) -> SamplingParams:
+        """Validated parameters: the model's defaults, then ``params``, then keyword overrides (None = keep)."""
+        base = params or self.default_params
+        changes = {k: v for k, v in overrides.items() if v is not None}
+        unknown = set(changes) - set(SamplingParams.__dataclass_fields__)
+        if unknown:
+            raise TypeError(f"unknown sampling parameter(s): {', '.join(sorted(unknown))}")
+        return base.with_(**changes) if changes else base
+
+    def _seeded(self, params: SamplingParams) -> SamplingParams:
+        # Without an explicit seed, draw one from torch's global RNG so transformers' set_seed() (as the seed
+        # demos call it) makes the next answer reproducible.
+        if params.seed is not None or params.greedy:
+            return params
+        return params.with_(seed=int(torch.randint(0, 2**62, (1,)).item()))
+
+    def _prepare_chat(self, query: str | None, history: History, messages: Sequence[Any] | None,
+                      system: str | None, params: SamplingParams | None, overrides: dict[str, Any]) -> _Prepared:
+        chosen = self._seeded(self.sampling_params(params, **overrides))
+        turns = normalize_history(messages if messages is not None else history)
+        if query is not None:
+            if not isinstance(query, str):
+                raise TypeError(f"query must be a string, got {type(query).__name__}")
+            turns.append({"role": "user", "content": query})
+        if system is not None:
+            turns = [m for m in turns if m["role"] != "system"]
+            turns.insert(0, {"role": "system", "content": system})
+        if not turns or turns[-1]["role"] != "user":
+            raise ValueError("nothing to answer: give a query, or messages ending with a user message")
+        prompt = self.prompter.build(turns, max_prompt_tokens=self._prompt_budget(chosen))
+        return _Prepared(prompt.ids, chosen, PromptInfo(len(prompt.ids), prompt.dropped_turns))
+
+    def _prepare_completion(self, prompt: str | Sequence[int], params: SamplingParams | None,
+                            overrides: dict[str, Any]) -> _Prepared:
+        chosen = self._seeded(self.sampling_params(params, **overrides))
+        if isinstance(prompt, str):
+            ids = self.tokenizer.encode(prompt, add_special_tokens=False)
+        elif all(isinstance(t, int) for t in prompt):
+            ids = list(prompt)
+        else:
+            raise TypeError("prompt must be a string or a list of token ids")
+        budget = self._prompt_budget(chosen)
+        if not ids:
+            raise ValueError("the prompt is empty")
+        if len(ids) > budget:
+            raise ValueError(f"the prompt has {len(ids)} tokens; with max_new_tokens={chosen.max_new_tokens} "
+                             f"at most {budget} fit the context window of {self.context_length}")
+        return _Prepared(ids, chosen, PromptInfo(len(ids)))
+
+    def _prompt_budget(self, params: SamplingParams) -> int:
+        if params.max_new_tokens >= self.context_length:
+            raise ValueError(f"max_new_tokens={params.max_new_tokens} does not fit the context window of "
+                             f"{self.context_length} tokens")
+        return self.context_length - params.max_new_tokens
+
+    def _processor(self, params: SamplingParams) -> OutputProcessor:
+        return OutputProcessor(self.tokenizer, params, start_time=time.perf_counter())
+
+    # ---- streaming ------------------------------------------------------------------------------------------
+
+    def stream(self, query: str | None = None, history: History = None, *, messages: Sequence[Any] | None = None,
+               system: str | None = None, params: SamplingParams | None = None, **overrides: Any) -> RequestStream:
+        """Stream the answer to ``query`` after ``history`` as StreamEvents (``event.delta`` is the new text)."""
+        p = self._prepare_chat(query, history, messages, system, params, overrides)
+        return RequestStream(self.engine, p.prompt_ids, p.params, self._processor(p.params), p.info)
+
+    def astream(self, query: str | None = None, history: History = None, *, messages: Sequence[Any] | None = None,
+                system: str | None = None, params: SamplingParams | None = None,
+                **overrides: Any) -> AsyncRequestStream:
+        """As ``stream``, for asyncio: call it inside a running event loop."""
+        p = self._prepare_chat(query, history, messages, system, params, overrides)
+        return AsyncRequestStream(self.engine, p.prompt_ids, p.params, self._processor(p.params), p.info)
+
+    def complete_stream(self, prompt: str | Sequence[int], *, params: SamplingParams | None = None,
+                        **overrides: Any) -> RequestStream:
+        """Continue raw text (no chat template), as /v1/completions does."""
+        p = self._prepare_completion(prompt, params, overrides)
+        return RequestStream(self.engine, p.prompt_ids, p.params, self._processor(p.params), p.info)
+
+    def acomplete_stream(self, prompt: str | Sequence[int], *, params: SamplingParams | None = None,
+                         **overrides: Any) -> AsyncRequestStream:
+        p = self._prepare_completion(prompt, params, overrides)
+        return AsyncRequestStream(self.engine, p.prompt_ids, p.params, self._processor(p.params), p.info)
+
+    def chat_stream(self, query: str, history: History = None, system: str | None = None,
+                    **overrides: Any) -> Iterator[str]:
+        """The seed's interface: yields the growing answer (cumulative text), as Qwen-7B-Chat's chat_stream."""
+        stream = self.stream(query, history, system=system, **overrides)
+        try:
+            for event in stream:
+                if event.delta or event.finished:
+                    yield event.text
+        finally:
+            stream.close()  # break / close() / Ctrl-C in the caller stops the computation
+
+    def chat(self, query: str, history: History = None, system: str | None = None,
+             **overrides: Any) -> tuple[str, list[tuple[str, str]]]:
+        """The whole answer at once, and the history with this turn appended as a (query, response) pair."""
+        answer = self.stream(query, history, system=system, **overrides).collect().text
+        pairs = _as_pairs(history)
+        pairs.append((query, answer))
+        return answer, pairs
+
+    # ---- offline batches ------------------------------------------------------------------------------------
+
+    def chat_batch(self, queries: Sequence[str], *, system: str | None = None, progress: bool = True,
+                   **overrides: Any) -> list[str]:
+        """Answer many independent queries, batched as tightly as the engine allows."""
+        prepared = [self._prepare_chat(q, None, None, system, None, overrides) for q in queries]
+        return self._run_batch(prepared, progress)
+
+    def batch(self, prompts: Sequence[str], *, chat: bool = True, progress: bool = True,
+              **overrides: Any) -> list[str]:
+        """Many prompts at once: chat queries by default, raw completions with ``chat=False``."""
+        if chat:
+            return self.chat_batch(prompts, progress=progress, **overrides)
+        prepared = [self._prepare_completion(p, None, overrides) for p in prompts]
+        return self._run_batch(prepared, progress)
+
+    def _run_batch(self, prepared: list[_Prepared], progress: bool) -> list[str]:
+        from tqdm.auto import tqdm
+
+        finished: queue.SimpleQueue[tuple[int, TokenOutput]] = queue.SimpleQueue()
+        processors = [self._processor(p.params) for p in prepared]
+        texts: list[str] = [""] * len(prepared)
+        request_ids: list[str] = [""] * len(prepared)
+        answered = [False] * len(prepared)
+        capacity = self.engine.max_running + self.engine.max_waiting
+        next_index, done = 0, 0
+        with tqdm(total=len(prepared), desc="batch", unit="answer", disable=not progress) as bar:
+            while done < len(prepared):
+                while next_index < len(prepared) and next_index - done < capacity:
+                    item, i = prepared[next_index], next_index
+                    request_ids[i] = self.engine.submit(item.prompt_ids, item.params,
+                                                        lambda out, i=i: finished.put((i, out)))
+                    next_index += 1
+                i, out = finished.get()
+                if answered[i]:
+                    continue  # outputs still queued after a stop string ended this answer
+                event = processors[i].process(out)
+                if processors[i].stopped_by_string and out.finish_reason is None:
+                    self.engine.abort(request_ids[i])
+                if event.finished:
+                    texts[i], answered[i] = event.text, True
+                    done += 1
+                    bar.update(1)
+        return texts
+
+    def close(self) -> None:
+        self.engine.shutdown()
+
+    def __enter__(self) -> ChatModel:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _as_pairs(history: History) -> list[tuple[str, str]]:
+    """History as (query, response) pairs, whatever form it came in."""
+    pairs: list[tuple[str, str]] = []
+    pending: str | None = None
+    for message in normalize_history(history):
+        if message["role"] == "user":
+            pending = message["content"]
+        elif message["role"] == "assistant" and pending is not None:
+            pairs.append((pending, message["content"]))
+            pending = None
+    return pairs

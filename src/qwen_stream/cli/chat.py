@@ -1,0 +1,169 @@
+"""`qwen-stream chat`: chat in the terminal, the answer streaming in as deltas.
+
+Only light imports at the top (argparse, rich, our pure modules): torch and the model load inside run().
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+
+from qwen_stream.cli.commands import Command, Empty, Query, UnknownCommand, parse_line, unknown_command_message
+from qwen_stream.cli.line_input import LineReader, make_line_reader
+from qwen_stream.cli.main import add_model_arguments, device_from_args
+from qwen_stream.cli.render import STYLE_CODE, STYLE_FENCE, STYLE_HEADING, Segment, StreamStyler
+from qwen_stream.cli.session import ChatState, dropped_turns_note, execute, format_stats
+from qwen_stream.types import EngineError, FinishReason, StreamEvent
+
+if TYPE_CHECKING:
+    from qwen_stream.api import ChatModel
+
+DEFAULT_SEED = 1234  # as Qwen's CLI demo: the same question gives the same answer until :seed changes it
+USER_PROMPT = "User> "
+ANSWER_PREFIX = "Assistant> "
+RICH_STYLES = {"": "", STYLE_CODE: "cyan", STYLE_FENCE: "dim cyan", STYLE_HEADING: "bold"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_model_arguments(parser)
+    parser.add_argument("-s", "--seed", type=int, default=DEFAULT_SEED,
+                        help="random seed for sampling (default: %(default)s); -1 for a new one per answer")
+    parser.add_argument("--system", default=None, help="system prompt (default: the model's own)")
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="longest answer in tokens")
+    parser.add_argument("--temperature", type=float, default=None, help="0 = greedy (default: the model's)")
+    parser.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass (default: the model's)")
+    parser.add_argument("--stats", action="store_true",
+                        help="after each answer, a line with time to first token, tokens/s and tokens")
+    parser.add_argument("--plain", action="store_true", help="print answers as raw text, no markdown colouring")
+
+
+def run(args: argparse.Namespace) -> int:
+    # soft_wrap: the terminal wraps lines itself (right for CJK); emoji off: ":x:" in an answer stays text
+    console = Console(highlight=False, soft_wrap=True, emoji=False)
+    state_overrides = _param_overrides(args)
+    model = _load_model(args, console)
+    try:
+        params = model.sampling_params(**state_overrides).with_(seed=None)
+        seed = None if args.seed is None or args.seed < 0 else args.seed
+        state = ChatState(params=params, seed=seed, system=args.system, show_stats=args.stats)
+        return ChatLoop(console, model, state, make_line_reader(), markdown=not args.plain).run()
+    finally:
+        close = getattr(model, "close", None)
+        if callable(close):
+            close()
+
+
+def _param_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    wanted = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_p": args.top_p}
+    return {key: value for key, value in wanted.items() if value is not None}
+
+
+def _load_model(args: argparse.Namespace, console: Console) -> ChatModel:
+    from qwen_stream.api import ChatModel  # heavy: torch, transformers
+
+    err = Console(stderr=True, highlight=False, emoji=False)
+    err.print(f"Loading {args.model or 'the default model'} ...", style="dim")
+    return ChatModel.load(args.model, runner=args.runner, device=device_from_args(args), dtype=args.dtype,
+                          threads=args.threads, context_length=args.context_length,
+                          max_batch_size=args.max_batch_size)
+
+
+class ChatLoop:
+    """Read a line, run a command or stream an answer, repeat until :quit, Ctrl-D or Ctrl-C at the prompt."""
+
+    def __init__(self, console: Console, model: ChatModel, state: ChatState, reader: LineReader, *,
+                 markdown: bool = True) -> None:
+        self.console = console
+        self.model = model
+        self.state = state
+        self.reader = reader
+        self.markdown = markdown
+
+    def run(self) -> int:
+        self._banner()
+        while True:
+            try:
+                line = self.reader.read(USER_PROMPT)
+            except (EOFError, KeyboardInterrupt):  # Ctrl-D, or Ctrl-C on an empty line: leave quietly
+                self.console.print()
+                return 0
+            if not self._handle(line):
+                return 0
+
+    def _banner(self) -> None:
+        self.console.print(f"qwen-stream chat with [bold]{self.model.name}[/bold]. "
+                           "Type a question; :help for commands, :quit or Ctrl-D to leave.", highlight=False)
+
+    def _handle(self, line: str) -> bool:
+        """Act on one line; False means leave."""
+        parsed = parse_line(line)
+        if isinstance(parsed, Empty):
+            self._note("Type a question, or :help for the commands.")
+        elif isinstance(parsed, UnknownCommand):
+            self._note(unknown_command_message(parsed), style="yellow")
+        elif isinstance(parsed, Command):
+            return self._command(parsed)
+        elif isinstance(parsed, Query):
+            self.answer(parsed.text)
+        return True
+
+    def _command(self, command: Command) -> bool:
+        result = execute(self.state, command)
+        if result.clear_screen:
+            self.console.clear()
+        for text in result.lines:
+            self.console.print(text, style="yellow" if result.is_error else None, markup=False)
+        return not result.quit
+
+    def _note(self, text: str, style: str = "dim") -> None:
+        self.console.print(text, style=style, markup=False)
+
+    def answer(self, query: str) -> None:
+        """Stream one answer; Ctrl-C stops it (the engine request is aborted), what was shown is kept."""
+        try:
+            stream = self.model.stream(query, history=list(self.state.history), system=self.state.system,
+                                       params=self.state.request_params())
+        except (ValueError, EngineError) as exc:  # too long for the context, engine busy or stopped
+            self._note(f"Cannot answer: {exc}", style="yellow")
+            return
+        note = dropped_turns_note(getattr(getattr(stream, "prompt_info", None), "dropped_turns", 0) or 0)
+        if note:
+            self._note(note)
+        self.console.print(ANSWER_PREFIX, style="bold green", end="")
+        last, interrupted = self._print_stream(stream)
+        self.console.print()
+        self.state.history.append((query, last.text if last else ""))
+        self._after_answer(last, interrupted)
+
+    def _print_stream(self, stream: Any) -> tuple[StreamEvent | None, bool]:
+        styler = StreamStyler(markdown=self.markdown)
+        last: StreamEvent | None = None
+        interrupted = False
+        try:
+            for event in stream:
+                self._write(styler.feed(event.delta))
+                last = event
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            stream.close()  # aborts the request in the engine at once if it is still running
+        self._write(styler.finish())
+        return last, interrupted
+
+    def _write(self, segments: list[Segment]) -> None:
+        for text, style in segments:
+            self.console.print(text, style=RICH_STYLES.get(style, ""), end="", markup=False)
+        self.console.file.flush()
+
+    def _after_answer(self, last: StreamEvent | None, interrupted: bool) -> None:
+        if interrupted:
+            self._note("[stopped]", style="yellow")
+        elif last is not None and last.finish_reason == FinishReason.LENGTH:
+            self._note(f"(cut at {self.state.params.max_new_tokens} tokens or the context window; "
+                       ":conf max_new_tokens=N for longer answers)")
+        if self.state.show_stats and last is not None:
+            self._note(format_stats(last.time_to_first_token_s, last.tokens_per_second,
+                                    last.num_generated_tokens))
+

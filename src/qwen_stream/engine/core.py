@@ -1,0 +1,92 @@
+"""One engine step: schedule, run the model, sample, postprocess. Single-threaded; the Engine drives it."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence as Seq
+from dataclasses import dataclass
+
+import torch
+
+from qwen_stream.engine.runner import ModelRunner
+from qwen_stream.engine.sampler import SamplingState, sample_batch, token_logprobs
+from qwen_stream.engine.scheduler import Scheduler, Sequence, Sink
+from qwen_stream.types import SamplingParams, TokenLogprob, TokenOutput
+
+logger = logging.getLogger(__name__)
+
+Delivery = list[tuple[Sequence, TokenOutput]]
+
+
+@dataclass(slots=True)
+class StepTimings:
+    """Running totals, read by stats and benchmarks (how much of a step the model takes vs the rest)."""
+
+    steps: int = 0
+    forward_s: float = 0.0
+    sample_s: float = 0.0
+    total_s: float = 0.0
+    tokens: int = 0
+
+
+class EngineCore:
+    def __init__(self, runner: ModelRunner, *, eos_token_ids: Seq[int], max_running: int,
+                 max_model_len: int, prefill_chunk: int = 512) -> None:
+        self.runner = runner
+        self.stop_ids = frozenset(int(t) for t in eos_token_ids)
+        self.scheduler = Scheduler(max_slots=min(max_running, runner.max_slots), max_model_len=max_model_len,
+                                   prefill_chunk=prefill_chunk)
+        self.timings = StepTimings()
+
+    def add(self, request_id: str, prompt_ids: list[int], params: SamplingParams, sink: Sink) -> None:
+        sampling = SamplingState.create(params, prompt_ids, self.runner.vocab_size)
+        stop_ids = self.stop_ids | frozenset(params.stop_token_ids)
+        self.scheduler.add(Sequence(request_id, prompt_ids, params, sink, sampling, stop_ids))
+
+    def abort(self, request_ids: list[str]) -> Delivery:
+        delivered = self.scheduler.abort(request_ids)
+        self._free_slots()
+        return delivered
+
+    @property
+    def has_work(self) -> bool:
+        return self.scheduler.has_work
+
+    def step(self) -> Delivery:
+        started = time.perf_counter()
+        batch = self.scheduler.schedule()
+        if batch.empty:
+            return []
+        try:
+            logits = self.runner.forward(batch.chunks)  # [len(batch.sampled), vocab]
+        except Exception as exc:  # a failed step must end its requests, not hang them
+            logger.exception("model step failed")
+            delivered = self.scheduler.fail_running(f"model step failed: {exc}")
+            self._free_slots()
+            return delivered
+        forwarded = time.perf_counter()
+        states = [seq.sampling for seq in batch.sampled]
+        tokens = sample_batch(logits, states)
+        logprobs = self._logprobs(logits, batch.sampled, tokens)
+        delivered = self.scheduler.postprocess(batch, tokens, logprobs)
+        self._free_slots()
+        self._account(started, forwarded, len(tokens))
+        return delivered
+
+    def _logprobs(self, logits: torch.Tensor, seqs: list[Sequence], tokens: list[int]) -> list[TokenLogprob | None]:
+        return [token_logprobs(logits[i], tokens[i], seq.params.logprobs)
+                if seq.params.logprobs is not None else None for i, seq in enumerate(seqs)]
+
+    def _free_slots(self) -> None:
+        for slot in self.scheduler.take_freed():
+            self.runner.free_slot(slot)
+
+    def _account(self, started: float, forwarded: float, n_tokens: int) -> None:
+        now = time.perf_counter()
+        t = self.timings
+        t.steps += 1
+        t.forward_s += forwarded - started
+        t.sample_s += now - forwarded
+        t.total_s += now - started
+        t.tokens += n_tokens

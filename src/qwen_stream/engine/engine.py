@@ -1,0 +1,184 @@
+"""The engine thread: one step loop serving every front end through thread-safe queues.
+
+Front ends call ``submit`` and ``abort`` from any thread; the engine thread admits new requests and applies aborts
+before each step, so an abort takes effect within one step. Outputs go to each request's ``sink``, called on the
+engine thread (it must not block: put into a queue, or ``loop.call_soon_threadsafe`` for asyncio).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from qwen_stream.engine.core import Delivery, EngineCore
+from qwen_stream.engine.runner import ModelRunner
+from qwen_stream.engine.scheduler import Sink
+from qwen_stream.types import EngineError, EngineOverloadedError, FinishReason, SamplingParams, TokenOutput
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True, frozen=True)
+class EngineStats:
+    running: int
+    waiting: int
+    free_slots: int
+    steps: int
+    generated_tokens: int
+    forward_s: float
+    sample_s: float
+    step_s: float
+
+    @property
+    def mean_step_ms(self) -> float:
+        return 1000.0 * self.step_s / self.steps if self.steps else 0.0
+
+
+@dataclass(slots=True)
+class _Submit:
+    request_id: str
+    prompt_ids: list[int]
+    params: SamplingParams
+    sink: Sink
+
+
+@dataclass(slots=True)
+class _Abort:
+    request_id: str
+
+
+class Engine:
+    def __init__(self, runner: ModelRunner, *, eos_token_ids: Sequence[int], max_running: int = 16,
+                 max_waiting: int = 64, max_model_len: int | None = None, prefill_chunk: int = 512) -> None:
+        if max_running < 1 or max_waiting < 0:
+            raise ValueError("max_running must be >= 1 and max_waiting >= 0")
+        self.max_model_len = min(max_model_len or runner.max_seq_len, runner.max_seq_len)
+        self.max_running = min(max_running, runner.max_slots)
+        self.max_waiting = max_waiting
+        self.core = EngineCore(runner, eos_token_ids=eos_token_ids, max_running=self.max_running,
+                               max_model_len=self.max_model_len, prefill_chunk=prefill_chunk)
+        self._inbox: queue.SimpleQueue[_Submit | _Abort | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._unfinished: set[str] = set()  # submitted and not yet finished, guarded by _lock
+        self._ids = itertools.count()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._loop, name="qwen-stream-engine", daemon=True)
+        self._thread.start()
+
+    # ---- called from any thread -------------------------------------------------------------------------------
+
+    def submit(self, prompt_ids: list[int], params: SamplingParams, sink: Sink, request_id: str | None = None) -> str:
+        if not prompt_ids:
+            raise ValueError("the prompt is empty: at least one token is needed")
+        if len(prompt_ids) >= self.max_model_len:
+            raise ValueError(f"the prompt has {len(prompt_ids)} tokens but the context window is "
+                             f"{self.max_model_len}: it leaves no room for an answer")
+        request_id = request_id or f"req-{next(self._ids)}"
+        with self._lock:
+            if self._stopped:
+                raise EngineError("the engine is shut down")
+            if request_id in self._unfinished:
+                raise ValueError(f"request id {request_id!r} is already in use")
+            waiting = len(self._unfinished) - self.max_running
+            if waiting >= self.max_waiting:
+                raise EngineOverloadedError(
+                    f"server busy: {self.max_running} requests running and {max(waiting, 0)} waiting "
+                    f"(limit {self.max_waiting}); retry shortly", retry_after_s=1.0)
+            self._unfinished.add(request_id)
+        self._inbox.put(_Submit(request_id, list(prompt_ids), params, sink))
+        return request_id
+
+    def abort(self, request_id: str) -> None:
+        with self._lock:
+            if request_id not in self._unfinished:
+                return  # finished already, or never known: aborts are idempotent
+        self._inbox.put(_Abort(request_id))
+
+    def stats(self) -> EngineStats:
+        scheduler, t = self.core.scheduler, self.core.timings
+        return EngineStats(running=len(scheduler.running), waiting=len(scheduler.waiting) + self._inbox.qsize(),
+                           free_slots=len(scheduler.free_slots), steps=t.steps, generated_tokens=t.tokens,
+                           forward_s=t.forward_s, sample_s=t.sample_s, step_s=t.total_s)
+
+    @property
+    def num_unfinished(self) -> int:
+        with self._lock:
+            return len(self._unfinished)
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        self._inbox.put(None)
+        self._thread.join(timeout)
+        self.core.runner.close()
+
+    # ---- the engine thread ------------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            if not self._drain_inbox(block=not self.core.has_work):
+                break
+            if self.core.has_work:
+                self._deliver(self.core.step())
+        self._deliver(self.core.abort([s.request_id for s in (*self.core.scheduler.waiting,
+                                                                *self.core.scheduler.running)]))
+
+    def _drain_inbox(self, *, block: bool) -> bool:
+        """Apply queued submits and aborts; False once shutdown was asked for."""
+        aborts: list[str] = []
+        try:
+            item = self._inbox.get() if block else self._inbox.get_nowait()
+            while True:
+                if item is None:
+                    return False
+                if isinstance(item, _Submit):
+                    self._admit(item)
+                else:
+                    aborts.append(item.request_id)
+                item = self._inbox.get_nowait()
+        except queue.Empty:
+            pass
+        finally:
+            if aborts:
+                self._deliver(self.core.abort(aborts))
+        return True
+
+    def _admit(self, item: _Submit) -> None:
+        try:
+            self.core.add(item.request_id, item.prompt_ids, item.params, item.sink)
+        except Exception as exc:  # e.g. a token id outside the vocabulary
+            logger.exception("could not admit request %s", item.request_id)
+            self._send(item.request_id, item.sink, TokenOutput(item.request_id, [], error=str(exc),
+                                                                finish_reason=FinishReason.ABORT))
+
+    def _deliver(self, delivered: Delivery) -> None:
+        for seq, out in delivered:
+            self._send(seq.request_id, seq.sink, out)
+
+    def _send(self, request_id: str, sink: Sink, out: TokenOutput) -> None:
+        if out.finish_reason is not None:
+            with self._lock:
+                self._unfinished.discard(request_id)
+        try:
+            sink(out)
+        except Exception:  # a consumer that went away (closed event loop...): stop working for it
+            logger.debug("sink of %s failed; aborting it", request_id, exc_info=True)
+            if out.finish_reason is None:
+                self._inbox.put(_Abort(request_id))
+
+
+def wait_idle(engine: Engine, timeout: float = 10.0) -> bool:
+    """Test and shutdown helper: wait until no request is running or waiting."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if engine.num_unfinished == 0:
+            return True
+        time.sleep(0.01)
+    return False

@@ -1,0 +1,295 @@
+"""A `ModelRunner` on llama.cpp (through llama-cpp-python's low-level C API) for GGUF files.
+
+One llama.cpp context holds every slot's KV cache: slot ``s`` is llama.cpp sequence id ``s``. A step's chunks
+(prefill chunks and decode tokens of many sequences) go into ONE ``llama_decode`` call, split only when the step
+holds more than ``n_batch`` tokens; the logits rows that are asked for come back as one float32 tensor.
+
+KV layout: we use llama.cpp's *unified* KV cache (one pool of ``max_slots * max_seq_len`` cells shared by all
+sequences). The non-unified layout gives each sequence its own stream, but llama.cpp then splits a batch into
+"equal" micro-batches of consecutive sequence ids with the same token count each, so a mix of one prefill and a
+few decodes on scattered slots would run as many small graphs instead of one. With the pool sized at
+``max_slots * max_seq_len``, every slot can always grow to ``max_seq_len`` positions, so ``max_seq_len`` is a
+real per-slot guarantee (cost: the whole pool is allocated, and zeroed, up front).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import torch
+
+from qwen_stream.engine.runner import SeqChunk
+
+_INSTALL_HINT = (
+    "llama-cpp-python is not installed, so GGUF files cannot run on llama.cpp: "
+    "pip install 'qwen-stream[llama]' (it builds from source, about 8-9 minutes on 2 cores)"
+)
+_backend_ready = False
+
+
+def import_llama_cpp() -> ModuleType:
+    """The low-level binding module ``llama_cpp.llama_cpp``; ImportError with an install hint if missing."""
+    try:
+        from llama_cpp import llama_cpp as ll
+    except ImportError as exc:  # also covers a broken shared library (OSError is wrapped by llama_cpp)
+        raise ImportError(_INSTALL_HINT) from exc
+    return ll
+
+
+def physical_cores() -> int:
+    """Physical cores we may run on: hyper-threads slow ggml's matmuls down rather than up."""
+    try:
+        logical_allowed = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        logical_allowed = os.cpu_count() or 1
+    try:
+        import psutil
+
+        physical = psutil.cpu_count(logical=False) or logical_allowed
+    except ImportError:
+        physical = logical_allowed
+    return max(1, min(physical, logical_allowed))
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return value
+
+
+class _BatchBuffers:
+    """A ``llama_batch`` whose arrays are numpy buffers we own, so a step is filled with vectorised writes.
+
+    ``llama_batch_init`` would allocate one little seq-id array per token, which can only be filled token by
+    token from Python; here every token's seq-id pointer points into one shared table ``[0, 1, ..., n_seq-1]``.
+    """
+
+    def __init__(self, ll: ModuleType, capacity: int, n_seq: int) -> None:
+        self.capacity = capacity
+        self.token = np.zeros(capacity, dtype=np.int32)
+        self.pos = np.zeros(capacity, dtype=np.int32)
+        self.n_seq_id = np.ones(capacity, dtype=np.int32)  # each token belongs to exactly one sequence
+        self.logits = np.zeros(capacity, dtype=np.int8)
+        self.seq_table = np.arange(n_seq, dtype=np.int32)  # seq_table[s] == s
+        self.seq_ptr = np.zeros(capacity, dtype=np.uintp)  # per token: &seq_table[slot]
+        self._seq_base = self.seq_table.ctypes.data
+        batch = ll.llama_batch()
+        batch.n_tokens = 0
+        batch.token = self.token.ctypes.data_as(ctypes.POINTER(ll.llama_token))
+        batch.embd = ctypes.POINTER(ctypes.c_float)()  # NULL: we feed token ids, not embeddings
+        batch.pos = self.pos.ctypes.data_as(ctypes.POINTER(ll.llama_pos))
+        batch.n_seq_id = self.n_seq_id.ctypes.data_as(ctypes.POINTER(ctypes.c_int32))
+        batch.seq_id = ctypes.cast(self.seq_ptr.ctypes.data, ctypes.POINTER(ctypes.POINTER(ll.llama_seq_id)))
+        batch.logits = self.logits.ctypes.data_as(ctypes.POINTER(ctypes.c_int8))
+        self.batch = batch
+
+    def fill(self, tokens: np.ndarray, pos: np.ndarray, seq: np.ndarray, want: np.ndarray) -> None:
+        """Load ``len(tokens) <= capacity`` tokens (int32 arrays, ``want`` int8) into the batch."""
+        n = len(tokens)
+        self.token[:n] = tokens
+        self.pos[:n] = pos
+        self.seq_ptr[:n] = self._seq_base + seq.astype(np.uintp) * self.seq_table.itemsize
+        self.logits[:n] = want
+        self.batch.n_tokens = n
+
+
+class LlamaCppRunner:
+    """Runs a GGUF model on llama.cpp; see the module docstring for the KV layout.
+
+    ``forward`` returns a view of a buffer the runner reuses: the logits stay valid until the next ``forward``.
+    """
+
+    name = "llamacpp"
+
+    def __init__(self, gguf_path: str | os.PathLike[str], *, max_slots: int = 16, max_seq_len: int = 4096,
+                 threads: int | None = None, n_batch: int = 512, verbose: bool = False) -> None:
+        self.max_slots = _positive_int("max_slots", max_slots)
+        requested_len = _positive_int("max_seq_len", max_seq_len)
+        self.n_batch = _positive_int("n_batch", n_batch)
+        self.threads = physical_cores() if threads is None else _positive_int("threads", threads)
+        path = Path(gguf_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"GGUF file not found: {path}")
+        self.gguf_path = path
+        self._ll = import_llama_cpp()
+        _quiet_logs(verbose)
+        _init_backend(self._ll)
+        self._model: Any = None
+        self._ctx: Any = None
+        self._model = self._load_model(path)
+        try:
+            self.n_ctx_train = int(self._ll.llama_model_n_ctx_train(self._model))
+            # positions past the training window give garbage, so the window we promise stops there
+            self.max_seq_len = min(requested_len, self.n_ctx_train) if self.n_ctx_train > 0 else requested_len
+            self._ctx = self._new_context()
+            self._mem = self._ll.llama_get_memory(self._ctx)
+            self.vocab_size = int(self._ll.llama_vocab_n_tokens(self._ll.llama_model_get_vocab(self._model)))
+        except BaseException:
+            self.close()
+            raise
+        self._buffers = _BatchBuffers(self._ll, self.n_batch, self.max_slots)
+        self._slot_len = [0] * self.max_slots  # positions held in each slot's KV cache
+        self._logits = torch.empty(self.max_slots, self.vocab_size, dtype=torch.float32)
+
+    # --- set-up ---------------------------------------------------------------------------------------------
+
+    def _load_model(self, path: Path) -> Any:
+        params = self._ll.llama_model_default_params()
+        model = self._ll.llama_model_load_from_file(str(path).encode(), params)
+        if not model:
+            raise ValueError(f"llama.cpp could not load {path} (not a GGUF file, or an unsupported architecture)")
+        return model
+
+    def _new_context(self) -> Any:
+        params = self._ll.llama_context_default_params()
+        params.n_ctx = self.max_slots * self.max_seq_len
+        params.n_seq_max = self.max_slots
+        params.kv_unified = True
+        params.n_batch = self.n_batch
+        params.n_ubatch = self.n_batch  # one graph per llama_decode when the step fits in n_batch
+        params.n_threads = self.threads
+        params.n_threads_batch = self.threads
+        params.no_perf = True
+        ctx = self._ll.llama_init_from_model(self._model, params)
+        if not ctx:
+            raise MemoryError(f"llama.cpp could not create a context of {params.n_ctx} KV cells "
+                              f"({self.max_slots} slots x {self.max_seq_len} positions): lower them")
+        return ctx
+
+    # --- ModelRunner ----------------------------------------------------------------------------------------
+
+    def forward(self, chunks: Sequence[SeqChunk]) -> torch.Tensor:
+        """One step for every chunk; float32 logits [n_want_logits, vocab] in chunk order (a reused buffer)."""
+        if self._ctx is None:
+            raise RuntimeError("LlamaCppRunner is closed")
+        if not chunks:
+            return self._logits[:0]
+        self._check_and_trim(chunks)
+        tokens, pos, seq, want = _flatten(chunks)
+        n_out = int(want.sum())
+        if n_out > self._logits.shape[0]:
+            self._logits = torch.empty(n_out, self.vocab_size, dtype=torch.float32)
+        row = 0
+        for start in range(0, len(tokens), self.n_batch):
+            end = start + self.n_batch
+            row = self._decode(tokens[start:end], pos[start:end], seq[start:end], want[start:end], row)
+        for chunk in chunks:
+            self._slot_len[chunk.slot] = chunk.start_pos + len(chunk.token_ids)
+        return self._logits[:n_out]
+
+    def free_slot(self, slot: int) -> None:
+        """Drop the slot's KV cells; the next sequence in this slot starts at position 0."""
+        self._check_slot(slot)
+        if self._ctx is None:
+            return
+        self._ll.llama_memory_seq_rm(self._mem, slot, -1, -1)  # removing a whole sequence never fails
+        self._slot_len[slot] = 0
+
+    def close(self) -> None:
+        """Free the context and the weights (idempotent)."""
+        if self._ctx is not None:
+            self._ll.llama_free(self._ctx)
+            self._ctx = None
+        if self._model is not None:
+            self._ll.llama_model_free(self._model)
+            self._model = None
+
+    # --- helpers --------------------------------------------------------------------------------------------
+
+    def slot_length(self, slot: int) -> int:
+        """How many positions the slot's KV cache holds (what the next chunk's start_pos must not exceed)."""
+        self._check_slot(slot)
+        return self._slot_len[slot]
+
+    def _check_slot(self, slot: int) -> None:
+        if isinstance(slot, bool) or not isinstance(slot, int):
+            raise TypeError(f"slot must be an int, got {type(slot).__name__}")
+        if not 0 <= slot < self.max_slots:
+            raise ValueError(f"slot must be in [0, {self.max_slots}), got {slot}")
+
+    def _check_and_trim(self, chunks: Sequence[SeqChunk]) -> None:
+        """Validate the chunks; when a chunk restarts inside the cached part, drop the cells it replaces."""
+        seen: set[int] = set()
+        for chunk in chunks:
+            self._check_slot(chunk.slot)
+            if chunk.slot in seen:
+                raise ValueError(f"slot {chunk.slot} appears twice in one step")
+            seen.add(chunk.slot)
+            if not chunk.token_ids:
+                raise ValueError(f"chunk for slot {chunk.slot} has no tokens")
+            end = chunk.start_pos + len(chunk.token_ids)
+            if chunk.start_pos < 0 or end > self.max_seq_len:
+                raise ValueError(f"slot {chunk.slot}: positions [{chunk.start_pos}, {end}) are outside "
+                                 f"the context window [0, {self.max_seq_len})")
+            cached = self._slot_len[chunk.slot]
+            if chunk.start_pos > cached:
+                raise ValueError(f"slot {chunk.slot}: start_pos {chunk.start_pos} leaves a gap, "
+                                 f"the KV cache holds {cached} positions")
+        for chunk in chunks:
+            if chunk.start_pos < self._slot_len[chunk.slot]:
+                self._ll.llama_memory_seq_rm(self._mem, chunk.slot, chunk.start_pos, -1)
+                self._slot_len[chunk.slot] = chunk.start_pos
+
+    def _decode(self, tokens: np.ndarray, pos: np.ndarray, seq: np.ndarray, want: np.ndarray, row: int) -> int:
+        """One llama_decode; copies its logits rows into self._logits[row:]; returns the next free row."""
+        self._buffers.fill(tokens, pos, seq, want)
+        status = self._ll.llama_decode(self._ctx, self._buffers.batch)
+        if status != 0:
+            reason = "no free KV cells" if status == 1 else f"status {status}"
+            raise RuntimeError(f"llama_decode failed ({reason}) on a batch of {len(tokens)} tokens")
+        n = int(want.sum())
+        if n:
+            # llama.cpp packs the requested rows contiguously in batch order; its buffer is overwritten by the
+            # next decode, so copy it out now (one memcpy-like copy into our reused tensor)
+            pointer = self._ll.llama_get_logits(self._ctx)
+            rows = np.ctypeslib.as_array(pointer, shape=(n, self.vocab_size))
+            self._logits[row:row + n].copy_(torch.from_numpy(rows))
+        return row + n
+
+    def __enter__(self) -> LlamaCppRunner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: the binding may already be gone
+            pass
+
+
+def _flatten(chunks: Sequence[SeqChunk]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Chunks -> per-token arrays (token, position, sequence id, wants-logits), in chunk order."""
+    lens = np.fromiter((len(c.token_ids) for c in chunks), dtype=np.int64, count=len(chunks))
+    total = int(lens.sum())
+    starts = np.fromiter((c.start_pos for c in chunks), dtype=np.int64, count=len(chunks))
+    slots = np.fromiter((c.slot for c in chunks), dtype=np.int32, count=len(chunks))
+    first_index = np.cumsum(lens) - lens  # where each chunk begins in the flat arrays
+    tokens = np.fromiter((t for c in chunks for t in c.token_ids), dtype=np.int32, count=total)
+    pos = (np.arange(total, dtype=np.int64) + np.repeat(starts - first_index, lens)).astype(np.int32)
+    seq = np.repeat(slots, lens)
+    want = np.zeros(total, dtype=np.int8)
+    want[(first_index + lens - 1)[[c.want_logits for c in chunks]]] = 1  # only a chunk's last token
+    return tokens, pos, seq, want
+
+
+def _quiet_logs(verbose: bool) -> None:
+    # llama-cpp-python routes llama.cpp's C logs through this logger (its Llama class does the same per instance)
+    logging.getLogger("llama-cpp-python").setLevel(logging.DEBUG if verbose else logging.ERROR)
+
+
+def _init_backend(ll: ModuleType) -> None:
+    global _backend_ready
+    if not _backend_ready:
+        ll.llama_backend_init()
+        _backend_ready = True

@@ -1,0 +1,46 @@
+"""The contract between the scheduler and whatever computes logits (PyTorch, llama.cpp, ...)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import torch
+
+
+@dataclass(slots=True)
+class SeqChunk:
+    """Tokens of one sequence to feed this step.
+
+    A decode step feeds one token; a prefill feeds the prompt (or a chunk of it). ``start_pos`` is the
+    position of ``token_ids[0]``: everything before it is already in the slot's KV cache.
+    """
+
+    slot: int
+    token_ids: list[int]
+    start_pos: int
+    want_logits: bool = True  # False for a prefill chunk that is not the prompt's last
+
+
+@runtime_checkable
+class ModelRunner(Protocol):
+    """Owns the weights and the KV cache; one instance per loaded model, driven by one thread."""
+
+    name: str  # e.g. "torch-native", "torch-hf", "llamacpp"
+    max_slots: int  # how many sequences can hold a KV cache at once
+    max_seq_len: int  # positions per slot (the context window we serve)
+    vocab_size: int  # width of the logits rows
+
+    def forward(self, chunks: Sequence[SeqChunk]) -> torch.Tensor:
+        """Run all chunks as one batch; return float32 logits [n, vocab_size] for the last token of
+        each chunk whose ``want_logits`` is set, in chunk order."""
+        ...
+
+    def free_slot(self, slot: int) -> None:
+        """Forget the slot's KV cache so a new sequence can use it."""
+        ...
+
+    def close(self) -> None:
+        """Release native resources (idempotent)."""
+        ...

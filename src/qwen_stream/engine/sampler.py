@@ -1,0 +1,124 @@
+"""Token choice as small pure functions over one row of logits, plus per-sequence sampling state.
+
+Each sequence owns its torch.Generator, so the text a request gets depends on its seed alone, never on what
+else shares the batch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from qwen_stream.types import SamplingParams, TokenLogprob
+
+# top-p alone needs the tokens sorted by probability; sorting a 151k vocabulary costs milliseconds, so we first
+# look at the best few hundred: when they already hold top_p of the mass the nucleus is among them (exact).
+TOP_P_CANDIDATES = 256
+
+
+@dataclass(slots=True)
+class SamplingState:
+    """What one sequence needs to sample: its parameters, its RNG and the token counts its penalties use."""
+
+    params: SamplingParams
+    generator: torch.Generator
+    prompt_mask: torch.Tensor | None = None  # [vocab] bool: tokens seen in the prompt (repetition_penalty)
+    output_counts: torch.Tensor | None = None  # [vocab] float32: how often each token was generated
+
+    @classmethod
+    def create(cls, params: SamplingParams, prompt_ids: Sequence[int], vocab_size: int) -> SamplingState:
+        generator = torch.Generator()
+        seed = params.seed if params.seed is not None else int.from_bytes(os.urandom(8), "little") >> 1
+        generator.manual_seed(seed)
+        state = cls(params=params, generator=generator)
+        if params.uses_penalties:
+            state.prompt_mask = torch.zeros(vocab_size, dtype=torch.bool)
+            ids = torch.tensor([i for i in prompt_ids if 0 <= i < vocab_size], dtype=torch.long)
+            state.prompt_mask[ids] = True
+            state.output_counts = torch.zeros(vocab_size, dtype=torch.float32)
+        return state
+
+    def record(self, token_id: int) -> None:
+        """O(1) per token: penalties read these tensors instead of rescanning the history."""
+        if self.output_counts is not None and 0 <= token_id < self.output_counts.numel():
+            self.output_counts[token_id] += 1
+
+
+def apply_penalties(logits: torch.Tensor, state: SamplingState) -> torch.Tensor:
+    """HF repetition penalty over prompt + output, OpenAI presence/frequency penalties over the output."""
+    params = state.params
+    if state.output_counts is None or state.prompt_mask is None:
+        return logits
+    counts = state.output_counts
+    if params.repetition_penalty != 1.0:
+        seen = state.prompt_mask | (counts > 0)
+        penalised = torch.where(logits > 0, logits / params.repetition_penalty, logits * params.repetition_penalty)
+        logits = torch.where(seen, penalised, logits)
+    if params.frequency_penalty != 0.0:
+        logits = logits - params.frequency_penalty * counts
+    if params.presence_penalty != 0.0:
+        logits = logits - params.presence_penalty * (counts > 0).to(logits.dtype)
+    return logits
+
+
+def candidate_distribution(logits: torch.Tensor, params: SamplingParams) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Scale by temperature and cut by top-k / top-p.
+
+    Returns (probs, ids): probabilities over the kept candidates, most likely first, and their token ids;
+    ids is None when every token stays a candidate (probs then covers the whole vocabulary).
+    """
+    logits = logits / params.temperature
+    vocab = logits.shape[-1]
+    if params.top_k > 0 and params.top_k < vocab:
+        values, ids = torch.topk(logits, params.top_k)  # sorted, most likely first
+        probs = torch.softmax(values, dim=-1)
+    elif params.top_p < 1.0:
+        log_norm = torch.logsumexp(logits, dim=-1)
+        values, ids = torch.topk(logits, min(TOP_P_CANDIDATES, vocab))
+        probs = torch.exp(values - log_norm)
+        if float(probs.sum()) < params.top_p:  # the nucleus is wider than the candidates: sort everything
+            values, ids = torch.sort(logits, descending=True)
+            probs = torch.exp(values - log_norm)
+    else:
+        return torch.softmax(logits, dim=-1), None
+    if params.top_p < 1.0:
+        probs = nucleus(probs, params.top_p)
+    return probs, ids
+
+
+def nucleus(sorted_probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Zero the tail of descending probabilities beyond the smallest prefix holding top_p of the mass."""
+    cumulative = torch.cumsum(sorted_probs, dim=-1)
+    keep = (cumulative - sorted_probs) < top_p  # the first token is always kept
+    return torch.where(keep, sorted_probs, torch.zeros_like(sorted_probs))
+
+
+def sample_row(logits: torch.Tensor, state: SamplingState) -> int:
+    """Pick one token from one row of float32 logits [vocab]."""
+    params = state.params
+    logits = apply_penalties(logits, state)
+    if params.greedy:
+        return int(torch.argmax(logits))
+    probs, ids = candidate_distribution(logits, params)
+    choice = int(torch.multinomial(probs, 1, generator=state.generator))
+    return int(ids[choice]) if ids is not None else choice
+
+
+def token_logprobs(logits: torch.Tensor, token_id: int, top_n: int) -> TokenLogprob:
+    """Log-probabilities of the model's raw distribution (before penalties and temperature), as OpenAI reports."""
+    log_probs = torch.log_softmax(logits, dim=-1)
+    top: list[tuple[int, float]] = []
+    if top_n > 0:
+        values, ids = torch.topk(log_probs, top_n)
+        top = list(zip(ids.tolist(), values.tolist(), strict=True))
+    return TokenLogprob(token_id=token_id, logprob=float(log_probs[token_id]), top=top)
+
+
+def sample_batch(logits: torch.Tensor, states: Sequence[SamplingState]) -> list[int]:
+    """One token per row of logits [B, vocab]; rows pair with states in order."""
+    if all(s.params.greedy and s.output_counts is None for s in states):
+        return torch.argmax(logits, dim=-1).tolist()  # one call for the whole batch
+    return [sample_row(logits[i], state) for i, state in enumerate(states)]

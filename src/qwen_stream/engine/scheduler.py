@@ -1,0 +1,171 @@
+"""Which sequences run this step: admission into KV slots, prefill chunks, batched decode, finishing.
+
+The scheduler's contract is two calls, as in nano-vllm: ``schedule()`` says what to feed the runner, and
+``postprocess()`` takes the sampled tokens back, decides who finished and frees their slots. Token ids only.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from qwen_stream.engine.runner import SeqChunk
+from qwen_stream.engine.sampler import SamplingState
+from qwen_stream.types import FinishReason, SamplingParams, TokenLogprob, TokenOutput
+
+Sink = Callable[[TokenOutput], None]
+
+
+class SeqStatus(enum.Enum):
+    WAITING = "waiting"
+    RUNNING = "running"
+    FINISHED = "finished"
+
+
+@dataclass(slots=True, eq=False)
+class Sequence:
+    request_id: str
+    prompt_ids: list[int]
+    params: SamplingParams
+    sink: Sink
+    sampling: SamplingState
+    stop_ids: frozenset[int]
+    arrival_time: float = field(default_factory=time.perf_counter)
+    status: SeqStatus = SeqStatus.WAITING
+    slot: int = -1
+    output_ids: list[int] = field(default_factory=list)
+    num_computed: int = 0  # tokens already in the KV cache
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.prompt_ids) + len(self.output_ids)
+
+    @property
+    def in_prefill(self) -> bool:
+        return self.num_computed < len(self.prompt_ids)
+
+
+@dataclass(slots=True)
+class ScheduledBatch:
+    """What one step feeds the runner; ``owners[i]`` fed ``chunks[i]``, ``sampled[j]`` owns logits row j."""
+
+    chunks: list[SeqChunk] = field(default_factory=list)
+    owners: list[Sequence] = field(default_factory=list)
+    sampled: list[Sequence] = field(default_factory=list)
+
+    def add(self, seq: Sequence, chunk: SeqChunk) -> None:
+        self.chunks.append(chunk)
+        self.owners.append(seq)
+        if chunk.want_logits:
+            self.sampled.append(seq)
+
+    @property
+    def empty(self) -> bool:
+        return not self.chunks
+
+
+class Scheduler:
+    def __init__(self, *, max_slots: int, max_model_len: int, prefill_chunk: int = 512,
+                 max_batched_tokens: int = 2048) -> None:
+        self.max_slots = max_slots
+        self.max_model_len = max_model_len
+        self.prefill_chunk = prefill_chunk
+        self.max_batched_tokens = max(max_batched_tokens, prefill_chunk)
+        self.waiting: deque[Sequence] = deque()
+        self.running: list[Sequence] = []
+        self.free_slots: list[int] = list(range(max_slots - 1, -1, -1))  # pop() hands out slot 0 first
+        self.freed: list[int] = []  # freed since the last take_freed(): the runner must forget their KV
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def add(self, seq: Sequence) -> None:
+        self.waiting.append(seq)
+
+    def schedule(self) -> ScheduledBatch:
+        self._admit()
+        batch = ScheduledBatch()
+        budget = self.max_batched_tokens
+        # Decodes first: a running stream never waits behind someone else's prompt.
+        for seq in self.running:
+            if not seq.in_prefill:
+                batch.add(seq, SeqChunk(seq.slot, [seq.output_ids[-1]], seq.num_tokens - 1))
+                budget -= 1
+        for seq in self.running:
+            if seq.in_prefill and budget > 0:
+                budget -= self._schedule_prefill(seq, batch, budget)
+        return batch
+
+    def _schedule_prefill(self, seq: Sequence, batch: ScheduledBatch, budget: int) -> int:
+        size = min(self.prefill_chunk, budget, len(seq.prompt_ids) - seq.num_computed)
+        start = seq.num_computed
+        last = start + size == len(seq.prompt_ids)
+        batch.add(seq, SeqChunk(seq.slot, seq.prompt_ids[start:start + size], start, want_logits=last))
+        return size
+
+    def _admit(self) -> None:
+        while self.waiting and self.free_slots:
+            seq = self.waiting.popleft()
+            seq.slot = self.free_slots.pop()
+            seq.status = SeqStatus.RUNNING
+            self.running.append(seq)
+
+    def postprocess(self, batch: ScheduledBatch, tokens: list[int],
+                    logprobs: list[TokenLogprob | None]) -> list[tuple[Sequence, TokenOutput]]:
+        """Record the step's results; return the outputs to deliver (finished sequences already freed)."""
+        for seq, chunk in zip(batch.owners, batch.chunks, strict=True):
+            seq.num_computed = chunk.start_pos + len(chunk.token_ids)
+        outputs: list[tuple[Sequence, TokenOutput]] = []
+        for seq, token, logprob in zip(batch.sampled, tokens, logprobs, strict=True):
+            outputs.append((seq, self._append(seq, token, logprob)))
+        self.running = [s for s in self.running if s.status is SeqStatus.RUNNING]
+        return outputs
+
+    def _append(self, seq: Sequence, token: int, logprob: TokenLogprob | None) -> TokenOutput:
+        first = not seq.output_ids
+        out = TokenOutput(seq.request_id, [token], num_prompt_tokens=len(seq.prompt_ids) if first else 0,
+                          logprobs=[logprob] if logprob is not None else None)
+        if token in seq.stop_ids and not seq.params.ignore_eos:
+            out.new_token_ids, out.logprobs = [], None  # a stop token is never shown
+            self._finish(seq, FinishReason.STOP)
+            out.finish_reason = FinishReason.STOP
+            return out
+        seq.output_ids.append(token)
+        seq.sampling.record(token)
+        if len(seq.output_ids) >= seq.params.max_new_tokens or seq.num_tokens >= self.max_model_len:
+            self._finish(seq, FinishReason.LENGTH)
+            out.finish_reason = FinishReason.LENGTH
+        return out
+
+    def abort(self, request_ids: Iterable[str]) -> list[tuple[Sequence, TokenOutput]]:
+        """Finish these requests now; unknown or already finished ids are ignored (aborts are idempotent)."""
+        wanted = set(request_ids)
+        hit = [s for s in (*self.waiting, *self.running) if s.request_id in wanted]
+        for seq in hit:
+            self._finish(seq, FinishReason.ABORT)
+        self.waiting = deque(s for s in self.waiting if s.status is SeqStatus.WAITING)
+        self.running = [s for s in self.running if s.status is SeqStatus.RUNNING]
+        return [(s, TokenOutput(s.request_id, [], FinishReason.ABORT)) for s in hit]
+
+    def fail_running(self, message: str) -> list[tuple[Sequence, TokenOutput]]:
+        """A step failed: end every running sequence with the error instead of leaving it hanging."""
+        failed = list(self.running)
+        for seq in failed:
+            self._finish(seq, FinishReason.ABORT)
+        self.running = []
+        return [(s, TokenOutput(s.request_id, [], FinishReason.ABORT, error=message)) for s in failed]
+
+    def _finish(self, seq: Sequence, reason: FinishReason) -> None:
+        if seq.status is SeqStatus.RUNNING:
+            self.free_slots.append(seq.slot)
+            self.freed.append(seq.slot)
+        seq.status = SeqStatus.FINISHED
+        seq.slot = -1
+
+    def take_freed(self) -> list[int]:
+        freed, self.freed = self.freed, []
+        return freed

@@ -1,0 +1,136 @@
+"""Everything ChatModel needs from a model name: tokenizer, runner, defaults, stop ids, context window.
+
+The runner is chosen here: llama.cpp for GGUF files on the CPU (its quantized kernels are 3-4x faster than
+PyTorch here), PyTorch for Hugging Face checkpoints, GPUs, and whenever llama-cpp-python is missing.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from qwen_stream.engine.runner import ModelRunner
+from qwen_stream.types import SamplingParams
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CONTEXT_LENGTH = 4096  # served by default: longer windows cost KV memory for every slot
+RUNNERS = ("auto", "llamacpp", "torch")
+
+
+@dataclass(slots=True)
+class ModelComponents:
+    name: str
+    tokenizer: Any
+    runner: ModelRunner
+    default_params: SamplingParams
+    eos_token_ids: tuple[int, ...]
+    context_length: int
+
+
+def load_components(model: str | None, *, runner: str = "auto", device: str = "cpu", dtype: str | None = None,
+                    max_slots: int = 16, context_length: int | None = None, threads: int | None = None,
+                    progress: bool = True) -> ModelComponents:
+    from qwen_stream.models import loader
+
+    if runner not in RUNNERS:
+        raise ValueError(f"runner must be one of {', '.join(RUNNERS)}, got {runner!r}")
+    if max_slots < 1:
+        raise ValueError(f"max_batch_size must be >= 1, got {max_slots}")
+    if context_length is not None and context_length < 16:
+        raise ValueError(f"context_length must be >= 16, got {context_length}")
+    device = resolve_device(device)
+    threads = loader.configure_threads(threads)
+    source = loader.resolve_source(model, progress=progress)
+    tokenizer = loader.load_tokenizer(source)
+    defaults = SamplingParams(**loader.load_generation_defaults(source))
+    eos_ids = tuple(loader.chat_stop_token_ids(tokenizer))
+    built = _build_runner(source, runner, device=device, dtype=dtype, max_slots=max_slots,
+                          context_length=context_length, threads=threads, progress=progress)
+    return ModelComponents(name=source.display_name, tokenizer=tokenizer, runner=built, default_params=defaults,
+                           eos_token_ids=eos_ids, context_length=built.max_seq_len)
+
+
+def resolve_device(device: str | None) -> str:
+    import torch
+
+    if device in (None, "", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but no CUDA GPU is available (use --cpu-only)")
+    return device
+
+
+def _build_runner(source: Any, runner: str, *, device: str, dtype: str | None, max_slots: int,
+                  context_length: int | None, threads: int, progress: bool) -> ModelRunner:
+    is_gguf = source.kind == "gguf"
+    if runner == "llamacpp" and not is_gguf:
+        raise ValueError("the llama.cpp runner needs a .gguf model; use --runner torch for Hugging Face checkpoints")
+    if is_gguf and runner in ("auto", "llamacpp") and device == "cpu":
+        try:
+            return _llamacpp_runner(Path(source.path), max_slots, context_length, threads)
+        except ImportError as exc:
+            warnings.warn(f"llama-cpp-python is not installed ({exc}); falling back to the slower PyTorch runner. "
+                          "Install it with: pip install 'qwen-stream[llama]'", RuntimeWarning, stacklevel=3)
+    return _torch_runner(source, device=device, dtype=dtype, max_slots=max_slots, context_length=context_length,
+                         progress=progress)
+
+
+def _llamacpp_runner(path: Path, max_slots: int, context_length: int | None, threads: int) -> ModelRunner:
+    from qwen_stream.engine.llamacpp_runner import LlamaCppRunner
+
+    trained = gguf_context_length(path)
+    seq_len = _serve_length(context_length, trained)
+    return LlamaCppRunner(path, max_slots=max_slots, max_seq_len=seq_len, threads=threads)
+
+
+def _torch_runner(source: Any, *, device: str, dtype: str | None, max_slots: int, context_length: int | None,
+                  progress: bool) -> ModelRunner:
+    import torch
+
+    from qwen_stream.engine.torch_runner import build_torch_runner
+    from qwen_stream.models import loader
+
+    torch_dtype = _torch_dtype(dtype, device)
+    hf_model = loader.load_hf_model(source, dtype=torch_dtype, device=device, progress=progress)
+    trained = loader.context_length(hf_model.config)
+    return build_torch_runner(hf_model, max_slots=max_slots, max_seq_len=_serve_length(context_length, trained),
+                              device=device, dtype=torch_dtype if torch_dtype != torch.float32 else None)
+
+
+def _serve_length(asked: int | None, trained: int | None) -> int:
+    limit = trained or DEFAULT_CONTEXT_LENGTH
+    if asked is None:
+        return min(limit, DEFAULT_CONTEXT_LENGTH)
+    if asked > limit:
+        logger.warning("context_length %d is longer than the model was trained for (%d); using %d", asked, limit,
+                       limit)
+        return limit
+    return asked
+
+
+def _torch_dtype(dtype: str | None, device: str) -> Any:
+    import torch
+
+    names = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if dtype is None:
+        return torch.float32 if device == "cpu" else torch.bfloat16
+    if dtype not in names:
+        raise ValueError(f"dtype must be one of {', '.join(names)}, got {dtype!r}")
+    return names[dtype]
+
+
+def gguf_context_length(path: Path) -> int | None:
+    """The training context length recorded in a GGUF file's metadata."""
+    from gguf import GGUFReader
+
+    reader = GGUFReader(str(path))
+    arch_field = reader.fields.get("general.architecture")
+    if arch_field is None:
+        return None
+    arch = bytes(arch_field.parts[arch_field.data[0]]).decode()
+    field = reader.fields.get(f"{arch}.context_length")
+    return int(field.parts[field.data[0]][0]) if field is not None else None

@@ -1,0 +1,85 @@
+"""A tiny random-weight chat model in Hugging Face format, for tests of every layer.
+
+Real architecture classes, real tokenizer, random weights: the engine, server and front ends run exactly the
+code paths of a real model in a fraction of a second, with no download.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+ARCHITECTURES = ("qwen2", "llama", "qwen3")
+# Qwen2.5's recommended sampling, so a tiny model carries the same defaults the real ones do.
+TINY_GENERATION_DEFAULTS: dict[str, Any] = {
+    "do_sample": True, "temperature": 0.7, "top_p": 0.8, "top_k": 20, "repetition_penalty": 1.05,
+    "max_new_tokens": 512,
+}
+
+
+def make_tiny_model_dir(path: str | Path, tokenizer: Any, *, arch: str = "qwen2", seed: int = 0,
+                        hidden_size: int = 64, num_layers: int = 2, num_heads: int = 4, num_kv_heads: int = 2,
+                        intermediate_size: int = 128, max_positions: int = 4096, lm_head_std: float = 0.5) -> Path:
+    """Build and save a tiny random ``arch`` model with ``tokenizer`` and a generation config into ``path``.
+
+    ``lm_head_std`` is far larger than a trained model's init (0.02): with unit-RMS hidden states the logits then
+    spread by ~sqrt(hidden) * std (~4 here), so the greedy choice is decided by the weights, not by float noise.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, GenerationConfig
+
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"arch must be one of {ARCHITECTURES}, got {arch!r}")
+    if hidden_size % num_heads or num_heads % num_kv_heads:
+        raise ValueError("hidden_size must be a multiple of num_heads, and num_heads of num_kv_heads")
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    config = _config(arch, tokenizer, hidden_size, num_layers, num_heads, num_kv_heads, intermediate_size,
+                     max_positions)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    with torch.no_grad():
+        model.get_output_embeddings().weight.normal_(0.0, lm_head_std)
+    model.eval()
+    model.generation_config = GenerationConfig(eos_token_id=list(_eos_ids(tokenizer)),
+                                               pad_token_id=_pad_id(tokenizer), **TINY_GENERATION_DEFAULTS)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def _config(arch: str, tokenizer: Any, hidden: int, layers: int, heads: int, kv_heads: int, intermediate: int,
+            max_positions: int) -> Any:
+    from transformers import LlamaConfig, Qwen2Config, Qwen3Config
+
+    eos = _eos_ids(tokenizer)
+    common: dict[str, Any] = {
+        "vocab_size": _round_up(len(tokenizer), 128),  # room for every added token; 151,936 for Qwen, as upstream
+        "hidden_size": hidden, "intermediate_size": intermediate, "num_hidden_layers": layers,
+        "num_attention_heads": heads, "num_key_value_heads": kv_heads, "max_position_embeddings": max_positions,
+        "rms_norm_eps": 1e-6, "tie_word_embeddings": False, "eos_token_id": eos[0], "pad_token_id": _pad_id(tokenizer),
+        "bos_token_id": getattr(tokenizer, "bos_token_id", None),
+    }
+    if arch == "qwen2":
+        return Qwen2Config(rope_theta=1_000_000.0, **common)
+    if arch == "qwen3":
+        return Qwen3Config(head_dim=hidden // heads, rope_theta=1_000_000.0, **common)
+    return LlamaConfig(rope_theta=10_000.0, **common)
+
+
+def _eos_ids(tokenizer: Any) -> tuple[int, ...]:
+    from qwen_stream.models.loader import chat_stop_token_ids
+
+    ids = chat_stop_token_ids(tokenizer)
+    if not ids:
+        raise ValueError("the tokenizer has no eos token, <|im_end|> or <|endoftext|>: a chat model needs one")
+    return ids
+
+
+def _pad_id(tokenizer: Any) -> int:
+    pad = getattr(tokenizer, "pad_token_id", None)
+    return int(pad) if pad is not None else _eos_ids(tokenizer)[-1]
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple

@@ -1,0 +1,93 @@
+"""Prometheus metrics for the server, in a registry of their own so several apps can live in one process."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from qwen_stream.types import StreamEvent
+
+# Buckets sized for CPU serving: tokens every few ms to a few hundred ms, answers up to minutes.
+_TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0)
+_ITL_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5)
+_E2E_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0, 640.0)
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class ServerMetrics:
+    """Latency histograms, token counters and engine gauges; ``observe(event)`` is fed every stream event."""
+
+    def __init__(self, model_name: str) -> None:
+        self.registry = CollectorRegistry()
+        labels = ["model"]
+        self.model_name = model_name
+        self.ttft = Histogram("qwen_stream_time_to_first_token_seconds", "Time from request to first token",
+                              labels, buckets=_TTFT_BUCKETS, registry=self.registry)
+        self.itl = Histogram("qwen_stream_inter_token_latency_seconds", "Time between consecutive tokens",
+                             labels, buckets=_ITL_BUCKETS, registry=self.registry)
+        self.e2e = Histogram("qwen_stream_e2e_request_latency_seconds", "Time from request to last token",
+                             labels, buckets=_E2E_BUCKETS, registry=self.registry)
+        self.prompt_tokens = Counter("qwen_stream_prompt_tokens", "Prompt tokens processed", labels,
+                                     registry=self.registry)
+        self.generation_tokens = Counter("qwen_stream_generation_tokens", "Tokens generated", labels,
+                                         registry=self.registry)
+        self.requests = Counter("qwen_stream_requests", "Finished requests by finish reason",
+                                [*labels, "finish_reason"], registry=self.registry)
+        self.running = Gauge("qwen_stream_requests_running", "Requests decoding in the engine", labels,
+                             registry=self.registry)
+        self.waiting = Gauge("qwen_stream_requests_waiting", "Requests queued for a slot", labels,
+                             registry=self.registry)
+
+    def track_engine(self, stats: Callable[[], Any]) -> None:
+        """Read the running/waiting gauges from ``stats()`` (an object with ``running``/``waiting``) at scrape."""
+        self.running.labels(self.model_name).set_function(lambda: float(stats().running))
+        self.waiting.labels(self.model_name).set_function(lambda: float(stats().waiting))
+
+    def tracker(self) -> RequestTracker:
+        return RequestTracker(self)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class RequestTracker:
+    """Turns one request's stream events into observations (one tracker per engine request)."""
+
+    def __init__(self, metrics: ServerMetrics) -> None:
+        self._m = metrics
+        self._label = metrics.model_name
+        self._tokens = 0
+        self._last_elapsed: float | None = None
+        self._finished = False
+
+    def observe(self, event: StreamEvent) -> None:
+        new_tokens = event.num_generated_tokens - self._tokens
+        if new_tokens > 0:
+            self._observe_tokens(event, new_tokens)
+        if event.finish_reason is not None and not self._finished:
+            self._finished = True
+            self._m.e2e.labels(self._label).observe(event.elapsed_s)
+            self._m.prompt_tokens.labels(self._label).inc(event.num_prompt_tokens)
+            self._m.requests.labels(self._label, event.finish_reason.value).inc()
+
+    def close(self) -> None:
+        """The request ended without a finish event (the client went away): count it as aborted."""
+        if not self._finished:
+            self._finished = True
+            self._m.requests.labels(self._label, "abort").inc()
+
+    def _observe_tokens(self, event: StreamEvent, new_tokens: int) -> None:
+        if self._last_elapsed is None:
+            ttft = event.time_to_first_token_s if event.time_to_first_token_s is not None else event.elapsed_s
+            self._m.ttft.labels(self._label).observe(ttft)
+        else:
+            # Several tokens in one event (a consumer that lagged): spread the gap evenly over them.
+            gap = max(event.elapsed_s - self._last_elapsed, 0.0) / new_tokens
+            for _ in range(new_tokens):
+                self._m.itl.labels(self._label).observe(gap)
+        self._m.generation_tokens.labels(self._label).inc(new_tokens)
+        self._tokens = event.num_generated_tokens
+        self._last_elapsed = event.elapsed_s

@@ -1,0 +1,129 @@
+"""Plain data shared by every layer: sampling parameters, engine outputs, stream events.
+
+Nothing here imports torch, so front ends and tests of pure logic stay light.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+
+class FinishReason(str, enum.Enum):
+    STOP = "stop"  # a stop token id or a stop string
+    LENGTH = "length"  # max_new_tokens or the context window
+    ABORT = "abort"  # cancelled by the caller, a disconnect or an error
+
+
+class EngineError(RuntimeError):
+    """The engine could not serve a request (it is shutting down, or a step failed)."""
+
+
+class EngineOverloadedError(EngineError):
+    """Too many waiting requests: refused at once rather than queued forever."""
+
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(slots=True, frozen=True)
+class SamplingParams:
+    """How one request picks its tokens. temperature == 0 means greedy."""
+
+    max_new_tokens: int = 512
+    temperature: float = 0.7
+    top_p: float = 1.0
+    top_k: int = 0  # 0 disables top-k
+    repetition_penalty: float = 1.0  # HF style, multiplicative, > 1 discourages repeats
+    presence_penalty: float = 0.0  # OpenAI style, additive
+    frequency_penalty: float = 0.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    stop_token_ids: tuple[int, ...] = ()
+    ignore_eos: bool = False
+    logprobs: int | None = None  # None: off; N >= 0: the chosen token plus its N best alternatives
+    skip_special_tokens: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stop, str):
+            object.__setattr__(self, "stop", (self.stop,))
+        else:
+            object.__setattr__(self, "stop", tuple(self.stop))
+        object.__setattr__(self, "stop_token_ids", tuple(int(t) for t in self.stop_token_ids))
+        self.validate()
+
+    def validate(self) -> None:
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                raise ValueError(message)
+
+        need(isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1,
+             f"max_new_tokens must be an integer >= 1, got {self.max_new_tokens!r}")
+        need(self.temperature >= 0.0, f"temperature must be >= 0, got {self.temperature!r}")
+        need(0.0 < self.top_p <= 1.0, f"top_p must be in (0, 1], got {self.top_p!r}")
+        need(isinstance(self.top_k, int) and self.top_k >= 0, f"top_k must be an integer >= 0, got {self.top_k!r}")
+        need(self.repetition_penalty > 0.0, f"repetition_penalty must be > 0, got {self.repetition_penalty!r}")
+        need(-2.0 <= self.presence_penalty <= 2.0, f"presence_penalty must be in [-2, 2], got {self.presence_penalty!r}")
+        need(-2.0 <= self.frequency_penalty <= 2.0,
+             f"frequency_penalty must be in [-2, 2], got {self.frequency_penalty!r}")
+        need(all(isinstance(s, str) and s for s in self.stop), "stop strings must be non-empty strings")
+        need(self.logprobs is None or 0 <= self.logprobs <= 20, f"logprobs must be in [0, 20], got {self.logprobs!r}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0 or self.top_k == 1
+
+    @property
+    def uses_penalties(self) -> bool:
+        return self.repetition_penalty != 1.0 or self.presence_penalty != 0.0 or self.frequency_penalty != 0.0
+
+    def with_(self, **changes: Any) -> SamplingParams:
+        return replace(self, **changes)
+
+
+@dataclass(slots=True)
+class TokenLogprob:
+    token_id: int
+    logprob: float
+    top: list[tuple[int, float]] = field(default_factory=list)  # best alternatives, most likely first
+
+
+@dataclass(slots=True)
+class TokenOutput:
+    """What the engine core hands out for one request after one step: ids only, no text."""
+
+    request_id: str
+    new_token_ids: list[int]
+    finish_reason: FinishReason | None = None
+    num_prompt_tokens: int = 0
+    logprobs: list[TokenLogprob] | None = None
+    error: str | None = None  # set when the engine failed this request
+
+
+@dataclass(slots=True)
+class StreamEvent:
+    """What a front end receives: the new text, the text so far, and the bookkeeping around it."""
+
+    delta: str
+    text: str
+    token_ids: list[int]
+    finish_reason: FinishReason | None = None
+    num_prompt_tokens: int = 0
+    num_generated_tokens: int = 0
+    time_to_first_token_s: float | None = None
+    elapsed_s: float = 0.0
+    logprobs: list[TokenLogprob] | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Decode speed after the first token, the figure people compare."""
+        if self.time_to_first_token_s is None or self.num_generated_tokens < 2:
+            return 0.0
+        decode_time = self.elapsed_s - self.time_to_first_token_s
+        return (self.num_generated_tokens - 1) / decode_time if decode_time > 0 else 0.0

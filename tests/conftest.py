@@ -1,0 +1,41 @@
+"""Session fixtures shared by every test layer: the real Qwen tokenizer and a tiny random model built from it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# Tests must never reach for a model hub, and must not fill the user's cache: models land in a session cache
+# unless the caller points QWEN_STREAM_CACHE somewhere already warm (CI does, to reuse fetched aliases).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def qwen_tokenizer() -> Any:
+    from qwen_stream.models.qwen_tokenizer import build_qwen_tokenizer
+
+    return build_qwen_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, qwen_tokenizer: Any) -> Path:
+    """A local Hugging Face directory: a tiny random-weight qwen2 with the real Qwen tokenizer."""
+    from qwen_stream.models.tiny import make_tiny_model_dir
+
+    return make_tiny_model_dir(tmp_path_factory.mktemp("tiny-qwen2"), qwen_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_model(tiny_model_dir: Path) -> Iterator[Any]:
+    """One engine for the whole session, as a server would have; tests leave it idle when they end."""
+    from qwen_stream.api import ChatModel
+
+    model = ChatModel.load(str(tiny_model_dir), runner="torch", max_batch_size=16, max_waiting=64,
+                           context_length=512, progress=False)
+    yield model
+    model.close()

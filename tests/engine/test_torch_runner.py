@@ -1,0 +1,236 @@
+"""The PyTorch runners against the Hugging Face forward, on tiny random models built here (no download)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from torch import Tensor, nn
+from transformers import (
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+    Qwen3Config,
+    Qwen3ForCausalLM,
+)
+
+from qwen_stream.engine.hf_runner import HFRunner
+from qwen_stream.engine.runner import ModelRunner, SeqChunk
+from qwen_stream.engine.torch_runner import build_torch_runner
+
+VOCAB = 1000
+SMALL = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, vocab_size=VOCAB, max_position_embeddings=256)
+ATOL, RTOL = 2e-5, 1e-4
+
+
+def _randomize(model: nn.Module, seed: int) -> nn.Module:
+    """Weights large enough that a wrong rotation, mask or bias changes the logits visibly."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.1 + (1.0 if "norm" in name else 0.0))
+    return model.eval()
+
+
+def qwen2() -> PreTrainedModel:  # q/k/v biases and an untied lm_head, like Qwen2.5-1.5B
+    return _randomize(Qwen2ForCausalLM(Qwen2Config(**SMALL, tie_word_embeddings=False)), 1)
+
+
+def llama_tied() -> PreTrainedModel:  # SmolLM2: llama with tied embeddings
+    return _randomize(LlamaForCausalLM(LlamaConfig(**SMALL, tie_word_embeddings=True)), 2)
+
+
+def qwen3() -> PreTrainedModel:  # per-head q_norm / k_norm
+    return _randomize(Qwen3ForCausalLM(Qwen3Config(**SMALL, head_dim=16, tie_word_embeddings=True)), 3)
+
+
+def llama_linear_rope() -> PreTrainedModel:
+    rope = {"rope_type": "linear", "factor": 2.0, "rope_theta": 5000.0}
+    return _randomize(LlamaForCausalLM(LlamaConfig(**SMALL, rope_parameters=rope)), 4)
+
+
+def gpt2() -> PreTrainedModel:  # an architecture the native runner does not know
+    config = GPT2Config(n_embd=64, n_layer=2, n_head=4, vocab_size=VOCAB, n_positions=256)
+    return _randomize(GPT2LMHeadModel(config), 5)
+
+
+NATIVE = [qwen2, llama_tied, qwen3, llama_linear_rope]
+
+
+def reference(model: nn.Module, ids: list[int]) -> Tensor:
+    """HF logits for every position of one sequence, no cache: [len, vocab]."""
+    with torch.inference_mode():
+        return model(torch.tensor([ids])).logits[0].float()
+
+
+def tokens(n: int, seed: int) -> list[int]:
+    return torch.randint(0, VOCAB, (n,), generator=torch.Generator().manual_seed(seed)).tolist()
+
+
+def close(a: Tensor, b: Tensor) -> bool:
+    return torch.allclose(a, b, atol=ATOL, rtol=RTOL)
+
+
+def runner_for(make, max_slots: int = 8, max_seq_len: int = 64) -> tuple[nn.Module, ModelRunner]:
+    model = make()
+    return model, build_torch_runner(model, max_slots=max_slots, max_seq_len=max_seq_len)
+
+
+def feed(runner: ModelRunner, slot: int, ids: list[int], prefill: int) -> list[Tensor]:
+    """Prefill ids[:prefill], then decode the rest one by one; the logits after each step."""
+    out = [runner.forward([SeqChunk(slot, ids[:prefill], 0)])[0]]
+    for pos in range(prefill, len(ids)):
+        out.append(runner.forward([SeqChunk(slot, [ids[pos]], pos)])[0])
+    return out
+
+
+@pytest.mark.parametrize("make", NATIVE)
+def test_native_prefill_and_decode_match_hf(make) -> None:
+    model, runner = runner_for(make)
+    assert runner.name == "torch-native"
+    assert isinstance(runner, ModelRunner)
+    ids = tokens(14, seed=10)
+    ref = reference(model, ids)
+    got = feed(runner, slot=3, ids=ids, prefill=9)
+    assert got[0].dtype == torch.float32 and got[0].shape == (VOCAB,)
+    for step, logits in enumerate(got):
+        assert close(logits, ref[8 + step]), f"step {step}: max diff {(logits - ref[8 + step]).abs().max()}"
+
+
+@pytest.mark.parametrize("make", NATIVE)
+def test_chunked_prefill_equals_one_shot(make) -> None:
+    model, runner = runner_for(make)
+    ids = tokens(20, seed=11)
+    first = runner.forward([SeqChunk(0, ids[:7], 0, want_logits=False)])
+    assert first.shape == (0, VOCAB)
+    second = runner.forward([SeqChunk(0, ids[7:], 7)])
+    assert close(second[0], reference(model, ids)[-1])
+
+
+@pytest.mark.parametrize("slots", [[0, 1, 2], [5, 3, 4], [0, 7, 3], [6, 1, 7]])
+def test_batched_decode_at_different_positions_equals_alone(slots: list[int]) -> None:
+    """Covers the three cache paths: a window that is the batch, a permuted window, and gathered slots."""
+    model, batched = runner_for(qwen2)
+    seqs = [tokens(n, seed=20 + n) for n in (5, 11, 8)]
+    refs = [reference(model, s) for s in seqs]
+    for slot, seq in zip(slots, seqs, strict=True):
+        batched.forward([SeqChunk(slot, seq[:-3], 0, want_logits=False)])
+    for back in (3, 2, 1):  # three steps, each sequence at its own position
+        chunks = [SeqChunk(slot, [seq[-back]], len(seq) - back) for slot, seq in zip(slots, seqs, strict=True)]
+        out = batched.forward(chunks)
+        assert out.shape == (3, VOCAB)
+        for row, ref in enumerate(refs):
+            assert close(out[row], ref[len(seqs[row]) - back]), f"row {row}, {back} from the end"
+
+
+def test_mixed_prefill_and_decodes_keep_chunk_order() -> None:
+    model, runner = runner_for(llama_tied)
+    a, b, c = tokens(9, seed=30), tokens(6, seed=31), tokens(12, seed=32)
+    runner.forward([SeqChunk(0, a[:-1], 0), SeqChunk(2, c[:-1], 0)])
+    out = runner.forward([
+        SeqChunk(2, [c[-1]], len(c) - 1),
+        SeqChunk(1, b, 0),  # a prefill in the middle of two decodes
+        SeqChunk(0, [a[-1]], len(a) - 1, want_logits=False),
+    ])
+    assert out.shape == (2, VOCAB)
+    assert close(out[0], reference(model, c)[-1])
+    assert close(out[1], reference(model, b)[-1])
+
+
+def test_free_slot_then_reuse_equals_fresh_runner() -> None:
+    model, runner = runner_for(qwen3, max_slots=2)
+    feed(runner, slot=1, ids=tokens(30, seed=40), prefill=25)  # leaves a longer stale tail behind
+    runner.free_slot(1)
+    ids = tokens(10, seed=41)
+    reused = feed(runner, slot=1, ids=ids, prefill=6)
+    fresh = feed(build_torch_runner(qwen3(), max_slots=2, max_seq_len=64), slot=1, ids=ids, prefill=6)
+    assert all(torch.equal(a, b) for a, b in zip(reused, fresh, strict=True))
+
+
+def test_fallback_runner_for_other_architectures_matches_hf(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="qwen_stream.engine.torch_runner"):
+        model, runner = runner_for(gpt2)
+    assert runner.name == "torch-hf"
+    assert "gpt2" in caplog.text
+    a, b = tokens(10, seed=50), tokens(7, seed=51)
+    ref_a, ref_b = reference(model, a), reference(model, b)
+    got = runner.forward([SeqChunk(0, a[:4], 0, want_logits=False), SeqChunk(1, b[:5], 0)])
+    assert got.shape == (1, VOCAB) and close(got[0], ref_b[4])
+    got = runner.forward([SeqChunk(0, a[4:8], 4), SeqChunk(1, [b[5]], 5)])
+    assert close(got[0], ref_a[7]) and close(got[1], ref_b[5])
+    runner.free_slot(0)
+    assert close(runner.forward([SeqChunk(0, b, 0)])[0], ref_b[-1])
+
+
+def test_dynamic_rope_matches_hf_incremental_forward() -> None:
+    """Length-dependent RoPE is recomputed per step, as transformers does with its own cache."""
+    rope = {"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0}
+    config = LlamaConfig(**{**SMALL, "max_position_embeddings": 8}, rope_parameters=rope)
+    native = build_torch_runner(_randomize(LlamaForCausalLM(config), 6), max_slots=1, max_seq_len=32)
+    reference_runner = HFRunner(_randomize(LlamaForCausalLM(config), 6), max_slots=1, max_seq_len=32)
+    ids = tokens(14, seed=60)
+    for a, b in zip(feed(native, 0, ids, 5), feed(reference_runner, 0, ids, 5), strict=True):
+        assert close(a, b)
+
+
+def test_bfloat16_runs_and_agrees_roughly() -> None:
+    ids = tokens(12, seed=70)
+    exact = reference(qwen2(), ids)[-1]
+    model = qwen2()
+    runner = build_torch_runner(model, max_slots=2, max_seq_len=32, dtype="bfloat16")
+    assert model.lm_head.weight.dtype == torch.bfloat16
+    out = feed(runner, 0, ids, 8)[-1]
+    assert out.dtype == torch.float32
+    assert torch.allclose(out, exact, atol=0.1)
+    assert torch.corrcoef(torch.stack([out, exact]))[0, 1] > 0.99
+
+
+def test_native_runner_shares_weights_with_the_hf_model() -> None:
+    model = qwen2()
+    before = reference(model, tokens(6, seed=80))
+    build_torch_runner(model, max_slots=1, max_seq_len=16)
+    attn = model.model.layers[0].self_attn
+    # q/k/v now live in one fused tensor; the HF model reads the very same memory and still agrees.
+    assert attn.q_proj.weight.untyped_storage().data_ptr() == attn.k_proj.weight.untyped_storage().data_ptr()
+    assert torch.equal(reference(model, tokens(6, seed=80)), before)
+
+
+@pytest.mark.parametrize("make", [qwen2, gpt2])
+def test_bad_input_raises_value_error(make) -> None:
+    _, runner = runner_for(make, max_slots=2, max_seq_len=16)
+    with pytest.raises(ValueError, match="out of range"):
+        runner.forward([SeqChunk(2, [1], 0)])
+    with pytest.raises(ValueError, match="out of range"):
+        runner.forward([SeqChunk(-1, [1], 0)])
+    with pytest.raises(ValueError, match="exceeds max_seq_len"):
+        runner.forward([SeqChunk(0, list(range(17)), 0)])
+    with pytest.raises(ValueError, match="gap"):
+        runner.forward([SeqChunk(0, [1, 2], 3)])
+    with pytest.raises(ValueError, match="twice"):
+        runner.forward([SeqChunk(0, [1], 0), SeqChunk(0, [2], 1)])
+    with pytest.raises(ValueError, match="token id"):
+        runner.forward([SeqChunk(0, [VOCAB + 5], 0)])
+    with pytest.raises(ValueError, match="no tokens"):
+        runner.forward([SeqChunk(0, [], 0)])
+    with pytest.raises(ValueError, match="out of range"):
+        runner.free_slot(5)
+    runner.forward([SeqChunk(0, list(range(16)), 0)])  # exactly full is fine
+    with pytest.raises(ValueError, match="exceeds max_seq_len"):
+        runner.forward([SeqChunk(0, [1], 16)])
+
+
+def test_build_validates_arguments() -> None:
+    with pytest.raises(ValueError, match="max_slots"):
+        build_torch_runner(qwen2(), max_slots=0, max_seq_len=16)
+    with pytest.raises(ValueError, match="dtype"):
+        build_torch_runner(qwen2(), max_slots=1, max_seq_len=16, dtype="int3")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA"):
+            build_torch_runner(qwen2(), max_slots=1, max_seq_len=16, device="cuda")
+        assert build_torch_runner(qwen2(), max_slots=1, max_seq_len=16, device="auto").name == "torch-native"
