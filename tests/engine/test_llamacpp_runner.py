@@ -156,7 +156,7 @@ def test_step_longer_than_n_batch_is_split(fresh: LlamaCppRunner, reference: lla
 
 def test_restart_inside_the_cache_trims_it(fresh: LlamaCppRunner, reference: llama_cpp.Llama) -> None:
     prompt = tokenize(reference, PROMPTS[0])
-    fresh.forward([SeqChunk(0, prompt + [42, 43, 44], 0)])
+    fresh.forward([SeqChunk(0, [*prompt, 42, 43, 44], 0)])
     logits = fresh.forward([SeqChunk(0, prompt[-2:], len(prompt) - 2)])  # re-feed the prompt's tail
     assert fresh.slot_length(0) == len(prompt)
     assert int(logits[0].argmax()) == reference_greedy(reference, prompt, 1)[0]

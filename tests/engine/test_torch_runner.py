@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import pytest
 import torch
@@ -24,12 +26,15 @@ from qwen_stream.engine.runner import ModelRunner, SeqChunk
 from qwen_stream.engine.torch_runner import build_torch_runner
 
 VOCAB = 1000
-SMALL = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+SMALL: dict[str, Any] = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=2, vocab_size=VOCAB, max_position_embeddings=256)
 ATOL, RTOL = 2e-5, 1e-4
 
 
-def _randomize(model: nn.Module, seed: int) -> nn.Module:
+M = TypeVar("M", bound=nn.Module)
+
+
+def _randomize(model: M, seed: int) -> M:
     """Weights large enough that a wrong rotation, mask or bias changes the logits visibly."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -77,7 +82,7 @@ def close(a: Tensor, b: Tensor) -> bool:
     return torch.allclose(a, b, atol=ATOL, rtol=RTOL)
 
 
-def runner_for(make, max_slots: int = 8, max_seq_len: int = 64) -> tuple[nn.Module, ModelRunner]:
+def runner_for(make: Callable[[], PreTrainedModel], max_slots: int = 8, max_seq_len: int = 64) -> tuple[nn.Module, ModelRunner]:
     model = make()
     return model, build_torch_runner(model, max_slots=max_slots, max_seq_len=max_seq_len)
 
@@ -91,7 +96,7 @@ def feed(runner: ModelRunner, slot: int, ids: list[int], prefill: int) -> list[T
 
 
 @pytest.mark.parametrize("make", NATIVE)
-def test_native_prefill_and_decode_match_hf(make) -> None:
+def test_native_prefill_and_decode_match_hf(make: Callable[[], PreTrainedModel]) -> None:
     model, runner = runner_for(make)
     assert runner.name == "torch-native"
     assert isinstance(runner, ModelRunner)
@@ -104,7 +109,7 @@ def test_native_prefill_and_decode_match_hf(make) -> None:
 
 
 @pytest.mark.parametrize("make", NATIVE)
-def test_chunked_prefill_equals_one_shot(make) -> None:
+def test_chunked_prefill_equals_one_shot(make: Callable[[], PreTrainedModel]) -> None:
     model, runner = runner_for(make)
     ids = tokens(20, seed=11)
     first = runner.forward([SeqChunk(0, ids[:7], 0, want_logits=False)])
@@ -144,7 +149,7 @@ def test_mixed_prefill_and_decodes_keep_chunk_order() -> None:
 
 
 def test_free_slot_then_reuse_equals_fresh_runner() -> None:
-    model, runner = runner_for(qwen3, max_slots=2)
+    _, runner = runner_for(qwen3, max_slots=2)
     feed(runner, slot=1, ids=tokens(30, seed=40), prefill=25)  # leaves a longer stale tail behind
     runner.free_slot(1)
     ids = tokens(10, seed=41)
@@ -202,7 +207,7 @@ def test_native_runner_shares_weights_with_the_hf_model() -> None:
 
 
 @pytest.mark.parametrize("make", [qwen2, gpt2])
-def test_bad_input_raises_value_error(make) -> None:
+def test_bad_input_raises_value_error(make: Callable[[], PreTrainedModel]) -> None:
     _, runner = runner_for(make, max_slots=2, max_seq_len=16)
     with pytest.raises(ValueError, match="out of range"):
         runner.forward([SeqChunk(2, [1], 0)])

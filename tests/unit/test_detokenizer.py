@@ -88,7 +88,9 @@ def test_random_ids_match_decode(qwen_tokenizer, skip: bool) -> None:
     rng = random.Random(1234)
     specials = [151643, 151644, 151645, 151700]
     for _ in range(300):
-        ids = [rng.choice(specials) if rng.random() < 0.05 else rng.randrange(151936) for _ in range(rng.randrange(1, 80))]
+        ids = [
+            rng.choice(specials) if rng.random() < 0.05 else rng.randrange(151936) for _ in range(rng.randrange(1, 80))
+        ]
         assert "".join(stream(qwen_tokenizer, ids, skip=skip)) == qwen_tokenizer.decode(ids, skip_special_tokens=skip)
 
 
@@ -190,3 +192,20 @@ def test_metaspace_decoder_matches_decode() -> None:
     assert token_bytes_table(tokenizer).kind == "sentencepiece"
     ids = tokenizer.encode("the hat ate a the", add_special_tokens=False)
     assert "".join(stream(tokenizer, ids)) == tokenizer.decode(ids) == "the hat ate a the"
+
+
+class UnhashableTokenizer(CountingTokenizer):
+    """Defines __eq__ without __hash__, so it cannot key a WeakKeyDictionary."""
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+
+def test_unhashable_tokenizers_are_cached_too(qwen_tokenizer) -> None:
+    tokenizer = UnhashableTokenizer(qwen_tokenizer)
+    tokenizer.backend_tokenizer = qwen_tokenizer.backend_tokenizer  # type: ignore[attr-defined]
+    with pytest.raises(TypeError):
+        hash(tokenizer)
+    table = token_bytes_table(tokenizer)  # type: ignore[arg-type]
+    assert table.kind == "byte_level" and token_bytes_table(tokenizer) is table  # type: ignore[arg-type]
+    assert "".join(stream(tokenizer, STORY_IDS)) == "请给我讲一个有趣的故事 🤖 hello"

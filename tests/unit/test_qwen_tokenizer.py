@@ -16,6 +16,7 @@ from qwen_stream.models.qwen_tokenizer import (
     build_qwen_tokenizer,
     default_tiktoken_file,
     qwen_special_tokens,
+    tokenizer_cache_dir,
 )
 
 STORY = "请给我讲一个有趣的故事 🤖 hello"
@@ -82,29 +83,29 @@ def test_chat_template_honours_system_and_generation_prompt(qwen_tokenizer) -> N
 def test_same_object_within_a_process(qwen_tokenizer) -> None:
     assert build_qwen_tokenizer() is qwen_tokenizer
     assert build_qwen_tokenizer(default_tiktoken_file()) is qwen_tokenizer
+    assert build_qwen_tokenizer(str(default_tiktoken_file().parent)) is qwen_tokenizer  # a checkpoint directory
 
 
-def test_converted_tokenizer_is_cached_on_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("QWEN_STREAM_CACHE", str(tmp_path / "cache"))
-    # Copies under new names miss the in-process cache, so this exercises the disk cache.
-    first_copy = shutil.copy(default_tiktoken_file(), tmp_path / "a.tiktoken")
-    first = build_qwen_tokenizer(first_copy)
-    saved = list((tmp_path / "cache" / "tokenizers" / "qwen-tiktoken").glob("*/tokenizer.json"))
-    assert len(saved) == 1
-    stamp = saved[0].stat().st_mtime_ns
-
-    second_copy = shutil.copy(default_tiktoken_file(), tmp_path / "b.tiktoken")
+def test_converted_tokenizer_is_cached_on_disk(qwen_tokenizer, tmp_path: Path) -> None:
+    # The fixture's build left the converted tokenizer.json in the cache (converting takes seconds).
+    saved = list(tokenizer_cache_dir().glob("*/tokenizer.json"))
+    assert saved, "the first build should have saved tokenizer.json"
+    stamps = {path: path.stat().st_mtime_ns for path in saved}
+    # A copy under a new name misses the in-process cache, so this build reads the disk cache back.
+    copy = shutil.copy(default_tiktoken_file(), tmp_path / "qwen.tiktoken")
     started = time.perf_counter()
-    second = build_qwen_tokenizer(second_copy)
+    rebuilt = build_qwen_tokenizer(copy)
     reload_s = time.perf_counter() - started
-    assert saved[0].stat().st_mtime_ns == stamp  # read back, not converted again
-    assert second is not first and second.encode(STORY) == STORY_IDS
-    assert reload_s < 30  # generous: converting takes several seconds, loading well under one
+    assert {path: path.stat().st_mtime_ns for path in saved} == stamps  # read, not converted again
+    assert rebuilt is not qwen_tokenizer and rebuilt.encode(STORY) == STORY_IDS
+    assert reload_s < 30  # generous on a loaded machine; converting is what takes long
 
 
 def test_bad_inputs_are_refused(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="no qwen.tiktoken"):
+    with pytest.raises(FileNotFoundError, match=r"no qwen\.tiktoken"):
         build_qwen_tokenizer(tmp_path / "missing.tiktoken")
+    with pytest.raises(FileNotFoundError, match=r"no qwen\.tiktoken"):
+        build_qwen_tokenizer(tmp_path)  # a directory without the file
     with pytest.raises(TypeError, match="path"):
         build_qwen_tokenizer(42)  # type: ignore[arg-type]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import threading
@@ -19,6 +20,7 @@ class StreamTrace:
     token_times: list[float] = field(default_factory=list)  # when each generated token reached the client
     first_text: float | None = None  # when the first non-empty text arrived (what a user sees)
     text: str = ""
+    token_ids: list[int] = field(default_factory=list)  # when the system reports them (our engine does)
 
     def add_tokens(self, now: float, count: int) -> None:
         """``count`` tokens arrived at ``now`` (a peer may hand several over at once)."""
@@ -35,13 +37,13 @@ class StreamTrace:
 
     @property
     def ttft(self) -> float | None:
-        first = self.first_text if self.first_text is not None else (self.token_times or [None])[0]
-        return None if first is None else first - self.submitted
+        if self.first_text is not None:
+            return self.first_text - self.submitted
+        return self.token_times[0] - self.submitted if self.token_times else None
 
     @property
     def gaps(self) -> list[float]:
-        t = self.token_times
-        return [b - a for a, b in zip(t, t[1:], strict=False)]
+        return [b - a for a, b in itertools.pairwise(self.token_times)]
 
     @property
     def decode_tps(self) -> float | None:

@@ -6,7 +6,9 @@ sequences are not batched together, so it is correct but slower under many concu
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -25,13 +27,17 @@ class HFRunner:
         # A transformers cache can only grow or restart, so a chunk may not rewind into a slot's past.
         self._table = SlotTable(max_slots, max_seq_len, allow_rewind=False)
         self.max_slots, self.max_seq_len = max_slots, max_seq_len
-        self._model = hf_model
-        self._config = hf_model.config
-        out = hf_model.get_output_embeddings()
+        model: Any = hf_model  # HF attributes are dynamic
+        self._model = model
+        self._config = model.config
+        out = model.get_output_embeddings()
         self.vocab_size = int(out.weight.shape[0]) if out is not None else int(self._config.vocab_size)
-        self._vocab_rows = int(hf_model.get_input_embeddings().weight.shape[0])
+        self._vocab_rows = int(model.get_input_embeddings().weight.shape[0])
         self._device = next(hf_model.parameters()).device
         self._caches: list[DynamicCache | None] = [None] * max_slots
+        # transformers 5.x renames the forward's `past_key_values` to `cache`; use whichever this version takes.
+        params = inspect.signature(hf_model.forward).parameters
+        self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
 
     def forward(self, chunks: Sequence[SeqChunk]) -> Tensor:
         self._table.check(chunks, self._vocab_rows)
@@ -49,13 +55,13 @@ class HFRunner:
     def _run(self, chunk: SeqChunk) -> Tensor:
         cache = self._caches[chunk.slot]
         if cache is None or chunk.start_pos == 0:
-            cache = DynamicCache(config=self._config)
+            cache = self._caches[chunk.slot] = _new_cache(self._config)
         end = chunk.start_pos + len(chunk.token_ids)
         ids = torch.tensor([chunk.token_ids], device=self._device)  # [1, S]
         positions = torch.arange(chunk.start_pos, end, device=self._device)[None]  # [1, S]
-        out = self._model(input_ids=ids, position_ids=positions, past_key_values=cache, use_cache=True,
-                          logits_to_keep=1)
-        self._caches[chunk.slot] = out.past_key_values
+        # The cache object grows in place, so the slot keeps pointing at it.
+        kwargs = {self._cache_kwarg: cache}
+        out = self._model(input_ids=ids, position_ids=positions, use_cache=True, logits_to_keep=1, **kwargs)
         return out.logits[0, -1]
 
     def free_slot(self, slot: int) -> None:
@@ -64,3 +70,10 @@ class HFRunner:
 
     def close(self) -> None:
         self._caches = [None] * self.max_slots
+
+
+def _new_cache(config: Any) -> DynamicCache:
+    try:
+        return DynamicCache(config=config)  # knows the model's layer types (sliding windows) when given
+    except TypeError:  # older transformers
+        return DynamicCache()

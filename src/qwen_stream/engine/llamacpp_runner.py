@@ -14,6 +14,7 @@ real per-slot guarantee (cost: the whole pool is allocated, and zeroed, up front
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -262,10 +263,8 @@ class LlamaCppRunner:
         self.close()
 
     def __del__(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # interpreter shutdown: the binding may already be gone
             self.close()
-        except Exception:  # interpreter shutdown: the binding may already be gone
-            pass
 
 
 def _flatten(chunks: Sequence[SeqChunk]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -60,7 +60,7 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
 
 def native_unsupported_reason(hf_model: nn.Module) -> str | None:
     """Why the native runner cannot run this model (None when it can)."""
-    config = hf_model.config
+    config: Any = hf_model.config
     model_type = getattr(config, "model_type", None)
     if model_type not in NATIVE_MODEL_TYPES:
         return f"model_type {model_type!r} is not one of {sorted(NATIVE_MODEL_TYPES)}"
@@ -70,7 +70,7 @@ def native_unsupported_reason(hf_model: nn.Module) -> str | None:
         return "sliding-window attention layers"
     if len(set(getattr(hf_model, "hf_device_map", {}).values())) > 1:
         return "the model is split over several devices"
-    base = getattr(hf_model, "model", None)
+    base: Any = getattr(hf_model, "model", None)
     if base is None or not all(hasattr(base, a) for a in ("embed_tokens", "layers", "norm", "rotary_emb")):
         return "unexpected module layout"
     for layer in base.layers:
@@ -81,7 +81,7 @@ def native_unsupported_reason(hf_model: nn.Module) -> str | None:
     return None
 
 
-def _attn_linears(layer: nn.Module) -> tuple[nn.Linear, nn.Linear, nn.Linear]:
+def _attn_linears(layer: Any) -> tuple[nn.Linear, nn.Linear, nn.Linear]:
     attn = layer.self_attn
     return attn.q_proj, attn.k_proj, attn.v_proj
 
@@ -126,7 +126,7 @@ class _Layer:
     down_b: Tensor | None
 
     @classmethod
-    def take(cls, layer: nn.Module) -> _Layer:
+    def take(cls, layer: Any) -> _Layer:
         attn, mlp = layer.self_attn, layer.mlp
         qkv_w, qkv_b = _fuse(_attn_linears(layer))
         gate_up_w, gate_up_b = _fuse((mlp.gate_proj, mlp.up_proj))
@@ -163,23 +163,25 @@ class NativeRunner:
     name = "torch-native"
 
     def __init__(self, hf_model: nn.Module, *, max_slots: int, max_seq_len: int) -> None:
-        config, base = hf_model.config, hf_model.model
+        model: Any = hf_model  # HF attributes are dynamic; their types are checked by the tests
+        config, base = model.config, model.model
         self._table = SlotTable(max_slots, max_seq_len)
         self.max_slots, self.max_seq_len = max_slots, max_seq_len
-        self._heads = config.num_attention_heads
-        self._kv_heads = getattr(config, "num_key_value_heads", None) or self._heads
-        self._head_dim = getattr(config, "head_dim", None) or config.hidden_size // self._heads
+        self._heads = int(config.num_attention_heads)
+        self._kv_heads = int(getattr(config, "num_key_value_heads", None) or self._heads)
+        self._head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // self._heads)
         self._group = self._heads // self._kv_heads
-        self._hidden = config.hidden_size
+        self._hidden = int(config.hidden_size)
         self._eps = float(config.rms_norm_eps)
         self._scale = self._head_dim**-0.5
-        self._embed = base.embed_tokens.weight.detach()  # [vocab_rows, hidden]
+        self._embed: Tensor = base.embed_tokens.weight.detach()  # [vocab_rows, hidden]
         self._layers = [_Layer.take(layer) for layer in base.layers]
-        self._norm = base.norm.weight.detach()
-        self._lm_w, self._lm_b = hf_model.lm_head.weight.detach(), _detached(hf_model.lm_head.bias)
+        self._norm: Tensor = base.norm.weight.detach()
+        self._lm_w: Tensor = model.lm_head.weight.detach()
+        self._lm_b = _detached(model.lm_head.bias)
         self.vocab_size = int(self._lm_w.shape[0])
         self._device, self._dtype = self._embed.device, self._embed.dtype
-        self._rotary = base.rotary_emb
+        self._rotary: Any = base.rotary_emb
         self._cache = SlotKVCache(
             n_layers=len(self._layers), max_slots=max_slots, n_kv_heads=self._kv_heads, max_seq_len=max_seq_len,
             head_dim=self._head_dim, dtype=self._dtype, device=self._device,
@@ -266,9 +268,7 @@ class NativeRunner:
         # A window over neighbouring slots is a view; reading a few idle slots beats copying when they are few.
         gather = hi - lo > 2 * len(chunks)
         rows = None
-        if gather:
-            row_pos = pos_t
-        elif slots == list(range(lo, hi)):
+        if gather or slots == list(range(lo, hi)):
             row_pos = pos_t
         else:
             rows = slots_t - lo
@@ -383,8 +383,10 @@ def build_torch_runner(
     eval mode; the native runner also re-points its q/k/v and gate/up weights at fused tensors.
     """
     SlotTable(max_slots, max_seq_len)  # validates both before any tensor moves
-    dev, dt = resolve_device(device), resolve_dtype(dtype, resolve_device(device))
-    if not getattr(hf_model, "hf_device_map", None) or len(set(hf_model.hf_device_map.values())) <= 1:
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    device_map: dict[str, Any] = getattr(hf_model, "hf_device_map", None) or {}
+    if len(set(device_map.values())) <= 1:  # a model split by device_map="auto" stays where accelerate put it
         hf_model.to(device=dev, dtype=dt)
     hf_model.eval()
     reason = native_unsupported_reason(hf_model)

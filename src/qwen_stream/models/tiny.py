@@ -60,11 +60,12 @@ def _config(arch: str, tokenizer: Any, hidden: int, layers: int, heads: int, kv_
         "rms_norm_eps": 1e-6, "tie_word_embeddings": False, "eos_token_id": eos[0], "pad_token_id": _pad_id(tokenizer),
         "bos_token_id": getattr(tokenizer, "bos_token_id", None),
     }
-    if arch == "qwen2":
-        return Qwen2Config(rope_theta=1_000_000.0, **common)
+    # rope_theta as a plain kwarg: transformers 4.x reads it directly, 5.x folds it into rope_parameters
+    common["rope_theta"] = 10_000.0 if arch == "llama" else 1_000_000.0
     if arch == "qwen3":
-        return Qwen3Config(head_dim=hidden // heads, rope_theta=1_000_000.0, **common)
-    return LlamaConfig(rope_theta=10_000.0, **common)
+        common["head_dim"] = hidden // heads
+    config_class = {"qwen2": Qwen2Config, "qwen3": Qwen3Config, "llama": LlamaConfig}[arch]
+    return config_class(**common)
 
 
 def _eos_ids(tokenizer: Any) -> tuple[int, ...]:

@@ -75,24 +75,37 @@ _NOT_BYTE_ALPHABET = re.compile("[^" + re.escape("".join(_BYTE_OF_CHAR)) + "]")
 _BYTE_FALLBACK = re.compile(r"<0x([0-9A-Fa-f]{2})>")
 
 _cache: weakref.WeakKeyDictionary[Any, TokenBytes] = weakref.WeakKeyDictionary()
+# Tokenizers that cannot be weakly referenced or hashed are kept alive here, keyed by id().
+_strong_cache: dict[int, tuple[Any, TokenBytes]] = {}
 _cache_lock = threading.Lock()
 
 
 def token_bytes_table(tokenizer: PreTrainedTokenizerBase) -> TokenBytes:
     """The bytes of every token id of ``tokenizer``; computed once per tokenizer object, then cached (weakly)."""
     with _cache_lock:
-        cached = _cache.get(tokenizer)
+        try:
+            cached = _cache.get(tokenizer)
+        except TypeError:
+            return _strong_cached(tokenizer)
         if cached is None:
             cached = _build_table(tokenizer)
             _cache[tokenizer] = cached
         return cached
 
 
+def _strong_cached(tokenizer: Any) -> TokenBytes:
+    entry = _strong_cache.get(id(tokenizer))
+    if entry is None or entry[0] is not tokenizer:
+        entry = (tokenizer, _build_table(tokenizer))
+        _strong_cache[id(tokenizer)] = entry
+    return entry[1]
+
+
 def _build_table(tokenizer: Any) -> TokenBytes:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     decoder = _decoder_config(backend)
     kind, byte_fallback, strip = _classify(decoder)
-    if kind == "window":
+    if kind == "window" or backend is None:
         return TokenBytes("window", [], [], frozenset(_special_ids(tokenizer, backend)), False)
     vocab: dict[str, int] = backend.get_vocab(with_added_tokens=True)
     size = max(vocab.values(), default=-1) + 1

@@ -111,7 +111,7 @@ def create_app(model: ChatModel | ModelLoader, *, api_key: str | None = None,
             state.load_in_background(loader)
         yield
         if state.owns_model and state.model is not None:
-            state.model.engine.shutdown()
+            state.model.close()
 
     app = FastAPI(title="qwen-stream", version="0.1.0", lifespan=lifespan,
                   description="OpenAI-compatible streaming API for Qwen-family chat models.")
@@ -121,9 +121,17 @@ def create_app(model: ChatModel | ModelLoader, *, api_key: str | None = None,
         app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["*"],
                            allow_headers=["*"], allow_credentials=False)
     app.include_router(_service_routes(state))
-    app.include_router(_v1_routes(state), prefix="/v1", dependencies=[Depends(partial(_check_api_key, state))],
+    app.include_router(_v1_routes(state), prefix="/v1", dependencies=[Depends(_api_key_dependency(state))],
                        responses=_ERROR_RESPONSES)
     return app
+
+
+def _api_key_dependency(state: ServerState) -> Callable[[Request], None]:
+    # A plain closure, not functools.partial: FastAPI resolves the string annotations through __globals__.
+    def check(request: Request) -> None:
+        _check_api_key(state, request)
+
+    return check
 
 
 def _check_api_key(state: ServerState, request: Request) -> None:
@@ -146,8 +154,7 @@ def _service_routes(state: ServerState) -> APIRouter:
     async def health() -> JSONResponse:
         if state.model is not None:
             return JSONResponse(HealthResponse(status="ok", model=state.served_name).model_dump(exclude_none=True))
-        status = "failed" if state.load_error else "loading"
-        body = HealthResponse(status=status, model=state.served_name, detail=state.load_error)
+        body = HealthResponse(status="failed" if state.load_error else "loading", model=state.served_name, detail=state.load_error)
         return JSONResponse(body.model_dump(exclude_none=True), status_code=503)
 
     @router.get("/metrics", response_class=Response)
@@ -222,7 +229,7 @@ async def _start(starters: list[Any], state: ServerState) -> Generation:
     except EngineError as exc:
         raise APIError(503, str(exc), "server_error", code="engine_unavailable") from exc
     except (ValueError, TypeError) as exc:
-        code = "context_length_exceeded" if "context" in str(exc).lower() or "long" in str(exc).lower() else None
+        code = "context_length_exceeded" if "context window" in str(exc) else None
         raise APIError(400, str(exc), "invalid_request_error", code=code) from exc
 
 

@@ -54,7 +54,8 @@ async def stream_completion(gen: Generation, reply: CompletionReply, strings: To
             logprobs = builders[index].build(event.logprobs) if reply.want_logprobs and event.logprobs else None
             finish = event.finish_reason.value if event.finish_reason is not None else None
             if event.delta or logprobs is not None or finish is not None:
-                choice = CompletionChoice(index=index, text=event.delta, finish_reason=finish, logprobs=logprobs)
+                choice = CompletionChoice(index=index, text=event.delta, finish_reason=finish,  # type: ignore[arg-type]
+                                          logprobs=logprobs)
                 yield sse_frame(reply.response([choice]))
         if reply.include_usage:
             yield sse_frame(reply.response([], usage=gen.usage))

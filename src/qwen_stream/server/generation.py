@@ -46,6 +46,10 @@ def build_params(model: ChatModel, req: ChatCompletionRequest | CompletionReques
     if req.stop is not None:
         overrides["stop"] = (req.stop,) if isinstance(req.stop, str) else tuple(req.stop)
     base = model.sampling_params(**{k: v for k, v in overrides.items() if v is not None})
+    if req.token_limit is None and base.max_new_tokens >= model.context_length:
+        # The client set no limit and the model's default would not leave room for any prompt: OpenAI then
+        # generates up to the context window, so keep half of it for the prompt rather than refuse.
+        base = base.with_(max_new_tokens=max(1, model.context_length // 2))
     if base.seed is None:
         return [base] * req.n
     # Distinct seeds, or the n choices of a sampled request would all be the same text.
@@ -68,6 +72,7 @@ class Generation:
     def __init__(self, choices: list[Choice]) -> None:
         self.choices = choices
         self.usage = Usage()
+        self._pumps: list[asyncio.Task[None]] = []
 
     @classmethod
     async def start(cls, starters: Sequence[tuple[StreamStarter, SamplingParams, bool]],
@@ -112,23 +117,21 @@ class Generation:
                 queue.put_nowait((choice.index, exc))
             queue.put_nowait((choice.index, None))
 
-        tasks = [asyncio.ensure_future(pump(choice)) for choice in self.choices]
-        try:
-            remaining = len(tasks)
-            while remaining:
-                index, item = await queue.get()
-                if item is None:
-                    remaining -= 1
-                elif isinstance(item, BaseException):
-                    raise item
-                else:
-                    yield index, item
-        finally:
-            for task in tasks:
-                task.cancel()
+        self._pumps = [asyncio.ensure_future(pump(choice)) for choice in self.choices]
+        remaining = len(self._pumps)
+        while remaining:
+            index, item = await queue.get()
+            if item is None:
+                remaining -= 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield index, item
 
     async def aclose(self) -> None:
         """Abort every request still running (idempotent), whatever cancellation is pending."""
+        for task in self._pumps:
+            task.cancel()  # a cancelled pump aborts its stream too; aclose below makes sure
         with anyio.CancelScope(shield=True):
             for choice in self.choices:
                 choice.tracker.close()
@@ -177,13 +180,10 @@ class TokenStrings:
 
 
 def _raw_token_bytes(tokenizer: Any, token_id: int) -> bytes:
-    """The token's bytes via the output layer's table when there is one, else via decode()."""
-    try:
-        from qwen_stream.output.detokenizer import token_bytes_table
-    except ImportError:
-        return str(tokenizer.decode([token_id], skip_special_tokens=False)).encode()
-    table = token_bytes_table(tokenizer)
-    raw = table[token_id]
-    if not raw:  # specials are b"" in the table; logprobs still name them
-        return str(tokenizer.decode([token_id], skip_special_tokens=False)).encode()
-    return bytes(raw)
+    """The token's bytes from the output layer's table (specials as their text); decode() where it has none."""
+    from qwen_stream.output.detokenizer import token_bytes_table
+
+    table = token_bytes_table(tokenizer).with_special
+    if 0 <= token_id < len(table) and table[token_id]:
+        return table[token_id]
+    return str(tokenizer.decode([token_id], skip_special_tokens=False)).encode()

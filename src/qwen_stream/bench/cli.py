@@ -1,0 +1,172 @@
+"""`qwen-stream bench`: our engine against HF generate() and llama-cpp-python, in one process and one run.
+
+Only light imports here: the systems import torch, transformers or llama_cpp when they are set up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib.util
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from qwen_stream.bench.systems import SYSTEMS, BenchConfig
+
+DEFAULT_CONCURRENCY = "1,4,16"
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected integers >= 1, got {text!r}")
+    return sorted(set(values))
+
+
+def _systems(text: str) -> list[str]:
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [n for n in names if n not in SYSTEMS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown system(s) {', '.join(unknown) or text!r}; "
+                                         f"choose from {', '.join(SYSTEMS)}")
+    return list(dict.fromkeys(names))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-m", "--model", default=None,
+                        help="built-in alias, local HF directory or .gguf file (default: the default alias)")
+    parser.add_argument("--which", type=_systems, default=None,
+                        help=f"systems to run, comma separated, from {', '.join(SYSTEMS)} (default: all that apply)")
+    parser.add_argument("--concurrency", type=_int_list, default=_int_list(DEFAULT_CONCURRENCY),
+                        help=f"numbers of concurrent streams (default: {DEFAULT_CONCURRENCY})")
+    parser.add_argument("--max-tokens", type=int, default=64, help="new tokens per answer (default: 64)")
+    parser.add_argument("--natural-stop", action="store_true",
+                        help="let answers end at end-of-turn (default: every system generates exactly --max-tokens)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: physical cores)")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
+                        help="weights dtype for the PyTorch systems (default: float32)")
+    parser.add_argument("--context-length", type=int, default=1024, help="context window per stream (default: 1024)")
+    parser.add_argument("--server", action="store_true",
+                        help="also drive a real `qwen-stream serve` over HTTP with concurrent streaming clients")
+    parser.add_argument("--out", type=Path, default=None, help="directory for bench.json and bench.png")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def default_systems(model: str | None) -> list[str]:
+    """Every system that applies: the llama.cpp ones for a GGUF model when llama-cpp-python is importable."""
+    from qwen_stream.models import loader
+
+    source = loader.resolve_source(model, progress=True)
+    chosen = []
+    if source.kind == "gguf" and importlib.util.find_spec("llama_cpp") is not None:
+        chosen += ["ours-llamacpp", "llama-cpp-python"]
+    return [*chosen, "ours-torch", "hf"]
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.max_tokens < 2:
+        raise ValueError(f"--max-tokens must be >= 2 (inter-token latency needs two tokens), got {args.max_tokens}")
+    if args.context_length <= args.max_tokens + 16:
+        raise ValueError(f"--context-length {args.context_length} leaves no room for a prompt")
+    systems = list(args.which or default_systems(args.model))  # resolves (and fetches) the model: fail early
+    if args.which:
+        from qwen_stream.models import loader
+
+        loader.resolve_source(args.model, progress=True)
+    if args.server:
+        systems.append("ours-server")
+    config = BenchConfig(model=args.model, max_tokens=args.max_tokens, threads=args.threads,
+                         max_batch_size=max(args.concurrency), context_length=args.context_length,
+                         force_length=not args.natural_stop, dtype=args.dtype)
+    payload = run_bench(systems, args.concurrency, config, progress=not args.no_progress)
+    _report(payload, args.out)
+    return 0 if payload["results"] else 1
+
+
+def run_bench(systems: list[str], levels: list[int], config: BenchConfig, *, progress: bool = True) -> dict[str, Any]:
+    """Every system through every level; returns the JSON payload (summaries, ratios, overhead, skips)."""
+    from tqdm import tqdm
+
+    from qwen_stream.bench.harness import bench_system
+
+    results: list[Any] = []
+    overhead: dict[str, Any] = {}
+    skipped: dict[str, str] = {}
+    with tqdm(total=len(systems) * sum(levels), unit="req", disable=not progress, file=sys.stderr) as bar:
+        for name in systems:
+            bar.set_description(f"{name}: loading")
+            try:
+                system = _make(name, config)
+            except (ImportError, ValueError, RuntimeError, OSError) as exc:
+                skipped[name] = str(exc)
+                bar.write(f"bench: skipping {name}: {exc}", file=sys.stderr)
+                bar.update(sum(levels))
+                continue
+            try:
+                bar.set_description(name)
+                levels_done = bench_system(system, levels, lambda: bar.update(1))
+                results += [lr.summary for lr in levels_done]
+                if name.startswith("ours-") and name != "ours-server":
+                    overhead[name] = _overhead(system, levels_done)
+            finally:
+                system.close()
+                del system
+                gc.collect()
+    return {"config": _config_dict(config, systems, levels), "results": results, "streaming_overhead": overhead,
+            "skipped": skipped}
+
+
+def _make(name: str, config: BenchConfig) -> Any:
+    if name == "ours-server":
+        from qwen_stream.bench.server import ServerSystem
+
+        return ServerSystem(config)
+    from qwen_stream.bench.systems import make_system
+
+    return make_system(name, config)
+
+
+def _overhead(system: Any, levels_done: list[Any]) -> dict[str, float]:
+    """Streaming-layer cost per token vs the decode step, from the lowest concurrency level's first stream."""
+    from qwen_stream.bench.overhead import streaming_overhead
+
+    first = levels_done[0]
+    extra = first.summary.extra
+    ids = first.traces[0].token_ids
+    if not extra.get("steps") or not ids:
+        return {}
+    return streaming_overhead(system.model.tokenizer, ids, extra["step_s"] / extra["steps"])
+
+
+def _config_dict(config: BenchConfig, systems: list[str], levels: list[int]) -> dict[str, Any]:
+    return {"model": config.model, "systems": systems, "concurrency": levels, "max_tokens": config.max_tokens,
+            "force_length": config.force_length, "threads": config.threads, "dtype": config.dtype,
+            "context_length": config.context_length, "python": platform.python_version(),
+            "machine": platform.machine(), "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def _report(payload: dict[str, Any], out: Path | None) -> None:
+    from qwen_stream.bench.report import draw_chart, print_tables, ratios, write_json
+
+    summaries = payload["results"]
+    rows = ratios(summaries)
+    title = f"qwen-stream bench: {payload['config']['model'] or 'default model'}, {payload['config']['max_tokens']} tokens"
+    print_tables(summaries, rows, title)
+    for name, o in payload["streaming_overhead"].items():
+        if o:
+            print(f"{name}: streaming layer {o['per_token_us']:.0f} us/token = {100 * o['share_of_step']:.2f}% "
+                  f"of a {o['decode_step_ms']:.1f} ms decode step")
+    for name, why in payload["skipped"].items():
+        print(f"skipped {name}: {why}")
+    if out is not None:
+        data = dict(payload, results=[s.to_dict() for s in summaries], ratios=rows)
+        write_json(out / "bench.json", data)
+        if summaries:
+            draw_chart(out / "bench.png", summaries, title)
+        print(f"wrote {out / 'bench.json'} and {out / 'bench.png'}")

@@ -1,0 +1,108 @@
+"""The real HTTP server as a bench system: `qwen-stream serve` in a child process, streaming clients over loopback.
+
+Each ``serve`` call is one client (on its own thread) reading the SSE stream of ``/v1/chat/completions``; the
+token times are when each chunk reached the client, the way a user's app sees them.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
+
+from qwen_stream.bench.metrics import StreamTrace, now
+from qwen_stream.bench.systems import BenchConfig, Messages
+
+STARTUP_TIMEOUT_S = 600.0  # first use of an alias may fetch it
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServerSystem:
+    name = "ours-server"
+    concurrent = True
+
+    def __init__(self, config: BenchConfig) -> None:
+        import httpx
+
+        self.config = config
+        port = _free_port()
+        self.base_url = f"http://127.0.0.1:{port}"
+        command = [sys.executable, "-m", "qwen_stream.cli.main", "serve", "--port", str(port), "--log-level",
+                   "warning", "--max-batch-size", str(config.max_batch_size), "--context-length",
+                   str(config.context_length)]
+        if config.model:
+            command += ["--model", config.model]
+        if config.threads:
+            command += ["--threads", str(config.threads)]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.client = httpx.Client(base_url=self.base_url, timeout=httpx.Timeout(600.0, connect=5.0),
+                                   limits=httpx.Limits(max_connections=256, max_keepalive_connections=256))
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.close()
+            raise
+
+    def _wait_ready(self) -> None:
+        import httpx
+
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                err = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
+                raise RuntimeError(f"qwen-stream serve exited with {self.process.returncode}: {err[-2000:]}")
+            try:
+                if self.client.get("/health").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass  # not listening yet
+            time.sleep(0.25)
+        raise RuntimeError(f"qwen-stream serve was not ready after {STARTUP_TIMEOUT_S:.0f} s")
+
+    def _body(self, messages: Messages) -> dict[str, Any]:
+        body: dict[str, Any] = {"messages": messages, "max_tokens": self.config.max_tokens, "temperature": 0.0,
+                                "stream": True, "stream_options": {"include_usage": True}}
+        if self.config.force_length:
+            body["ignore_eos"] = True  # vLLM's extension; a server that ignores it may end answers early
+        return body
+
+    def serve(self, messages: Messages, trace: StreamTrace) -> None:
+        usage_tokens = None
+        with self.client.stream("POST", "/v1/chat/completions", json=self._body(messages)) as response:
+            if response.status_code != 200:
+                raise RuntimeError(f"server answered {response.status_code}: {response.read()[:500]!r}")
+            for line in response.iter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                chunk = json.loads(line[6:])
+                t = now()
+                if chunk.get("usage"):
+                    usage_tokens = chunk["usage"].get("completion_tokens")
+                for choice in chunk.get("choices", []):
+                    delta = (choice.get("delta") or {}).get("content") or ""
+                    if delta:
+                        trace.add_tokens(t, 1)  # a chunk per engine step; usage below fixes the count
+                        trace.add_text(t, delta)
+        if usage_tokens is not None and trace.token_times and usage_tokens > trace.n_tokens:
+            trace.add_tokens(trace.token_times[-1], usage_tokens - trace.n_tokens)
+
+    def stats(self) -> dict[str, float]:
+        return {}
+
+    def close(self) -> None:
+        self.client.close()
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()

@@ -1,0 +1,217 @@
+"""The systems a benchmark compares. Each serves one request per ``serve`` call and records what its client saw.
+
+- ``ours-llamacpp`` / ``ours-torch``: our engine through ``ChatModel.stream`` (requests from threads batch together).
+- ``hf``: Hugging Face ``generate()`` + ``TextIteratorStreamer``, one request at a time.
+- ``llama-cpp-python``: ``Llama.create_chat_completion(stream=True)``, one request at a time.
+
+Every system gets the same chat messages, greedy decoding, and (with ``force_length``) exactly ``max_tokens`` new
+tokens: end-of-turn tokens are disabled so no system wins by stopping early.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from qwen_stream.bench.metrics import StreamTrace, now
+
+Messages = list[dict[str, str]]
+SYSTEMS = ("ours-llamacpp", "ours-torch", "hf", "llama-cpp-python")
+
+
+@dataclass(slots=True)
+class BenchConfig:
+    model: str | None
+    max_tokens: int
+    threads: int | None
+    max_batch_size: int
+    context_length: int
+    force_length: bool = True
+    dtype: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class BenchSystem(Protocol):
+    name: str
+    concurrent: bool  # True: N requests are served together; False: one after another
+
+    def serve(self, messages: Messages, trace: StreamTrace) -> None: ...
+    def stats(self) -> dict[str, float]: ...
+    def close(self) -> None: ...
+
+
+class OursSystem:
+    """Our ChatModel; each ``serve`` is one ``model.stream`` read on the calling thread."""
+
+    concurrent = True
+
+    def __init__(self, runner: str, config: BenchConfig) -> None:
+        from qwen_stream.api import ChatModel
+
+        self.name = f"ours-{runner}"
+        self.config = config
+        self.model = ChatModel.load(config.model, runner=runner, dtype=config.dtype, threads=config.threads,
+                                    max_batch_size=config.max_batch_size, context_length=config.context_length,
+                                    progress=False)
+        if self.model.runner.name != runner and not self.model.runner.name.startswith(runner):
+            self.model.close()
+            raise RuntimeError(f"asked for the {runner} runner, got {self.model.runner.name}")
+
+    def serve(self, messages: Messages, trace: StreamTrace) -> None:
+        seen = 0
+        with self.model.stream(messages=messages, temperature=0.0, max_new_tokens=self.config.max_tokens,
+                               ignore_eos=self.config.force_length) as stream:
+            for event in stream:
+                t = now()
+                trace.add_tokens(t, event.num_generated_tokens - seen)
+                seen = event.num_generated_tokens
+                trace.add_text(t, event.delta)
+                trace.token_ids.extend(event.token_ids)
+
+    def stats(self) -> dict[str, float]:
+        s = self.model.engine.stats()
+        return {"steps": s.steps, "step_s": s.step_s, "forward_s": s.forward_s, "sample_s": s.sample_s,
+                "generated_tokens": s.generated_tokens}
+
+    def close(self) -> None:
+        self.model.close()
+        self.model.runner.close()
+
+
+class HFSystem:
+    """transformers ``generate()`` with a ``TextIteratorStreamer``, as the seed code streams."""
+
+    name = "hf"
+    concurrent = False
+
+    def __init__(self, config: BenchConfig) -> None:
+        import torch
+
+        from qwen_stream.models import loader
+        from qwen_stream.models.prompting import ChatPrompter
+
+        self.config = config
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        source = loader.resolve_source(config.model, progress=False)
+        self.tokenizer = loader.load_tokenizer(source)
+        self.model = loader.load_hf_model(source, dtype=config.dtype or "float32", device="cpu",
+                                          progress=False)
+        self.prompter = ChatPrompter(self.tokenizer)  # the same prompt ids our engine gets
+        self.eos_ids = list(loader.chat_stop_token_ids(self.tokenizer))
+
+    def serve(self, messages: Messages, trace: StreamTrace) -> None:
+        import torch
+
+        ids = self.prompter.build(messages, max_prompt_tokens=self.config.context_length).ids
+        streamer = _timed_streamer(self.tokenizer, trace)
+        length = self.config.max_tokens
+        kwargs: dict[str, Any] = {
+            "input_ids": torch.tensor([ids]), "attention_mask": torch.ones(1, len(ids), dtype=torch.long),
+            "max_new_tokens": length, "do_sample": False, "temperature": None, "top_p": None, "top_k": None,
+            "streamer": streamer, "eos_token_id": self.eos_ids, "pad_token_id": self.eos_ids[0],
+        }
+        if self.config.force_length:
+            kwargs["min_new_tokens"] = length
+        generate: Any = self.model.generate
+        worker = threading.Thread(target=generate, kwargs=kwargs, daemon=True)
+        worker.start()
+        for text in streamer:
+            trace.add_text(now(), text)
+        worker.join()
+
+    def stats(self) -> dict[str, float]:
+        return {}
+
+    def close(self) -> None:
+        del self.model
+
+
+def _timed_streamer(tokenizer: Any, trace: StreamTrace) -> Any:
+    from transformers import TextIteratorStreamer
+
+    class TimedStreamer(TextIteratorStreamer):
+        """Records when each token is produced; the text still reaches the client as the streamer releases it."""
+
+        def put(self, value: Any) -> None:
+            if not self.next_tokens_are_prompt:
+                trace.add_tokens(now(), int(value.numel()))
+            super().put(value)
+
+    return TimedStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+
+
+class LlamaCppPythonSystem:
+    """llama-cpp-python's OpenAI-style streaming chat, one request at a time (as its server does by default)."""
+
+    name = "llama-cpp-python"
+    concurrent = False
+
+    def __init__(self, config: BenchConfig) -> None:
+        import llama_cpp
+
+        from qwen_stream.engine.llamacpp_runner import physical_cores
+        from qwen_stream.models import loader
+
+        self.config = config
+        source = loader.resolve_source(config.model, progress=False)
+        if source.kind != "gguf":
+            raise ValueError("llama-cpp-python needs a .gguf model")
+        threads = config.threads or physical_cores()
+        self.llm = llama_cpp.Llama(model_path=str(Path(source.path)), n_ctx=config.context_length,
+                                   n_threads=threads, n_threads_batch=threads, n_batch=512, verbose=False)
+        self._trace: StreamTrace | None = None
+        self._evals = 0
+        self._wrap_eval()
+        self.logit_bias = self._end_of_turn_bias() if config.force_length else None
+
+    def _wrap_eval(self) -> None:
+        # Llama.generate evaluates the prompt, samples, then evaluates each sampled token: the k-th eval's end is
+        # when the k-th new token is ready. A thin wrapper gives per-token times without a logits processor.
+        original = self.llm.eval
+
+        def timed_eval(tokens: Any) -> None:
+            original(tokens)
+            if self._trace is not None:
+                self._trace.add_tokens(now(), 1)
+
+        self.llm.eval = timed_eval  # type: ignore[method-assign]
+
+    def _end_of_turn_bias(self) -> dict[int, float]:
+        from llama_cpp import llama_cpp as ll
+
+        vocab = ll.llama_model_get_vocab(self.llm.model)
+        return {t: -1e9 for t in range(self.llm.n_vocab()) if ll.llama_vocab_is_eog(vocab, t)}
+
+    def serve(self, messages: Messages, trace: StreamTrace) -> None:
+        self._trace = trace
+        try:
+            chunks = self.llm.create_chat_completion(messages=messages, max_tokens=self.config.max_tokens,  # type: ignore[arg-type]
+                                                     temperature=0.0, stream=True, logit_bias=self.logit_bias)
+            for chunk in chunks:
+                delta = chunk["choices"][0]["delta"].get("content") or ""  # type: ignore[index]
+                trace.add_text(now(), delta)
+        finally:
+            self._trace = None
+        # the last eval feeds the final token back, which a generate loop cut by max_tokens never does
+        del trace.token_times[self.config.max_tokens:]
+
+    def stats(self) -> dict[str, float]:
+        return {}
+
+    def close(self) -> None:
+        self.llm.close()
+
+
+def make_system(name: str, config: BenchConfig) -> BenchSystem:
+    if name == "ours-llamacpp":
+        return OursSystem("llamacpp", config)
+    if name == "ours-torch":
+        return OursSystem("torch", config)
+    if name == "hf":
+        return HFSystem(config)
+    if name == "llama-cpp-python":
+        return LlamaCppPythonSystem(config)
+    raise ValueError(f"unknown system {name!r}; choose from {', '.join(SYSTEMS)}")

@@ -1,0 +1,102 @@
+"""`qwen-stream serve`: the OpenAI-compatible HTTP API on 127.0.0.1.
+
+Only light imports at the top: torch, FastAPI and uvicorn load inside run(), so `qwen-stream --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import sys
+from typing import Any
+
+from qwen_stream.cli.main import add_model_arguments, device_from_args
+
+API_KEY_ENV = "QWEN_STREAM_API_KEY"
+DEFAULT_HOST = "127.0.0.1"  # loopback: the API is not on the network unless asked for
+DEFAULT_PORT = 8000
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_model_arguments(parser)
+    parser.add_argument("--host", default=DEFAULT_HOST,
+                        help="address to listen on (default: %(default)s; 0.0.0.0 for every interface)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default: %(default)s)")
+    parser.add_argument("--api-key", default=None,
+                        help=f"require 'Authorization: Bearer KEY' on /v1 (default: ${API_KEY_ENV} if set)")
+    parser.add_argument("--cors-origin", action="append", default=None, metavar="ORIGIN",
+                        help="allow browser calls from ORIGIN (repeatable; '*' for any). CORS is off by default")
+    parser.add_argument("--served-model-name", default=None,
+                        help="model name reported by /v1/models and in responses (default: the model's name)")
+    parser.add_argument("--max-waiting", type=int, default=64,
+                        help="requests queued for a slot at most; beyond it requests get 429 (default: 64)")
+    parser.add_argument("--web", action="store_true", help="also serve the Gradio chat page at /web")
+    parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
+                        help="uvicorn log level (default: %(default)s)")
+
+
+def run(args: argparse.Namespace) -> int:
+    _check_args(args)
+    import uvicorn
+
+    from qwen_stream.api import ChatModel
+    from qwen_stream.server.app import create_app
+
+    api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
+    if api_key is None and not _is_loopback(args.host):
+        print(f"warning: listening on {args.host} without an API key (set --api-key or ${API_KEY_ENV})",
+              file=sys.stderr)
+
+    def load() -> ChatModel:
+        print(f"Loading {args.model or 'the default model'} ...", file=sys.stderr)
+        return ChatModel.load(args.model, runner=args.runner, device=device_from_args(args), dtype=args.dtype,
+                              threads=args.threads, context_length=args.context_length,
+                              max_batch_size=args.max_batch_size, max_waiting=args.max_waiting, progress=True)
+
+    options: dict[str, Any] = {"api_key": api_key, "cors_origins": args.cors_origin,
+                               "served_model_name": args.served_model_name}
+    if args.web:
+        # The web page needs the model when it is mounted, so load first, then serve.
+        model = load()
+        try:
+            app = create_app(model, **options)
+            _mount_web(app, model)
+            _serve(uvicorn, app, args)
+        finally:
+            model.close()
+    else:
+        # Load in the background: the port opens at once and /health answers 503 "loading" until ready.
+        _serve(uvicorn, create_app(load, **options), args)
+    return 0
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if not 0 < args.port < 65536:
+        raise ValueError(f"--port must be in 1..65535, got {args.port}")
+    if args.max_waiting < 0:
+        raise ValueError(f"--max-waiting must be >= 0, got {args.max_waiting}")
+
+
+def _serve(uvicorn: Any, app: Any, args: argparse.Namespace) -> None:
+    base = f"http://{args.host}:{args.port}"
+    print(f"OpenAI-compatible API at {base}/v1 (docs: {base}/docs, health: {base}/health)"
+          + (f", chat page: {base}/web" if args.web else ""), file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=5)
+
+
+def _mount_web(app: Any, model: Any) -> None:
+    try:
+        from qwen_stream.web.app import mount_web
+    except ImportError as exc:
+        raise ValueError(f"--web needs the web extra (pip install 'qwen-stream[web]'): {exc}") from exc
+    mount_web(app, model, path="/web")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

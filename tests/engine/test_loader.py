@@ -1,0 +1,143 @@
+"""Loading models: the tiny random model's folder round trip, legacy Qwen folders, and the real SmolLM2 GGUF."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from qwen_stream.models import gguf_convert, loader, registry
+from qwen_stream.models.prompting import ChatPrompter, make_messages
+from qwen_stream.models.qwen_tokenizer import default_tiktoken_file
+from qwen_stream.models.tiny import make_tiny_model_dir
+
+PROMPT = "请给我讲一个有趣的故事 🤖 hello"
+
+
+def test_tiny_model_dir_round_trip(tiny_model_dir: Path, qwen_tokenizer: Any) -> None:
+    source = loader.resolve_source(str(tiny_model_dir))
+    assert (source.kind, source.path, source.alias, source.legacy_qwen) == ("hf_dir", tiny_model_dir, None, False)
+    tokenizer = loader.load_tokenizer(source)
+    assert tokenizer(PROMPT)["input_ids"] == qwen_tokenizer(PROMPT)["input_ids"]
+    assert tokenizer.chat_template == qwen_tokenizer.chat_template
+    model = loader.load_hf_model(source)
+    assert not model.training and model.dtype == torch.float32
+    assert model.config.model_type == "qwen2" and model.config.vocab_size >= len(qwen_tokenizer)
+    assert loader.context_length(model.config) == 4096
+    assert loader.chat_stop_token_ids(tokenizer) == (151645, 151643)  # eos <|im_end|>, then <|endoftext|>
+    assert loader.load_generation_defaults(source) == {
+        "temperature": 0.7, "top_p": 0.8, "top_k": 20, "repetition_penalty": 1.05, "max_new_tokens": 512}
+
+
+def test_tiny_model_logits_are_peaked_enough_for_greedy(tiny_model_dir: Path, qwen_tokenizer: Any) -> None:
+    model = loader.load_hf_model(loader.resolve_source(str(tiny_model_dir)))
+    ids = torch.tensor([qwen_tokenizer(PROMPT)["input_ids"]])
+    with torch.no_grad():
+        logits = model(ids).logits[0]  # [seq, vocab]
+    top2 = logits.topk(2, dim=-1).values
+    assert (top2[:, 0] - top2[:, 1]).min() > 1e-3  # the argmax is decided by weights, not float noise
+    assert logits.std() > 2.0
+
+
+def test_bfloat16_load(tiny_model_dir: Path) -> None:
+    model = loader.load_hf_model(loader.resolve_source(str(tiny_model_dir)), dtype="bfloat16")
+    assert model.dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="dtype must be"):
+        loader.load_hf_model(loader.resolve_source(str(tiny_model_dir)), dtype="int3")
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen3"])
+def test_other_tiny_architectures(tmp_path: Path, qwen_tokenizer: Any, arch: str) -> None:
+    folder = make_tiny_model_dir(tmp_path, qwen_tokenizer, arch=arch, seed=1)
+    model = loader.load_hf_model(loader.resolve_source(str(folder)))
+    assert model.config.model_type == arch
+    assert model.config.num_hidden_layers == 2 and model.config.num_key_value_heads == 2
+    with torch.no_grad():
+        assert model(torch.tensor([[1, 2, 3]])).logits.shape == (1, 3, model.config.vocab_size)
+
+
+def test_tiny_model_rejects_unknown_arch(tmp_path: Path, qwen_tokenizer: Any) -> None:
+    with pytest.raises(ValueError, match="arch must be one of"):
+        make_tiny_model_dir(tmp_path, qwen_tokenizer, arch="gpt2")
+
+
+def test_legacy_qwen_folder_uses_the_tiktoken_tokenizer(tmp_path: Path, qwen_tokenizer: Any) -> None:
+    # Qwen-7B-Chat's files: config.json with model_type "qwen" (remote code), qwen.tiktoken, generation_config
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen", "seq_length": 8192,
+                                                      "auto_map": {"AutoModelForCausalLM": "modeling_qwen.QWenLMHeadModel"}}))
+    (tmp_path / "generation_config.json").write_text(json.dumps({
+        "chat_format": "chatml", "eos_token_id": 151643, "max_new_tokens": 512, "do_sample": True, "top_k": 0,
+        "top_p": 0.8, "repetition_penalty": 1.1}))
+    os.symlink(default_tiktoken_file(), tmp_path / "qwen.tiktoken")
+    source = loader.resolve_source(str(tmp_path / "config.json"))
+    assert source.kind == "hf_dir" and source.legacy_qwen
+    tokenizer = loader.load_tokenizer(source)
+    assert tokenizer(PROMPT)["input_ids"] == qwen_tokenizer(PROMPT)["input_ids"]
+    assert loader.load_generation_defaults(source) == {
+        "top_p": 0.8, "top_k": 0, "repetition_penalty": 1.1, "max_new_tokens": 512}
+    assert loader.context_length(json.loads((tmp_path / "config.json").read_text())) == 8192
+
+
+def test_greedy_generation_config_means_temperature_zero(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen2"}))
+    (tmp_path / "generation_config.json").write_text(json.dumps({"do_sample": False, "top_p": 0, "top_k": 5}))
+    assert loader.load_generation_defaults(loader.resolve_source(str(tmp_path))) == {"temperature": 0.0, "top_k": 5}
+
+
+def test_configure_threads() -> None:
+    before = torch.get_num_threads()
+    try:
+        assert loader.configure_threads(1) == 1 and torch.get_num_threads() == 1
+        assert loader.configure_threads(None) == loader.physical_cores() >= 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ValueError, match="threads"):
+        loader.configure_threads(0)
+
+
+def _greedy(model: Any, ids: list[int], steps: int) -> list[int]:
+    """Plain greedy decoding with full forwards: slow but independent of any engine or generate()."""
+    tokens = list(ids)
+    with torch.no_grad():
+        for _ in range(steps):
+            tokens.append(int(model(torch.tensor([tokens])).logits[0, -1].argmax()))
+    return tokens[len(ids):]
+
+
+@pytest.mark.slow
+def test_smollm2_gguf_converts_once_then_loads_from_the_cache() -> None:
+    source = loader.resolve_source("smollm2-135m", progress=False)
+    tokenizer = loader.load_tokenizer(source, progress=False)
+    model = loader.load_hf_model(source, progress=False)
+    folder = gguf_convert.converted_dir(source.path, registry.cache_root(), source.sha256)
+    assert gguf_convert.is_complete(folder / "model") and gguf_convert.is_complete(folder / "tokenizer")
+    assert model.config.model_type == "llama" and loader.chat_stop_token_ids(tokenizer) == (2, 0)
+    assert loader.load_generation_defaults(source)["top_k"] == 20
+
+    prompt = ChatPrompter(tokenizer).build(make_messages("What is the capital of France?"), max_prompt_tokens=512)
+    assert "Paris" in tokenizer.decode(_greedy(model, prompt.ids, 12))
+
+    marker = folder / "model" / "qwen_stream_converted.json"
+    converted_at = marker.stat().st_mtime_ns
+    started = time.perf_counter()
+    again_tokenizer = loader.load_tokenizer(source, progress=False)
+    loader.load_hf_model(source, dtype=torch.bfloat16, progress=False)
+    assert time.perf_counter() - started < 30  # seconds from the cache, not a second conversion
+    assert marker.stat().st_mtime_ns == converted_at
+    assert again_tokenizer(PROMPT)["input_ids"] == tokenizer(PROMPT)["input_ids"]
+
+
+def test_a_gguf_path_resolves_to_a_path_keyed_cache() -> None:
+    alias_path = registry.ensure_alias("smollm2-135m", progress=False)
+    source = loader.resolve_source(str(alias_path))
+    assert (source.kind, source.alias, source.sha256, source.name) == (
+        "gguf", None, None, "SmolLM2-135M-Instruct.Q4_1")
+    by_path = gguf_convert.converted_dir(source.path, registry.cache_root())
+    by_sha = gguf_convert.converted_dir(source.path, registry.cache_root(), registry.ALIASES["smollm2-135m"].sha256)
+    assert by_path != by_sha and by_path.parent == by_sha.parent
+    assert loader.resolve_source(str(alias_path.parent)).path == source.path  # a folder with one .gguf

@@ -1,0 +1,107 @@
+"""Auth, CORS, health while loading, and refusals when the engine's queue is full."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from server_harness import LiveServer, wait_until_idle
+
+from qwen_stream.server.app import create_app
+
+CHAT: dict[str, Any] = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "temperature": 0}
+
+
+def test_api_key_is_required_on_v1_only(tiny_chat_model: Any) -> None:
+    import openai
+
+    with LiveServer(create_app(tiny_chat_model, api_key="s3cret")) as live, \
+            httpx.Client(base_url=live.url) as http:
+        missing = http.post("/v1/chat/completions", json=CHAT)
+        assert missing.status_code == 401
+        assert missing.json()["error"]["code"] == "invalid_api_key"
+        assert missing.headers["www-authenticate"] == "Bearer"
+        wrong = http.get("/v1/models", headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401 and "incorrect" in wrong.json()["error"]["message"]
+        assert http.get("/health").status_code == 200  # probes need no key
+
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=f"{live.url}/v1", api_key="nope", max_retries=0).models.list()
+        good = openai.OpenAI(base_url=f"{live.url}/v1", api_key="s3cret", max_retries=0)
+        assert good.chat.completions.create(**CHAT).choices[0].message.content is not None
+
+
+def test_cors_only_when_asked(tiny_chat_model: Any) -> None:
+    preflight = {"Origin": "http://example.com", "Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "content-type,authorization"}
+    with LiveServer(create_app(tiny_chat_model, cors_origins=["http://example.com"])) as live:
+        response = httpx.options(f"{live.url}/v1/chat/completions", headers=preflight)
+        assert response.status_code == 200
+        assert response.headers["access-control-allow-origin"] == "http://example.com"
+    with LiveServer(create_app(tiny_chat_model)) as live:
+        response = httpx.options(f"{live.url}/v1/chat/completions", headers=preflight)
+        assert "access-control-allow-origin" not in response.headers
+
+
+def test_health_reports_ready_only_after_loading(tiny_model_dir: Path) -> None:
+    from qwen_stream.api import ChatModel
+
+    release = threading.Event()
+
+    def load() -> ChatModel:
+        release.wait(30)
+        return ChatModel.load(str(tiny_model_dir), runner="torch", max_batch_size=2, context_length=256,
+                              progress=False)
+
+    with LiveServer(create_app(load, served_model_name="later")) as live, httpx.Client(base_url=live.url) as http:
+        loading = http.get("/health")
+        assert loading.status_code == 503 and loading.json()["status"] == "loading"
+        refused = http.post("/v1/chat/completions", json=CHAT)
+        assert refused.status_code == 503 and refused.headers["retry-after"]
+        release.set()
+        deadline = time.monotonic() + 60
+        while http.get("/health").status_code != 200:
+            assert time.monotonic() < deadline, "the model never became ready"
+            time.sleep(0.05)
+        assert http.get("/health").json() == {"status": "ok", "model": "later"}
+        assert http.post("/v1/chat/completions", json=CHAT).status_code == 200
+
+
+def test_health_reports_a_failed_load() -> None:
+    def load() -> Any:
+        raise FileNotFoundError("no such model: /nowhere")
+
+    with LiveServer(create_app(load)) as live, httpx.Client(base_url=live.url) as http:
+        deadline = time.monotonic() + 10
+        while http.get("/health").json()["status"] == "loading" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        health = http.get("/health")
+        assert health.status_code == 503 and "/nowhere" in health.json()["detail"]
+        error = http.get("/v1/models").json()["error"]
+        assert error["code"] == "model_failed" and "/nowhere" in error["message"]
+
+
+def test_a_full_queue_is_refused_with_429_and_retry_after(tiny_model_dir: Path) -> None:
+    from qwen_stream.api import ChatModel
+
+    model = ChatModel.load(str(tiny_model_dir), runner="torch", max_batch_size=1, max_waiting=1, context_length=512,
+                           progress=False)
+    body = {**CHAT, "max_tokens": 120, "stream": False}
+    try:
+        with LiveServer(create_app(model)) as live, httpx.Client(base_url=live.url, timeout=60) as http:
+            with concurrent.futures.ThreadPoolExecutor(6) as pool:
+                responses = list(pool.map(lambda _: http.post("/v1/chat/completions", json=body), range(6)))
+            statuses = sorted(r.status_code for r in responses)
+            assert 429 in statuses and 200 in statuses and max(statuses) < 500, statuses
+            refused = next(r for r in responses if r.status_code == 429)
+            assert int(refused.headers["retry-after"]) >= 1
+            assert refused.json()["error"]["code"] == "engine_overloaded"
+            assert wait_until_idle(model)
+            assert http.post("/v1/chat/completions", json=CHAT).status_code == 200
+    finally:
+        model.close()
