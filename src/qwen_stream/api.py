@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import queue
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +47,9 @@ class ChatModel:
         self.engine = Engine(runner, eos_token_ids=eos_token_ids, max_running=max_batch_size,
                              max_waiting=max_waiting, max_model_len=context_length)
         self.context_length = self.engine.max_model_len
+        if default_params.max_new_tokens > self.context_length // 2:
+            # a model's default (e.g. 512) must not by itself leave no room for the prompt
+            self.default_params = default_params.with_(max_new_tokens=max(1, self.context_length // 2))
         self.prompter = ChatPrompter(tokenizer, default_system=default_system)
 
     @classmethod
@@ -198,8 +201,7 @@ class ChatModel:
             while done < len(prepared):
                 while next_index < len(prepared) and next_index - done < capacity:
                     item, i = prepared[next_index], next_index
-                    request_ids[i] = self.engine.submit(item.prompt_ids, item.params,
-                                                        lambda out, i=i: finished.put((i, out)))
+                    request_ids[i] = self.engine.submit(item.prompt_ids, item.params, _indexed_sink(finished, i))
                     next_index += 1
                 i, out = finished.get()
                 if answered[i]:
@@ -221,6 +223,13 @@ class ChatModel:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _indexed_sink(into: queue.SimpleQueue[tuple[int, TokenOutput]], index: int) -> Callable[[TokenOutput], None]:
+    def sink(out: TokenOutput) -> None:
+        into.put((index, out))
+
+    return sink
 
 
 def _as_pairs(history: History) -> list[tuple[str, str]]:

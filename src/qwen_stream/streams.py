@@ -115,15 +115,15 @@ class RequestStream(_StreamBase):
         self.close()
 
     def __del__(self) -> None:
-        if not getattr(self, "_done", True) and getattr(self, "request_id", ""):
+        # __init__ may have failed before submitting (e.g. the engine refused the request)
+        if not getattr(self, "_done", True) and self.__dict__.get("request_id"):
             self.engine.abort(self.request_id)
 
     def collect(self) -> StreamEvent:
         """Run to the end and return the final event (its text is the whole answer)."""
-        last: StreamEvent | None = None
-        for last in self:
+        for _ in self:
             pass
-        if last is None or self.final is None:
+        if self.final is None:
             raise EngineError("the request was cancelled before it finished")
         return self.final
 
@@ -167,7 +167,8 @@ class AsyncRequestStream(_StreamBase):
         self.cancel()
 
     def __del__(self) -> None:
-        if not getattr(self, "_done", True) and getattr(self, "request_id", ""):
+        # __init__ may have failed before submitting (e.g. the engine refused the request)
+        if not getattr(self, "_done", True) and self.__dict__.get("request_id"):
             self.engine.abort(self.request_id)
 
     async def collect(self) -> StreamEvent:

@@ -181,7 +181,7 @@ def test_ctrl_c_stops_the_answer_and_the_chat_goes_on(tiny_model_dir: Path) -> N
     try:
         _send_line(child, "Tell me a very long story")
         child.expect_exact(ANSWER)
-        child.expect(r"\S{3}")  # some of the answer is on the screen
+        child.expect(r"\x1b\[0m[^\x1b\s]{3}")  # the prefix's colour ends, then some answer is on the screen
         child.sendintr()
         child.expect_exact("[stopped]", timeout=10)
         child.expect(PROMPT_RE, timeout=10)

@@ -22,6 +22,9 @@ PROMPTS = [
     "The three primary colours are",
 ]
 NEW_TOKENS = 12
+# One thread: results do not depend on it, and two ggml threads spinning at a barrier collapse when the shared
+# CPU is oversubscribed (other tests running), which made these tests 10x slower.
+THREADS = 1
 
 
 @pytest.fixture(scope="module")
@@ -33,14 +36,15 @@ def gguf_path() -> Path:
 
 @pytest.fixture(scope="module")
 def reference(gguf_path: Path) -> Iterator[llama_cpp.Llama]:
-    llm = llama_cpp.Llama(model_path=str(gguf_path), n_ctx=512, n_threads=2, verbose=False)
+    llm = llama_cpp.Llama(model_path=str(gguf_path), n_ctx=512, n_threads=THREADS, n_threads_batch=THREADS,
+                          verbose=False)
     yield llm
     llm.close()
 
 
 @pytest.fixture(scope="module")
 def runner(gguf_path: Path) -> Iterator[LlamaCppRunner]:
-    with LlamaCppRunner(gguf_path, max_slots=4, max_seq_len=256, n_batch=64) as r:
+    with LlamaCppRunner(gguf_path, max_slots=4, max_seq_len=256, n_batch=64, threads=THREADS) as r:
         yield r
 
 
@@ -189,7 +193,7 @@ def test_bad_arguments(gguf_path: Path, tmp_path: Path) -> None:
 
 
 def test_close_is_idempotent(gguf_path: Path) -> None:
-    r = LlamaCppRunner(gguf_path, max_slots=1, max_seq_len=64)
+    r = LlamaCppRunner(gguf_path, max_slots=1, max_seq_len=64, threads=THREADS)
     r.close()
     r.close()
     with pytest.raises(RuntimeError, match="closed"):

@@ -150,3 +150,14 @@ def test_two_apps_in_one_process_have_separate_metrics(tiny_chat_model: Any) -> 
     with LiveServer(create_app(tiny_chat_model, served_model_name="other")) as other, \
             httpx.Client(base_url=other.url) as http:
         assert 'qwen_stream_generation_tokens_total{model="other"}' not in http.get("/metrics").text
+
+
+def test_raw_sse_frames(http: httpx.Client) -> None:
+    body = {"messages": MESSAGES, "max_tokens": 3, "temperature": 0, "stream": True}
+    with http.stream("POST", "/v1/chat/completions", json=body) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        frames = [line for line in response.iter_lines() if line]
+    assert all(frame.startswith("data: ") for frame in frames)
+    assert frames[-1] == "data: [DONE]"
+    assert '"delta":{"role":"assistant","content":""}' in frames[0]
+    assert '"delta":{},"finish_reason":"length"' in frames[-2]

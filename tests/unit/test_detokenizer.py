@@ -10,7 +10,6 @@ from tokenizers import Tokenizer, decoders, normalizers
 from tokenizers.models import BPE
 from transformers import PreTrainedTokenizerFast
 
-from qwen_stream.models.qwen_tokenizer import build_qwen_tokenizer
 from qwen_stream.output.detokenizer import IncrementalDetokenizer, token_bytes_table
 
 ROBOT = [11162, 97, 244]  # " 🤖" as three byte-level tokens: b" \xf0\x9f", b"\xa4", b"\x96"
@@ -26,11 +25,6 @@ TEXTS = [
     "  leading spaces and trailing  ",
     "。！？，、；：「」『』（）【】《》",
 ]
-
-
-@pytest.fixture(scope="session")
-def qwen_tokenizer():
-    return build_qwen_tokenizer()
 
 
 def stream(tokenizer: Any, ids: list[int], *, skip: bool = True) -> list[str]:

@@ -7,17 +7,11 @@ from typing import Any
 
 import pytest
 
-from qwen_stream.models.qwen_tokenizer import build_qwen_tokenizer
 from qwen_stream.output.processor import OutputProcessor
 from qwen_stream.types import FinishReason, SamplingParams, StreamEvent, TokenLogprob, TokenOutput
 
 IM_END = 151645
 ENDOFTEXT = 151643
-
-
-@pytest.fixture(scope="session")
-def qwen_tokenizer():
-    return build_qwen_tokenizer()
 
 
 def outputs(ids: list[int], finish: FinishReason | None, *, per_step: int = 1, prompt: int = 7) -> list[TokenOutput]:

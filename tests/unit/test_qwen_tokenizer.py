@@ -23,11 +23,6 @@ STORY = "请给我讲一个有趣的故事 🤖 hello"
 STORY_IDS = [14880, 104169, 99526, 46944, 103027, 104413, 11162, 97, 244, 23811]
 
 
-@pytest.fixture(scope="session")
-def qwen_tokenizer():
-    return build_qwen_tokenizer()
-
-
 def test_ids_match_qwen2_5(qwen_tokenizer) -> None:
     assert qwen_tokenizer.encode(STORY) == STORY_IDS
     assert qwen_tokenizer.decode(STORY_IDS) == STORY

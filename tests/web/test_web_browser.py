@@ -159,16 +159,20 @@ def test_two_sessions_batch_and_stop_separately(browser: Any, web_url: str, web_
     try:
         tabs = [context.new_page() for context in contexts]
         for tab in tabs:
+            tab.bring_to_front()
             _open(tab, web_url)
             _set_max_tokens(tab, 3500)
         for tab in tabs:
+            tab.bring_to_front()
             _ask(tab, "Tell me a long story")
         _wait_until(lambda: _running(web_model) == 2, what="both answers in the engine at once")
         _wait_until(lambda: all(len(_bot_text(tab)) > 5 for tab in tabs), what="both answers to start")
+        tabs[0].bring_to_front()  # a background tab gets no animation frames, which clicks wait for
         tabs[0].locator("#qs-stop").click()
         _wait_until(lambda: _running(web_model) == 1, timeout=5, what="only the first answer to stop")
         growing = len(_bot_text(tabs[1]))
         _wait_until(lambda: len(_bot_text(tabs[1])) > growing + 10, what="the other answer to keep growing")
+        tabs[1].bring_to_front()
         tabs[1].locator("#qs-stop").click()
         _wait_until(lambda: _running(web_model) == 0, timeout=5, what="the second answer to stop")
     finally:

@@ -93,8 +93,8 @@ class HFSystem:
         from qwen_stream.models.prompting import ChatPrompter
 
         self.config = config
-        if config.threads:
-            torch.set_num_threads(config.threads)
+        # set every time: a llama.cpp system run before may have left torch on one thread
+        torch.set_num_threads(config.threads or loader.physical_cores())
         source = loader.resolve_source(config.model, progress=False)
         self.tokenizer = loader.load_tokenizer(source)
         self.model = loader.load_hf_model(source, dtype=config.dtype or "float32", device="cpu",

@@ -6,6 +6,7 @@ Only light imports at the top (argparse, rich, our pure modules): torch and the 
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -70,6 +71,14 @@ def _load_model(args: argparse.Namespace, console: Console) -> ChatModel:
                           max_batch_size=args.max_batch_size)
 
 
+@dataclass
+class _Progress:
+    """How far an answer got, readable after a Ctrl-C."""
+
+    last: StreamEvent | None = None
+    interrupted: bool = False
+
+
 class ChatLoop:
     """Read a line, run a command or stream an answer, repeat until :quit, Ctrl-D or Ctrl-C at the prompt."""
 
@@ -128,29 +137,32 @@ class ChatLoop:
         except (ValueError, EngineError) as exc:  # too long for the context, engine busy or stopped
             self._note(f"Cannot answer: {exc}", style="yellow")
             return
+        progress = _Progress()
+        styler = StreamStyler(markdown=self.markdown)
+        # Ctrl-C may land anywhere from here on (even inside rich's print of the prefix), not only while waiting
+        # for a token: the whole answer is covered, and the stream is closed whatever happens.
+        try:
+            self._print_answer(stream, styler, progress)
+        except KeyboardInterrupt:
+            progress.interrupted = True
+        finally:
+            stream.close()  # aborts the request in the engine at once if it is still running
+        try:
+            self._write(styler.finish())
+            self.console.print()
+            self.state.history.append((query, progress.last.text if progress.last else ""))
+            self._after_answer(progress.last, progress.interrupted)
+        except KeyboardInterrupt:  # a second Ctrl-C while tidying up: the answer is already stopped
+            self.console.print()
+
+    def _print_answer(self, stream: Any, styler: StreamStyler, progress: _Progress) -> None:
         note = dropped_turns_note(getattr(getattr(stream, "prompt_info", None), "dropped_turns", 0) or 0)
         if note:
             self._note(note)
         self.console.print(ANSWER_PREFIX, style="bold green", end="")
-        last, interrupted = self._print_stream(stream)
-        self.console.print()
-        self.state.history.append((query, last.text if last else ""))
-        self._after_answer(last, interrupted)
-
-    def _print_stream(self, stream: Any) -> tuple[StreamEvent | None, bool]:
-        styler = StreamStyler(markdown=self.markdown)
-        last: StreamEvent | None = None
-        interrupted = False
-        try:
-            for event in stream:
-                self._write(styler.feed(event.delta))
-                last = event
-        except KeyboardInterrupt:
-            interrupted = True
-        finally:
-            stream.close()  # aborts the request in the engine at once if it is still running
-        self._write(styler.finish())
-        return last, interrupted
+        for event in stream:
+            progress.last = event
+            self._write(styler.feed(event.delta))
 
     def _write(self, segments: list[Segment]) -> None:
         for text, style in segments:

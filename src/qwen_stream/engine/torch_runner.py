@@ -110,36 +110,72 @@ def _detached(t: Tensor | None) -> Tensor | None:
 
 @dataclass(slots=True)
 class _Layer:
-    """The tensors of one decoder layer, as the forward uses them (weights are [out, in])."""
+    """The tensors of one decoder layer. Weights are kept as transposed views [in, out] so that each
+    projection is a single ``mm``/``addmm`` on [T, in] rows, with no per-step transpose op."""
 
-    attn_norm: Tensor
-    qkv_w: Tensor  # [(H + 2 * KV) * D, hidden]
+    attn_norm: Tensor  # [hidden]
+    qkv_t: Tensor  # [hidden, (H + 2 * KV) * D]
     qkv_b: Tensor | None
     q_norm: Tensor | None  # [D], Qwen3 only
     k_norm: Tensor | None
-    o_w: Tensor  # [hidden, H * D]
+    o_t: Tensor  # [H * D, hidden]
     o_b: Tensor | None
-    mlp_norm: Tensor
-    gate_up_w: Tensor  # [2 * intermediate, hidden]
+    mlp_norm: Tensor  # [hidden]
+    gate_up_t: Tensor  # [hidden, 2 * intermediate]
     gate_up_b: Tensor | None
-    down_w: Tensor  # [hidden, intermediate]
+    down_t: Tensor  # [intermediate, hidden]
     down_b: Tensor | None
 
     @classmethod
-    def take(cls, layer: Any) -> _Layer:
+    def take(cls, layer: Any, norm: _RMSNorm, head_norm: _RMSNorm) -> _Layer:
         attn, mlp = layer.self_attn, layer.mlp
         qkv_w, qkv_b = _fuse(_attn_linears(layer))
         gate_up_w, gate_up_b = _fuse((mlp.gate_proj, mlp.up_proj))
         q_norm, k_norm = getattr(attn, "q_norm", None), getattr(attn, "k_norm", None)
         return cls(
-            attn_norm=layer.input_layernorm.weight.detach(), qkv_w=qkv_w, qkv_b=qkv_b,
-            q_norm=None if q_norm is None else q_norm.weight.detach(),
-            k_norm=None if k_norm is None else k_norm.weight.detach(),
-            o_w=attn.o_proj.weight.detach(), o_b=_detached(attn.o_proj.bias),
-            mlp_norm=layer.post_attention_layernorm.weight.detach(),
-            gate_up_w=gate_up_w, gate_up_b=gate_up_b,
-            down_w=mlp.down_proj.weight.detach(), down_b=_detached(mlp.down_proj.bias),
+            attn_norm=norm.prepare(layer.input_layernorm.weight), qkv_t=qkv_w.t(), qkv_b=qkv_b,
+            q_norm=None if q_norm is None else head_norm.prepare(q_norm.weight),
+            k_norm=None if k_norm is None else head_norm.prepare(k_norm.weight),
+            o_t=attn.o_proj.weight.detach().t(), o_b=_detached(attn.o_proj.bias),
+            mlp_norm=norm.prepare(layer.post_attention_layernorm.weight),
+            gate_up_t=gate_up_w.t(), gate_up_b=gate_up_b,
+            down_t=mlp.down_proj.weight.detach().t(), down_b=_detached(mlp.down_proj.bias),
         )
+
+
+def _mm(x: Tensor, weight_t: Tensor, bias: Tensor | None) -> Tensor:
+    """x @ weight_t (+ bias): [T, in] -> [T, out]."""
+    return torch.mm(x, weight_t) if bias is None else torch.addmm(bias, x, weight_t)
+
+
+def _residual_mm(residual: Tensor, x: Tensor, weight_t: Tensor, bias: Tensor | None) -> Tensor:
+    """residual + x @ weight_t (+ bias), the add folded into the matmul when there is no bias."""
+    out = torch.addmm(residual, x, weight_t)
+    return out if bias is None else out.add_(bias)
+
+
+class _RMSNorm:
+    """RMSNorm in the fewest ops (per-op overhead dominates small models on a CPU).
+
+    In float32: x * w / rms(x) == x * (w * sqrt(n)) / hypot(||x||, sqrt(n * eps)) -- four ops instead of the
+    eight of ``F.rms_norm``'s CPU decomposition, same result to rounding. Lower precisions keep ``F.rms_norm``,
+    which squares and sums in float32.
+    """
+
+    def __init__(self, size: int, eps: float, dtype: torch.dtype, device: torch.device) -> None:
+        self.size, self.eps = size, eps
+        self.fast = dtype == torch.float32
+        self._floor = torch.tensor((size * eps) ** 0.5, dtype=dtype, device=device)
+
+    def prepare(self, weight: Tensor) -> Tensor:
+        """The weight as __call__ wants it (a scaled copy in float32: norm weights are tiny)."""
+        return weight.detach() * self.size**0.5 if self.fast else weight.detach()
+
+    def __call__(self, x: Tensor, weight: Tensor) -> Tensor:
+        if self.fast:
+            norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True).hypot_(self._floor)
+            return torch.div(x, norm).mul_(weight)
+        return F.rms_norm(x, (self.size,), weight, self.eps)
 
 
 @dataclass(slots=True)
@@ -154,7 +190,7 @@ class _DecodePlan:
     gather: bool  # ... or, when the slots are too scattered, over a gathered copy cache[slots]
     rows: Tensor | None  # [B] row of each sequence inside the window; None when the window is the batch itself
     length: int  # keys to read: max(pos) + 1
-    mask: Tensor | None  # [rows, 1, 1, length] bool, True where a row may attend; None when all may
+    mask: Tensor | None  # [rows, 1, 1, length] 0 where a row may attend, -inf elsewhere; None when all may
 
 
 class NativeRunner:
@@ -175,12 +211,14 @@ class NativeRunner:
         self._eps = float(config.rms_norm_eps)
         self._scale = self._head_dim**-0.5
         self._embed: Tensor = base.embed_tokens.weight.detach()  # [vocab_rows, hidden]
-        self._layers = [_Layer.take(layer) for layer in base.layers]
-        self._norm: Tensor = base.norm.weight.detach()
-        self._lm_w: Tensor = model.lm_head.weight.detach()
-        self._lm_b = _detached(model.lm_head.bias)
-        self.vocab_size = int(self._lm_w.shape[0])
         self._device, self._dtype = self._embed.device, self._embed.dtype
+        self._rms = _RMSNorm(self._hidden, self._eps, self._dtype, self._device)
+        self._head_rms = _RMSNorm(self._head_dim, self._eps, self._dtype, self._device)
+        self._layers = [_Layer.take(layer, self._rms, self._head_rms) for layer in base.layers]
+        self._norm = self._rms.prepare(base.norm.weight)
+        self._lm_t: Tensor = model.lm_head.weight.detach().t()  # [hidden, vocab]
+        self._lm_b = _detached(model.lm_head.bias)
+        self.vocab_size = int(self._lm_t.shape[1])
         self._rotary: Any = base.rotary_emb
         self._cache = SlotKVCache(
             n_layers=len(self._layers), max_slots=max_slots, n_kv_heads=self._kv_heads, max_seq_len=max_seq_len,
@@ -190,7 +228,7 @@ class NativeRunner:
         self._rope_table: tuple[Tensor, Tensor] | None = None
         if getattr(self._rotary, "rope_type", "default") in _STATIC_ROPE_TYPES:
             with torch.inference_mode():
-                self._rope_table = self._rope(self._arange[None])  # cos, sin: [1, max_seq_len, 1, D]
+                self._rope_table = self._rope(self._arange)  # cos, sin: [max_seq_len, 1, D]
 
     # -- public API ---------------------------------------------------------------------------------------
     def forward(self, chunks: Sequence[SeqChunk]) -> Tensor:
@@ -225,36 +263,41 @@ class NativeRunner:
 
     # -- steps ----------------------------------------------------------------------------------------------
     def _prefill(self, chunk: SeqChunk) -> Tensor:
-        """One sequence, many tokens (B = 1). Returns the last token's hidden state [1, hidden]."""
-        start, n = chunk.start_pos, len(chunk.token_ids)
-        end = start + n
-        ids = torch.tensor([chunk.token_ids], device=self._device)  # [1, S]
-        cos, sin = self._rope_for(self._arange[start:end][None], start, end)
+        """One sequence, many tokens. Returns the last token's hidden state [1, hidden]."""
+        start, end = chunk.start_pos, chunk.start_pos + len(chunk.token_ids)
+        ids = torch.tensor(chunk.token_ids, device=self._device)  # [S]
+        cos, sin = self._rope_for(self._arange[start:end], start, end)
         # Row (g, s) of the folded query attends to key j when j <= start + s: a causal mask shifted by start.
         causal = self._arange[:end][None, :] <= self._arange[start:end][:, None]  # [S, end]
-        mask = causal.repeat(self._group, 1)  # [G * S, end]
+        mask = self._additive(causal.repeat(self._group, 1))  # [G * S, end]
         slot = chunk.slot
         x = self._layers_forward(ids, cos, sin, lambda i, q, k, v: self._prefill_attn(i, q, k, v, slot, start, mask))
-        return x[:, -1]
+        return x[-1:]
 
     def _prefill_attn(self, i: int, q: Tensor, k: Tensor, v: Tensor, slot: int, start: int, mask: Tensor) -> Tensor:
-        end = start + q.shape[1]
+        """q: [S, H, D], k/v: [S, KV, D] -> [S, H * D]."""
+        seq, kv, group, dim = q.shape[0], self._kv_heads, self._group, self._head_dim
+        end = start + seq
         kc, vc = self._cache.k[i], self._cache.v[i]
-        kc[slot, :, start:end] = k[0].transpose(0, 1)  # [KV, S, D]
-        vc[slot, :, start:end] = v[0].transpose(0, 1)
-        return self._attend(q, kc[slot : slot + 1, :, :end], vc[slot : slot + 1, :, :end], mask)
+        kc[slot, :, start:end] = k.transpose(0, 1)  # [KV, S, D]
+        vc[slot, :, start:end] = v.transpose(0, 1)
+        # The G query heads sharing a kv head become G * S query rows: grouped attention without repeating keys.
+        folded = q.view(seq, kv, group, dim).permute(1, 2, 0, 3).reshape(1, kv, group * seq, dim)
+        out = F.scaled_dot_product_attention(
+            folded, kc[slot : slot + 1, :, :end], vc[slot : slot + 1, :, :end], attn_mask=mask, scale=self._scale
+        )  # [1, KV, G * S, D]
+        return out.view(kv, group, seq, dim).permute(2, 0, 1, 3).reshape(seq, self._heads * dim)
 
     def _decode(self, chunks: list[SeqChunk]) -> Tensor:
-        """Many sequences, one token each, at their own positions, as one batch [B, 1]. Returns [B, hidden]."""
+        """Many sequences, one token each, at their own positions, as one batch. Returns [B, hidden]."""
         plan = self._plan(chunks)
-        ids = torch.tensor([c.token_ids for c in chunks], device=self._device)  # [B, 1]
+        ids = torch.tensor([c.token_ids[0] for c in chunks], device=self._device)  # [B]
         if plan.single is not None:
             pos = plan.single[1]
-            cos, sin = self._rope_for(self._arange[pos : pos + 1][None], pos, pos + 1)
+            cos, sin = self._rope_for(self._arange[pos : pos + 1], pos, pos + 1)
         else:
-            cos, sin = self._rope_for(plan.pos[:, None], None, None)
-        x = self._layers_forward(ids, cos, sin, lambda i, q, k, v: self._decode_attn(i, q, k, v, plan))
-        return x[:, 0]
+            cos, sin = self._rope_for(plan.pos, None, None)
+        return self._layers_forward(ids, cos, sin, lambda i, q, k, v: self._decode_attn(i, q, k, v, plan))
 
     def _plan(self, chunks: list[SeqChunk]) -> _DecodePlan:
         slots = [c.slot for c in chunks]
@@ -275,85 +318,85 @@ class NativeRunner:
             row_pos = torch.zeros(hi - lo, dtype=pos_t.dtype, device=dev).index_copy_(0, rows, pos_t)
         mask = None
         if min(pos) != max(pos) or rows is not None:
-            mask = (self._arange[:length][None, :] <= row_pos[:, None])[:, None, None, :]
+            mask = self._additive(self._arange[:length][None, :] <= row_pos[:, None])[:, None, None, :]
         return _DecodePlan(slots_t, pos_t, None, lo, hi, gather, rows, length, mask)
 
+    def _additive(self, allowed: Tensor) -> Tensor:
+        """A bool mask as the float one SDPA adds to its scores, made once per step rather than once per layer."""
+        return torch.zeros(allowed.shape, dtype=self._dtype, device=self._device).masked_fill_(~allowed, -torch.inf)
+
     def _decode_attn(self, i: int, q: Tensor, k: Tensor, v: Tensor, plan: _DecodePlan) -> Tensor:
+        """q: [B, H, D], k/v: [B, KV, D] -> [B, H * D]."""
         kc, vc, n = self._cache.k[i], self._cache.v[i], plan.length
         if plan.single is not None:
             slot, pos = plan.single
-            kc[slot, :, pos] = k[0, 0]  # [KV, D]
-            vc[slot, :, pos] = v[0, 0]
-            return self._attend(q, kc[slot : slot + 1, :, :n], vc[slot : slot + 1, :, :n], None)
-        kc[plan.slots, :, plan.pos] = k[:, 0]  # [B, KV, D]
-        vc[plan.slots, :, plan.pos] = v[:, 0]
+            kc[slot, :, pos] = k[0]  # [KV, D]
+            vc[slot, :, pos] = v[0]
+            return self._attend_one(q, kc[slot : slot + 1, :, :n], vc[slot : slot + 1, :, :n], None)
+        kc[plan.slots, :, plan.pos] = k  # [B, KV, D]
+        vc[plan.slots, :, plan.pos] = v
         if plan.gather:
-            return self._attend(q, kc[plan.slots, :, :n], vc[plan.slots, :, :n], plan.mask)
+            return self._attend_one(q, kc[plan.slots, :, :n], vc[plan.slots, :, :n], plan.mask)
         keys, values = kc[plan.lo : plan.hi, :, :n], vc[plan.lo : plan.hi, :, :n]
         if plan.rows is None:
-            return self._attend(q, keys, values, plan.mask)
+            return self._attend_one(q, keys, values, plan.mask)
         # Idle slots inside the window get a zero query that attends to position 0 only; their rows are dropped.
         window_q = q.new_zeros((plan.hi - plan.lo, *q.shape[1:])).index_copy_(0, plan.rows, q)
-        return self._attend(window_q, keys, values, plan.mask).index_select(0, plan.rows)
+        return self._attend_one(window_q, keys, values, plan.mask).index_select(0, plan.rows)
+
+    def _attend_one(self, q: Tensor, keys: Tensor, values: Tensor, mask: Tensor | None) -> Tensor:
+        """One query token per row. q: [B, H, D]; keys/values: [B, KV, L, D] -> [B, H * D].
+
+        The G query heads sharing a kv head are G query rows ([B, KV, G, D], a view): no repeated keys."""
+        batch = q.shape[0]
+        folded = q.view(batch, self._kv_heads, self._group, self._head_dim)
+        out = F.scaled_dot_product_attention(folded, keys, values, attn_mask=mask, scale=self._scale)
+        return out.view(batch, self._heads * self._head_dim)
 
     # -- the model --------------------------------------------------------------------------------------------
     def _layers_forward(self, ids: Tensor, cos: Tensor, sin: Tensor, attn: Any) -> Tensor:
-        """ids: [B, S] -> hidden states [B, S, hidden] after the last layer (before the final norm)."""
-        heads, kv, dim, eps = self._heads, self._kv_heads, self._head_dim, self._eps
-        shape = (self._hidden,)
-        x = F.embedding(ids, self._embed)  # [B, S, hidden]
-        batch, seq = ids.shape
+        """ids: [T] -> hidden states [T, hidden] after the last layer (before the final norm).
+
+        Tokens are rows of 2-D tensors throughout (a decode batch or one prefill chunk): the fewest ops per layer,
+        which is what a small model on a CPU pays for."""
+        heads, kv, dim, rms = self._heads, self._kv_heads, self._head_dim, self._rms
+        x = F.embedding(ids, self._embed)  # [T, hidden]
         for i, layer in enumerate(self._layers):
-            h = F.rms_norm(x, shape, layer.attn_norm, eps)
-            qkv = F.linear(h, layer.qkv_w, layer.qkv_b).view(batch, seq, heads + 2 * kv, dim)
-            q, k = self._rope_qk(qkv, layer, cos, sin)  # [B, S, H, D], [B, S, KV, D]
-            x = x + F.linear(attn(i, q, k, qkv[:, :, heads + kv :]), layer.o_w, layer.o_b)
-            h = F.rms_norm(x, shape, layer.mlp_norm, eps)
-            gate, up = F.linear(h, layer.gate_up_w, layer.gate_up_b).chunk(2, dim=-1)
-            x = x + F.linear(F.silu(gate) * up, layer.down_w, layer.down_b)
+            qkv = _mm(rms(x, layer.attn_norm), layer.qkv_t, layer.qkv_b).view(-1, heads + 2 * kv, dim)
+            q, k = self._rope_qk(qkv, layer, cos, sin)  # qkv: [T, H + 2 * KV, D] -> q: [T, H, D], k: [T, KV, D]
+            x = _residual_mm(x, attn(i, q, k, qkv[:, heads + kv :]), layer.o_t, layer.o_b)
+            gate, up = _mm(rms(x, layer.mlp_norm), layer.gate_up_t, layer.gate_up_b).chunk(2, dim=-1)
+            x = _residual_mm(x, F.silu(gate).mul_(up), layer.down_t, layer.down_b)
         return x
 
     def _rope_qk(self, qkv: Tensor, layer: _Layer, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor]:
         heads, kv = self._heads, self._kv_heads
         if layer.q_norm is None:
-            qk = qkv[:, :, : heads + kv]  # queries and keys rotate together: one set of ops for both
+            qk = qkv[:, : heads + kv]  # queries and keys rotate together: one set of ops for both
         else:  # Qwen3 normalises each head of q and k before the rotation
-            shape = (self._head_dim,)
-            qk = torch.cat((F.rms_norm(qkv[:, :, :heads], shape, layer.q_norm, self._eps),
-                            F.rms_norm(qkv[:, :, heads : heads + kv], shape, layer.k_norm, self._eps)), dim=2)
+            head_rms = self._head_rms
+            qk = torch.cat((head_rms(qkv[:, :heads], layer.q_norm), head_rms(qkv[:, heads : heads + kv], layer.k_norm)),
+                           dim=1)
         # rotate_half(x) == roll(x, D/2) with the first half negated; that sign lives in `sin`.
-        rotated = qk * cos + qk.roll(self._head_dim // 2, dims=-1) * sin
-        return rotated[:, :, :heads], rotated[:, :, heads:]
-
-    def _attend(self, q: Tensor, keys: Tensor, values: Tensor, mask: Tensor | None) -> Tensor:
-        """q: [B, S, H, D]; keys/values: [B, KV, L, D] -> [B, S, H * D].
-
-        The G query heads sharing one kv head are folded into extra query rows ([B, KV, G * S, D]), so grouped
-        attention needs neither repeated keys nor ``enable_gqa``.
-        """
-        batch, seq = q.shape[:2]
-        kv, group, dim = self._kv_heads, self._group, self._head_dim
-        folded = q.reshape(batch, seq, kv, group, dim).permute(0, 2, 3, 1, 4).reshape(batch, kv, group * seq, dim)
-        out = F.scaled_dot_product_attention(folded, keys, values, attn_mask=mask, scale=self._scale)
-        return out.view(batch, kv, group, seq, dim).permute(0, 3, 1, 2, 4).reshape(batch, seq, self._heads * dim)
+        rotated = torch.addcmul(qk * cos, qk.roll(self._head_dim // 2, dims=-1), sin)
+        return rotated[:, :heads], rotated[:, heads:]
 
     def _rope_for(self, positions: Tensor, start: int | None, end: int | None) -> tuple[Tensor, Tensor]:
-        """cos/sin for positions [B, S] as [B, S, 1, D]; a slice of the table when the positions are a range."""
+        """cos/sin for positions [T] as [T, 1, D]; a slice of the table when the positions are a range."""
         if self._rope_table is None:
             return self._rope(positions)
         cos, sin = self._rope_table
         if start is not None:
-            return cos[:, start:end], sin[:, start:end]
-        flat = positions.reshape(-1)
-        return cos[0, flat].view(*positions.shape, 1, -1), sin[0, flat].view(*positions.shape, 1, -1)
+            return cos[start:end], sin[start:end]
+        return cos[positions], sin[positions]
 
     def _rope(self, positions: Tensor) -> tuple[Tensor, Tensor]:
         """The HF model's own rotary module (honours rope_theta and scaling); sin gets rotate_half's sign."""
         probe = self._embed[:1]  # only its dtype and device matter
-        cos, sin = self._rotary(probe, positions)  # [B, S, D]
+        cos, sin = self._rotary(probe, positions[None])  # [1, T, D]
         half = self._head_dim // 2
         sin = torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)
-        return cos.unsqueeze(2), sin.unsqueeze(2)
+        return cos[0].unsqueeze(1), sin[0].unsqueeze(1)
 
     def _logits(self, chunks: Sequence[SeqChunk], parts: list[Tensor], order: list[SeqChunk]) -> Tensor:
         """Final norm and lm_head on the rows that want logits only, returned in chunk order: [n, vocab] float32."""
@@ -365,8 +408,8 @@ class NativeRunner:
             where = {id(c): row for row, c in enumerate(order)}
             index = torch.tensor([where[id(c)] for c in wanted], device=self._device)
             hidden = hidden.index_select(0, index)
-        hidden = F.rms_norm(hidden, (self._hidden,), self._norm, self._eps)
-        return F.linear(hidden, self._lm_w, self._lm_b).float()
+        hidden = self._rms(hidden, self._norm)
+        return _mm(hidden, self._lm_t, self._lm_b).float()
 
 
 def build_torch_runner(

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,7 +22,6 @@ from typing import Any
 
 _FORMAT = "v1"  # bump when the converted layout changes, so stale caches are not reused
 _DONE = "qwen_stream_converted.json"
-FP16_MAX = 65000.0  # a little under float16's largest finite value
 
 
 def converted_dir(gguf_path: Path, cache_root: Path, sha256: str | None = None) -> Path:
@@ -69,26 +69,31 @@ def _convert_weights(gguf_path: Path, out: Path) -> None:
     import torch
     from safetensors.torch import save_file
     from transformers import AutoConfig, AutoModelForCausalLM
-    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
 
     config = AutoConfig.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
     # A model on the meta device costs nothing; transformers needs it only to map GGUF names to ours.
     with torch.device("meta"):
         skeleton = AutoModelForCausalLM.from_config(config)
-    # float16 halves the disk and RAM of fp32 and holds 4-5 bit quantized weights (scale * q + min) almost
-    # exactly; a tensor that would overflow it stays float32.
-    parsed = load_gguf_checkpoint(str(gguf_path), return_tensors=True, model_to_load=skeleton)
-    source: dict[str, torch.Tensor] = parsed["tensors"]
-    tensors: dict[str, torch.Tensor] = {}
-    for name in list(source):
-        tensor = source.pop(name)  # free each float32 tensor as we go: Qwen-1.5B is 7 GB in float32
-        fits = tensor.is_floating_point() and float(tensor.abs().max()) < FP16_MAX
-        tensors[name] = (tensor.to(torch.float16) if fits else tensor).contiguous()
+    tensors = _dequantize(gguf_path, skeleton, torch.float16)
+    if not all(bool(t.isfinite().all()) for t in tensors.values()):
+        tensors = _dequantize(gguf_path, skeleton, torch.float32)  # some weight overflows float16: keep fp32
     missing = set(skeleton.state_dict()) - set(tensors) - _tied_names(config)
     if missing:
         raise ValueError(f"{gguf_path.name}: the GGUF lacks tensors the model needs: {sorted(missing)[:5]}")
     save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
     config.save_pretrained(out)
+
+
+def _dequantize(gguf_path: Path, skeleton: Any, dtype: Any) -> dict[str, Any]:
+    """All weights, cast to ``dtype`` one by one right after dequantizing (peak RAM: the result, not fp32).
+
+    float16 halves disk and RAM against float32 and holds 4-6 bit quantized weights (scale * q + min) almost
+    exactly, far below the quantization error itself.
+    """
+    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+
+    parsed = load_gguf_checkpoint(str(gguf_path), return_tensors=True, model_to_load=skeleton, torch_dtype=dtype)
+    return {name: tensor.contiguous() for name, tensor in parsed["tensors"].items()}
 
 
 def _tied_names(config: Any) -> set[str]:
@@ -117,10 +122,19 @@ def _build_atomically(out: Path, build: Callable[[Path], None]) -> None:
 
 @contextmanager
 def _status(enabled: bool, message: str) -> Iterator[None]:
-    if not enabled:
-        yield
-        return
-    from rich.console import Console
+    """One line saying what is slow and why; transformers' own bars then show the dequantizing progress.
 
-    with Console(stderr=True).status(message, spinner="dots"):
+    (A spinner would fight with those tqdm bars for the terminal line.) With ``enabled`` False, stay silent.
+    """
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    if enabled:
+        print(f"qwen-stream: {message} ...", file=sys.stderr, flush=True)
+    else:
+        hf_logging.disable_progress_bar()
+    try:
         yield
+    finally:
+        if was_enabled and not enabled:
+            hf_logging.enable_progress_bar()

@@ -125,9 +125,9 @@ def build_demo(model: ChatModel, defaults: WebDefaults | None = None) -> gr.Bloc
                     send = gr.Button("Send", variant="primary", scale=1, elem_id="qs-send")
                     stop = gr.Button("Stop", variant="stop", scale=1, elem_id="qs-stop")
                 with gr.Row():
-                    regenerate = gr.Button("🔄 Regenerate", elem_id="qs-regenerate")
-                    undo = gr.Button("↩️ Undo", elem_id="qs-undo")
-                    clear = gr.Button("🗑️ Clear", elem_id="qs-clear")
+                    regenerate = gr.Button("Regenerate", elem_id="qs-regenerate")
+                    undo = gr.Button("Undo", elem_id="qs-undo")
+                    clear = gr.Button("Clear", elem_id="qs-clear")
             with gr.Column(scale=1, min_width=260):
                 system = gr.Textbox(label="System prompt", value=defaults.system, lines=3,
                                     placeholder="(the model's default)", elem_id="qs-system")

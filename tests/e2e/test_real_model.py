@@ -1,0 +1,26 @@
+"""A real small chat model (SmolLM2-135M-Instruct, fetched from its PyPI package) answers a real question."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from qwen_stream.api import ChatModel
+
+pytestmark = pytest.mark.slow
+
+RUNNERS = ["torch", pytest.param("llamacpp", marks=pytest.mark.skipif(
+    importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python is not installed"))]
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_smollm2_streams_a_real_english_answer(runner: str) -> None:
+    with ChatModel.load("smollm2-135m", runner=runner, max_batch_size=4, context_length=1024) as model:
+        deltas = []
+        for event in model.stream("What is the capital of France?", temperature=0.0, max_new_tokens=40):
+            deltas.append(event.delta)
+        answer = "".join(deltas)
+        assert "Paris" in answer, answer
+        assert len([d for d in deltas if d]) > 3  # it streamed, not one lump
+        assert event.finish_reason is not None and event.time_to_first_token_s is not None
