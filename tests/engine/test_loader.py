@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -141,3 +142,21 @@ def test_a_gguf_path_resolves_to_a_path_keyed_cache() -> None:
     by_sha = gguf_convert.converted_dir(source.path, registry.cache_root(), registry.ALIASES["smollm2-135m"].sha256)
     assert by_path != by_sha and by_path.parent == by_sha.parent
     assert loader.resolve_source(str(alias_path.parent)).path == source.path  # a folder with one .gguf
+
+
+def test_a_hub_id_in_the_local_hf_cache_loads_offline(tiny_model_dir: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # the layout huggingface_hub writes: hub/models--owner--name/{refs/main, snapshots/<commit>/...}
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hf" / "hub" / "models--tiny-org--tiny-qwen2"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    shutil.copytree(tiny_model_dir, repo / "snapshots" / commit)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants as hub_constants
+
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))  # read once at import
+    source = loader.resolve_source("tiny-org/tiny-qwen2")
+    assert (source.kind, source.name, source.path) == ("hf_dir", "tiny-org/tiny-qwen2", repo / "snapshots" / commit)
+    assert loader.load_hf_model(source).config.model_type == "qwen2"
