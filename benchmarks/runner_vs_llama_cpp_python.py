@@ -1,6 +1,8 @@
 """Raw single-stream speed: LlamaCppRunner (prefill, then greedy argmax steps) vs llama-cpp-python's Llama.generate.
 
 Same GGUF, same prompt token ids, same threads, greedy, forced length; runs alternate so machine drift hits both.
+Besides wall-clock figures it prints the process CPU time per decoded token, which stays meaningful when other
+work shares the cores (compare those with --threads 1).
 
     python benchmarks/runner_vs_llama_cpp_python.py --model smollm2-135m --tokens 128 --repeats 3
 """
@@ -18,34 +20,37 @@ PROMPT = ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_star
           "<|im_start|>assistant\n")
 
 
-def ours(runner: Any, prompt: list[int], n: int) -> tuple[float, float, list[int]]:
-    """(TTFT s, decode tok/s, tokens) for one greedy stream on slot 0."""
+Result = tuple[float, float, float, list[int]]  # TTFT s, decode tok/s, CPU ms per decoded token, tokens
+
+
+def ours(runner: Any, prompt: list[int], n: int) -> Result:
+    """One greedy stream on slot 0."""
     from qwen_stream.engine.runner import SeqChunk
 
     runner.free_slot(0)
     start = time.perf_counter()
     out = [int(runner.forward([SeqChunk(0, prompt, 0)])[0].argmax())]
-    first = time.perf_counter()
+    first, cpu = time.perf_counter(), time.process_time()
     while len(out) < n:
         logits = runner.forward([SeqChunk(0, [out[-1]], len(prompt) + len(out) - 1)])
         out.append(int(logits[0].argmax()))
     end = time.perf_counter()
-    return first - start, (n - 1) / (end - first), out
+    return first - start, (n - 1) / (end - first), 1000 * (time.process_time() - cpu) / (n - 1), out
 
 
-def reference(llm: Any, prompt: list[int], n: int) -> tuple[float, float, list[int]]:
+def reference(llm: Any, prompt: list[int], n: int) -> Result:
     llm.reset()
     out: list[int] = []
     start = time.perf_counter()
-    first = start
+    first, cpu = start, time.process_time()
     for token in llm.generate(prompt, top_k=1, temp=0.0, reset=True):
         out.append(int(token))
         if len(out) == 1:
-            first = time.perf_counter()
+            first, cpu = time.perf_counter(), time.process_time()
         if len(out) == n:
             break
     end = time.perf_counter()
-    return first - start, (n - 1) / (end - first), out
+    return first - start, (n - 1) / (end - first), 1000 * (time.process_time() - cpu) / (n - 1), out
 
 
 def main() -> None:
@@ -68,21 +73,21 @@ def main() -> None:
                           verbose=False)
     prompt = llm.tokenize(PROMPT.encode(), add_bos=False, special=True)
     ours(runner, prompt, 4), reference(llm, prompt, 4)  # warm-up
-    rows: dict[str, list[tuple[float, float]]] = {"ours": [], "llama-cpp-python": []}
+    rows: dict[str, list[tuple[float, float, float]]] = {"ours": [], "llama-cpp-python": []}
     for _ in range(args.repeats):
-        a_ttft, a_tps, a_ids = ours(runner, prompt, args.tokens)
-        b_ttft, b_tps, b_ids = reference(llm, prompt, args.tokens)
-        rows["ours"].append((a_ttft, a_tps))
-        rows["llama-cpp-python"].append((b_ttft, b_tps))
-        same = sum(x == y for x, y in zip(a_ids, b_ids, strict=True))
-        print(f"ours {a_tps:6.1f} tok/s TTFT {a_ttft * 1e3:6.1f} ms | llama-cpp-python {b_tps:6.1f} tok/s "
-              f"TTFT {b_ttft * 1e3:6.1f} ms | same tokens {same}/{args.tokens}")
-    med = {k: (statistics.median(t for t, _ in v), statistics.median(s for _, s in v)) for k, v in rows.items()}
-    (ot, os_), (rt, rs) = med["ours"], med["llama-cpp-python"]
+        *a, a_ids = ours(runner, prompt, args.tokens)
+        *b, b_ids = reference(llm, prompt, args.tokens)
+        rows["ours"].append((a[0], a[1], a[2]))
+        rows["llama-cpp-python"].append((b[0], b[1], b[2]))
+        same = next((i for i, (x, y) in enumerate(zip(a_ids, b_ids, strict=True)) if x != y), args.tokens)
+        print(f"ours {a[1]:6.1f} tok/s TTFT {a[0] * 1e3:6.1f} ms {a[2]:5.1f} CPU ms/tok | llama-cpp-python "
+              f"{b[1]:6.1f} tok/s TTFT {b[0] * 1e3:6.1f} ms {b[2]:5.1f} CPU ms/tok | same first {same} tokens")
+    med = {k: [statistics.median(r[i] for r in v) for i in range(3)] for k, v in rows.items()}
+    (ot, os_, oc), (rt, rs, rc) = med["ours"], med["llama-cpp-python"]
     print(f"median over {args.repeats}, {len(prompt)} prompt tokens, {args.tokens} new, {threads} threads:")
-    print(f"  ours             decode {os_:6.1f} tok/s  TTFT {ot * 1e3:6.1f} ms")
-    print(f"  llama-cpp-python decode {rs:6.1f} tok/s  TTFT {rt * 1e3:6.1f} ms")
-    print(f"  ratio            decode {os_ / rs:5.3f}x       TTFT {ot / rt:5.3f}x")
+    print(f"  ours             decode {os_:6.1f} tok/s  TTFT {ot * 1e3:6.1f} ms  {oc:5.2f} CPU ms/token")
+    print(f"  llama-cpp-python decode {rs:6.1f} tok/s  TTFT {rt * 1e3:6.1f} ms  {rc:5.2f} CPU ms/token")
+    print(f"  ratio            decode {os_ / rs:5.3f}x       TTFT {ot / rt:5.3f}x  CPU per token {oc / rc:5.3f}x")
     runner.close()
     llm.close()
 

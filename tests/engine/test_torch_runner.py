@@ -22,6 +22,7 @@ from transformers import (
 )
 
 from qwen_stream.engine.hf_runner import HFRunner
+from qwen_stream.engine.quantize import dequantize, quantize_int8
 from qwen_stream.engine.runner import ModelRunner, SeqChunk
 from qwen_stream.engine.torch_runner import build_torch_runner
 
@@ -239,3 +240,33 @@ def test_build_validates_arguments() -> None:
         with pytest.raises(ValueError, match="CUDA"):
             build_torch_runner(qwen2(), max_slots=1, max_seq_len=16, device="cuda")
         assert build_torch_runner(qwen2(), max_slots=1, max_seq_len=16, device="auto").name == "torch-native"
+
+
+def test_int8_weights_stay_close_and_batch_consistently() -> None:
+    ids = tokens(12, seed=90)
+    exact = reference(qwen2(), ids)[-1]
+    runner = build_torch_runner(qwen2(), max_slots=4, max_seq_len=32, quantize="int8")
+    assert getattr(runner, "quantize", None) == "int8"
+    alone = feed(runner, 0, ids, 8)[-1]
+    assert torch.corrcoef(torch.stack([alone, exact]))[0, 1] > 0.99
+    other = tokens(5, seed=91)
+    runner.forward([SeqChunk(2, ids[:-1], 0, want_logits=False), SeqChunk(1, other, 0)])
+    both = runner.forward([SeqChunk(2, [ids[-1]], len(ids) - 1), SeqChunk(1, [7], len(other))])
+    assert torch.allclose(both[0], alone, atol=0.05)
+
+
+def test_int8_needs_bfloat16_and_known_modes() -> None:
+    with pytest.raises(ValueError, match="bfloat16"):
+        build_torch_runner(qwen2(), max_slots=1, max_seq_len=16, dtype="float32", quantize="int8")
+    with pytest.raises(ValueError, match="quantize"):
+        build_torch_runner(qwen2(), max_slots=1, max_seq_len=16, quantize="int3")
+
+
+def test_quantize_int8_round_trip() -> None:
+    weight = torch.randn(48, 64)
+    weight[3] = 0.0  # an all-zero row must stay finite
+    packed = quantize_int8(weight, torch.float32)
+    assert packed.q.dtype == torch.int8 and packed.scales.shape == (48,)
+    restored = dequantize(packed)
+    assert torch.isfinite(restored).all()
+    assert (restored - weight).abs().max() <= weight.abs().max() / 127

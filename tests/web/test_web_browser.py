@@ -33,6 +33,7 @@ USER = "#qs-chatbot .message-row.user-row"
 if not os.path.exists(CHROMIUM):
     pytest.skip(f"no Chromium at {CHROMIUM} (Debian package `chromium`)", allow_module_level=True)
 playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
+pytest.importorskip("gradio", reason="gradio is not installed (pip install 'qwen-stream[web]')")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 
@@ -103,9 +104,13 @@ def _set_max_tokens(tab: Any, value: int) -> None:
     box.blur()
 
 
-def _ask(tab: Any, question: str) -> None:
-    tab.locator("#qs-input textarea").fill(question)
-    tab.locator("#qs-send").click()
+def _ask(tab: Any, question: str, *, press_enter: bool = False) -> None:
+    box = tab.locator("#qs-input textarea")
+    box.fill(question)
+    if press_enter:
+        box.press("Enter")
+    else:
+        tab.locator("#qs-send").click()
 
 
 def _bot_text(tab: Any) -> str:
@@ -140,7 +145,7 @@ def test_answer_streams_in_and_stop_stops_the_engine(page: Any, web_model: Any) 
 def test_undo_and_regenerate(page: Any, web_model: Any) -> None:
     _set_max_tokens(page, 12)
     page.locator("#qs-seed input").fill("7")
-    _ask(page, "Undo me")
+    _ask(page, "Undo me", press_enter=True)  # Enter sends
     _wait_until(lambda: page.locator(BOT).count() == 1 and _running(web_model) == 0 and _bot_text(page),
                 what="a short answer")
     answer = _bot_text(page)
@@ -178,6 +183,17 @@ def test_two_sessions_batch_and_stop_separately(browser: Any, web_url: str, web_
     finally:
         for context in contexts:
             context.close()
+
+
+def test_closing_the_tab_aborts_its_answer(browser: Any, web_url: str, web_model: Any) -> None:
+    context = browser.new_context()
+    tab = context.new_page()
+    _open(tab, web_url)
+    _set_max_tokens(tab, 3500)
+    _ask(tab, "A long answer nobody will read")
+    _wait_until(lambda: _running(web_model) == 1 and len(_bot_text(tab)) > 5, what="the answer to start")
+    context.close()
+    _wait_until(lambda: _running(web_model) == 0, timeout=20, what="the engine to drop the abandoned answer")
 
 
 def test_mounted_on_a_fastapi_app(browser: Any, web_model: Any) -> None:

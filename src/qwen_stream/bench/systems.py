@@ -186,6 +186,9 @@ class LlamaCppPythonSystem:
         return {t: -1e9 for t in range(self.llm.n_vocab()) if ll.llama_vocab_is_eog(vocab, t)}
 
     def serve(self, messages: Messages, trace: StreamTrace) -> None:
+        # Forget the previous request's KV: the bench sends the same prompts again (warm-up, each level), which
+        # Llama would otherwise serve from its prefix cache; our engine keeps no prefix cache either.
+        self.llm.reset()
         self._trace = trace
         try:
             chunks = self.llm.create_chat_completion(messages=messages, max_tokens=self.config.max_tokens,  # type: ignore[arg-type]

@@ -142,9 +142,12 @@ class LlamaCppRunner:
         except BaseException:
             self.close()
             raise
+        self._torch_threads_before: int | None = None
         if limit_torch_threads:
             # torch only samples rows of logits next to this runner, and its idle intra-op workers spin on the
-            # cores ggml computes on: measured on 2 cores, 1 ggml thread, 30 -> 19 ms CPU per SmolLM2 step
+            # cores ggml computes on: measured on 2 cores, 1 ggml thread, 30 -> 19 ms CPU per SmolLM2 step.
+            # close() gives the old setting back.
+            self._torch_threads_before = torch.get_num_threads()
             torch.set_num_threads(1)
         self._buffers = _BatchBuffers(self._ll, self.n_batch, self.max_slots)
         self._slot_len = [0] * self.max_slots  # positions held in each slot's KV cache
@@ -214,6 +217,10 @@ class LlamaCppRunner:
         if self._model is not None:
             self._ll.llama_model_free(self._model)
             self._model = None
+        before = getattr(self, "_torch_threads_before", None)
+        if before:
+            torch.set_num_threads(before)
+            self._torch_threads_before = None
 
     # --- helpers --------------------------------------------------------------------------------------------
 

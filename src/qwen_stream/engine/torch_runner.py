@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from qwen_stream.engine.hf_runner import HFRunner
 from qwen_stream.engine.kv_cache import SlotKVCache, SlotTable
+from qwen_stream.engine.quantize import Int8Weight, int8_available, quantize_int8
 from qwen_stream.engine.runner import ModelRunner, SeqChunk
 
 logger = logging.getLogger(__name__)
@@ -104,6 +105,9 @@ def _fuse(linears: Sequence[nn.Linear]) -> tuple[Tensor, Tensor | None]:
     return weight, bias
 
 
+Weight = Tensor | Int8Weight  # a transposed float weight view [in, out], or int8 rows [out, in] with scales
+
+
 def _detached(t: Tensor | None) -> Tensor | None:
     return None if t is None else t.detach()
 
@@ -114,42 +118,51 @@ class _Layer:
     projection is a single ``mm``/``addmm`` on [T, in] rows, with no per-step transpose op."""
 
     attn_norm: Tensor  # [hidden]
-    qkv_t: Tensor  # [hidden, (H + 2 * KV) * D]
+    qkv_t: Weight  # [hidden, (H + 2 * KV) * D]
     qkv_b: Tensor | None
     q_norm: Tensor | None  # [D], Qwen3 only
     k_norm: Tensor | None
-    o_t: Tensor  # [H * D, hidden]
+    o_t: Weight  # [H * D, hidden]
     o_b: Tensor | None
     mlp_norm: Tensor  # [hidden]
-    gate_up_t: Tensor  # [hidden, 2 * intermediate]
+    gate_up_t: Weight  # [hidden, 2 * intermediate]
     gate_up_b: Tensor | None
-    down_t: Tensor  # [intermediate, hidden]
+    down_t: Weight  # [intermediate, hidden]
     down_b: Tensor | None
 
     @classmethod
-    def take(cls, layer: Any, norm: _RMSNorm, head_norm: _RMSNorm) -> _Layer:
+    def take(cls, layer: Any, norm: _RMSNorm, head_norm: _RMSNorm, int8: bool) -> _Layer:
         attn, mlp = layer.self_attn, layer.mlp
         qkv_w, qkv_b = _fuse(_attn_linears(layer))
         gate_up_w, gate_up_b = _fuse((mlp.gate_proj, mlp.up_proj))
         q_norm, k_norm = getattr(attn, "q_norm", None), getattr(attn, "k_norm", None)
+
+        def prep(weight: Tensor) -> Weight:
+            return quantize_int8(weight, weight.dtype) if int8 else weight.detach().t()
+
         return cls(
-            attn_norm=norm.prepare(layer.input_layernorm.weight), qkv_t=qkv_w.t(), qkv_b=qkv_b,
+            attn_norm=norm.prepare(layer.input_layernorm.weight), qkv_t=prep(qkv_w), qkv_b=qkv_b,
             q_norm=None if q_norm is None else head_norm.prepare(q_norm.weight),
             k_norm=None if k_norm is None else head_norm.prepare(k_norm.weight),
-            o_t=attn.o_proj.weight.detach().t(), o_b=_detached(attn.o_proj.bias),
+            o_t=prep(attn.o_proj.weight), o_b=_detached(attn.o_proj.bias),
             mlp_norm=norm.prepare(layer.post_attention_layernorm.weight),
-            gate_up_t=gate_up_w.t(), gate_up_b=gate_up_b,
-            down_t=mlp.down_proj.weight.detach().t(), down_b=_detached(mlp.down_proj.bias),
+            gate_up_t=prep(gate_up_w), gate_up_b=gate_up_b,
+            down_t=prep(mlp.down_proj.weight), down_b=_detached(mlp.down_proj.bias),
         )
 
 
-def _mm(x: Tensor, weight_t: Tensor, bias: Tensor | None) -> Tensor:
+def _mm(x: Tensor, weight_t: Weight, bias: Tensor | None) -> Tensor:
     """x @ weight_t (+ bias): [T, in] -> [T, out]."""
+    if isinstance(weight_t, Int8Weight):
+        out = weight_t.matmul(x)
+        return out if bias is None else out.add_(bias)
     return torch.mm(x, weight_t) if bias is None else torch.addmm(bias, x, weight_t)
 
 
-def _residual_mm(residual: Tensor, x: Tensor, weight_t: Tensor, bias: Tensor | None) -> Tensor:
+def _residual_mm(residual: Tensor, x: Tensor, weight_t: Weight, bias: Tensor | None) -> Tensor:
     """residual + x @ weight_t (+ bias), the add folded into the matmul when there is no bias."""
+    if isinstance(weight_t, Int8Weight):
+        return _mm(x, weight_t, bias).add_(residual)
     out = torch.addmm(residual, x, weight_t)
     return out if bias is None else out.add_(bias)
 
@@ -198,7 +211,7 @@ class NativeRunner:
 
     name = "torch-native"
 
-    def __init__(self, hf_model: nn.Module, *, max_slots: int, max_seq_len: int) -> None:
+    def __init__(self, hf_model: nn.Module, *, max_slots: int, max_seq_len: int, quantize: str | None = None) -> None:
         model: Any = hf_model  # HF attributes are dynamic; their types are checked by the tests
         config, base = model.config, model.model
         self._table = SlotTable(max_slots, max_seq_len)
@@ -214,7 +227,9 @@ class NativeRunner:
         self._device, self._dtype = self._embed.device, self._embed.dtype
         self._rms = _RMSNorm(self._hidden, self._eps, self._dtype, self._device)
         self._head_rms = _RMSNorm(self._head_dim, self._eps, self._dtype, self._device)
-        self._layers = [_Layer.take(layer, self._rms, self._head_rms) for layer in base.layers]
+        int8 = _check_quantize(quantize, self._dtype)
+        self.quantize = quantize
+        self._layers = [_Layer.take(layer, self._rms, self._head_rms, int8) for layer in base.layers]
         self._norm = self._rms.prepare(base.norm.weight)
         self._lm_t: Tensor = model.lm_head.weight.detach().t()  # [hidden, vocab]
         self._lm_b = _detached(model.lm_head.bias)
@@ -371,7 +386,7 @@ class NativeRunner:
 
     def _rope_qk(self, qkv: Tensor, layer: _Layer, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor]:
         heads, kv = self._heads, self._kv_heads
-        if layer.q_norm is None:
+        if layer.q_norm is None or layer.k_norm is None:
             qk = qkv[:, : heads + kv]  # queries and keys rotate together: one set of ops for both
         else:  # Qwen3 normalises each head of q and k before the rotation
             head_rms = self._head_rms
@@ -412,6 +427,19 @@ class NativeRunner:
         return _mm(hidden, self._lm_t, self._lm_b).float()
 
 
+def _check_quantize(quantize: str | None, dtype: torch.dtype) -> bool:
+    """Whether to use int8 weights; ValueError for a mode or pairing that cannot run well."""
+    if quantize is None:
+        return False
+    if quantize != "int8":
+        raise ValueError(f"quantize must be None or 'int8', got {quantize!r}")
+    if not int8_available():
+        raise ValueError("this torch build lacks the weight-only int8 kernel (_weight_int8pack_mm)")
+    if dtype == torch.float32:
+        raise ValueError("int8 weights run with bfloat16 activations; pass dtype='bfloat16' (or leave it unset)")
+    return True
+
+
 def build_torch_runner(
     hf_model: nn.Module,
     *,
@@ -419,21 +447,27 @@ def build_torch_runner(
     max_seq_len: int,
     device: str | torch.device = "cpu",
     dtype: str | torch.dtype | None = None,
+    quantize: str | None = None,
 ) -> ModelRunner:
     """A runner over a loaded HF causal LM: native for qwen2/llama/qwen3, the HF forward otherwise.
 
     The model is moved to ``device``/``dtype`` in place (its tensors are reused, never copied twice) and put in
     eval mode; the native runner also re-points its q/k/v and gate/up weights at fused tensors.
+    ``quantize="int8"``: weight-only int8 projections in the native runner, computed in bfloat16 (the default
+    dtype then); it keeps the model's own weights too, so it costs memory and saves time.
     """
     SlotTable(max_slots, max_seq_len)  # validates both before any tensor moves
     dev = resolve_device(device)
-    dt = resolve_dtype(dtype, dev)
+    dt = resolve_dtype("bfloat16" if dtype is None and quantize else dtype, dev)
+    _check_quantize(quantize, dt)  # before the model moves
     device_map: dict[str, Any] = getattr(hf_model, "hf_device_map", None) or {}
     if len(set(device_map.values())) <= 1:  # a model split by device_map="auto" stays where accelerate put it
         hf_model.to(device=dev, dtype=dt)
     hf_model.eval()
     reason = native_unsupported_reason(hf_model)
     if reason is None:
-        return NativeRunner(hf_model, max_slots=max_slots, max_seq_len=max_seq_len)
+        return NativeRunner(hf_model, max_slots=max_slots, max_seq_len=max_seq_len, quantize=quantize)
+    if quantize:
+        logger.warning("quantize=%r only applies to the native runner; ignored", quantize)
     logger.warning("no native PyTorch runner for this model (%s); using the slower Hugging Face forward", reason)
     return HFRunner(hf_model, max_slots=max_slots, max_seq_len=max_seq_len)

@@ -119,7 +119,8 @@ def build_demo(model: ChatModel, defaults: WebDefaults | None = None) -> gr.Bloc
             with gr.Column(scale=4):
                 chatbot = gr.Chatbot(elem_id="qs-chatbot", label=model.name, height=520, buttons=["copy"])
                 with gr.Row():
-                    query = gr.Textbox(placeholder="Ask something… (Shift+Enter for a new line)", lines=2,
+                    # lines=1 (growing to 10): Gradio then sends on Enter; with lines > 1 only Shift+Enter sends
+                    query = gr.Textbox(placeholder="Ask something… (Enter sends, Shift+Enter for a new line)", lines=1,
                                        max_lines=10, show_label=False, scale=6, elem_id="qs-input",
                                        autofocus=True)
                     send = gr.Button("Send", variant="primary", scale=1, elem_id="qs-send")
@@ -153,6 +154,7 @@ def build_demo(model: ChatModel, defaults: WebDefaults | None = None) -> gr.Bloc
         answering.append(regen.then(handlers.respond, [pending, chatbot, *settings], [chatbot],
                                     concurrency_limit=None, show_progress="hidden"))
         stop.click(None, None, None, cancels=answering)
+        chatbot.clear(None, None, None, cancels=answering)  # the chat's own trash icon stops the answer too
         undo.click(handlers.undo, [chatbot, query], [chatbot, query], cancels=answering)
         clear.click(handlers.clear, None, [chatbot, query], cancels=answering)
     return demo
