@@ -50,9 +50,10 @@ def test_interruption_stops_the_stream(tiny_model_dir: Path) -> None:
         child.expect(r"\[Generation stopped by user\]")
         child.expect("Last response: ")
         child.expect(pexpect.EOF)
+        status = child.wait()
     finally:
         child.close()
-    assert child.exitstatus == 0
+    assert status == 0
 
 
 @pytest.mark.parametrize("generation_config", ["greedy", "sampled"])

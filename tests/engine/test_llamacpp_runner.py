@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -35,7 +36,7 @@ def gguf_path() -> Path:
 
 
 @pytest.fixture(scope="module")
-def reference(gguf_path: Path) -> Iterator[llama_cpp.Llama]:
+def reference(gguf_path: Path) -> Iterator[Any]:
     llm = llama_cpp.Llama(model_path=str(gguf_path), n_ctx=512, n_threads=THREADS, n_threads_batch=THREADS,
                           verbose=False)
     yield llm
@@ -55,11 +56,11 @@ def fresh(runner: LlamaCppRunner) -> LlamaCppRunner:
     return runner
 
 
-def tokenize(llm: llama_cpp.Llama, text: str) -> list[int]:
+def tokenize(llm: Any, text: str) -> list[int]:
     return llm.tokenize(text.encode(), add_bos=False, special=True)
 
 
-def reference_greedy(llm: llama_cpp.Llama, prompt_ids: list[int], n: int) -> list[int]:
+def reference_greedy(llm: Any, prompt_ids: list[int], n: int) -> list[int]:
     llm.reset()
     out: list[int] = []
     for token in llm.generate(prompt_ids, top_k=1, temp=0.0, reset=True):
@@ -85,14 +86,14 @@ def test_satisfies_the_runner_protocol(runner: LlamaCppRunner) -> None:
     assert runner.max_slots == 4 and runner.max_seq_len == 256
 
 
-def test_greedy_matches_llama_cpp_python(fresh: LlamaCppRunner, reference: llama_cpp.Llama) -> None:
+def test_greedy_matches_llama_cpp_python(fresh: LlamaCppRunner, reference: Any) -> None:
     prompt = tokenize(reference, PROMPTS[0])
     ours = greedy_alone(fresh, 0, prompt, NEW_TOKENS)
     assert ours == reference_greedy(reference, prompt, NEW_TOKENS)
     assert "Paris" in reference.detokenize(ours).decode()
 
 
-def test_logits_are_float32_rows_in_chunk_order(fresh: LlamaCppRunner, reference: llama_cpp.Llama) -> None:
+def test_logits_are_float32_rows_in_chunk_order(fresh: LlamaCppRunner, reference: Any) -> None:
     a, b = (tokenize(reference, p) for p in PROMPTS[:2])
     logits = fresh.forward([SeqChunk(2, a, 0), SeqChunk(0, b[:5], 0, want_logits=False), SeqChunk(1, b, 0)])
     assert logits.dtype == torch.float32 and logits.shape == (2, fresh.vocab_size)
@@ -105,7 +106,7 @@ def test_logits_are_float32_rows_in_chunk_order(fresh: LlamaCppRunner, reference
 
 
 def test_batch_of_three_at_different_positions_matches_each_alone(fresh: LlamaCppRunner,
-                                                                   reference: llama_cpp.Llama) -> None:
+                                                                   reference: Any) -> None:
     prompts = [tokenize(reference, p) for p in PROMPTS]
     assert len({len(p) for p in prompts}) == 3  # different lengths, so the three sit at different positions
     alone = [reference_greedy(reference, p, NEW_TOKENS) for p in prompts]
@@ -120,7 +121,7 @@ def test_batch_of_three_at_different_positions_matches_each_alone(fresh: LlamaCp
     assert outs == alone
 
 
-def test_prefill_chunk_and_decodes_in_one_step(fresh: LlamaCppRunner, reference: llama_cpp.Llama) -> None:
+def test_prefill_chunk_and_decodes_in_one_step(fresh: LlamaCppRunner, reference: Any) -> None:
     first, second = (tokenize(reference, p) for p in PROMPTS[:2])
     expected_first = reference_greedy(reference, first, 4)
     expected_second = reference_greedy(reference, second, 3)
@@ -144,7 +145,7 @@ def test_prefill_chunk_and_decodes_in_one_step(fresh: LlamaCppRunner, reference:
     assert out_second == expected_second
 
 
-def test_free_slot_then_reuse_is_clean(fresh: LlamaCppRunner, reference: llama_cpp.Llama) -> None:
+def test_free_slot_then_reuse_is_clean(fresh: LlamaCppRunner, reference: Any) -> None:
     first, second = (tokenize(reference, p) for p in PROMPTS[:2])
     greedy_alone(fresh, 1, first, 6)
     fresh.free_slot(1)
@@ -152,13 +153,13 @@ def test_free_slot_then_reuse_is_clean(fresh: LlamaCppRunner, reference: llama_c
     assert greedy_alone(fresh, 1, second, 6) == reference_greedy(reference, second, 6)
 
 
-def test_step_longer_than_n_batch_is_split(fresh: LlamaCppRunner, reference: llama_cpp.Llama) -> None:
+def test_step_longer_than_n_batch_is_split(fresh: LlamaCppRunner, reference: Any) -> None:
     long_prompt = tokenize(reference, PROMPTS[2] + " red, blue and yellow." * 12)
     assert len(long_prompt) > fresh.n_batch
     assert greedy_alone(fresh, 0, long_prompt, 4) == reference_greedy(reference, long_prompt, 4)
 
 
-def test_restart_inside_the_cache_trims_it(fresh: LlamaCppRunner, reference: llama_cpp.Llama) -> None:
+def test_restart_inside_the_cache_trims_it(fresh: LlamaCppRunner, reference: Any) -> None:
     prompt = tokenize(reference, PROMPTS[0])
     fresh.forward([SeqChunk(0, [*prompt, 42, 43, 44], 0)])
     logits = fresh.forward([SeqChunk(0, prompt[-2:], len(prompt) - 2)])  # re-feed the prompt's tail

@@ -119,9 +119,10 @@ def test_chunked_prefill_equals_one_shot(make: Callable[[], PreTrainedModel]) ->
     assert close(second[0], reference(model, ids)[-1])
 
 
-@pytest.mark.parametrize("slots", [[0, 1, 2], [5, 3, 4], [0, 7, 3], [6, 1, 7]])
+@pytest.mark.parametrize("slots", [[0, 1, 2], [5, 3, 4], [4, 1, 2], [0, 7, 3], [6, 1, 7]])
 def test_batched_decode_at_different_positions_equals_alone(slots: list[int]) -> None:
-    """Covers the three cache paths: a window that is the batch, a permuted window, and gathered slots."""
+    """Covers the cache paths: a window that is the batch, a permuted window, a window with an idle slot
+    inside (slot 3 of [4, 1, 2]), and gathered slots."""
     model, batched = runner_for(qwen2)
     seqs = [tokens(n, seed=20 + n) for n in (5, 11, 8)]
     refs = [reference(model, s) for s in seqs]
@@ -229,6 +230,10 @@ def test_bad_input_raises_value_error(make: Callable[[], PreTrainedModel]) -> No
     runner.forward([SeqChunk(0, list(range(16)), 0)])  # exactly full is fine
     with pytest.raises(ValueError, match="exceeds max_seq_len"):
         runner.forward([SeqChunk(0, [1], 16)])
+    runner.close()
+    runner.close()  # idempotent
+    with pytest.raises(RuntimeError, match="closed"):
+        runner.forward([SeqChunk(1, [1], 0)])
 
 
 def test_build_validates_arguments() -> None:

@@ -98,11 +98,14 @@ def run_bench(systems: list[str], levels: list[int], config: BenchConfig, *, pro
     results: list[Any] = []
     overhead: dict[str, Any] = {}
     skipped: dict[str, str] = {}
+    load_s: dict[str, float] = {}
     with tqdm(total=len(systems) * sum(levels), unit="req", disable=not progress, file=sys.stderr) as bar:
         for name in systems:
             bar.set_description(f"{name}: loading")
             try:
+                started = time.perf_counter()
                 system = _make(name, config)
+                load_s[name] = time.perf_counter() - started
             except (ImportError, ValueError, RuntimeError, OSError) as exc:
                 skipped[name] = str(exc)
                 bar.write(f"bench: skipping {name}: {exc}", file=sys.stderr)
@@ -119,7 +122,7 @@ def run_bench(systems: list[str], levels: list[int], config: BenchConfig, *, pro
                 del system
                 gc.collect()
     return {"config": _config_dict(config, systems, levels), "results": results, "streaming_overhead": overhead,
-            "skipped": skipped}
+            "skipped": skipped, "load_s": load_s}
 
 
 def _make(name: str, config: BenchConfig) -> Any:
@@ -158,6 +161,8 @@ def _report(payload: dict[str, Any], out: Path | None) -> None:
     rows = ratios(summaries)
     title = f"qwen-stream bench: {payload['config']['model'] or 'default model'}, {payload['config']['max_tokens']} tokens"
     print_tables(summaries, rows, title)
+    for name, seconds in payload.get("load_s", {}).items():
+        print(f"{name}: model loaded in {seconds:.1f} s")
     for name, o in payload["streaming_overhead"].items():
         if o:
             print(f"{name}: streaming layer {o['per_token_us']:.0f} us/token = {100 * o['share_of_step']:.2f}% "

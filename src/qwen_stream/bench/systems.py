@@ -191,11 +191,12 @@ class LlamaCppPythonSystem:
         self.llm.reset()
         self._trace = trace
         try:
-            chunks = self.llm.create_chat_completion(messages=messages, max_tokens=self.config.max_tokens,  # type: ignore[arg-type]
-                                                     temperature=0.0, stream=True, logit_bias=self.logit_bias)
+            chunks: Any = self.llm.create_chat_completion(messages=messages,  # type: ignore[arg-type]
+                                                          max_tokens=self.config.max_tokens, temperature=0.0,
+                                                          stream=True, logit_bias=self.logit_bias)
             for chunk in chunks:
-                delta = chunk["choices"][0]["delta"].get("content") or ""  # type: ignore[index]
-                trace.add_text(now(), delta)
+                delta = chunk["choices"][0]["delta"].get("content") or ""
+                trace.add_text(now(), str(delta))
         finally:
             self._trace = None
         # the last eval feeds the final token back, which a generate loop cut by max_tokens never does

@@ -7,11 +7,13 @@ engine thread (it must not block: put into a queue, or ``loop.call_soon_threadsa
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import logging
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -69,6 +71,8 @@ class Engine:
         self._stopped = False
         self._thread = threading.Thread(target=self._loop, name="qwen-stream-engine", daemon=True)
         self._thread.start()
+        # Stop the loop before interpreter shutdown tears modules down under a running thread.
+        atexit.register(_shutdown_if_alive, weakref.ref(self))
 
     # ---- called from any thread -------------------------------------------------------------------------------
 
@@ -172,6 +176,12 @@ class Engine:
             logger.debug("sink of %s failed; aborting it", request_id, exc_info=True)
             if out.finish_reason is None:
                 self._inbox.put(_Abort(request_id))
+
+
+def _shutdown_if_alive(ref: weakref.ref[Engine]) -> None:
+    engine = ref()
+    if engine is not None:
+        engine.shutdown(timeout=2.0)
 
 
 def wait_idle(engine: Engine, timeout: float = 10.0) -> bool:

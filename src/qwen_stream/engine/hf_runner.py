@@ -35,11 +35,14 @@ class HFRunner:
         self._vocab_rows = int(model.get_input_embeddings().weight.shape[0])
         self._device = next(hf_model.parameters()).device
         self._caches: list[DynamicCache | None] = [None] * max_slots
+        self._closed = False
         # transformers 5.x renames the forward's `past_key_values` to `cache`; use whichever this version takes.
         params = inspect.signature(hf_model.forward).parameters
         self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
 
     def forward(self, chunks: Sequence[SeqChunk]) -> Tensor:
+        if self._closed:
+            raise RuntimeError("this runner is closed")
         self._table.check(chunks, self._vocab_rows)
         rows: list[Tensor] = []
         with torch.inference_mode():
@@ -70,6 +73,7 @@ class HFRunner:
 
     def close(self) -> None:
         self._caches = [None] * self.max_slots
+        self._closed = True
 
 
 def _new_cache(config: Any) -> DynamicCache:

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import logging
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
@@ -127,6 +127,9 @@ class LlamaCppRunner:
             raise FileNotFoundError(f"GGUF file not found: {path}")
         self.gguf_path = path
         self._ll = import_llama_cpp()
+        most = int(self._ll.llama_max_parallel_sequences())
+        if self.max_slots > most:
+            raise ValueError(f"max_slots must be <= {most} (llama.cpp's sequence limit), got {self.max_slots}")
         _quiet_logs(verbose)
         _init_backend(self._ll)
         self._model: Any = None
@@ -300,9 +303,32 @@ def _flatten(chunks: Sequence[SeqChunk]) -> tuple[np.ndarray, np.ndarray, np.nda
     return tokens, pos, seq, want
 
 
+_GGML_LOG_ERROR = 4  # enum ggml_log_level: NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5
+_GGML_LOG_CONT = 5
+_log_state = {"verbose": False, "last_level": 0}
+_log_callback: Any = None  # the ctypes callback must stay referenced while llama.cpp may call it
+
+
 def _quiet_logs(verbose: bool) -> None:
-    # llama-cpp-python routes llama.cpp's C logs through this logger (its Llama class does the same per instance)
-    logging.getLogger("llama-cpp-python").setLevel(logging.DEBUG if verbose else logging.ERROR)
+    """Let llama.cpp's C logs through only when verbose, errors always.
+
+    llama-cpp-python's own callback maps ggml's levels with an older enum (a warning counts as an error there), so
+    even its ERROR setting prints load-time warnings; we install our own callback, process-wide.
+    """
+    global _log_callback
+    _log_state["verbose"] = verbose
+    if _log_callback is not None:
+        return
+    ll = import_llama_cpp()
+
+    def on_log(level: int, text: bytes | None, _user_data: Any) -> None:
+        if level != _GGML_LOG_CONT:  # a continuation line keeps the level of the line it continues
+            _log_state["last_level"] = level
+        if text and (_log_state["verbose"] or _log_state["last_level"] >= _GGML_LOG_ERROR):
+            sys.stderr.write(text.decode("utf-8", errors="replace"))
+
+    _log_callback = ll.llama_log_callback(on_log)
+    ll.llama_log_set(_log_callback, ctypes.c_void_p(0))
 
 
 def _init_backend(ll: ModuleType) -> None:

@@ -69,8 +69,11 @@ def native_unsupported_reason(hf_model: nn.Module) -> str | None:
         return f"activation {config.hidden_act!r} is not SwiGLU"
     if "sliding_attention" in (getattr(config, "layer_types", None) or ()):
         return "sliding-window attention layers"
-    if len(set(getattr(hf_model, "hf_device_map", {}).values())) > 1:
+    if len(set((getattr(hf_model, "hf_device_map", None) or {}).values())) > 1:
         return "the model is split over several devices"
+    rope = getattr(config, "rope_parameters", None) or {}
+    if float(rope.get("partial_rotary_factor", getattr(config, "partial_rotary_factor", 1.0)) or 1.0) != 1.0:
+        return "partial rotary embeddings"
     base: Any = getattr(hf_model, "model", None)
     if base is None or not all(hasattr(base, a) for a in ("embed_tokens", "layers", "norm", "rotary_emb")):
         return "unexpected module layout"
@@ -227,7 +230,7 @@ class NativeRunner:
         self._device, self._dtype = self._embed.device, self._embed.dtype
         self._rms = _RMSNorm(self._hidden, self._eps, self._dtype, self._device)
         self._head_rms = _RMSNorm(self._head_dim, self._eps, self._dtype, self._device)
-        int8 = _check_quantize(quantize, self._dtype)
+        int8 = _check_quantize(quantize, self._dtype, self._device)
         self.quantize = quantize
         self._layers = [_Layer.take(layer, self._rms, self._head_rms, int8) for layer in base.layers]
         self._norm = self._rms.prepare(base.norm.weight)
@@ -247,6 +250,8 @@ class NativeRunner:
 
     # -- public API ---------------------------------------------------------------------------------------
     def forward(self, chunks: Sequence[SeqChunk]) -> Tensor:
+        if not self._cache.k:
+            raise RuntimeError("this runner is closed")
         self._table.check(chunks, self._embed.shape[0])
         with torch.inference_mode():
             parts, order = [], []  # last hidden row of each chunk wanting logits, in execution order
@@ -427,7 +432,7 @@ class NativeRunner:
         return _mm(hidden, self._lm_t, self._lm_b).float()
 
 
-def _check_quantize(quantize: str | None, dtype: torch.dtype) -> bool:
+def _check_quantize(quantize: str | None, dtype: torch.dtype, device: torch.device) -> bool:
     """Whether to use int8 weights; ValueError for a mode or pairing that cannot run well."""
     if quantize is None:
         return False
@@ -435,6 +440,8 @@ def _check_quantize(quantize: str | None, dtype: torch.dtype) -> bool:
         raise ValueError(f"quantize must be None or 'int8', got {quantize!r}")
     if not int8_available():
         raise ValueError("this torch build lacks the weight-only int8 kernel (_weight_int8pack_mm)")
+    if device.type != "cpu":
+        raise ValueError(f"int8 weights are a CPU option; on {device.type} use bfloat16 or float16 weights")
     if dtype == torch.float32:
         raise ValueError("int8 weights run with bfloat16 activations; pass dtype='bfloat16' (or leave it unset)")
     return True
@@ -459,7 +466,7 @@ def build_torch_runner(
     SlotTable(max_slots, max_seq_len)  # validates both before any tensor moves
     dev = resolve_device(device)
     dt = resolve_dtype("bfloat16" if dtype is None and quantize else dtype, dev)
-    _check_quantize(quantize, dt)  # before the model moves
+    _check_quantize(quantize, dt, dev)  # before the model moves
     device_map: dict[str, Any] = getattr(hf_model, "hf_device_map", None) or {}
     if len(set(device_map.values())) <= 1:  # a model split by device_map="auto" stays where accelerate put it
         hf_model.to(device=dev, dtype=dt)

@@ -42,14 +42,11 @@ def build_params(model: ChatModel, req: ChatCompletionRequest | CompletionReques
         "frequency_penalty": req.frequency_penalty,
         "repetition_penalty": req.repetition_penalty,
         "logprobs": req.num_logprobs,
+        "ignore_eos": req.ignore_eos or None,
     }
     if req.stop is not None:
         overrides["stop"] = (req.stop,) if isinstance(req.stop, str) else tuple(req.stop)
     base = model.sampling_params(**{k: v for k, v in overrides.items() if v is not None})
-    if req.token_limit is None and base.max_new_tokens >= model.context_length:
-        # The client set no limit and the model's default would not leave room for any prompt: OpenAI then
-        # generates up to the context window, so keep half of it for the prompt rather than refuse.
-        base = base.with_(max_new_tokens=max(1, model.context_length // 2))
     if base.seed is None:
         return [base] * req.n
     # Distinct seeds, or the n choices of a sampled request would all be the same text.

@@ -78,6 +78,7 @@ class _SamplingFields(_Request):
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     repetition_penalty: float | None = None
+    ignore_eos: bool = False  # vLLM's extension: benchmarks use it to force exact lengths
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
