@@ -82,9 +82,10 @@ def _build_runner(source: Any, runner: str, *, device: str, dtype: str | None, m
 def _llamacpp_runner(path: Path, max_slots: int, context_length: int | None, threads: int) -> ModelRunner:
     from qwen_stream.engine.llamacpp_runner import LlamaCppRunner
 
-    trained = gguf_context_length(path)
-    seq_len = _serve_length(context_length, trained)
-    return LlamaCppRunner(path, max_slots=max_slots, max_seq_len=seq_len, threads=threads)
+    # The runner caps the window at the model's training context (read from the loaded model: parsing the GGUF
+    # metadata in Python would cost ~16 s on Qwen's 151k-entry vocabulary).
+    return LlamaCppRunner(path, max_slots=max_slots, max_seq_len=context_length or DEFAULT_CONTEXT_LENGTH,
+                          threads=threads)
 
 
 def _torch_runner(source: Any, *, device: str, dtype: str | None, max_slots: int, context_length: int | None,
@@ -121,16 +122,3 @@ def _torch_dtype(dtype: str | None, device: str) -> Any:
     if dtype not in names:
         raise ValueError(f"dtype must be one of {', '.join(names)}, got {dtype!r}")
     return names[dtype]
-
-
-def gguf_context_length(path: Path) -> int | None:
-    """The training context length recorded in a GGUF file's metadata."""
-    from gguf import GGUFReader
-
-    reader = GGUFReader(str(path))
-    arch_field = reader.fields.get("general.architecture")
-    if arch_field is None:
-        return None
-    arch = bytes(arch_field.parts[arch_field.data[0]]).decode()
-    field = reader.fields.get(f"{arch}.context_length")
-    return int(field.parts[field.data[0]][0]) if field is not None else None
