@@ -26,6 +26,9 @@ HUB_PROBE_TIMEOUT_S = 3.0
 QWEN_GENERATION_DEFAULTS: dict[str, Any] = {
     "temperature": 0.7, "top_p": 0.8, "top_k": 20, "repetition_penalty": 1.05, "max_new_tokens": 512,
 }
+# Other GGUF models carry no sampling advice; a repetition penalty tuned for Qwen garbles small models
+# (SmolLM2 said "I'sure" with it), so they get plain nucleus sampling.
+PLAIN_GENERATION_DEFAULTS: dict[str, Any] = {"temperature": 0.7, "top_p": 0.9, "max_new_tokens": 512}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _HUB_PATTERNS = ["*.json", "*.safetensors", "*.py", "*.tiktoken", "*.model", "*.txt", "*.jinja"]
 
@@ -238,7 +241,8 @@ def _torch_dtype(dtype: torch.dtype | str) -> torch.dtype:
 def load_generation_defaults(source: ModelSource) -> dict[str, Any]:
     """Sampling defaults (SamplingParams field names) from generation_config.json; Qwen2.5's for a GGUF."""
     if source.kind == "gguf":
-        return dict(QWEN_GENERATION_DEFAULTS)
+        is_qwen = "qwen" in f"{source.name} {source.path.name}".lower()
+        return dict(QWEN_GENERATION_DEFAULTS if is_qwen else PLAIN_GENERATION_DEFAULTS)
     try:
         raw = json.loads((source.path / "generation_config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
