@@ -226,10 +226,10 @@ def test_piped_input_works_without_a_terminal(tiny_model_dir: Path) -> None:
 def test_real_small_model_answers() -> None:
     child = _spawn("smollm2-135m", "--temperature", "0", "--max-new-tokens", "40", timeout=120)
     try:
-        chunks = _stream_answer(child, "What is the capital of France?")
+        chunks = _stream_answer(child, "What is the capital of France? Answer in English.")
         text = _plain("".join(c for _, c in chunks))
-        # a 135M model is not reliable on facts (greedy runs have said Paris, and "L'Étoile"): check it is on topic
-        assert "france" in text.lower() and len([c for _, c in chunks if _plain(c).strip()]) >= 5
+        # Without "in English" the first token is a near-tie between "The" and "L'Étoile" (a French answer)
+        assert "Paris" in text and len([c for _, c in chunks if _plain(c).strip()]) >= 4
         assert "History cleared" in _command(child, ":clh")
         assert _quit(child) == 0
     finally:
