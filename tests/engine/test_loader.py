@@ -118,7 +118,8 @@ def test_smollm2_gguf_converts_once_then_loads_from_the_cache() -> None:
     folder = gguf_convert.converted_dir(source.path, registry.cache_root(), source.sha256)
     assert gguf_convert.is_complete(folder / "model") and gguf_convert.is_complete(folder / "tokenizer")
     assert model.config.model_type == "llama" and loader.chat_stop_token_ids(tokenizer) == (2, 0)
-    assert loader.load_generation_defaults(source)["top_k"] == 20
+    # not a Qwen model: plain nucleus sampling, no Qwen repetition penalty
+    assert loader.load_generation_defaults(source) == loader.PLAIN_GENERATION_DEFAULTS
 
     prompt = ChatPrompter(tokenizer).build(make_messages("What is the capital of France?"), max_prompt_tokens=512)
     assert "Paris" in tokenizer.decode(_greedy(model, prompt.ids, 12))
