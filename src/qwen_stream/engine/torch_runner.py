@@ -19,8 +19,9 @@ from torch import Tensor, nn
 
 from qwen_stream.engine.hf_runner import HFRunner
 from qwen_stream.engine.kv_cache import SlotKVCache, SlotTable
-from qwen_stream.engine.quantize import Int8Weight, int8_available, quantize_int8
+from qwen_stream.engine.quantize import int8_available
 from qwen_stream.engine.runner import ModelRunner, SeqChunk
+from qwen_stream.engine.torch_layers import LayerWeights, RMSNorm, attn_linears, detached, mm, residual_mm
 
 logger = logging.getLogger(__name__)
 
@@ -78,120 +79,13 @@ def native_unsupported_reason(hf_model: nn.Module) -> str | None:
     if base is None or not all(hasattr(base, a) for a in ("embed_tokens", "layers", "norm", "rotary_emb")):
         return "unexpected module layout"
     for layer in base.layers:
-        linears = (*_attn_linears(layer), layer.self_attn.o_proj, layer.mlp.gate_proj, layer.mlp.up_proj,
+        linears = (*attn_linears(layer), layer.self_attn.o_proj, layer.mlp.gate_proj, layer.mlp.up_proj,
                    layer.mlp.down_proj)
         if any(type(m) is not nn.Linear for m in linears):
             return "projections are not plain nn.Linear (quantized or patched weights)"
     return None
 
 
-def _attn_linears(layer: Any) -> tuple[nn.Linear, nn.Linear, nn.Linear]:
-    attn = layer.self_attn
-    return attn.q_proj, attn.k_proj, attn.v_proj
-
-
-def _fuse(linears: Sequence[nn.Linear]) -> tuple[Tensor, Tensor | None]:
-    """One weight (and bias) for several projections of the same input, so one matmul replaces three (or two).
-
-    The HF modules are re-pointed at views of the fused tensor: the weights stay in memory once, and the HF
-    model keeps working on the same numbers.
-    """
-    weight = torch.cat([m.weight.detach() for m in linears])
-    bias = torch.cat([m.bias.detach() for m in linears]) if all(m.bias is not None for m in linears) else None
-    row = 0
-    for m in linears:
-        n = m.weight.shape[0]
-        m.weight.data = weight[row : row + n]
-        if bias is not None and m.bias is not None:
-            m.bias.data = bias[row : row + n]
-        row += n
-    return weight, bias
-
-
-Weight = Tensor | Int8Weight  # a transposed float weight view [in, out], or int8 rows [out, in] with scales
-
-
-def _detached(t: Tensor | None) -> Tensor | None:
-    return None if t is None else t.detach()
-
-
-@dataclass(slots=True)
-class _Layer:
-    """The tensors of one decoder layer. Weights are kept as transposed views [in, out] so that each
-    projection is a single ``mm``/``addmm`` on [T, in] rows, with no per-step transpose op."""
-
-    attn_norm: Tensor  # [hidden]
-    qkv_t: Weight  # [hidden, (H + 2 * KV) * D]
-    qkv_b: Tensor | None
-    q_norm: Tensor | None  # [D], Qwen3 only
-    k_norm: Tensor | None
-    o_t: Weight  # [H * D, hidden]
-    o_b: Tensor | None
-    mlp_norm: Tensor  # [hidden]
-    gate_up_t: Weight  # [hidden, 2 * intermediate]
-    gate_up_b: Tensor | None
-    down_t: Weight  # [intermediate, hidden]
-    down_b: Tensor | None
-
-    @classmethod
-    def take(cls, layer: Any, norm: _RMSNorm, head_norm: _RMSNorm, int8: bool) -> _Layer:
-        attn, mlp = layer.self_attn, layer.mlp
-        qkv_w, qkv_b = _fuse(_attn_linears(layer))
-        gate_up_w, gate_up_b = _fuse((mlp.gate_proj, mlp.up_proj))
-        q_norm, k_norm = getattr(attn, "q_norm", None), getattr(attn, "k_norm", None)
-
-        def prep(weight: Tensor) -> Weight:
-            return quantize_int8(weight, weight.dtype) if int8 else weight.detach().t()
-
-        return cls(
-            attn_norm=norm.prepare(layer.input_layernorm.weight), qkv_t=prep(qkv_w), qkv_b=qkv_b,
-            q_norm=None if q_norm is None else head_norm.prepare(q_norm.weight),
-            k_norm=None if k_norm is None else head_norm.prepare(k_norm.weight),
-            o_t=prep(attn.o_proj.weight), o_b=_detached(attn.o_proj.bias),
-            mlp_norm=norm.prepare(layer.post_attention_layernorm.weight),
-            gate_up_t=prep(gate_up_w), gate_up_b=gate_up_b,
-            down_t=prep(mlp.down_proj.weight), down_b=_detached(mlp.down_proj.bias),
-        )
-
-
-def _mm(x: Tensor, weight_t: Weight, bias: Tensor | None) -> Tensor:
-    """x @ weight_t (+ bias): [T, in] -> [T, out]."""
-    if isinstance(weight_t, Int8Weight):
-        out = weight_t.matmul(x)
-        return out if bias is None else out.add_(bias)
-    return torch.mm(x, weight_t) if bias is None else torch.addmm(bias, x, weight_t)
-
-
-def _residual_mm(residual: Tensor, x: Tensor, weight_t: Weight, bias: Tensor | None) -> Tensor:
-    """residual + x @ weight_t (+ bias), the add folded into the matmul when there is no bias."""
-    if isinstance(weight_t, Int8Weight):
-        return _mm(x, weight_t, bias).add_(residual)
-    out = torch.addmm(residual, x, weight_t)
-    return out if bias is None else out.add_(bias)
-
-
-class _RMSNorm:
-    """RMSNorm in the fewest ops (per-op overhead dominates small models on a CPU).
-
-    In float32: x * w / rms(x) == x * (w * sqrt(n)) / hypot(||x||, sqrt(n * eps)) -- four ops instead of the
-    eight of ``F.rms_norm``'s CPU decomposition, same result to rounding. Lower precisions keep ``F.rms_norm``,
-    which squares and sums in float32.
-    """
-
-    def __init__(self, size: int, eps: float, dtype: torch.dtype, device: torch.device) -> None:
-        self.size, self.eps = size, eps
-        self.fast = dtype == torch.float32
-        self._floor = torch.tensor((size * eps) ** 0.5, dtype=dtype, device=device)
-
-    def prepare(self, weight: Tensor) -> Tensor:
-        """The weight as __call__ wants it (a scaled copy in float32: norm weights are tiny)."""
-        return weight.detach() * self.size**0.5 if self.fast else weight.detach()
-
-    def __call__(self, x: Tensor, weight: Tensor) -> Tensor:
-        if self.fast:
-            norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True).hypot_(self._floor)
-            return torch.div(x, norm).mul_(weight)
-        return F.rms_norm(x, (self.size,), weight, self.eps)
 
 
 @dataclass(slots=True)
@@ -228,14 +122,14 @@ class NativeRunner:
         self._scale = self._head_dim**-0.5
         self._embed: Tensor = base.embed_tokens.weight.detach()  # [vocab_rows, hidden]
         self._device, self._dtype = self._embed.device, self._embed.dtype
-        self._rms = _RMSNorm(self._hidden, self._eps, self._dtype, self._device)
-        self._head_rms = _RMSNorm(self._head_dim, self._eps, self._dtype, self._device)
+        self._rms = RMSNorm(self._hidden, self._eps, self._dtype, self._device)
+        self._head_rms = RMSNorm(self._head_dim, self._eps, self._dtype, self._device)
         int8 = _check_quantize(quantize, self._dtype, self._device)
         self.quantize = quantize
-        self._layers = [_Layer.take(layer, self._rms, self._head_rms, int8) for layer in base.layers]
+        self._layers = [LayerWeights.take(layer, self._rms, self._head_rms, int8) for layer in base.layers]
         self._norm = self._rms.prepare(base.norm.weight)
         self._lm_t: Tensor = model.lm_head.weight.detach().t()  # [hidden, vocab]
-        self._lm_b = _detached(model.lm_head.bias)
+        self._lm_b = detached(model.lm_head.bias)
         self.vocab_size = int(self._lm_t.shape[1])
         self._rotary: Any = base.rotary_emb
         self._cache = SlotKVCache(
@@ -382,14 +276,14 @@ class NativeRunner:
         heads, kv, dim, rms = self._heads, self._kv_heads, self._head_dim, self._rms
         x = F.embedding(ids, self._embed)  # [T, hidden]
         for i, layer in enumerate(self._layers):
-            qkv = _mm(rms(x, layer.attn_norm), layer.qkv_t, layer.qkv_b).view(-1, heads + 2 * kv, dim)
+            qkv = mm(rms(x, layer.attn_norm), layer.qkv_t, layer.qkv_b).view(-1, heads + 2 * kv, dim)
             q, k = self._rope_qk(qkv, layer, cos, sin)  # qkv: [T, H + 2 * KV, D] -> q: [T, H, D], k: [T, KV, D]
-            x = _residual_mm(x, attn(i, q, k, qkv[:, heads + kv :]), layer.o_t, layer.o_b)
-            gate, up = _mm(rms(x, layer.mlp_norm), layer.gate_up_t, layer.gate_up_b).chunk(2, dim=-1)
-            x = _residual_mm(x, F.silu(gate).mul_(up), layer.down_t, layer.down_b)
+            x = residual_mm(x, attn(i, q, k, qkv[:, heads + kv :]), layer.o_t, layer.o_b)
+            gate, up = mm(rms(x, layer.mlp_norm), layer.gate_up_t, layer.gate_up_b).chunk(2, dim=-1)
+            x = residual_mm(x, F.silu(gate).mul_(up), layer.down_t, layer.down_b)
         return x
 
-    def _rope_qk(self, qkv: Tensor, layer: _Layer, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor]:
+    def _rope_qk(self, qkv: Tensor, layer: LayerWeights, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor]:
         heads, kv = self._heads, self._kv_heads
         if layer.q_norm is None or layer.k_norm is None:
             qk = qkv[:, : heads + kv]  # queries and keys rotate together: one set of ops for both
@@ -429,7 +323,7 @@ class NativeRunner:
             index = torch.tensor([where[id(c)] for c in wanted], device=self._device)
             hidden = hidden.index_select(0, index)
         hidden = self._rms(hidden, self._norm)
-        return _mm(hidden, self._lm_t, self._lm_b).float()
+        return mm(hidden, self._lm_t, self._lm_b).float()
 
 
 def _check_quantize(quantize: str | None, dtype: torch.dtype, device: torch.device) -> bool:
