@@ -61,14 +61,13 @@ def test_top_p_with_candidates_equals_full_sort(peaked: bool) -> None:
 
 def test_same_seed_same_tokens_and_seeds_differ() -> None:
     logits = torch.zeros(1000)
-    a = [sample_row(logits, s) for s in [state(1000, temperature=1.0, seed=7)] for _ in range(20)]
-    b_state = state(1000, temperature=1.0, seed=7)
-    b = [sample_row(logits, b_state) for _ in range(20)]
-    c_state = state(1000, temperature=1.0, seed=8)
-    c = [sample_row(logits, c_state) for _ in range(20)]
-    assert a != c
-    a_state = state(1000, temperature=1.0, seed=7)
-    assert [sample_row(logits, a_state) for _ in range(20)] == b
+
+    def draw(seed: int) -> list[int]:
+        s = state(1000, temperature=1.0, seed=seed)
+        return [sample_row(logits, s) for _ in range(20)]
+
+    assert draw(7) == draw(7)
+    assert draw(7) != draw(8)
 
 
 def test_batch_rows_are_independent_of_neighbours() -> None:
