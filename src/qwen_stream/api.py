@@ -16,7 +16,7 @@ import torch
 
 from qwen_stream.engine.engine import Engine
 from qwen_stream.engine.runner import ModelRunner
-from qwen_stream.models.prompting import ChatPrompter, normalize_history
+from qwen_stream.models.prompting import ChatPrompter, history_pairs, make_messages
 from qwen_stream.output.processor import OutputProcessor
 from qwen_stream.streams import AsyncRequestStream, PromptInfo, RequestStream
 from qwen_stream.types import SamplingParams, TokenOutput
@@ -87,15 +87,8 @@ class ChatModel:
     def _prepare_chat(self, query: str | None, history: History, messages: Sequence[Any] | None,
                       system: str | None, params: SamplingParams | None, overrides: dict[str, Any]) -> _Prepared:
         chosen = self._seeded(self.sampling_params(params, **overrides))
-        turns = normalize_history(messages if messages is not None else history)
-        if query is not None:
-            if not isinstance(query, str):
-                raise TypeError(f"query must be a string, got {type(query).__name__}")
-            turns.append({"role": "user", "content": query})
-        if system is not None:
-            turns = [m for m in turns if m["role"] != "system"]
-            turns.insert(0, {"role": "system", "content": system})
-        if not turns or turns[-1]["role"] != "user":
+        turns = make_messages(query, messages if messages is not None else history, system=system)
+        if turns[-1]["role"] != "user":
             raise ValueError("nothing to answer: give a query, or messages ending with a user message")
         prompt = self.prompter.build(turns, max_prompt_tokens=self._prompt_budget(chosen))
         return _Prepared(prompt.ids, chosen, PromptInfo(len(prompt.ids), prompt.dropped_turns))
@@ -167,7 +160,7 @@ class ChatModel:
              **overrides: Any) -> tuple[str, list[tuple[str, str]]]:
         """The whole answer at once, and the history with this turn appended as a (query, response) pair."""
         answer = self.stream(query, history, system=system, **overrides).collect().text
-        pairs = _as_pairs(history)
+        pairs = history_pairs(history)
         pairs.append((query, answer))
         return answer, pairs
 
@@ -230,16 +223,3 @@ def _indexed_sink(into: queue.SimpleQueue[tuple[int, TokenOutput]], index: int) 
         into.put((index, out))
 
     return sink
-
-
-def _as_pairs(history: History) -> list[tuple[str, str]]:
-    """History as (query, response) pairs, whatever form it came in."""
-    pairs: list[tuple[str, str]] = []
-    pending: str | None = None
-    for message in normalize_history(history):
-        if message["role"] == "user":
-            pending = message["content"]
-        elif message["role"] == "assistant" and pending is not None:
-            pairs.append((pending, message["content"]))
-            pending = None
-    return pairs

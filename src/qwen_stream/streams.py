@@ -58,6 +58,12 @@ class _StreamBase:
             self._done = True
             self.engine.abort(self.request_id)
 
+    def __del__(self) -> None:
+        # A stream dropped unfinished frees its slot. __init__ may have failed before submitting (the engine
+        # refused the request), hence the careful lookups.
+        if not getattr(self, "_done", True) and self.__dict__.get("request_id"):
+            self.engine.abort(self.request_id)
+
     def _process(self, out: TokenOutput) -> StreamEvent:
         if out.error is not None:
             self._done = True
@@ -114,11 +120,6 @@ class RequestStream(_StreamBase):
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    def __del__(self) -> None:
-        # __init__ may have failed before submitting (e.g. the engine refused the request)
-        if not getattr(self, "_done", True) and self.__dict__.get("request_id"):
-            self.engine.abort(self.request_id)
-
     def collect(self) -> StreamEvent:
         """Run to the end and return the final event (its text is the whole answer)."""
         for _ in self:
@@ -165,11 +166,6 @@ class AsyncRequestStream(_StreamBase):
 
     async def __aexit__(self, *exc: Any) -> None:
         self.cancel()
-
-    def __del__(self) -> None:
-        # __init__ may have failed before submitting (e.g. the engine refused the request)
-        if not getattr(self, "_done", True) and self.__dict__.get("request_id"):
-            self.engine.abort(self.request_id)
 
     async def collect(self) -> StreamEvent:
         async for _ in self:

@@ -89,12 +89,13 @@ class HFSystem:
     def __init__(self, config: BenchConfig) -> None:
         import torch
 
+        from qwen_stream.engine.cpu import physical_cores
         from qwen_stream.models import loader
         from qwen_stream.models.prompting import ChatPrompter
 
         self.config = config
         # set every time: a llama.cpp system run before may have left torch on one thread
-        torch.set_num_threads(config.threads or loader.physical_cores())
+        torch.set_num_threads(config.threads or physical_cores())
         source = loader.resolve_source(config.model, progress=False)
         self.tokenizer = loader.load_tokenizer(source)
         self.model = loader.load_hf_model(source, dtype=config.dtype or "float32", device="cpu",
@@ -152,7 +153,7 @@ class LlamaCppPythonSystem:
     def __init__(self, config: BenchConfig) -> None:
         import llama_cpp
 
-        from qwen_stream.engine.llamacpp_runner import physical_cores
+        from qwen_stream.engine.cpu import physical_cores
         from qwen_stream.models import loader
 
         self.config = config

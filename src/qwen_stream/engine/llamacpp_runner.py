@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from qwen_stream.engine.cpu import physical_cores
 from qwen_stream.engine.runner import SeqChunk
 
 _INSTALL_HINT = (
@@ -42,21 +43,6 @@ def import_llama_cpp() -> ModuleType:
     except ImportError as exc:  # also covers a broken shared library (OSError is wrapped by llama_cpp)
         raise ImportError(_INSTALL_HINT) from exc
     return ll
-
-
-def physical_cores() -> int:
-    """Physical cores we may run on: hyper-threads slow ggml's matmuls down rather than up."""
-    try:
-        logical_allowed = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        logical_allowed = os.cpu_count() or 1
-    try:
-        import psutil
-
-        physical = psutil.cpu_count(logical=False) or logical_allowed
-    except ImportError:
-        physical = logical_allowed
-    return max(1, min(physical, logical_allowed))
 
 
 def _positive_int(name: str, value: Any) -> int:

@@ -55,13 +55,10 @@ def load_components(model: str | None, *, runner: str = "auto", device: str = "c
 
 
 def resolve_device(device: str | None) -> str:
-    import torch
+    """None or "auto": CUDA when present, else CPU; an unavailable CUDA device is a ValueError."""
+    from qwen_stream.engine.torch_runner import resolve_device as resolve
 
-    if device in (None, "", "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but no CUDA GPU is available (use --cpu-only)")
-    return device
+    return str(resolve(device or "auto"))
 
 
 def _build_runner(source: Any, runner: str, *, device: str, dtype: str | None, max_slots: int,
@@ -92,14 +89,14 @@ def _torch_runner(source: Any, *, device: str, dtype: str | None, max_slots: int
                   progress: bool) -> ModelRunner:
     import torch
 
-    from qwen_stream.engine.torch_runner import build_torch_runner
+    from qwen_stream.engine.torch_runner import build_torch_runner, resolve_dtype
     from qwen_stream.models import loader
 
-    torch_dtype = _torch_dtype(dtype, device)
+    torch_dtype = resolve_dtype(dtype, torch.device(device))  # None: float32 on CPU, bf16/fp16 on GPU
     hf_model = loader.load_hf_model(source, dtype=torch_dtype, device=device, progress=progress)
     trained = loader.context_length(hf_model.config)
     return build_torch_runner(hf_model, max_slots=max_slots, max_seq_len=_serve_length(context_length, trained),
-                              device=device, dtype=torch_dtype if torch_dtype != torch.float32 else None)
+                              device=device, dtype=torch_dtype)
 
 
 def _serve_length(asked: int | None, trained: int | None) -> int:
@@ -111,14 +108,3 @@ def _serve_length(asked: int | None, trained: int | None) -> int:
                        limit)
         return limit
     return asked
-
-
-def _torch_dtype(dtype: str | None, device: str) -> Any:
-    import torch
-
-    names = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    if dtype is None:
-        return torch.float32 if device == "cpu" else torch.bfloat16
-    if dtype not in names:
-        raise ValueError(f"dtype must be one of {', '.join(names)}, got {dtype!r}")
-    return names[dtype]

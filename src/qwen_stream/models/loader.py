@@ -192,12 +192,15 @@ def load_tokenizer(source: ModelSource, *, progress: bool = True) -> PreTrainedT
 def load_hf_model(source: ModelSource, *, dtype: torch.dtype | str = "float32", device: str = "cpu",
                   progress: bool = True) -> PreTrainedModel:
     """The model in eval mode on ``device`` ("auto" spreads it with device_map="auto")."""
+    import torch
     from transformers import AutoModelForCausalLM
+
+    from qwen_stream.engine.torch_runner import resolve_dtype
 
     folder = source.path
     if source.kind == "gguf":
         folder = gguf_convert.ensure_checkpoint(source.path, _conversion_dir(source), progress=progress)
-    kwargs: dict[str, Any] = {"dtype": _torch_dtype(dtype)}
+    kwargs: dict[str, Any] = {"dtype": resolve_dtype(dtype, torch.device("cpu"))}
     if source.legacy_qwen:
         kwargs["trust_remote_code"] = True  # Qwen-7B-Chat's modeling code ships with its checkpoint
     device = _usable_device(device)
@@ -224,18 +227,6 @@ def _usable_device(device: str) -> str:
 
 def _conversion_dir(source: ModelSource) -> Path:
     return gguf_convert.converted_dir(source.path, registry.cache_root(), source.sha256)
-
-
-def _torch_dtype(dtype: torch.dtype | str) -> torch.dtype:
-    import torch
-
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-             "float16": torch.float16, "fp16": torch.float16, "half": torch.float16}
-    if not isinstance(dtype, str) or dtype.lower() not in names:
-        raise ValueError(f"dtype must be a torch dtype or one of {sorted(names)}, got {dtype!r}")
-    return names[dtype.lower()]
 
 
 def load_generation_defaults(source: ModelSource) -> dict[str, Any]:
@@ -299,18 +290,10 @@ def configure_threads(threads: int | None = None) -> int:
     import torch
 
     if threads is None:
+        from qwen_stream.engine.cpu import physical_cores
+
         threads = physical_cores()
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
     torch.set_num_threads(threads)
     return threads
-
-
-def physical_cores() -> int:
-    try:
-        import psutil
-
-        cores = psutil.cpu_count(logical=False)
-    except ImportError:
-        cores = None
-    return cores or os.cpu_count() or 1

@@ -63,6 +63,19 @@ def make_messages(query: str | None, history: object = None, *, system: str | No
     return messages
 
 
+def history_pairs(history: object) -> list[tuple[str, str]]:
+    """(question, answer) pairs of the finished turns, whatever form the history came in (Qwen-7B-Chat's form)."""
+    pairs: list[tuple[str, str]] = []
+    question: str | None = None
+    for message in normalize_history(history):
+        if message["role"] == "user":
+            question = message["content"]
+        elif message["role"] == "assistant" and question is not None:
+            pairs.append((question, message["content"]))
+            question = None
+    return pairs
+
+
 def _normalize_message(item: Mapping[str, Any], index: int) -> Message:
     role = item.get("role")
     if role not in ROLES:

@@ -106,10 +106,10 @@ def _build_cached(path: str) -> PreTrainedTokenizerFast:
 
 
 def tokenizer_cache_dir() -> Path:
-    """Where converted tokenizers are kept: $QWEN_STREAM_CACHE (default ~/.cache/qwen-stream)/tokenizers/qwen-tiktoken."""
-    root = os.environ.get("QWEN_STREAM_CACHE")
-    base = Path(root) if root else Path.home() / ".cache" / "qwen-stream"
-    return base / "tokenizers" / "qwen-tiktoken"
+    """Where converted tokenizers are kept: <cache root>/tokenizers/qwen-tiktoken."""
+    from qwen_stream.models.registry import cache_root
+
+    return cache_root() / "tokenizers" / "qwen-tiktoken"
 
 
 def _cached_tokenizer_json(tiktoken_path: Path) -> Path:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from qwen_stream.models.prompting import history_pairs
+
 Message = dict[str, Any]
 
 
@@ -38,15 +40,7 @@ def normalize(messages: Sequence[Mapping[str, Any]] | None) -> list[Message]:
 
 def to_pairs(messages: Sequence[Mapping[str, Any]] | None) -> list[tuple[str, str]]:
     """(question, answer) pairs of the finished turns; a question with no answer yet is left out."""
-    pairs: list[tuple[str, str]] = []
-    question: str | None = None
-    for message in normalize(messages):
-        if message["role"] == "user":
-            question = message["content"]
-        elif message["role"] == "assistant" and question is not None:
-            pairs.append((question, message["content"]))
-            question = None
-    return pairs
+    return history_pairs(normalize(messages))
 
 
 def start_turn(messages: Sequence[Mapping[str, Any]] | None, query: str) -> list[Message]:
