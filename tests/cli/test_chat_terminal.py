@@ -25,17 +25,19 @@ ANSWER = "Assistant> "
 ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[()][0-9A-Za-z]|\x1b[=>]")
 
 
-def _env() -> dict[str, str]:
+def _env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     # pexpect does not answer prompt_toolkit's cursor-position requests; without this it waits, then warns
     env.update(PROMPT_TOOLKIT_NO_CPR="1", TERM="xterm-256color", COLUMNS="120", LINES="40",
                PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
+    env["QWEN_STREAM_HISTORY"] = "off"  # tests never touch the user's saved history; Up sees this session only
+    env.update(extra)
     return env
 
 
-def _spawn(model: str, *extra: str, timeout: float = 60) -> pexpect.spawn:
+def _spawn(model: str, *extra: str, timeout: float = 60, env: dict[str, str] | None = None) -> pexpect.spawn:
     args = ["-m", "qwen_stream.cli.main", "chat", "-c", model, *extra]
-    child = pexpect.spawn(sys.executable, args, env=_env(), encoding="utf-8", codec_errors="replace",
+    child = pexpect.spawn(sys.executable, args, env=env or _env(), encoding="utf-8", codec_errors="replace",
                           dimensions=(40, 120), timeout=timeout)
     child.expect(PROMPT_RE, timeout=180)  # loading the model
     return child
@@ -168,6 +170,31 @@ def test_clear_screen_then_quit(chat: pexpect.spawn) -> None:
     chat.expect(PROMPT_RE)
     assert "\x1b[2J" in chat.before or "\x1b[H" in chat.before
     assert _quit(chat) == 0
+
+
+def test_input_history_is_saved_and_comes_back_after_a_restart(tiny_model_dir: Path, tmp_path: Path) -> None:
+    history = tmp_path / "state" / "history"
+    env = _env(QWEN_STREAM_HISTORY=str(history))
+    first = _spawn(str(tiny_model_dir), "--runner", "torch", env=env)
+    assert "Seed set to 42" in _command(first, ":seed 42")
+    assert _quit(first) == 0
+    assert "+:seed 42\n" in history.read_text()
+
+    second = _spawn(str(tiny_model_dir), "--runner", "torch", env=env)
+    second.send("\x1b[A\x1b[A")  # Up, Up: the session before ended with ":seed 42" then ":q"
+    second.send("\r")
+    second.expect(PROMPT_RE)
+    assert "Seed set to 42" in _plain(second.before)
+    assert _quit(second) == 0
+    assert history.read_text().count("+:seed 42\n") == 2
+
+    # --no-history: nothing saved, nothing recalled, even with the file there
+    third = _spawn(str(tiny_model_dir), "--runner", "torch", "--no-history", env=env)
+    third.send("\x1b[A\r")
+    third.expect(PROMPT_RE)
+    assert "Seed set" not in _plain(third.before)
+    assert _quit(third) == 0
+    assert ":q" in history.read_text() and history.read_text().count("+:q\n") == 2
 
 
 def _cpu_seconds(pid: int) -> float:

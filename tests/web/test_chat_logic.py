@@ -7,6 +7,9 @@ from typing import Any
 import pytest
 
 from qwen_stream.web.chat_logic import (
+    STILL_ANSWERING,
+    StillAnsweringError,
+    accept_query,
     message_text,
     normalize,
     pop_last_turn,
@@ -77,3 +80,14 @@ def test_sampling_overrides() -> None:
     assert sampling_overrides(0.3, 0.9, 64.0, -1) == {"seed": None, "temperature": 0.3, "top_p": 0.9,
                                                        "max_new_tokens": 64}
     assert sampling_overrides(None, None, None, 5) == {"seed": 5}
+
+
+def test_a_question_is_accepted_only_when_no_answer_streams() -> None:
+    assert accept_query("  what is 2+2?\n", answering=False) == "what is 2+2?"
+    assert accept_query("", answering=False) == ""
+    assert accept_query(None, answering=False) == ""
+    with pytest.raises(StillAnsweringError, match="still streaming") as refused:
+        accept_query("a second question", answering=True)
+    assert isinstance(refused.value, ValueError) and str(refused.value) == STILL_ANSWERING
+    with pytest.raises(TypeError, match="must be a string"):
+        accept_query(42, answering=False)  # type: ignore[arg-type]

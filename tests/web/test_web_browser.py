@@ -142,6 +142,29 @@ def test_answer_streams_in_and_stop_stops_the_engine(page: Any, web_model: Any) 
     _wait_until(lambda: page.locator(f"{BOT}, {USER}").count() == 0, timeout=5, what="Clear to empty the chat")
 
 
+def test_a_second_question_waits_while_an_answer_streams(page: Any, web_model: Any) -> None:
+    _set_max_tokens(page, 3500)
+    _ask(page, "First, a long answer")
+    _wait_until(lambda: _running(web_model) == 1 and len(_bot_text(page)) > 5, what="the answer to start")
+    assert page.locator("#qs-send").is_disabled() and page.locator("#qs-regenerate").is_disabled()
+    _ask(page, "Second question", press_enter=True)  # Enter still works in the box: it is refused, visibly
+    time.sleep(1.0)
+    assert _running(web_model) == 1, "a second answer started in the same tab"
+    assert page.locator(USER).count() == 1
+    assert page.locator("#qs-input textarea").input_value() == "Second question"  # kept to send later
+    # generous: on a loaded machine the browser is busy re-rendering the growing answer
+    page.get_by_text("still streaming").first.wait_for(timeout=20_000)
+    page.locator("#qs-stop").click(no_wait_after=True)  # the busy page can hold a click's after-wait for long
+    _wait_until(lambda: _running(web_model) == 0, timeout=5, what="Stop to end the answer")
+    _wait_until(lambda: page.locator("#qs-send").is_enabled(), timeout=5, what="Send to open again after Stop")
+    _set_max_tokens(page, 8)
+    page.locator("#qs-send").click()
+    _wait_until(lambda: page.locator(USER).count() == 2 and _running(web_model) == 0
+                and page.locator("#qs-send").is_enabled(), what="the second question's short answer")
+    assert "Second question" in page.locator(USER).last.inner_text()
+    assert page.locator("#qs-regenerate").is_enabled()  # opened again by a normal end too
+
+
 def test_undo_and_regenerate(page: Any, web_model: Any) -> None:
     _set_max_tokens(page, 12)
     page.locator("#qs-seed input").fill("7")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -38,6 +39,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stats", action="store_true",
                         help="after each answer, a line with time to first token, tokens/s and tokens")
     parser.add_argument("--plain", action="store_true", help="print answers as raw text, no markdown colouring")
+    history = parser.add_mutually_exclusive_group()
+    history.add_argument("--history-file", type=Path, default=None, metavar="PATH",
+                         help="where to save what you type, for Up/Down in later sessions (default: "
+                              "$QWEN_STREAM_HISTORY, else ~/.local/state/qwen-stream/history)")
+    history.add_argument("--no-history", action="store_true",
+                         help="keep the input history in memory only (as QWEN_STREAM_HISTORY=off does)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,11 +56,22 @@ def run(args: argparse.Namespace) -> int:
         params = model.sampling_params(**state_overrides).with_(seed=None)
         seed = None if args.seed is None or args.seed < 0 else args.seed
         state = ChatState(params=params, seed=seed, system=args.system, show_stats=args.stats)
-        return ChatLoop(console, model, state, make_line_reader(), markdown=not args.plain).run()
+        reader = make_line_reader(history_file=_history_file(args))
+        return ChatLoop(console, model, state, reader, markdown=not args.plain).run()
     finally:
         close = getattr(model, "close", None)
         if callable(close):
             close()
+
+
+def _history_file(args: argparse.Namespace) -> Path | None:
+    if args.no_history:
+        return None
+    if args.history_file is not None:
+        return Path(args.history_file).expanduser()
+    from qwen_stream.cli.history import default_history_path  # imports prompt_toolkit: only when chatting
+
+    return default_history_path()
 
 
 def _param_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -67,7 +85,7 @@ def _load_model(args: argparse.Namespace, console: Console) -> ChatModel:
     err = Console(stderr=True, highlight=False, emoji=False)
     err.print(f"Loading {args.model or 'the default model'} ...", style="dim")
     return ChatModel.load(args.model, runner=args.runner, device=device_from_args(args), dtype=args.dtype,
-                          threads=args.threads, context_length=args.context_length,
+                          threads=args.threads, quantize=args.quantize, context_length=args.context_length,
                           max_batch_size=args.max_batch_size)
 
 

@@ -1,5 +1,5 @@
-"""Reading the user's lines: prompt_toolkit in a terminal (history on the arrow keys, multi-line editing), plain
-input() when stdin is a pipe or a file.
+"""Reading the user's lines: prompt_toolkit in a terminal (history on the arrow keys, saved to a file across
+sessions, multi-line editing), plain input() when stdin is a pipe or a file.
 
 Both readers raise EOFError for Ctrl-D and KeyboardInterrupt for Ctrl-C on an empty line; the chat loop quits on
 either. Ctrl-C on a line with text only clears the line, as shells do.
@@ -8,6 +8,7 @@ either. Ctrl-C on a line with text only clears the line, as shells do.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any, Protocol
 
 from qwen_stream.cli.commands import join_continued_lines
@@ -32,14 +33,16 @@ class PlainLineReader:
 
 
 class PromptToolkitLineReader:
-    """Enter sends; Esc Enter, Ctrl-J or a trailing backslash add a new line; Up/Down walk the input history."""
+    """Enter sends; Esc Enter, Ctrl-J or a trailing backslash add a new line; Up/Down walk the input history,
+    which is kept in ``history_file`` when given (see qwen_stream.cli.history), else in memory."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, history_file: str | Path | None = None) -> None:
         from prompt_toolkit import PromptSession
-        from prompt_toolkit.history import InMemoryHistory
+
+        from qwen_stream.cli.history import open_history
 
         self._session: PromptSession[str] = PromptSession(
-            history=InMemoryHistory(), key_bindings=self._key_bindings(), multiline=True,
+            history=open_history(history_file), key_bindings=self._key_bindings(), multiline=True,
             prompt_continuation=lambda width, line_number, wrap_count: CONTINUATION_PROMPT.rjust(width),
         )
 
@@ -76,8 +79,12 @@ class PromptToolkitLineReader:
         return bindings
 
 
-def make_line_reader(*, interactive: bool | None = None) -> LineReader:
-    """The prompt_toolkit reader when stdin and stdout are a terminal, else plain input()."""
+def make_line_reader(*, interactive: bool | None = None, history_file: str | Path | None = None) -> LineReader:
+    """The prompt_toolkit reader when stdin and stdout are a terminal, else plain input().
+
+    ``history_file`` is where the terminal reader saves its input history (None: memory only); piped input has
+    no history to walk, so it is ignored there.
+    """
     if interactive is None:
         interactive = sys.stdin.isatty() and sys.stdout.isatty()
-    return PromptToolkitLineReader() if interactive else PlainLineReader()
+    return PromptToolkitLineReader(history_file=history_file) if interactive else PlainLineReader()

@@ -3,10 +3,17 @@
 History comes either as Qwen-7B-Chat's ``[(query, response), ...]`` pairs or as OpenAI-style messages. When
 the prompt would not fit the context window minus ``max_new_tokens``, whole turns are dropped, oldest first;
 the system prompt and the last user turn are always kept.
+
+Special tokens come only from the chat template: a message whose text spells one (``<|im_end|>``,
+``<|im_start|>system``) is encoded as plain text, as Qwen-7B-Chat's make_context does with
+``allowed_special=set()``, so a user cannot forge a turn. Non-special added tokens (Qwen2.5's ``<tool_call>``)
+are left to the tokenizer: they are meant to appear in message text.
 """
 
 from __future__ import annotations
 
+import re
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -110,6 +117,9 @@ class ChatPrompter:
         self.tokenizer = tokenizer
         self.default_system = default_system
         self.has_template = bool(getattr(tokenizer, "chat_template", None))
+        self._specials = special_token_ids(tokenizer)
+        self._special_id_set = frozenset(self._specials.values())
+        self._special_re = _alternation(self._specials)
 
     def build(self, messages: Sequence[Mapping[str, Any]], *, max_prompt_tokens: int) -> PromptResult:
         """Token ids of the prompt, dropping the oldest turns until it fits ``max_prompt_tokens``."""
@@ -161,10 +171,56 @@ class ChatPrompter:
 
     def _encode(self, system: list[Message], turns: list[list[Message]], dropped: int = 0) -> PromptResult:
         messages = system + [m for turn in turns for m in turn]
+        forged = [i for i, m in enumerate(messages) if self._holds_special_text(m["content"])]
+        if forged:
+            text, ids = self._encode_guarded(messages, forged)
+            return PromptResult(ids=ids, dropped_turns=dropped, text=text)
+        # No message spells a special token: every special token in the text is the template's own, so the
+        # whole text is encoded at once, exactly as before. The template already wrote any BOS it wants.
         text = self.render(messages)
-        # The template already wrote any BOS/special tokens it wants: do not let the tokenizer add them again.
         ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
         return PromptResult(ids=ids, dropped_turns=dropped, text=text)
+
+    def _holds_special_text(self, content: str) -> bool:
+        return self._special_re is not None and self._special_re.search(content) is not None
+
+    def _encode_guarded(self, messages: list[Message], forged: list[int]) -> tuple[str, list[int]]:
+        """Render with a marker in place of each forged content, then encode the contents as plain text."""
+        nonce = secrets.token_hex(8)  # unguessable, so no message can hold a marker itself
+        marker = {i: f"\ue000{nonce}:{i}\ue001" for i in forged}  # private-use characters: templates leave them
+        markers = {marker[i]: messages[i]["content"] for i in forged}
+        marked = [{**m, "content": marker[i]} if i in marker else m for i, m in enumerate(messages)]
+        pieces = re.split(f"(\ue000{nonce}:\\d+\ue001)", self.render(marked))
+        # re.split with a group alternates: template text at even indexes, a marker at odd ones.
+        text = "".join(markers[p] if k % 2 else p for k, p in enumerate(pieces))
+        return text, self._encode_pieces(pieces, markers)
+
+    def _encode_pieces(self, pieces: list[str], markers: dict[str, str]) -> list[int]:
+        """Template specials become their ids; the text between them (template and content alike) is encoded
+        in one run with special-token parsing off, so the ids across a content's edges match a plain encode."""
+        ids: list[int] = []
+        run: list[str] = []
+        for k, piece in enumerate(pieces):
+            if k % 2:
+                run.append(markers[piece])
+                continue
+            for j, part in enumerate(self._special_re.split(piece) if self._special_re else [piece]):
+                if j % 2:  # a special token written by the template
+                    ids += self._plain_ids("".join(run))
+                    run = []
+                    ids.append(self._specials[part])
+                else:
+                    run.append(part)
+        return ids + self._plain_ids("".join(run))
+
+    def _plain_ids(self, text: str) -> list[int]:
+        if not text:
+            return []
+        ids = list(self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
+        if not self._special_id_set.isdisjoint(ids):  # an old tokenizer that ignores the option: refuse
+            raise TypeError(f"{type(self.tokenizer).__name__} ignores split_special_tokens: message text cannot "
+                            f"be kept from forging special tokens with it")
+        return ids
 
     def render(self, messages: list[Message]) -> str:
         if self.has_template:
@@ -173,6 +229,23 @@ class ChatPrompter:
                 raise TypeError(f"the chat template rendered {type(text).__name__}, expected a string")
             return text
         return render_chatml(messages)
+
+
+def special_token_ids(tokenizer: Any) -> dict[str, int]:
+    """Text -> id of the tokenizer's special tokens (not its plain added tokens such as ``<tool_call>``)."""
+    decoder = getattr(tokenizer, "added_tokens_decoder", None) or {}
+    found = {str(getattr(token, "content", token)): int(i) for i, token in decoder.items()
+             if getattr(token, "special", False)}
+    for token in getattr(tokenizer, "all_special_tokens", []):  # tokenizers without AddedToken details
+        found.setdefault(token, int(tokenizer.convert_tokens_to_ids(token)))
+    return found
+
+
+def _alternation(tokens: Mapping[str, int]) -> re.Pattern[str] | None:
+    """One regex matching any of ``tokens``, in a group so that re.split keeps them; the longest wins."""
+    if not tokens:
+        return None
+    return re.compile("(" + "|".join(re.escape(t) for t in sorted(tokens, key=len, reverse=True)) + ")")
 
 
 def render_chatml(messages: Sequence[Message]) -> str:

@@ -4,6 +4,11 @@ Handlers are async generators over `model.astream(...)`, so each answer is an as
 Stop, Clear and Undo cancel that task (Gradio's `cancels=`), the CancelledError reaches the stream and the
 engine drops the request at its next step. Cancellation is per browser session: one user's Stop never touches
 another's answer.
+
+One answer at a time per browser session: while it streams, Send and Regenerate are disabled and Enter in the
+box is refused with a notice (the text stays there to send later). A per-session State says "answering"; the
+step that starts an answer sets it, and `.then(finish)` clears it, which Gradio runs after the answer ends,
+fails or is cancelled (Stop, Clear, Undo, the chat's trash icon).
 """
 
 from __future__ import annotations
@@ -15,7 +20,15 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 
 from qwen_stream.types import EngineError, EngineOverloadedError
-from qwen_stream.web.chat_logic import Message, pop_last_turn, sampling_overrides, start_turn, to_pairs
+from qwen_stream.web.chat_logic import (
+    Message,
+    StillAnsweringError,
+    accept_query,
+    pop_last_turn,
+    sampling_overrides,
+    start_turn,
+    to_pairs,
+)
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -80,16 +93,33 @@ class WebChat:
             await stream.aclose()  # a no-op after a normal end; aborts on Stop, Clear, Undo or a closed tab
 
     @staticmethod
-    def take_query(query: str) -> tuple[str, str]:
-        """Empty the input box at once and hand the question on."""
-        return "", query
+    def take_query(query: str, answering: bool) -> tuple[str, str, bool, Any, Any]:
+        """Empty the input box at once and hand the question on; refuse while this tab's answer streams.
+
+        Outputs: the box, the pending question, the answering flag, the Send and Regenerate buttons. Raising
+        stops the chain (it continues with `.success`), so a refused question never reaches respond().
+        """
+        try:
+            question = accept_query(query, answering)
+        except StillAnsweringError as exc:
+            raise gr.Error(str(exc), title="Still answering", print_exception=False) from None
+        if not question:  # Enter on an empty box: nothing to do, and no notice either
+            raise gr.Error("empty question", visible=False, print_exception=False)
+        return "", question, True, *_buttons(interactive=False)
 
     @staticmethod
-    def for_regenerate(messages: list[Message] | None) -> tuple[list[Message], str]:
+    def for_regenerate(messages: list[Message] | None, answering: bool) -> tuple[list[Message], str, bool, Any, Any]:
+        if answering:  # the button is disabled then; this covers a click that raced the disabling
+            raise gr.Error(str(StillAnsweringError()), title="Still answering", print_exception=False)
         rest, question = pop_last_turn(messages)
         if not question:
             raise gr.Error("Nothing to regenerate yet.")
-        return rest, question
+        return rest, question, True, *_buttons(interactive=False)
+
+    @staticmethod
+    def finish() -> tuple[bool, Any, Any]:
+        """The answer ended (or failed, or was stopped): sending is open again."""
+        return False, *_buttons(interactive=True)
 
     @staticmethod
     def undo(messages: list[Message] | None, current_input: str) -> tuple[list[Message], str]:
@@ -100,6 +130,11 @@ class WebChat:
     @staticmethod
     def clear() -> tuple[list[Message], str]:
         return [], ""
+
+
+def _buttons(*, interactive: bool) -> tuple[Any, Any]:
+    """Updates for the Send and Regenerate buttons."""
+    return gr.update(interactive=interactive), gr.update(interactive=interactive)
 
 
 def _header(model: ChatModel) -> str:
@@ -142,21 +177,28 @@ def build_demo(model: ChatModel, defaults: WebDefaults | None = None) -> gr.Bloc
                                            elem_id="qs-max-new-tokens")
                 seed = gr.Number(label="Seed (-1 = random)", value=defaults.seed, precision=0, elem_id="qs-seed")
         pending = gr.State("")  # the question being answered, handed from the input box to respond()
+        answering = gr.State(False)  # this session has an answer streaming
         settings = [system, temperature, top_p, max_new_tokens, seed]
-        answering = []
+        gate = [answering, send, regenerate]  # what starting and finishing an answer switch
+        answer_events = []
         # No concurrency limit: every session's answer runs at once and the engine batches them; past its queue
         # it refuses with EngineOverloadedError, shown as an error toast.
         for trigger in (query.submit, send.click):
-            event = trigger(handlers.take_query, [query], [query, pending], queue=False)
-            answering.append(event.then(handlers.respond, [pending, chatbot, *settings], [chatbot],
-                                        concurrency_limit=None, show_progress="hidden"))
-        regen = regenerate.click(handlers.for_regenerate, [chatbot], [chatbot, pending], cancels=answering)
-        answering.append(regen.then(handlers.respond, [pending, chatbot, *settings], [chatbot],
-                                    concurrency_limit=None, show_progress="hidden"))
-        stop.click(None, None, None, cancels=answering)
-        chatbot.clear(None, None, None, cancels=answering)  # the chat's own trash icon stops the answer too
-        undo.click(handlers.undo, [chatbot, query], [chatbot, query], cancels=answering)
-        clear.click(handlers.clear, None, [chatbot, query], cancels=answering)
+            # queued (not queue=False): Gradio shows a handler's error as a notice only for queued events
+            event = trigger(handlers.take_query, [query, answering], [query, pending, *gate],
+                            concurrency_limit=None, show_progress="hidden")
+            answer_events.append(event.success(handlers.respond, [pending, chatbot, *settings], [chatbot],
+                                               concurrency_limit=None, show_progress="hidden"))
+        regen = regenerate.click(handlers.for_regenerate, [chatbot, answering], [chatbot, pending, *gate],
+                                 concurrency_limit=None, show_progress="hidden")
+        answer_events.append(regen.success(handlers.respond, [pending, chatbot, *settings], [chatbot],
+                                           concurrency_limit=None, show_progress="hidden"))
+        for answer in answer_events:  # runs after the answer ends, fails, or is cancelled by any of the below
+            answer.then(handlers.finish, None, gate, queue=False)
+        stop.click(handlers.finish, None, gate, cancels=answer_events, queue=False)
+        chatbot.clear(None, None, None, cancels=answer_events)  # the chat's own trash icon stops the answer too
+        undo.click(handlers.undo, [chatbot, query], [chatbot, query], cancels=answer_events)
+        clear.click(handlers.clear, None, [chatbot, query], cancels=answer_events)
     return demo
 
 

@@ -14,6 +14,25 @@ from qwen_stream.models.prompting import history_pairs
 
 Message = dict[str, Any]
 
+# One answer at a time per conversation, as chat UIs do: a second question waits in the box, not in the chat.
+STILL_ANSWERING = "An answer is still streaming. Wait for it to finish, or press Stop, then send again."
+
+
+class StillAnsweringError(ValueError):
+    """A question or a Regenerate came while this conversation's answer is still streaming."""
+
+    def __init__(self) -> None:
+        super().__init__(STILL_ANSWERING)
+
+
+def accept_query(query: str | None, answering: bool) -> str:
+    """The question to answer now ("" for an empty box); StillAnsweringError while an answer streams."""
+    if query is not None and not isinstance(query, str):
+        raise TypeError(f"the question must be a string, got {type(query).__name__}")
+    if answering:
+        raise StillAnsweringError()
+    return (query or "").strip()
+
 
 def message_text(content: Any) -> str:
     """The text of a message's content, whether a string, a list of parts or one part."""
