@@ -38,14 +38,14 @@ class ChatModel:
 
     def __init__(self, *, name: str, tokenizer: Any, runner: ModelRunner, default_params: SamplingParams,
                  eos_token_ids: Sequence[int], context_length: int, max_batch_size: int = 16,
-                 max_waiting: int = 64, default_system: str | None = None) -> None:
+                 max_waiting: int = 64, default_system: str | None = None, prefix_cache: bool = True) -> None:
         self.name = name
         self.tokenizer = tokenizer
         self.runner = runner
         self.default_params = default_params
         self.eos_token_ids = tuple(eos_token_ids)
         self.engine = Engine(runner, eos_token_ids=eos_token_ids, max_running=max_batch_size,
-                             max_waiting=max_waiting, max_model_len=context_length)
+                             max_waiting=max_waiting, max_model_len=context_length, reuse_prefix=prefix_cache)
         self.context_length = self.engine.max_model_len
         if default_params.max_new_tokens > self.context_length // 2:
             # a model's default (e.g. 512) must not by itself leave no room for the prompt
@@ -55,16 +55,22 @@ class ChatModel:
     @classmethod
     def load(cls, model: str | None = None, *, runner: str = "auto", device: str = "cpu", dtype: str | None = None,
              max_batch_size: int = 16, max_waiting: int = 64, context_length: int | None = None,
-             threads: int | None = None, progress: bool = True, system: str | None = None) -> ChatModel:
-        """Load a built-in alias, a local HF directory, a .gguf file or a hub id (default: the default alias)."""
+             threads: int | None = None, quantize: str | None = None, progress: bool = True,
+             system: str | None = None, prefix_cache: bool = True) -> ChatModel:
+        """Load a built-in alias, a local HF directory, a .gguf file or a hub id (default: the default alias).
+
+        ``quantize="int8"``: the PyTorch runner with int8 weights (CPU, float32 activations; approximate), chosen
+        automatically for ``runner="auto"``. ``prefix_cache``: a finished request's KV stays in its slot, and a
+        later prompt that starts the same way (the next turn of a conversation) prefills only what is new."""
         from qwen_stream.models.factory import load_components
 
         parts = load_components(model, runner=runner, device=device, dtype=dtype, max_slots=max_batch_size,
-                                context_length=context_length, threads=threads, progress=progress)
+                                context_length=context_length, threads=threads, quantize=quantize,
+                                progress=progress)
         return cls(name=parts.name, tokenizer=parts.tokenizer, runner=parts.runner,
                    default_params=parts.default_params, eos_token_ids=parts.eos_token_ids,
                    context_length=parts.context_length, max_batch_size=max_batch_size, max_waiting=max_waiting,
-                   default_system=system)
+                   default_system=system, prefix_cache=prefix_cache)
 
     # ---- parameters and prompts -----------------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ from transformers import (
 )
 
 from qwen_stream.engine.hf_runner import HFRunner
-from qwen_stream.engine.quantize import dequantize, quantize_int8
+from qwen_stream.engine.quantize import quantize_int8
 from qwen_stream.engine.runner import ModelRunner, SeqChunk
 from qwen_stream.engine.torch_runner import build_torch_runner
 
@@ -198,14 +198,19 @@ def test_bfloat16_runs_and_agrees_roughly() -> None:
     assert torch.corrcoef(torch.stack([out, exact]))[0, 1] > 0.99
 
 
-def test_native_runner_shares_weights_with_the_hf_model() -> None:
-    model = qwen2()
+@pytest.mark.parametrize("make", [qwen2, llama_tied])
+def test_native_runner_shares_weights_with_the_hf_model(make: Callable[[], PreTrainedModel]) -> None:
+    model = make()
+    tied = model.config.tie_word_embeddings
     before = reference(model, tokens(6, seed=80))
     build_torch_runner(model, max_slots=1, max_seq_len=16)
     attn = model.model.layers[0].self_attn
-    # q/k/v now live in one fused tensor; the HF model reads the very same memory and still agrees.
+    # q/k/v now live in one fused tensor; the HF model reads the very same memory and still agrees (to rounding:
+    # in float32 the runner stores it as [in, out], so the HF matmul reads it through a transposed view).
     assert attn.q_proj.weight.untyped_storage().data_ptr() == attn.k_proj.weight.untyped_storage().data_ptr()
-    assert torch.equal(reference(model, tokens(6, seed=80)), before)
+    lm_head, embed = model.lm_head.weight.untyped_storage(), model.model.embed_tokens.weight.untyped_storage()
+    assert (lm_head.data_ptr() == embed.data_ptr()) == tied
+    assert torch.allclose(reference(model, tokens(6, seed=80)), before, atol=1e-5)
 
 
 @pytest.mark.parametrize("make", [qwen2, gpt2])
@@ -247,7 +252,7 @@ def test_build_validates_arguments() -> None:
         assert build_torch_runner(qwen2(), max_slots=1, max_seq_len=16, device="auto").name == "torch-native"
 
 
-def test_int8_weights_stay_close_and_batch_consistently() -> None:
+def test_int8_weights_stay_close_alone_and_in_a_batch() -> None:
     ids = tokens(12, seed=90)
     exact = reference(qwen2(), ids)[-1]
     runner = build_torch_runner(qwen2(), max_slots=4, max_seq_len=32, quantize="int8")
@@ -257,21 +262,27 @@ def test_int8_weights_stay_close_and_batch_consistently() -> None:
     other = tokens(5, seed=91)
     runner.forward([SeqChunk(2, ids[:-1], 0, want_logits=False), SeqChunk(1, other, 0)])
     both = runner.forward([SeqChunk(2, [ids[-1]], len(ids) - 1), SeqChunk(1, [7], len(other))])
-    assert torch.allclose(both[0], alone, atol=0.05)
+    # the activation scale is shared by a call's rows, so batching moves the numbers a little, not the meaning
+    assert torch.corrcoef(torch.stack([both[0], exact]))[0, 1] > 0.99
 
 
-def test_int8_needs_bfloat16_and_known_modes() -> None:
-    with pytest.raises(ValueError, match="bfloat16"):
-        build_torch_runner(qwen2(), max_slots=1, max_seq_len=16, dtype="float32", quantize="int8")
+def test_int8_needs_float32_on_cpu_and_known_modes() -> None:
+    with pytest.raises(ValueError, match="float32"):
+        build_torch_runner(qwen2(), max_slots=1, max_seq_len=16, dtype="bfloat16", quantize="int8")
     with pytest.raises(ValueError, match="quantize"):
         build_torch_runner(qwen2(), max_slots=1, max_seq_len=16, quantize="int3")
+    with pytest.raises(ValueError, match="2-D"):
+        quantize_int8(torch.randn(4, 4, 4))
 
 
 def test_quantize_int8_round_trip() -> None:
     weight = torch.randn(48, 64)
     weight[3] = 0.0  # an all-zero row must stay finite
-    packed = quantize_int8(weight, torch.float32)
-    assert packed.q.dtype == torch.int8 and packed.scales.shape == (48,)
-    restored = dequantize(packed)
-    assert torch.isfinite(restored).all()
-    assert (restored - weight).abs().max() <= weight.abs().max() / 127
+    packed = quantize_int8(weight)
+    assert (packed.out_features, packed.in_features) == (48, 64)
+    restored = packed.dequantize()
+    assert restored.shape == weight.shape and torch.isfinite(restored).all()
+    # one scale per row: every weight within half a step of its row's grid
+    assert ((restored - weight).abs() <= weight.abs().amax(dim=1, keepdim=True) / 127 / 2 + 1e-6).all()
+    x = torch.randn(5, 64)
+    assert torch.corrcoef(torch.stack([packed.matmul(x).flatten(), (x @ weight.t()).flatten()]))[0, 1] > 0.999

@@ -66,7 +66,7 @@ def default_systems(model: str | None) -> list[str]:
     chosen = []
     if source.kind == "gguf" and importlib.util.find_spec("llama_cpp") is not None:
         chosen += ["ours-llamacpp", "llama-cpp-python"]
-    return [*chosen, "ours-torch", "hf"]
+    return [*chosen, "ours-torch", "ours-torch-int8", "hf"]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -37,7 +37,7 @@ class ServerSystem:
         self.base_url = f"http://127.0.0.1:{port}"
         command = [sys.executable, "-m", "qwen_stream.cli.main", "serve", "--port", str(port), "--log-level",
                    "warning", "--max-batch-size", str(config.max_batch_size), "--context-length",
-                   str(config.context_length)]
+                   str(config.context_length), "--no-prefix-cache"]  # the peers cache nothing either
         if config.model:
             command += ["--model", config.model]
         if config.threads:

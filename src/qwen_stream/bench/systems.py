@@ -1,6 +1,7 @@
 """The systems a benchmark compares. Each serves one request per ``serve`` call and records what its client saw.
 
-- ``ours-llamacpp`` / ``ours-torch``: our engine through ``ChatModel.stream`` (requests from threads batch together).
+- ``ours-llamacpp`` / ``ours-torch`` / ``ours-torch-int8``: our engine through ``ChatModel.stream`` (requests from
+  threads batch together); the last is the PyTorch runner with int8 weights (float32 activations).
 - ``hf``: Hugging Face ``generate()`` + ``TextIteratorStreamer``, one request at a time.
 - ``llama-cpp-python``: ``Llama.create_chat_completion(stream=True)``, one request at a time.
 
@@ -18,7 +19,7 @@ from typing import Any, Protocol
 from qwen_stream.bench.metrics import StreamTrace, now
 
 Messages = list[dict[str, str]]
-SYSTEMS = ("ours-llamacpp", "ours-torch", "hf", "llama-cpp-python")
+SYSTEMS = ("ours-llamacpp", "ours-torch", "ours-torch-int8", "hf", "llama-cpp-python")
 
 
 @dataclass(slots=True)
@@ -47,12 +48,13 @@ class OursSystem:
 
     concurrent = True
 
-    def __init__(self, runner: str, config: BenchConfig) -> None:
+    def __init__(self, runner: str, config: BenchConfig, quantize: str | None = None) -> None:
         from qwen_stream.api import ChatModel
 
-        self.name = f"ours-{runner}"
+        self.name = f"ours-{runner}" + (f"-{quantize}" if quantize else "")
         self.config = config
         self.model = ChatModel.load(config.model, runner=runner, dtype=config.dtype, threads=config.threads,
+                                    quantize=quantize, prefix_cache=False,  # prompts repeat across levels
                                     max_batch_size=config.max_batch_size, context_length=config.context_length,
                                     progress=False)
         if self.model.runner.name != runner and not self.model.runner.name.startswith(runner):
@@ -215,6 +217,8 @@ def make_system(name: str, config: BenchConfig) -> BenchSystem:
         return OursSystem("llamacpp", config)
     if name == "ours-torch":
         return OursSystem("torch", config)
+    if name == "ours-torch-int8":
+        return OursSystem("torch", config, quantize="int8")
     if name == "hf":
         return HFSystem(config)
     if name == "llama-cpp-python":

@@ -85,7 +85,8 @@ def _load_model(args: argparse.Namespace, console: Console) -> ChatModel:
     err = Console(stderr=True, highlight=False, emoji=False)
     err.print(f"Loading {args.model or 'the default model'} ...", style="dim")
     return ChatModel.load(args.model, runner=args.runner, device=device_from_args(args), dtype=args.dtype,
-                          threads=args.threads, quantize=args.quantize, context_length=args.context_length,
+                          threads=args.threads, quantize=args.quantize, prefix_cache=args.prefix_cache,
+                          context_length=args.context_length,
                           max_batch_size=args.max_batch_size)
 
 

@@ -31,9 +31,14 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="torch device: cpu, cuda, cuda:1, auto (default: cpu)")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
                         help="weights dtype for the PyTorch runner (default: float32 on CPU, bfloat16 on GPU)")
+    parser.add_argument("--quantize", choices=["int8"], default=None,
+                        help="int8 weights for the PyTorch runner on the CPU (picks --runner torch under auto)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: physical cores)")
     parser.add_argument("--context-length", type=int, default=None, help="context window to serve (tokens)")
     parser.add_argument("--max-batch-size", type=int, default=16, help="sequences decoded together at most")
+    parser.add_argument("--no-prefix-cache", dest="prefix_cache", action="store_false",
+                        help="forget a finished request's KV (default: keep it, so the next turn of a conversation "
+                             "prefills only its new tokens)")
 
 
 def device_from_args(args: argparse.Namespace) -> str:

@@ -32,11 +32,13 @@ class StepTimings:
 
 class EngineCore:
     def __init__(self, runner: ModelRunner, *, eos_token_ids: Seq[int], max_running: int,
-                 max_model_len: int, prefill_chunk: int = 512) -> None:
+                 max_model_len: int, prefill_chunk: int = 512, reuse_prefix: bool = True) -> None:
         self.runner = runner
         self.stop_ids = frozenset(int(t) for t in eos_token_ids)
+        # Only a runner that can restart a slot inside its cached part can keep finished slots' KV for reuse.
+        reuse_prefix = reuse_prefix and bool(getattr(runner, "can_rewind", False))
         self.scheduler = Scheduler(max_slots=min(max_running, runner.max_slots), max_model_len=max_model_len,
-                                   prefill_chunk=prefill_chunk)
+                                   prefill_chunk=prefill_chunk, reuse_prefix=reuse_prefix)
         self.timings = StepTimings()
 
     def add(self, request_id: str, prompt_ids: list[int], params: SamplingParams, sink: Sink) -> None:

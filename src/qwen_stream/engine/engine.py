@@ -35,6 +35,7 @@ class EngineStats:
     forward_s: float
     sample_s: float
     step_s: float
+    reused_prompt_tokens: int = 0  # prompt tokens taken from a slot's cached prefix instead of prefilled
 
     @property
     def mean_step_ms(self) -> float:
@@ -56,14 +57,16 @@ class _Abort:
 
 class Engine:
     def __init__(self, runner: ModelRunner, *, eos_token_ids: Sequence[int], max_running: int = 16,
-                 max_waiting: int = 64, max_model_len: int | None = None, prefill_chunk: int = 512) -> None:
+                 max_waiting: int = 64, max_model_len: int | None = None, prefill_chunk: int = 512,
+                 reuse_prefix: bool = True) -> None:
         if max_running < 1 or max_waiting < 0:
             raise ValueError("max_running must be >= 1 and max_waiting >= 0")
         self.max_model_len = min(max_model_len or runner.max_seq_len, runner.max_seq_len)
         self.max_running = min(max_running, runner.max_slots)
         self.max_waiting = max_waiting
         self.core = EngineCore(runner, eos_token_ids=eos_token_ids, max_running=self.max_running,
-                               max_model_len=self.max_model_len, prefill_chunk=prefill_chunk)
+                               max_model_len=self.max_model_len, prefill_chunk=prefill_chunk,
+                               reuse_prefix=reuse_prefix)
         self._inbox: queue.SimpleQueue[_Submit | _Abort | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._unfinished: set[str] = set()  # submitted and not yet finished, guarded by _lock
@@ -107,7 +110,8 @@ class Engine:
         scheduler, t = self.core.scheduler, self.core.timings
         return EngineStats(running=len(scheduler.running), waiting=len(scheduler.waiting) + self._inbox.qsize(),
                            free_slots=len(scheduler.free_slots), steps=t.steps, generated_tokens=t.tokens,
-                           forward_s=t.forward_s, sample_s=t.sample_s, step_s=t.total_s)
+                           forward_s=t.forward_s, sample_s=t.sample_s, step_s=t.total_s,
+                           reused_prompt_tokens=scheduler.reused_tokens)
 
     @property
     def num_unfinished(self) -> int:

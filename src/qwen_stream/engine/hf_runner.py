@@ -22,6 +22,7 @@ class HFRunner:
     """Runs ``hf_model(input_ids, past_key_values=...)`` per chunk with a per-slot cache."""
 
     name = "torch-hf"
+    can_rewind = False  # a transformers cache only grows or restarts
 
     def __init__(self, hf_model: nn.Module, *, max_slots: int, max_seq_len: int) -> None:
         # A transformers cache can only grow or restart, so a chunk may not rewind into a slot's past.

@@ -99,6 +99,7 @@ class LlamaCppRunner:
     """
 
     name = "llamacpp"
+    can_rewind = True  # a chunk may start inside a slot's cached part: the scheduler reuses prefixes
 
     def __init__(self, gguf_path: str | os.PathLike[str], *, max_slots: int = 16, max_seq_len: int = 4096,
                  threads: int | None = None, n_batch: int = 512, flash_attn: bool | None = None,

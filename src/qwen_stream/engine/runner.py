@@ -31,6 +31,8 @@ class ModelRunner(Protocol):
     max_slots: int  # how many sequences can hold a KV cache at once
     max_seq_len: int  # positions per slot (the context window we serve)
     vocab_size: int  # width of the logits rows
+    # Optional ``can_rewind: bool`` (False if absent): whether a chunk may start before the slot's cached length,
+    # replacing its tail. Runners that can let the scheduler keep a finished slot's KV and reuse its prefix.
 
     def forward(self, chunks: Sequence[SeqChunk]) -> torch.Tensor:
         """Run all chunks as one batch; return float32 logits [n, vocab_size] for the last token of

@@ -2,6 +2,11 @@
 
 The scheduler's contract is two calls, as in nano-vllm: ``schedule()`` says what to feed the runner, and
 ``postprocess()`` takes the sampled tokens back, decides who finished and frees their slots. Token ids only.
+
+Prefix reuse (``reuse_prefix``, for runners that can rewind a slot): a finished sequence's slot keeps its KV, and
+the scheduler remembers which tokens it holds. A new request goes to the free slot sharing the longest prefix with
+its prompt and prefills only the rest, so turn N of a conversation does not recompute turns 1..N-1 (llama.cpp's
+server does the same per slot). With no shared prefix it takes an empty slot, else the least recently used one.
 """
 
 from __future__ import annotations
@@ -69,15 +74,18 @@ class ScheduledBatch:
 
 class Scheduler:
     def __init__(self, *, max_slots: int, max_model_len: int, prefill_chunk: int = 512,
-                 max_batched_tokens: int = 2048) -> None:
+                 max_batched_tokens: int = 2048, reuse_prefix: bool = False) -> None:
         self.max_slots = max_slots
         self.max_model_len = max_model_len
         self.prefill_chunk = prefill_chunk
         self.max_batched_tokens = max(max_batched_tokens, prefill_chunk)
+        self.reuse_prefix = reuse_prefix
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
-        self.free_slots: list[int] = list(range(max_slots - 1, -1, -1))  # pop() hands out slot 0 first
+        self.free_slots: list[int] = list(range(max_slots))  # least recently freed first
         self.freed: list[int] = []  # freed since the last take_freed(): the runner must forget their KV
+        self.slot_tokens: list[list[int]] = [[] for _ in range(max_slots)]  # what each free slot's KV still holds
+        self.reused_tokens = 0  # prompt tokens served from a slot's KV instead of prefilled, in total
 
     @property
     def has_work(self) -> bool:
@@ -110,9 +118,25 @@ class Scheduler:
     def _admit(self) -> None:
         while self.waiting and self.free_slots:
             seq = self.waiting.popleft()
-            seq.slot = self.free_slots.pop()
+            seq.slot, reused = self._pick_slot(seq.prompt_ids)
+            self.free_slots.remove(seq.slot)
+            self.slot_tokens[seq.slot] = []
+            seq.num_computed = reused
+            self.reused_tokens += reused
             seq.status = SeqStatus.RUNNING
             self.running.append(seq)
+
+    def _pick_slot(self, prompt: list[int]) -> tuple[int, int]:
+        """The free slot to use and how many leading prompt tokens its KV already holds."""
+        best, best_key = self.free_slots[0], (-1, False, 0)
+        for rank, slot in enumerate(self.free_slots):  # rank 0: freed longest ago
+            held = self.slot_tokens[slot]
+            shared = _shared_prefix(held, prompt) if self.reuse_prefix else 0
+            key = (shared, not held, -rank)  # longest shared prefix; else an empty slot; else the least recent
+            if key > best_key:
+                best, best_key = slot, key
+        # the last prompt token is always fed again: its logits give the first new token
+        return best, min(best_key[0], len(prompt) - 1)
 
     def postprocess(self, batch: ScheduledBatch, tokens: list[int],
                     logprobs: list[TokenLogprob | None]) -> list[tuple[Sequence, TokenOutput]]:
@@ -155,17 +179,30 @@ class Scheduler:
         """A step failed: end every running sequence with the error instead of leaving it hanging."""
         failed = list(self.running)
         for seq in failed:
-            self._finish(seq, FinishReason.ABORT)
+            self._finish(seq, FinishReason.ABORT, keep_kv=False)  # what the failed step left in the KV is unknown
         self.running = []
         return [(s, TokenOutput(s.request_id, [], FinishReason.ABORT, error=message)) for s in failed]
 
-    def _finish(self, seq: Sequence, reason: FinishReason) -> None:
+    def _finish(self, seq: Sequence, reason: FinishReason, *, keep_kv: bool = True) -> None:
         if seq.status is SeqStatus.RUNNING:
             self.free_slots.append(seq.slot)
-            self.freed.append(seq.slot)
+            if self.reuse_prefix and keep_kv:
+                self.slot_tokens[seq.slot] = (seq.prompt_ids + seq.output_ids)[:seq.num_computed]
+            else:
+                self.slot_tokens[seq.slot] = []
+                self.freed.append(seq.slot)
         seq.status = SeqStatus.FINISHED
         seq.slot = -1
 
     def take_freed(self) -> list[int]:
         freed, self.freed = self.freed, []
         return freed
+
+
+def _shared_prefix(a: list[int], b: list[int]) -> int:
+    """Length of the common prefix of two token lists."""
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n

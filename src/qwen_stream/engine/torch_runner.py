@@ -19,9 +19,19 @@ from torch import Tensor, nn
 
 from qwen_stream.engine.hf_runner import HFRunner
 from qwen_stream.engine.kv_cache import SlotKVCache, SlotTable
-from qwen_stream.engine.quantize import int8_available
+from qwen_stream.engine.quantize import int8_available, quantize_int8
 from qwen_stream.engine.runner import ModelRunner, SeqChunk
-from qwen_stream.engine.torch_layers import LayerWeights, RMSNorm, attn_linears, detached, mm, residual_mm
+from qwen_stream.engine.smooth import calibrate, default_calibration_ids, smoothing_scales
+from qwen_stream.engine.torch_layers import (
+    LayerWeights,
+    RMSNorm,
+    Weight,
+    attn_linears,
+    detached,
+    mm,
+    residual_mm,
+    to_layout,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -107,8 +117,10 @@ class NativeRunner:
     """Lean qwen2/llama/qwen3 forward on the HF model's own weights, with a slot KV cache."""
 
     name = "torch-native"
+    can_rewind = True  # a chunk may start inside a slot's cached part: the scheduler reuses prefixes
 
-    def __init__(self, hf_model: nn.Module, *, max_slots: int, max_seq_len: int, quantize: str | None = None) -> None:
+    def __init__(self, hf_model: nn.Module, *, max_slots: int, max_seq_len: int, quantize: str | None = None,
+                 calibration_ids: Sequence[int] | None = None) -> None:
         model: Any = hf_model  # HF attributes are dynamic; their types are checked by the tests
         config, base = model.config, model.model
         self._table = SlotTable(max_slots, max_seq_len)
@@ -120,17 +132,29 @@ class NativeRunner:
         self._hidden = int(config.hidden_size)
         self._eps = float(config.rms_norm_eps)
         self._scale = self._head_dim**-0.5
-        self._embed: Tensor = base.embed_tokens.weight.detach()  # [vocab_rows, hidden]
-        self._device, self._dtype = self._embed.device, self._embed.dtype
+        self._device, self._dtype = base.embed_tokens.weight.device, base.embed_tokens.weight.dtype
         self._rms = RMSNorm(self._hidden, self._eps, self._dtype, self._device)
         self._head_rms = RMSNorm(self._head_dim, self._eps, self._dtype, self._device)
         int8 = _check_quantize(quantize, self._dtype, self._device)
         self.quantize = quantize
-        self._layers = [LayerWeights.take(layer, self._rms, self._head_rms, int8) for layer in base.layers]
-        self._norm = self._rms.prepare(base.norm.weight)
-        self._lm_t: Tensor = model.lm_head.weight.detach().t()  # [hidden, vocab]
+        self._lm_t: Weight
+        if int8:
+            logger.info("int8: calibrating activation ranges over %d tokens", len(calibration_ids or ()))
+            ranges = calibrate(model, calibration_ids or default_calibration_ids(self._embed_rows(model)))
+            self._layers = [LayerWeights.take_int8(layer, self._rms, self._head_rms, r)
+                            for layer, r in zip(base.layers, ranges.layers, strict=True)]
+            # The lm_head is the largest single matrix (a fifth of SmolLM2's bytes per step): int8 too.
+            s_head = smoothing_scales(ranges.head_in, model.lm_head.weight)
+            self._norm = self._rms.prepare(base.norm.weight.detach().float() / s_head)
+            self._lm_t = quantize_int8(model.lm_head.weight.detach().float() * s_head)
+        else:
+            self._layers = [LayerWeights.take(layer, self._rms, self._head_rms) for layer in base.layers]
+            self._norm = self._rms.prepare(base.norm.weight)
+            # [hidden, vocab]; with tied embeddings the embedding below becomes a view of the same memory
+            self._lm_t = to_layout(model.lm_head.weight, (model.lm_head,))
+        self._embed: Tensor = base.embed_tokens.weight.detach()  # [vocab_rows, hidden], maybe a strided view
         self._lm_b = detached(model.lm_head.bias)
-        self.vocab_size = int(self._lm_t.shape[1])
+        self.vocab_size = int(model.lm_head.weight.shape[0])
         self._rotary: Any = base.rotary_emb
         self._cache = SlotKVCache(
             n_layers=len(self._layers), max_slots=max_slots, n_kv_heads=self._kv_heads, max_seq_len=max_seq_len,
@@ -141,6 +165,10 @@ class NativeRunner:
         if getattr(self._rotary, "rope_type", "default") in _STATIC_ROPE_TYPES:
             with torch.inference_mode():
                 self._rope_table = self._rope(self._arange)  # cos, sin: [max_seq_len, 1, D]
+
+    @staticmethod
+    def _embed_rows(model: Any) -> int:
+        return int(model.model.embed_tokens.weight.shape[0])
 
     # -- public API ---------------------------------------------------------------------------------------
     def forward(self, chunks: Sequence[SeqChunk]) -> Tensor:
@@ -327,17 +355,17 @@ class NativeRunner:
 
 
 def _check_quantize(quantize: str | None, dtype: torch.dtype, device: torch.device) -> bool:
-    """Whether to use int8 weights; ValueError for a mode or pairing that cannot run well."""
+    """Whether to use int8 weights; ValueError for a mode or pairing that cannot run."""
     if quantize is None:
         return False
     if quantize != "int8":
         raise ValueError(f"quantize must be None or 'int8', got {quantize!r}")
-    if not int8_available():
-        raise ValueError("this torch build lacks the weight-only int8 kernel (_weight_int8pack_mm)")
     if device.type != "cpu":
         raise ValueError(f"int8 weights are a CPU option; on {device.type} use bfloat16 or float16 weights")
-    if dtype == torch.float32:
-        raise ValueError("int8 weights run with bfloat16 activations; pass dtype='bfloat16' (or leave it unset)")
+    if not int8_available():
+        raise ValueError("this torch build lacks fbgemm's int8 kernels (x86 CPUs only)")
+    if dtype != torch.float32:
+        raise ValueError(f"int8 weights run with float32 activations; got dtype {dtype} (leave dtype unset)")
     return True
 
 
@@ -349,17 +377,20 @@ def build_torch_runner(
     device: str | torch.device = "cpu",
     dtype: str | torch.dtype | None = None,
     quantize: str | None = None,
+    calibration_ids: Sequence[int] | None = None,
 ) -> ModelRunner:
     """A runner over a loaded HF causal LM: native for qwen2/llama/qwen3, the HF forward otherwise.
 
     The model is moved to ``device``/``dtype`` in place (its tensors are reused, never copied twice) and put in
     eval mode; the native runner also re-points its q/k/v and gate/up weights at fused tensors.
-    ``quantize="int8"``: weight-only int8 projections in the native runner, computed in bfloat16 (the default
-    dtype then); it keeps the model's own weights too, so it costs memory and saves time.
+    ``quantize="int8"``: int8 projections in the native runner (fbgemm, float32 activations; see quantize.py).
+    The model's own float weights stay in memory too (the HF model keeps working), so it costs memory and saves
+    time. ``calibration_ids``: tokens whose activation ranges set the int8 smoothing (see smooth.py); the factory
+    passes real text, the default is a fixed sample of the vocabulary.
     """
     SlotTable(max_slots, max_seq_len)  # validates both before any tensor moves
     dev = resolve_device(device)
-    dt = resolve_dtype("bfloat16" if dtype is None and quantize else dtype, dev)
+    dt = resolve_dtype(dtype, dev)
     _check_quantize(quantize, dt, dev)  # before the model moves
     device_map: dict[str, Any] = getattr(hf_model, "hf_device_map", None) or {}
     if len(set(device_map.values())) <= 1:  # a model split by device_map="auto" stays where accelerate put it
@@ -367,7 +398,8 @@ def build_torch_runner(
     hf_model.eval()
     reason = native_unsupported_reason(hf_model)
     if reason is None:
-        return NativeRunner(hf_model, max_slots=max_slots, max_seq_len=max_seq_len, quantize=quantize)
+        return NativeRunner(hf_model, max_slots=max_slots, max_seq_len=max_seq_len, quantize=quantize,
+                            calibration_ids=calibration_ids)
     if quantize:
         logger.warning("quantize=%r only applies to the native runner; ignored", quantize)
     logger.warning("no native PyTorch runner for this model (%s); using the slower Hugging Face forward", reason)

@@ -19,6 +19,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_CONTEXT_LENGTH = 4096  # served by default: longer windows cost KV memory for every slot
 RUNNERS = ("auto", "llamacpp", "torch")
+QUANTIZE_MODES = (None, "int8")
 
 
 @dataclass(slots=True)
@@ -33,11 +34,18 @@ class ModelComponents:
 
 def load_components(model: str | None, *, runner: str = "auto", device: str = "cpu", dtype: str | None = None,
                     max_slots: int = 16, context_length: int | None = None, threads: int | None = None,
-                    progress: bool = True) -> ModelComponents:
+                    quantize: str | None = None, progress: bool = True) -> ModelComponents:
+    """``quantize="int8"`` runs the PyTorch runner's projections with int8 weights (see engine/quantize.py);
+    with ``runner="auto"`` it picks the PyTorch runner, since GGUF weights are quantized already."""
     from qwen_stream.models import loader
 
     if runner not in RUNNERS:
         raise ValueError(f"runner must be one of {', '.join(RUNNERS)}, got {runner!r}")
+    if quantize not in QUANTIZE_MODES:
+        raise ValueError(f"quantize must be one of {QUANTIZE_MODES}, got {quantize!r}")
+    if quantize and runner == "llamacpp":
+        raise ValueError("quantize applies to the PyTorch runner (llama.cpp runs the GGUF's own quantized weights); "
+                         "use --runner torch or auto")
     if max_slots < 1:
         raise ValueError(f"max_batch_size must be >= 1, got {max_slots}")
     if context_length is not None and context_length < 16:
@@ -48,8 +56,14 @@ def load_components(model: str | None, *, runner: str = "auto", device: str = "c
     tokenizer = loader.load_tokenizer(source, progress=progress)
     defaults = SamplingParams(**loader.load_generation_defaults(source))
     eos_ids = tuple(loader.chat_stop_token_ids(tokenizer))
-    built = _build_runner(source, runner, device=device, dtype=dtype, max_slots=max_slots,
-                          context_length=context_length, threads=threads, progress=progress)
+    calibration = None
+    if quantize:
+        from qwen_stream.engine.smooth import calibration_token_ids
+
+        calibration = calibration_token_ids(tokenizer)
+    built = _build_runner(source, "torch" if quantize else runner, device=device, dtype=dtype, max_slots=max_slots,
+                          context_length=context_length, threads=threads, quantize=quantize,
+                          calibration=calibration, progress=progress)
     return ModelComponents(name=source.name, tokenizer=tokenizer, runner=built, default_params=defaults,
                            eos_token_ids=eos_ids, context_length=built.max_seq_len)
 
@@ -62,7 +76,8 @@ def resolve_device(device: str | None) -> str:
 
 
 def _build_runner(source: Any, runner: str, *, device: str, dtype: str | None, max_slots: int,
-                  context_length: int | None, threads: int, progress: bool) -> ModelRunner:
+                  context_length: int | None, threads: int, quantize: str | None, calibration: list[int] | None,
+                  progress: bool) -> ModelRunner:
     is_gguf = source.kind == "gguf"
     if runner == "llamacpp" and not is_gguf:
         raise ValueError("the llama.cpp runner needs a .gguf model; use --runner torch for Hugging Face checkpoints")
@@ -73,7 +88,7 @@ def _build_runner(source: Any, runner: str, *, device: str, dtype: str | None, m
             warnings.warn(f"llama-cpp-python is not installed ({exc}); falling back to the slower PyTorch runner. "
                           "Install it with: pip install 'qwen-stream[llama]'", RuntimeWarning, stacklevel=3)
     return _torch_runner(source, device=device, dtype=dtype, max_slots=max_slots, context_length=context_length,
-                         progress=progress)
+                         quantize=quantize, calibration=calibration, progress=progress)
 
 
 def _llamacpp_runner(path: Path, max_slots: int, context_length: int | None, threads: int) -> ModelRunner:
@@ -86,7 +101,7 @@ def _llamacpp_runner(path: Path, max_slots: int, context_length: int | None, thr
 
 
 def _torch_runner(source: Any, *, device: str, dtype: str | None, max_slots: int, context_length: int | None,
-                  progress: bool) -> ModelRunner:
+                  quantize: str | None, calibration: list[int] | None, progress: bool) -> ModelRunner:
     import torch
 
     from qwen_stream.engine.torch_runner import build_torch_runner, resolve_dtype
@@ -96,7 +111,7 @@ def _torch_runner(source: Any, *, device: str, dtype: str | None, max_slots: int
     hf_model = loader.load_hf_model(source, dtype=torch_dtype, device=device, progress=progress)
     trained = loader.context_length(hf_model.config)
     return build_torch_runner(hf_model, max_slots=max_slots, max_seq_len=_serve_length(context_length, trained),
-                              device=device, dtype=torch_dtype)
+                              device=device, dtype=torch_dtype, quantize=quantize, calibration_ids=calibration)
 
 
 def _serve_length(asked: int | None, trained: int | None) -> int:

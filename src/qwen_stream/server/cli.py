@@ -51,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
     def load() -> ChatModel:
         print(f"Loading {args.model or 'the default model'} ...", file=sys.stderr)
         return ChatModel.load(args.model, runner=args.runner, device=device_from_args(args), dtype=args.dtype,
-                              threads=args.threads, context_length=args.context_length,
+                              threads=args.threads, quantize=args.quantize, prefix_cache=args.prefix_cache,
+                              context_length=args.context_length,
                               max_batch_size=args.max_batch_size, max_waiting=args.max_waiting, progress=True)
 
     options: dict[str, Any] = {"api_key": api_key, "cors_origins": args.cors_origin,

@@ -38,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
 
     print(f"Loading {args.model or 'the default model'} ...", file=sys.stderr)
     model = ChatModel.load(args.model, runner=args.runner, device=device_from_args(args), dtype=args.dtype,
-                           threads=args.threads, context_length=args.context_length,
+                           threads=args.threads, quantize=args.quantize, prefix_cache=args.prefix_cache,
+                           context_length=args.context_length,
                            max_batch_size=args.max_batch_size)
     try:
         model.sampling_params(temperature=args.temperature, top_p=args.top_p,

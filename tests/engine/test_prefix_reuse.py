@@ -1,0 +1,189 @@
+"""Prefix reuse: a finished slot keeps its KV, and the next prompt that starts the same way prefills only the rest.
+
+Scheduling is checked with a scripted runner (every step is known exactly); correctness of the reused KV with the
+real runners: the native PyTorch runner on a tiny random model, llama.cpp on the real SmolLM2 GGUF, and a real
+multi-turn ChatModel conversation.
+"""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from transformers import Qwen2Config, Qwen2ForCausalLM
+
+from qwen_stream.engine.engine import Engine, wait_idle
+from qwen_stream.engine.runner import SeqChunk
+from qwen_stream.engine.scheduler import Scheduler
+from qwen_stream.engine.torch_runner import build_torch_runner
+from qwen_stream.types import SamplingParams, TokenOutput
+
+VOCAB = 64
+GREEDY = SamplingParams(temperature=0.0, max_new_tokens=3, ignore_eos=True)
+
+
+class RewindingRunner:
+    """Next token = last fed token + 1; checks every chunk continues (or rewinds into) what its slot holds."""
+
+    name = "scripted-rewind"
+    vocab_size = VOCAB
+    can_rewind = True
+
+    def __init__(self, max_slots: int = 2, max_seq_len: int = 128) -> None:
+        self.max_slots, self.max_seq_len = max_slots, max_seq_len
+        self.held: dict[int, list[int]] = {}
+        self.fed: list[SeqChunk] = []
+
+    def forward(self, chunks: Sequence[SeqChunk]) -> torch.Tensor:
+        rows = []
+        for chunk in chunks:
+            held = self.held.setdefault(chunk.slot, [])
+            assert chunk.start_pos <= len(held), "a gap in the slot's KV"
+            self.held[chunk.slot] = held[:chunk.start_pos] + list(chunk.token_ids)
+            self.fed.append(chunk)
+            if chunk.want_logits:
+                row = torch.zeros(VOCAB)
+                row[(chunk.token_ids[-1] + 1) % VOCAB] = 10.0
+                rows.append(row)
+        return torch.stack(rows) if rows else torch.zeros(0, VOCAB)
+
+    def free_slot(self, slot: int) -> None:
+        self.held[slot] = []
+
+    def close(self) -> None:
+        pass
+
+
+def run(engine: Engine, prompt: list[int], params: SamplingParams = GREEDY) -> list[int]:
+    outputs: queue.SimpleQueue[TokenOutput] = queue.SimpleQueue()
+    engine.submit(prompt, params, outputs.put)
+    got: list[int] = []
+    while True:
+        out = outputs.get(timeout=10)
+        got += out.new_token_ids
+        if out.finish_reason is not None:
+            assert wait_idle(engine)
+            return got
+
+
+@pytest.fixture
+def rewinding() -> Iterator[tuple[Engine, RewindingRunner]]:
+    runner = RewindingRunner()
+    engine = Engine(runner, eos_token_ids=[0], max_running=2)
+    yield engine, runner
+    engine.shutdown()
+
+
+def test_next_turn_prefills_only_what_is_new(rewinding: tuple[Engine, RewindingRunner]) -> None:
+    engine, runner = rewinding
+    first = [10, 11, 12, 13]
+    answer = run(engine, first)
+    assert answer == [14, 15, 16]
+    runner.fed.clear()
+    # turn 2 = turn 1's prompt + answer + a new question: the slot holds all of it but the last sampled token
+    second = first + answer + [40, 41]
+    assert run(engine, second) == [42, 43, 44]
+    prefill = runner.fed[0]
+    assert (prefill.start_pos, prefill.token_ids) == (len(first) + 2, second[len(first) + 2:])
+    assert engine.stats().reused_prompt_tokens == len(first) + 2
+
+
+def test_identical_prompt_refeeds_only_its_last_token(rewinding: tuple[Engine, RewindingRunner]) -> None:
+    engine, runner = rewinding
+    prompt = [20, 21, 22, 23, 24]
+    assert run(engine, prompt) == run(engine, prompt)
+    assert runner.fed[-3].token_ids == [24] and runner.fed[-3].start_pos == 4  # its logits give the first token
+
+
+def test_a_new_prompt_takes_an_empty_slot_before_evicting_a_cache() -> None:
+    scheduler = Scheduler(max_slots=3, max_model_len=64, reuse_prefix=True)
+    scheduler.slot_tokens[0] = [1, 2, 3]
+    scheduler.free_slots = [0, 1, 2]
+    assert scheduler._pick_slot([9, 9, 9]) == (1, 0)  # slot 0's cache survives
+    scheduler.slot_tokens[1], scheduler.slot_tokens[2] = [4, 5], [6, 7]
+    assert scheduler._pick_slot([9, 9, 9]) == (0, 0)  # all hold something: the least recently freed goes
+    assert scheduler._pick_slot([6, 7, 8]) == (2, 2)
+    assert scheduler._pick_slot([6, 7]) == (2, 1)  # never the whole prompt: the last token is fed again
+    scheduler.reuse_prefix = False
+    assert scheduler._pick_slot([6, 7, 8]) == (0, 0)
+
+
+def test_reuse_can_be_turned_off_and_needs_a_rewinding_runner() -> None:
+    runner = RewindingRunner()
+    engine = Engine(runner, eos_token_ids=[0], max_running=2, reuse_prefix=False)
+    try:
+        run(engine, [10, 11, 12])
+        run(engine, [10, 11, 12, 13])
+        assert engine.stats().reused_prompt_tokens == 0
+        assert runner.fed[-3].start_pos == 0 and len(runner.fed[-3].token_ids) == 4
+    finally:
+        engine.shutdown()
+
+
+def tiny_qwen2() -> Qwen2ForCausalLM:
+    config = Qwen2Config(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, vocab_size=300, max_position_embeddings=128, tie_word_embeddings=False)
+    model = Qwen2ForCausalLM(config)
+    gen = torch.Generator().manual_seed(11)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.1 + (1.0 if "norm" in name else 0.0))
+    return model.eval()
+
+
+def continue_after(runner: Any, slot: int, held: list[int], reused: int, rest: list[int]) -> torch.Tensor:
+    """Fill the slot with ``held``, then rewind to ``reused`` and feed ``rest``: the logits of rest's last token."""
+    runner.forward([SeqChunk(slot, held, 0, want_logits=False)])
+    return runner.forward([SeqChunk(slot, rest, reused)])[0].clone()
+
+
+def test_native_runner_rewinds_into_a_slot_exactly() -> None:
+    runner = build_torch_runner(tiny_qwen2(), max_slots=2, max_seq_len=64)
+    gen = torch.Generator().manual_seed(3)
+    shared, old_tail, new_tail = (torch.randint(0, 300, (n,), generator=gen).tolist() for n in (12, 9, 5))
+    fresh = runner.forward([SeqChunk(1, shared + new_tail, 0)])[0].clone()
+    reused = continue_after(runner, 0, shared + old_tail, len(shared), new_tail)
+    assert torch.allclose(reused, fresh, atol=1e-4)
+
+
+def test_llama_cpp_runner_rewinds_into_a_slot(gguf_path: Path) -> None:
+    from qwen_stream.engine.llamacpp_runner import LlamaCppRunner
+
+    with LlamaCppRunner(gguf_path, max_slots=2, max_seq_len=128, threads=1) as runner:
+        shared, old_tail, new_tail = list(range(300, 330)), list(range(500, 510)), list(range(700, 706))
+        fresh = runner.forward([SeqChunk(1, shared + new_tail, 0)])[0].clone()
+        reused = continue_after(runner, 0, shared + old_tail, len(shared), new_tail)
+        assert int(reused.argmax()) == int(fresh.argmax())
+        assert torch.corrcoef(torch.stack([reused, fresh]))[0, 1] > 0.999
+
+
+@pytest.fixture(scope="module")
+def gguf_path() -> Path:
+    pytest.importorskip("llama_cpp")
+    from qwen_stream.models.registry import ensure_alias
+
+    return ensure_alias("smollm2-135m", progress=False)
+
+
+def test_multi_turn_chat_reuses_the_conversation(gguf_path: Path) -> None:
+    from qwen_stream.api import ChatModel
+
+    model = ChatModel.load(str(gguf_path), context_length=512, max_batch_size=2, threads=1, progress=False)
+    try:
+        answer, history = model.chat("What is the capital of France?", history=None, temperature=0.0,
+                                     max_new_tokens=12)
+        before = model.engine.stats().reused_prompt_tokens
+        prompt_two = model.prompter.build(
+            [{"role": "user", "content": "What is the capital of France?"}, {"role": "assistant", "content": answer},
+             {"role": "user", "content": "And of Italy?"}], max_prompt_tokens=400).ids
+        second, _ = model.chat("And of Italy?", history=history, temperature=0.0, max_new_tokens=12)
+        reused = model.engine.stats().reused_prompt_tokens - before
+        assert second.strip()
+        # at least the system prompt and the first question came from the slot's KV, not a new prefill
+        assert 20 <= reused < len(prompt_two)
+    finally:
+        model.close()
