@@ -15,10 +15,14 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 def run_bench(model: str, which: str, out: Path) -> dict:
     rc = main(["bench", "--model", model, "--which", which, "--concurrency", "1,2", "--max-tokens", "4",
-               "--context-length", "128", "--threads", "1", "--out", str(out), "--no-progress"])
+               "--context-length", "128", "--threads", "1", "--repeats", str(REPEATS), "--out", str(out),
+               "--no-progress"])
     assert rc == 0
     assert (out / "bench.png").read_bytes().startswith(PNG_MAGIC)
     return json.loads((out / "bench.json").read_text())
+
+
+REPEATS = 2  # the single-stream level is served this many times in a row
 
 
 def check_results(data: dict, systems: list[str]) -> None:
@@ -26,15 +30,15 @@ def check_results(data: dict, systems: list[str]) -> None:
     got = {(r["system"], r["concurrency"]): r for r in data["results"]}
     assert set(got) == {(s, n) for s in systems for n in (1, 2)}
     for (_, n), r in got.items():
-        assert r["requests"] == n
-        assert r["tokens"] == 4 * n  # forced length: every system makes exactly --max-tokens
+        assert r["requests"] == (REPEATS if n == 1 else n)
+        assert r["tokens"] == 4 * r["requests"]  # forced length: every system makes exactly --max-tokens
         assert r["ttft_p50_s"] > 0 and r["aggregate_tps"] > 0 and r["peak_rss_mb"] > 0
 
 
 def test_bench_on_the_tiny_model(tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    data = run_bench(str(tiny_model_dir), "ours-torch,hf", tmp_path)
-    check_results(data, ["ours-torch", "hf"])
-    assert {(r["ours"], r["peer"]) for r in data["ratios"]} == {("ours-torch", "hf")}
+    data = run_bench(str(tiny_model_dir), "ours-torch,ours-torch-int8,hf", tmp_path)
+    check_results(data, ["ours-torch", "ours-torch-int8", "hf"])
+    assert {(r["ours"], r["peer"]) for r in data["ratios"]} == {("ours-torch", "hf"), ("ours-torch-int8", "hf")}
     overhead = data["streaming_overhead"]["ours-torch"]
     assert overhead["per_token_us"] > 0 and overhead["decode_step_ms"] > 0
     printed = capsys.readouterr().out
@@ -58,3 +62,4 @@ def test_bad_arguments_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["bench", "--concurrency", "0,4"])
     assert main(["bench", "--which", "hf", "--max-tokens", "1"]) == 2
+    assert main(["bench", "--which", "hf", "--repeats", "0"]) == 2

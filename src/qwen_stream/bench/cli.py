@@ -46,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--concurrency", type=_int_list, default=_int_list(DEFAULT_CONCURRENCY),
                         help=f"numbers of concurrent streams (default: {DEFAULT_CONCURRENCY})")
     parser.add_argument("--max-tokens", type=int, default=64, help="new tokens per answer (default: 64)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="requests served one after another for the single-stream level, whose TTFT and decode "
+                             "speed are medians over them (default: 3)")
     parser.add_argument("--natural-stop", action="store_true",
                         help="let answers end at end-of-turn (default: every system generates exactly --max-tokens)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: physical cores)")
@@ -72,6 +75,8 @@ def default_systems(model: str | None) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     if args.max_tokens < 2:
         raise ValueError(f"--max-tokens must be >= 2 (inter-token latency needs two tokens), got {args.max_tokens}")
+    if args.repeats < 1:
+        raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
     if args.context_length <= args.max_tokens + 16:
         raise ValueError(f"--context-length {args.context_length} leaves no room for a prompt")
     systems = list(args.which or default_systems(args.model))  # resolves (and fetches) the model: fail early
@@ -84,22 +89,24 @@ def run(args: argparse.Namespace) -> int:
     config = BenchConfig(model=args.model, max_tokens=args.max_tokens, threads=args.threads,
                          max_batch_size=max(args.concurrency), context_length=args.context_length,
                          force_length=not args.natural_stop, dtype=args.dtype)
-    payload = run_bench(systems, args.concurrency, config, progress=not args.no_progress)
+    payload = run_bench(systems, args.concurrency, config, progress=not args.no_progress, single_repeats=args.repeats)
     _report(payload, args.out)
     return 0 if payload["results"] else 1
 
 
-def run_bench(systems: list[str], levels: list[int], config: BenchConfig, *, progress: bool = True) -> dict[str, Any]:
+def run_bench(systems: list[str], levels: list[int], config: BenchConfig, *, progress: bool = True,
+              single_repeats: int = 1) -> dict[str, Any]:
     """Every system through every level; returns the JSON payload (summaries, ratios, overhead, skips)."""
     from tqdm import tqdm
 
-    from qwen_stream.bench.harness import bench_system
+    from qwen_stream.bench.harness import bench_system, requests_per_system
 
     results: list[Any] = []
     overhead: dict[str, Any] = {}
     skipped: dict[str, str] = {}
     load_s: dict[str, float] = {}
-    with tqdm(total=len(systems) * sum(levels), unit="req", disable=not progress, file=sys.stderr) as bar:
+    per_system = requests_per_system(levels, single_repeats)
+    with tqdm(total=len(systems) * per_system, unit="req", disable=not progress, file=sys.stderr) as bar:
         for name in systems:
             bar.set_description(f"{name}: loading")
             try:
@@ -109,11 +116,11 @@ def run_bench(systems: list[str], levels: list[int], config: BenchConfig, *, pro
             except (ImportError, ValueError, RuntimeError, OSError) as exc:
                 skipped[name] = str(exc)
                 bar.write(f"bench: skipping {name}: {exc}", file=sys.stderr)
-                bar.update(sum(levels))
+                bar.update(per_system)
                 continue
             try:
                 bar.set_description(name)
-                levels_done = bench_system(system, levels, lambda: bar.update(1))
+                levels_done = bench_system(system, levels, lambda: bar.update(1), single_repeats)
                 results += [lr.summary for lr in levels_done]
                 if name.startswith("ours-") and name != "ours-server":
                     overhead[name] = _overhead(system, levels_done)

@@ -77,14 +77,23 @@ def _stats_delta(before: dict[str, float], after: dict[str, float]) -> dict[str,
     return delta
 
 
-def bench_system(system: BenchSystem, levels: Sequence[int], on_done: Callable[[], None]) -> list[LevelResult]:
-    """Warm up once, then every concurrency level in turn."""
+def requests_per_system(levels: Sequence[int], single_repeats: int) -> int:
+    """How many requests ``bench_system`` serves (the progress bar's share of one system)."""
+    return sum(single_repeats if n == 1 else n for n in levels)
+
+
+def bench_system(system: BenchSystem, levels: Sequence[int], on_done: Callable[[], None],
+                 single_repeats: int = 1) -> list[LevelResult]:
+    """Warm up once, then every concurrency level in turn.
+
+    The single-stream level is served ``single_repeats`` times in a row: its TTFT and decode speed are then medians
+    rather than one sample (a single TTFT sample moved a ratio by 5-10% between runs)."""
     system.serve(prompt_messages(1)[0], StreamTrace(submitted=now()))  # first-call costs stay out of the figures
     results = []
     for n in levels:
         before = system.stats()
         with RssSampler() as rss:
-            traces = run_level(system, n, on_done)
+            traces = [t for _ in range(single_repeats if n == 1 else 1) for t in run_level(system, n, on_done)]
         summary = summarize(system.name, n, traces, rss.peak_mb)
         summary.extra.update(_stats_delta(before, system.stats()))
         results.append(LevelResult(summary, traces))
