@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import torch
-from transformers import Qwen2Config, Qwen2ForCausalLM
+from test_torch_runner import qwen2, tokens  # the tiny random models of the runner tests (same folder)
 
 from qwen_stream.engine.engine import Engine, wait_idle
 from qwen_stream.engine.runner import SeqChunk
@@ -124,17 +124,6 @@ def test_reuse_can_be_turned_off_and_needs_a_rewinding_runner() -> None:
         engine.shutdown()
 
 
-def tiny_qwen2() -> Qwen2ForCausalLM:
-    config = Qwen2Config(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, vocab_size=300, max_position_embeddings=128, tie_word_embeddings=False)
-    model = Qwen2ForCausalLM(config)
-    gen = torch.Generator().manual_seed(11)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.1 + (1.0 if "norm" in name else 0.0))
-    return model.eval()
-
-
 def continue_after(runner: Any, slot: int, held: list[int], reused: int, rest: list[int]) -> torch.Tensor:
     """Fill the slot with ``held``, then rewind to ``reused`` and feed ``rest``: the logits of rest's last token."""
     runner.forward([SeqChunk(slot, held, 0, want_logits=False)])
@@ -142,9 +131,8 @@ def continue_after(runner: Any, slot: int, held: list[int], reused: int, rest: l
 
 
 def test_native_runner_rewinds_into_a_slot_exactly() -> None:
-    runner = build_torch_runner(tiny_qwen2(), max_slots=2, max_seq_len=64)
-    gen = torch.Generator().manual_seed(3)
-    shared, old_tail, new_tail = (torch.randint(0, 300, (n,), generator=gen).tolist() for n in (12, 9, 5))
+    runner = build_torch_runner(qwen2(), max_slots=2, max_seq_len=64)
+    shared, old_tail, new_tail = tokens(12, seed=3), tokens(9, seed=4), tokens(5, seed=5)
     fresh = runner.forward([SeqChunk(1, shared + new_tail, 0)])[0].clone()
     reused = continue_after(runner, 0, shared + old_tail, len(shared), new_tail)
     assert torch.allclose(reused, fresh, atol=1e-4)
