@@ -36,7 +36,7 @@ def merge_events(events: list[StreamEvent]) -> StreamEvent:
                        finish_reason=last.finish_reason, num_prompt_tokens=events[0].num_prompt_tokens or
                        last.num_prompt_tokens, num_generated_tokens=last.num_generated_tokens,
                        time_to_first_token_s=last.time_to_first_token_s, elapsed_s=last.elapsed_s,
-                       logprobs=logprobs)
+                       logprobs=logprobs, num_cached_tokens=last.num_cached_tokens)
 
 
 class _StreamBase:

@@ -100,6 +100,7 @@ class TokenOutput:
     num_prompt_tokens: int = 0
     logprobs: list[TokenLogprob] | None = None
     error: str | None = None  # set when the engine failed this request
+    num_cached_tokens: int = 0  # prompt tokens whose KV a slot already held (prefix reuse); first output only
 
 
 @dataclass(slots=True)
@@ -115,6 +116,7 @@ class StreamEvent:
     time_to_first_token_s: float | None = None
     elapsed_s: float = 0.0
     logprobs: list[TokenLogprob] | None = None
+    num_cached_tokens: int = 0  # of the prompt tokens, those served from a cached prefix instead of prefilled
 
     @property
     def finished(self) -> bool:

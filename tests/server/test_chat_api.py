@@ -161,3 +161,15 @@ def test_raw_sse_frames(http: httpx.Client) -> None:
     assert frames[-1] == "data: [DONE]"
     assert '"delta":{"role":"assistant","content":""}' in frames[0]
     assert '"delta":{},"finish_reason":"length"' in frames[-2]
+
+
+def test_usage_reports_the_cached_prefix_of_a_continued_conversation(client: Any, tiny_chat_model: Any) -> None:
+    first_turn = [{"role": "user", "content": "Name three colours of the rainbow."}]
+    first = client.chat.completions.create(model="m", messages=first_turn, max_tokens=8, temperature=0)
+    answer = first.choices[0].message.content
+    second_turn = [*first_turn, {"role": "assistant", "content": answer}, {"role": "user", "content": "And two more?"}]
+    second = client.chat.completions.create(model="m", messages=second_turn, max_tokens=8, temperature=0)
+    cached = second.usage.prompt_tokens_details.cached_tokens
+    # the first turn's prompt is still in a slot's KV: only the rest of the conversation is prefilled
+    assert prompt_tokens(tiny_chat_model, first_turn) - 1 <= cached < second.usage.prompt_tokens
+    assert first.usage.prompt_tokens_details.cached_tokens < first.usage.prompt_tokens

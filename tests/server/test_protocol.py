@@ -48,7 +48,8 @@ def test_validation_errors_become_one_readable_message() -> None:
 
 
 def test_sse_frames() -> None:
-    assert sse_frame(Usage(prompt_tokens=1)) == b'data: {"prompt_tokens":1,"completion_tokens":0,"total_tokens":0}\n\n'
+    assert sse_frame(Usage(prompt_tokens=1)) == (b'data: {"prompt_tokens":1,"completion_tokens":0,"total_tokens":0,'
+                                                 b'"prompt_tokens_details":{"cached_tokens":0}}\n\n')
     assert DONE == b"data: [DONE]\n\n"
 
 

@@ -43,6 +43,7 @@ class Sequence:
     slot: int = -1
     output_ids: list[int] = field(default_factory=list)
     num_computed: int = 0  # tokens already in the KV cache
+    num_cached: int = 0  # prompt tokens found in the slot's KV at admission (prefix reuse)
 
     @property
     def num_tokens(self) -> int:
@@ -121,7 +122,7 @@ class Scheduler:
             seq.slot, reused = self._pick_slot(seq.prompt_ids)
             self.free_slots.remove(seq.slot)
             self.slot_tokens[seq.slot] = []
-            seq.num_computed = reused
+            seq.num_computed = seq.num_cached = reused
             self.reused_tokens += reused
             seq.status = SeqStatus.RUNNING
             self.running.append(seq)
@@ -152,7 +153,8 @@ class Scheduler:
     def _append(self, seq: Sequence, token: int, logprob: TokenLogprob | None) -> TokenOutput:
         first = not seq.output_ids
         out = TokenOutput(seq.request_id, [token], num_prompt_tokens=len(seq.prompt_ids) if first else 0,
-                          logprobs=[logprob] if logprob is not None else None)
+                          logprobs=[logprob] if logprob is not None else None,
+                          num_cached_tokens=seq.num_cached if first else 0)
         if token in seq.stop_ids and not seq.params.ignore_eos:
             out.new_token_ids, out.logprobs = [], None  # a stop token is never shown
             self._finish(seq, FinishReason.STOP)

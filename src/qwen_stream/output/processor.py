@@ -43,6 +43,7 @@ class OutputProcessor:
         self._text = ""
         self._token_ids: list[int] = []
         self._num_prompt_tokens = 0
+        self._num_cached_tokens = 0
         self._ttft: float | None = None
         self._finish: FinishReason | None = None
         self.stopped_by_string = False
@@ -73,6 +74,7 @@ class OutputProcessor:
         now = time.perf_counter()
         if out.num_prompt_tokens:
             self._num_prompt_tokens = out.num_prompt_tokens
+            self._num_cached_tokens = out.num_cached_tokens
         delta, used = self._consume_tokens(out)
         finish = FinishReason.STOP if self.stopped_by_string else out.finish_reason
         if finish is not None and not self.stopped_by_string:
@@ -96,6 +98,7 @@ class OutputProcessor:
             time_to_first_token_s=self._ttft,
             elapsed_s=now - self._start,
             logprobs=_first(out.logprobs, used),
+            num_cached_tokens=self._num_cached_tokens,
         )
 
     def _consume_tokens(self, out: TokenOutput) -> tuple[str, int]:

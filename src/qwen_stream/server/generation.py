@@ -94,8 +94,9 @@ class Generation:
             choice = self.choices[index]
             choice.tracker.observe(event)
             if event.finish_reason is not None:
-                prompt_tokens = event.num_prompt_tokens if choice.counts_prompt else 0
-                self.usage.add(prompt_tokens, event.num_generated_tokens)
+                counted = choice.counts_prompt
+                self.usage.add(event.num_prompt_tokens if counted else 0, event.num_generated_tokens,
+                               event.num_cached_tokens if counted else 0)
             yield index, event
 
     async def _single(self) -> AsyncIterator[tuple[int, StreamEvent]]:
