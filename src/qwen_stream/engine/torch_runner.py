@@ -139,8 +139,9 @@ class NativeRunner:
         self.quantize = quantize
         self._lm_t: Weight
         if int8:
-            logger.info("int8: calibrating activation ranges over %d tokens", len(calibration_ids or ()))
-            ranges = calibrate(model, calibration_ids or default_calibration_ids(self._embed_rows(model)))
+            ids = list(calibration_ids or default_calibration_ids(int(base.embed_tokens.weight.shape[0])))
+            logger.info("int8: calibrating activation ranges over %d tokens, then quantizing", len(ids))
+            ranges = calibrate(model, ids)
             self._layers = [LayerWeights.take_int8(layer, self._rms, self._head_rms, r)
                             for layer, r in zip(base.layers, ranges.layers, strict=True)]
             # The lm_head is the largest single matrix (a fifth of SmolLM2's bytes per step): int8 too.
@@ -165,10 +166,6 @@ class NativeRunner:
         if getattr(self._rotary, "rope_type", "default") in _STATIC_ROPE_TYPES:
             with torch.inference_mode():
                 self._rope_table = self._rope(self._arange)  # cos, sin: [max_seq_len, 1, D]
-
-    @staticmethod
-    def _embed_rows(model: Any) -> int:
-        return int(model.model.embed_tokens.weight.shape[0])
 
     # -- public API ---------------------------------------------------------------------------------------
     def forward(self, chunks: Sequence[SeqChunk]) -> Tensor:
