@@ -232,3 +232,23 @@ def test_submit_validation(engine: Engine) -> None:
 
 def test_runner_protocol_is_satisfied() -> None:
     assert isinstance(CountingRunner(), ModelRunner)
+
+
+def test_abort_all_stops_every_request(runner: CountingRunner) -> None:
+    runner.step_delay = 0.005
+    eng = Engine(runner, eos_token_ids=[EOS], max_running=2, max_waiting=4)
+    try:
+        sinks: list[queue.SimpleQueue[TokenOutput]] = [queue.SimpleQueue() for _ in range(3)]
+        for sink in sinks:  # two run, one waits for a slot
+            eng.submit([1], GREEDY.with_(max_new_tokens=10_000, ignore_eos=True), sink.put)
+        sinks[0].get(timeout=10)
+        assert eng.abort_all() == 3
+        assert wait_idle(eng)
+        for sink in sinks:
+            last = sink.get(timeout=10)
+            while last.finish_reason is None:
+                last = sink.get(timeout=10)
+            assert last.finish_reason is FinishReason.ABORT
+        assert eng.abort_all() == 0
+    finally:
+        eng.shutdown()

@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from qwen_stream.engine.engine import wait_idle
+
 pytestmark = pytest.mark.browser
 
 CHROMIUM = "/usr/bin/chromium"
@@ -61,6 +63,14 @@ def web_model(tiny_model_dir: Path) -> Iterator[Any]:
     model = ChatModel.load(str(tiny_model_dir), runner="torch", context_length=4096, progress=False)
     yield model
     model.close()
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_answers(web_model: Any) -> Iterator[None]:
+    """A test that fails mid-answer must not leave it running into the next test's counts."""
+    yield
+    if web_model.engine.abort_all():
+        assert wait_idle(web_model.engine)
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +165,9 @@ def test_a_second_question_waits_while_an_answer_streams(page: Any, web_model: A
     # generous: on a loaded machine the browser is busy re-rendering the growing answer
     page.get_by_text("still streaming").first.wait_for(timeout=20_000)
     page.locator("#qs-stop").click(no_wait_after=True)  # the busy page can hold a click's after-wait for long
-    _wait_until(lambda: _running(web_model) == 0, timeout=5, what="Stop to end the answer")
+    # the page is re-rendering a long answer and a toast, so the click itself can reach Gradio late (once >5 s in
+    # CI); the engine's own abort takes one step (tests/engine)
+    _wait_until(lambda: _running(web_model) == 0, timeout=15, what="Stop to end the answer")
     _wait_until(lambda: page.locator("#qs-send").is_enabled(), timeout=5, what="Send to open again after Stop")
     _set_max_tokens(page, 8)
     page.locator("#qs-send").click()

@@ -106,6 +106,14 @@ class Engine:
                 return  # finished already, or never known: aborts are idempotent
         self._inbox.put(_Abort(request_id))
 
+    def abort_all(self) -> int:
+        """Abort every unfinished request (effective at the next step); returns how many were asked to stop."""
+        with self._lock:
+            pending = list(self._unfinished)
+        for request_id in pending:
+            self.abort(request_id)
+        return len(pending)
+
     def stats(self) -> EngineStats:
         scheduler, t = self.core.scheduler, self.core.timings
         return EngineStats(running=len(scheduler.running), waiting=len(scheduler.waiting) + self._inbox.qsize(),
