@@ -24,11 +24,18 @@ def attn_linears(layer: Any) -> tuple[nn.Linear, nn.Linear, nn.Linear]:
     return attn.q_proj, attn.k_proj, attn.v_proj
 
 
-def fuse(linears: Sequence[nn.Linear]) -> tuple[Tensor, Tensor | None]:
-    """One weight [out, in] (and bias) for several projections of the same input, so one matmul replaces three
-    (or two). The HF modules are re-pointed at views of the fused tensor by ``to_layout``."""
+def stack(linears: Sequence[nn.Linear]) -> tuple[Tensor, Tensor | None]:
+    """Several projections of the same input as one weight [out, in] (and bias): new tensors, modules untouched."""
     weight = torch.cat([m.weight.detach() for m in linears])
-    bias = torch.cat([m.bias.detach() for m in linears]) if all(m.bias is not None for m in linears) else None
+    biases = [m.bias for m in linears]
+    bias = torch.cat([b.detach() for b in biases if b is not None]) if all(b is not None for b in biases) else None
+    return weight, bias
+
+
+def fuse(linears: Sequence[nn.Linear]) -> tuple[Tensor, Tensor | None]:
+    """``stack``, with the HF modules re-pointed at views of the result, so one matmul replaces three (or two)
+    while the weights stay in memory once (``to_layout`` may move them again)."""
+    weight, bias = stack(linears)
     row = 0
     for m in linears:
         n = m.weight.shape[0]
@@ -69,7 +76,7 @@ def to_layout(weight: Tensor, linears: Sequence[nn.Linear]) -> Tensor:
     return weight_t
 
 
-Weight = Tensor | Int8Weight  # a transposed float weight view [in, out], or int8 rows [out, in] with scales
+Weight = Tensor | Int8Weight  # a float weight as [in, out] (see to_layout), or int8 rows packed for fbgemm
 
 
 def detached(t: Tensor | None) -> Tensor | None:
@@ -117,8 +124,8 @@ class LayerWeights:
         Scales fold into what precedes each projection: the input norm (q/k/v), up_proj's rows (down_proj), the
         post-attention norm (gate/up, computed after up_proj's rows moved). The HF model's weights are untouched."""
         attn, mlp = layer.self_attn, layer.mlp
-        qkv_w, qkv_b = _cat([attn.q_proj, attn.k_proj, attn.v_proj])
-        gate_up_w, gate_up_b = _cat([mlp.gate_proj, mlp.up_proj])
+        qkv_w, qkv_b = _float(*stack(attn_linears(layer)))
+        gate_up_w, gate_up_b = _float(*stack((mlp.gate_proj, mlp.up_proj)))
         down_w = mlp.down_proj.weight.detach().float()
         s_down = smoothing_scales(ranges.down_in, down_w)
         up = slice(down_w.shape[1], None)
@@ -137,19 +144,16 @@ class LayerWeights:
         )
 
 
+def _float(weight: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """float32 for quantizing (``stack`` made new tensors, so scaling them in place leaves the model alone)."""
+    return weight.float(), None if bias is None else bias.float()
+
+
 def _head_norms(attn: Any, head_norm: RMSNorm) -> dict[str, Tensor | None]:
     """Qwen3's per-head q/k norms (None for the others)."""
     q_norm, k_norm = getattr(attn, "q_norm", None), getattr(attn, "k_norm", None)
     return {"q_norm": None if q_norm is None else head_norm.prepare(q_norm.weight),
             "k_norm": None if k_norm is None else head_norm.prepare(k_norm.weight)}
-
-
-def _cat(linears: Sequence[nn.Linear]) -> tuple[Tensor, Tensor | None]:
-    """Float32 copies of several projections' weights (and biases) stacked, leaving the modules as they are."""
-    weight = torch.cat([m.weight.detach().float() for m in linears])
-    biases = [m.bias for m in linears]
-    bias = torch.cat([b.detach().float() for b in biases if b is not None]) if all(b is not None for b in biases) else None
-    return weight, bias
 
 
 def mm(x: Tensor, weight_t: Weight, bias: Tensor | None) -> Tensor:
