@@ -70,6 +70,19 @@ def reference_greedy(llm: Any, prompt_ids: list[int], n: int) -> list[int]:
     return out
 
 
+def ours_alone(runner: LlamaCppRunner, prompt_ids: list[int], n: int) -> list[int]:
+    """Greedy tokens of the prompt served alone by our runner (in its last slot, freed again after).
+
+    Batching tests compare against this, not llama-cpp-python: the KV layout (a stream per slot vs one pool) and the
+    attention kernel differ, which moves logits enough to flip a near-tie. On an AVX-512 CPU the haiku's second
+    token is 12.247 vs 12.228; matching llama-cpp-python is test_greedy_matches_llama_cpp_python's job."""
+    slot = runner.max_slots - 1
+    runner.free_slot(slot)
+    out = greedy_alone(runner, slot, prompt_ids, n)
+    runner.free_slot(slot)
+    return out
+
+
 def greedy_alone(runner: LlamaCppRunner, slot: int, prompt_ids: list[int], n: int) -> list[int]:
     logits = runner.forward([SeqChunk(slot, prompt_ids, 0)])
     out = [int(logits[0].argmax())]
@@ -109,9 +122,9 @@ def test_batch_of_three_at_different_positions_matches_each_alone(fresh: LlamaCp
                                                                    reference: Any) -> None:
     prompts = [tokenize(reference, p) for p in PROMPTS]
     assert len({len(p) for p in prompts}) == 3  # different lengths, so the three sit at different positions
-    alone = [reference_greedy(reference, p, NEW_TOKENS) for p in prompts]
+    alone = [ours_alone(fresh, p, NEW_TOKENS) for p in prompts]
 
-    slots = [3, 0, 2]  # scattered slots, not in order
+    slots = [2, 0, 1]  # scattered slots, not in order (the last one is ours_alone's)
     logits = fresh.forward([SeqChunk(s, p, 0) for s, p in zip(slots, prompts, strict=True)])
     outs = [[int(row.argmax())] for row in logits]
     for _ in range(NEW_TOKENS - 1):
@@ -123,8 +136,8 @@ def test_batch_of_three_at_different_positions_matches_each_alone(fresh: LlamaCp
 
 def test_prefill_chunk_and_decodes_in_one_step(fresh: LlamaCppRunner, reference: Any) -> None:
     first, second = (tokenize(reference, p) for p in PROMPTS[:2])
-    expected_first = reference_greedy(reference, first, 4)
-    expected_second = reference_greedy(reference, second, 3)
+    expected_first = ours_alone(fresh, first, 4)
+    expected_second = ours_alone(fresh, second, 3)
 
     out_first = [int(fresh.forward([SeqChunk(0, first, 0)])[0].argmax())]
     # step: slot 0 decodes while slot 1 prefills its prompt in two chunks, the first without logits
@@ -150,7 +163,7 @@ def test_free_slot_then_reuse_is_clean(fresh: LlamaCppRunner, reference: Any) ->
     greedy_alone(fresh, 1, first, 6)
     fresh.free_slot(1)
     assert fresh.slot_length(1) == 0
-    assert greedy_alone(fresh, 1, second, 6) == reference_greedy(reference, second, 6)
+    assert greedy_alone(fresh, 1, second, 6) == ours_alone(fresh, second, 6)
 
 
 def test_step_longer_than_n_batch_is_split(fresh: LlamaCppRunner, reference: Any) -> None:

@@ -44,6 +44,7 @@ class LevelResult:
 def run_level(system: BenchSystem, n: int, on_done: Callable[[], None]) -> list[StreamTrace]:
     """N requests that all arrive at once; a one-at-a-time system serves them in order (so they wait)."""
     messages = prompt_messages(n)
+    system.reset_cache()  # nothing from an earlier measurement; the N prompts may still share among themselves
     start = now()
     traces = [StreamTrace(submitted=start) for _ in range(n)]
     if not system.concurrent:

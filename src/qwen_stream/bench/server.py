@@ -37,7 +37,7 @@ class ServerSystem:
         self.base_url = f"http://127.0.0.1:{port}"
         command = [sys.executable, "-m", "qwen_stream.cli.main", "serve", "--port", str(port), "--log-level",
                    "warning", "--max-batch-size", str(config.max_batch_size), "--context-length",
-                   str(config.context_length), "--no-prefix-cache"]  # the peers cache nothing either
+                   str(config.context_length), "--no-prefix-cache"]  # see reset_cache
         if config.model:
             command += ["--model", config.model]
         if config.threads:
@@ -93,6 +93,9 @@ class ServerSystem:
                         trace.add_text(t, delta)
         if usage_tokens is not None and trace.token_times and usage_tokens > trace.n_tokens:
             trace.add_tokens(trace.token_times[-1], usage_tokens - trace.n_tokens)
+
+    def reset_cache(self) -> None:
+        pass  # HTTP has no way to empty the cache between measurements, so the server runs without one
 
     def stats(self) -> dict[str, float]:
         return {}

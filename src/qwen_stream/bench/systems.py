@@ -7,6 +7,10 @@
 
 Every system gets the same chat messages, greedy decoding, and (with ``force_length``) exactly ``max_tokens`` new
 tokens: end-of-turn tokens are disabled so no system wins by stopping early.
+
+Prompt caches stay on as each system ships (our prefix reuse and sharing; llama-cpp-python's reuse of the previous
+request's prefix), but ``reset_cache`` empties them before every measurement: within one, N prompts may share their
+system prompt, and nothing is served from an earlier measurement of the same prompts.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ class BenchSystem(Protocol):
     concurrent: bool  # True: N requests are served together; False: one after another
 
     def serve(self, messages: Messages, trace: StreamTrace) -> None: ...
+    def reset_cache(self) -> None: ...
     def stats(self) -> dict[str, float]: ...
     def close(self) -> None: ...
 
@@ -54,7 +59,7 @@ class OursSystem:
         self.name = f"ours-{runner}" + (f"-{quantize}" if quantize else "")
         self.config = config
         self.model = ChatModel.load(config.model, runner=runner, dtype=config.dtype, threads=config.threads,
-                                    quantize=quantize, prefix_cache=False,  # prompts repeat across levels
+                                    quantize=quantize,
                                     max_batch_size=config.max_batch_size, context_length=config.context_length,
                                     progress=False)
         if self.model.runner.name != runner and not self.model.runner.name.startswith(runner):
@@ -72,10 +77,13 @@ class OursSystem:
                 trace.add_text(t, event.delta)
                 trace.token_ids.extend(event.token_ids)
 
+    def reset_cache(self) -> None:
+        self.model.engine.reset_prefix_cache()
+
     def stats(self) -> dict[str, float]:
         s = self.model.engine.stats()
         return {"steps": s.steps, "step_s": s.step_s, "forward_s": s.forward_s, "sample_s": s.sample_s,
-                "generated_tokens": s.generated_tokens}
+                "generated_tokens": s.generated_tokens, "reused_prompt_tokens": s.reused_prompt_tokens}
 
     def close(self) -> None:
         self.model.close()
@@ -124,6 +132,9 @@ class HFSystem:
         for text in streamer:
             trace.add_text(now(), text)
         worker.join()
+
+    def reset_cache(self) -> None:
+        pass  # generate() keeps nothing between calls
 
     def stats(self) -> dict[str, float]:
         return {}
@@ -189,9 +200,7 @@ class LlamaCppPythonSystem:
         return {t: -1e9 for t in range(self.llm.n_vocab()) if ll.llama_vocab_is_eog(vocab, t)}
 
     def serve(self, messages: Messages, trace: StreamTrace) -> None:
-        # Forget the previous request's KV: the bench sends the same prompts again (warm-up, each level), which
-        # Llama would otherwise serve from its prefix cache; our engine keeps no prefix cache either.
-        self.llm.reset()
+        # Llama keeps the previous request's KV and reuses the prefix a new prompt shares with it (the system prompt)
         self._trace = trace
         try:
             chunks: Any = self.llm.create_chat_completion(messages=messages,  # type: ignore[arg-type]
@@ -204,6 +213,9 @@ class LlamaCppPythonSystem:
             self._trace = None
         # the last eval feeds the final token back, which a generate loop cut by max_tokens never does
         del trace.token_times[self.config.max_tokens:]
+
+    def reset_cache(self) -> None:
+        self.llm.reset()  # the next prompt is evaluated from position 0
 
     def stats(self) -> dict[str, float]:
         return {}

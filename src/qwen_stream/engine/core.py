@@ -37,8 +37,10 @@ class EngineCore:
         self.stop_ids = frozenset(int(t) for t in eos_token_ids)
         # Only a runner that can restart a slot inside its cached part can keep finished slots' KV for reuse.
         reuse_prefix = reuse_prefix and bool(getattr(runner, "can_rewind", False))
+        # ... and only one that can copy a slot's prefix into another can share one prompt prefix across slots.
+        share_prefix = reuse_prefix and callable(getattr(runner, "copy_prefix", None))
         self.scheduler = Scheduler(max_slots=min(max_running, runner.max_slots), max_model_len=max_model_len,
-                                   prefill_chunk=prefill_chunk, reuse_prefix=reuse_prefix)
+                                   prefill_chunk=prefill_chunk, reuse_prefix=reuse_prefix, share_prefix=share_prefix)
         self.timings = StepTimings()
 
     def add(self, request_id: str, prompt_ids: list[int], params: SamplingParams, sink: Sink) -> None:
@@ -51,6 +53,11 @@ class EngineCore:
         self._free_slots()
         return delivered
 
+    def reset_prefix_cache(self) -> None:
+        """Forget the KV that idle slots keep for prefix reuse."""
+        self.scheduler.forget_cached()
+        self._free_slots()
+
     @property
     def has_work(self) -> bool:
         return self.scheduler.has_work
@@ -61,6 +68,8 @@ class EngineCore:
         if batch.empty:
             return []
         try:
+            for copy in batch.copies:
+                self.runner.copy_prefix(copy.src, copy.dst, copy.length)  # type: ignore[attr-defined]
             logits = self.runner.forward(batch.chunks)  # [len(batch.sampled), vocab]
         except Exception as exc:  # a failed step must end its requests, not hang them
             logger.exception("model step failed")

@@ -55,6 +55,10 @@ class _Abort:
     request_id: str
 
 
+class _ResetPrefixCache:
+    """Inbox command: forget the KV idle slots keep for reuse (applied between steps, on the engine thread)."""
+
+
 class Engine:
     def __init__(self, runner: ModelRunner, *, eos_token_ids: Sequence[int], max_running: int = 16,
                  max_waiting: int = 64, max_model_len: int | None = None, prefill_chunk: int = 512,
@@ -67,7 +71,7 @@ class Engine:
         self.core = EngineCore(runner, eos_token_ids=eos_token_ids, max_running=self.max_running,
                                max_model_len=self.max_model_len, prefill_chunk=prefill_chunk,
                                reuse_prefix=reuse_prefix)
-        self._inbox: queue.SimpleQueue[_Submit | _Abort | None] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[_Submit | _Abort | _ResetPrefixCache | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._unfinished: set[str] = set()  # submitted and not yet finished, guarded by _lock
         self._ids = itertools.count()
@@ -114,6 +118,12 @@ class Engine:
             self.abort(request_id)
         return len(pending)
 
+    def reset_prefix_cache(self) -> None:
+        """Forget every cached prefix kept by idle slots, before any request submitted after this call.
+
+        Running requests keep their KV. Benchmarks use it so that no measurement is served from an earlier one."""
+        self._inbox.put(_ResetPrefixCache())
+
     def stats(self) -> EngineStats:
         scheduler, t = self.core.scheduler, self.core.timings
         return EngineStats(running=len(scheduler.running), waiting=len(scheduler.waiting) + self._inbox.qsize(),
@@ -156,6 +166,8 @@ class Engine:
                     return False
                 if isinstance(item, _Submit):
                     self._admit(item)
+                elif isinstance(item, _ResetPrefixCache):
+                    self.core.reset_prefix_cache()
                 else:
                     aborts.append(item.request_id)
                 item = self._inbox.get_nowait()

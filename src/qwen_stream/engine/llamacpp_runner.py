@@ -200,6 +200,25 @@ class LlamaCppRunner:
         self._ll.llama_memory_seq_rm(self._mem, slot, -1, -1)  # removing a whole sequence never fails
         self._slot_len[slot] = 0
 
+    def copy_prefix(self, src: int, dst: int, length: int) -> None:
+        """Slot dst takes the first ``length`` positions of slot src's KV (a shared system prompt, say).
+
+        With one KV stream per slot llama.cpp copies the whole stream (a memcpy of max_seq_len cells per layer,
+        queued until the next llama_decode); the positions past ``length`` are then dropped from dst.
+        """
+        self._check_slot(src)
+        self._check_slot(dst)
+        if self._ctx is None:
+            raise RuntimeError("LlamaCppRunner is closed")
+        if src == dst:
+            raise ValueError(f"cannot copy slot {src} onto itself")
+        if isinstance(length, bool) or not isinstance(length, int) or not 0 < length <= self._slot_len[src]:
+            raise ValueError(f"slot {src} holds {self._slot_len[src]} positions; cannot copy {length!r} of them")
+        self._ll.llama_memory_seq_rm(self._mem, dst, -1, -1)
+        self._ll.llama_memory_seq_cp(self._mem, src, dst, -1, -1)  # cross-stream copies must be whole
+        self._ll.llama_memory_seq_rm(self._mem, dst, length, -1)
+        self._slot_len[dst] = length
+
     def close(self) -> None:
         """Free the context and the weights (idempotent)."""
         if self._ctx is not None:

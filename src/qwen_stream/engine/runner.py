@@ -33,6 +33,9 @@ class ModelRunner(Protocol):
     vocab_size: int  # width of the logits rows
     # Optional ``can_rewind: bool`` (False if absent): whether a chunk may start before the slot's cached length,
     # replacing its tail. Runners that can let the scheduler keep a finished slot's KV and reuse its prefix.
+    # Optional ``copy_prefix(src: int, dst: int, length: int) -> None``: make slot dst hold the first ``length``
+    # positions of slot src's KV (dst's old content is dropped). With it, concurrent requests that share a prompt
+    # prefix (a system prompt) compute it once; the copy must be valid for the very next ``forward``.
 
     def forward(self, chunks: Sequence[SeqChunk]) -> torch.Tensor:
         """Run all chunks as one batch; return float32 logits [n, vocab_size] for the last token of

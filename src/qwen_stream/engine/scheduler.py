@@ -7,6 +7,11 @@ Prefix reuse (``reuse_prefix``, for runners that can rewind a slot): a finished 
 the scheduler remembers which tokens it holds. A new request goes to the free slot sharing the longest prefix with
 its prompt and prefills only the rest, so turn N of a conversation does not recompute turns 1..N-1 (llama.cpp's
 server does the same per slot). With no shared prefix it takes an empty slot, else the least recently used one.
+
+Prefix sharing across slots (``share_prefix``, for runners that can also copy a slot's prefix): when a running
+sequence holds (or is about to compute) a longer prefix of the new prompt than any free slot, e.g. the same system
+prompt from another user, the new sequence waits until that prefix is computed, gets a copy of it, and prefills
+only the rest. Sixteen requests with one system prompt then compute it once, not sixteen times.
 """
 
 from __future__ import annotations
@@ -44,6 +49,8 @@ class Sequence:
     output_ids: list[int] = field(default_factory=list)
     num_computed: int = 0  # tokens already in the KV cache
     num_cached: int = 0  # prompt tokens found in the slot's KV at admission (prefix reuse)
+    prefix_source: Sequence | None = None  # a running sequence whose KV prefix this one will copy...
+    prefix_len: int = 0  # ... this many tokens of it, once the source has computed them
 
     @property
     def num_tokens(self) -> int:
@@ -54,6 +61,15 @@ class Sequence:
         return self.num_computed < len(self.prompt_ids)
 
 
+@dataclass(slots=True, frozen=True)
+class PrefixCopy:
+    """Make slot ``dst`` hold the first ``length`` positions of slot ``src``'s KV (dst's old content is dropped)."""
+
+    src: int
+    dst: int
+    length: int
+
+
 @dataclass(slots=True)
 class ScheduledBatch:
     """What one step feeds the runner; ``owners[i]`` fed ``chunks[i]``, ``sampled[j]`` owns logits row j."""
@@ -61,6 +77,7 @@ class ScheduledBatch:
     chunks: list[SeqChunk] = field(default_factory=list)
     owners: list[Sequence] = field(default_factory=list)
     sampled: list[Sequence] = field(default_factory=list)
+    copies: list[PrefixCopy] = field(default_factory=list)  # to apply before the forward
 
     def add(self, seq: Sequence, chunk: SeqChunk) -> None:
         self.chunks.append(chunk)
@@ -75,12 +92,16 @@ class ScheduledBatch:
 
 class Scheduler:
     def __init__(self, *, max_slots: int, max_model_len: int, prefill_chunk: int = 512,
-                 max_batched_tokens: int = 2048, reuse_prefix: bool = False) -> None:
+                 max_batched_tokens: int = 2048, reuse_prefix: bool = False, share_prefix: bool = False,
+                 min_shared_tokens: int = 16) -> None:
         self.max_slots = max_slots
         self.max_model_len = max_model_len
         self.prefill_chunk = prefill_chunk
         self.max_batched_tokens = max(max_batched_tokens, prefill_chunk)
         self.reuse_prefix = reuse_prefix
+        self.share_prefix = share_prefix and reuse_prefix
+        # A copy moves a whole slot's KV on some runners (llama.cpp): worth it only for a prefix this long.
+        self.min_shared_tokens = max(1, min_shared_tokens)
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.free_slots: list[int] = list(range(max_slots))  # least recently freed first
@@ -105,9 +126,25 @@ class Scheduler:
                 batch.add(seq, SeqChunk(seq.slot, [seq.output_ids[-1]], seq.num_tokens - 1))
                 budget -= 1
         for seq in self.running:
-            if seq.in_prefill and budget > 0:
+            if seq.in_prefill and budget > 0 and self._prefix_ready(seq, batch):
                 budget -= self._schedule_prefill(seq, batch, budget)
         return batch
+
+    def _prefix_ready(self, seq: Sequence, batch: ScheduledBatch) -> bool:
+        """Whether seq may prefill now: it waits for no shared prefix, or that prefix is computed (and copied)."""
+        source = seq.prefix_source
+        if source is None:
+            return True
+        if source.status is not SeqStatus.RUNNING:  # finished or aborted before computing it: prefill ourselves
+            seq.prefix_source = None
+            return True
+        if source.num_computed < seq.prefix_len:
+            return False
+        batch.copies.append(PrefixCopy(source.slot, seq.slot, seq.prefix_len))
+        self.reused_tokens += seq.prefix_len - seq.num_cached
+        seq.num_computed = seq.num_cached = seq.prefix_len
+        seq.prefix_source = None
+        return True
 
     def _schedule_prefill(self, seq: Sequence, batch: ScheduledBatch, budget: int) -> int:
         size = min(self.prefill_chunk, budget, len(seq.prompt_ids) - seq.num_computed)
@@ -120,6 +157,12 @@ class Scheduler:
         while self.waiting and self.free_slots:
             seq = self.waiting.popleft()
             seq.slot, reused = self._pick_slot(seq.prompt_ids)
+            if self.share_prefix:
+                source, shared = self._pick_source(seq.prompt_ids)
+                if source is not None and shared >= reused + self.min_shared_tokens:
+                    seq.prefix_source, seq.prefix_len = source, shared
+                    # the copy overwrites the slot: take the least useful one rather than the best match
+                    seq.slot, reused = self._pick_slot(seq.prompt_ids, use_prefix=False)
             self.free_slots.remove(seq.slot)
             self.slot_tokens[seq.slot] = []
             seq.num_computed = seq.num_cached = reused
@@ -127,17 +170,33 @@ class Scheduler:
             seq.status = SeqStatus.RUNNING
             self.running.append(seq)
 
-    def _pick_slot(self, prompt: list[int]) -> tuple[int, int]:
+    def _pick_slot(self, prompt: list[int], *, use_prefix: bool = True) -> tuple[int, int]:
         """The free slot to use and how many leading prompt tokens its KV already holds."""
         best, best_key = self.free_slots[0], (-1, False, 0)
         for rank, slot in enumerate(self.free_slots):  # rank 0: freed longest ago
             held = self.slot_tokens[slot]
-            shared = _shared_prefix(held, prompt) if self.reuse_prefix else 0
+            shared = _shared_prefix(held, prompt) if self.reuse_prefix and use_prefix else 0
             key = (shared, not held, -rank)  # longest shared prefix; else an empty slot; else the least recent
             if key > best_key:
                 best, best_key = slot, key
         # the last prompt token is always fed again: its logits give the first new token
         return best, min(best_key[0], len(prompt) - 1)
+
+    def _pick_source(self, prompt: list[int]) -> tuple[Sequence | None, int]:
+        """The running sequence sharing the longest prefix with prompt (computed or still to compute), and its length.
+
+        Only sequences admitted earlier are candidates, so waits on a source never form a cycle."""
+        best: Sequence | None = None
+        best_key = (0, 0)
+        for seq in self.running:
+            shared = _shared_prefix(seq.prompt_ids, prompt)
+            if shared == len(seq.prompt_ids):
+                shared += _shared_prefix(seq.output_ids, prompt[shared:])
+            shared = min(shared, len(prompt) - 1)  # the last prompt token is always fed again
+            key = (shared, seq.num_computed)  # longest; then the one that has computed the most
+            if key > best_key:
+                best, best_key = seq, key
+        return best, best_key[0]
 
     def postprocess(self, batch: ScheduledBatch, tokens: list[int],
                     logprobs: list[TokenLogprob | None]) -> list[tuple[Sequence, TokenOutput]]:
@@ -195,6 +254,13 @@ class Scheduler:
                 self.freed.append(seq.slot)
         seq.status = SeqStatus.FINISHED
         seq.slot = -1
+
+    def forget_cached(self) -> None:
+        """Drop what free slots keep for reuse (benchmarks start each measurement from an empty cache)."""
+        for slot in self.free_slots:
+            if self.slot_tokens[slot]:
+                self.slot_tokens[slot] = []
+                self.freed.append(slot)
 
     def take_freed(self) -> list[int]:
         freed, self.freed = self.freed, []

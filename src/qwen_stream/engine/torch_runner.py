@@ -192,6 +192,15 @@ class NativeRunner:
         # Nothing to zero: positions at or past a sequence's length are never attended to.
         self._table.free(slot)
 
+    def copy_prefix(self, src: int, dst: int, length: int) -> None:
+        """Slot dst takes the first ``length`` positions of slot src's KV (a shared system prompt, say)."""
+        self._table.check_copy(src, dst, length)
+        with torch.inference_mode():
+            for k, v in zip(self._cache.k, self._cache.v, strict=True):
+                k[dst, :, :length] = k[src, :, :length]
+                v[dst, :, :length] = v[src, :, :length]
+        self._table.lengths[dst] = length
+
     def close(self) -> None:
         self._cache.k.clear()
         self._cache.v.clear()
