@@ -10,7 +10,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from qwen_stream.types import (
+from qwen_stream import openmp
+
+openmp.apply_defaults()  # before anything imports torch: see openmp.py
+
+from qwen_stream.types import (  # noqa: E402
     EngineError,
     EngineOverloadedError,
     FinishReason,

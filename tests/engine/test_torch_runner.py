@@ -286,3 +286,33 @@ def test_quantize_int8_round_trip() -> None:
     assert ((restored - weight).abs() <= weight.abs().amax(dim=1, keepdim=True) / 127 / 2 + 1e-6).all()
     x = torch.randn(5, 64)
     assert torch.corrcoef(torch.stack([packed.matmul(x).flatten(), (x @ weight.t()).flatten()]))[0, 1] > 0.999
+
+
+@pytest.mark.parametrize("rows", [1, 4, 16, 17])
+@pytest.mark.parametrize("parts", [2, 4])
+def test_split_k_weight_equals_one_matmul(rows: int, parts: int) -> None:
+    from qwen_stream.engine.torch_layers import SplitKWeight, mm, residual_mm
+
+    gen = torch.Generator().manual_seed(rows * parts)
+    weight_t, x = torch.randn(96, 40, generator=gen), torch.randn(rows, 96, generator=gen)
+    bias, residual = torch.randn(40, generator=gen), torch.randn(rows, 40, generator=gen)
+    split = SplitKWeight(weight_t, parts)
+    assert split.blocks.untyped_storage().data_ptr() == weight_t.untyped_storage().data_ptr()  # no second copy
+    torch.testing.assert_close(mm(x, split, bias), x @ weight_t + bias)
+    torch.testing.assert_close(residual_mm(residual, x, split, None), residual + x @ weight_t)
+
+
+def test_split_k_applies_to_float32_cpu_weights_that_divide() -> None:
+    from qwen_stream.engine.torch_layers import SplitKWeight, split_k
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert isinstance(split_k(torch.zeros(8, 4)), SplitKWeight)
+        assert not isinstance(split_k(torch.zeros(8, 4, dtype=torch.bfloat16)), SplitKWeight)
+        assert not isinstance(split_k(torch.zeros(7, 4)), SplitKWeight)  # 7 rows do not split in two
+        assert not isinstance(split_k(torch.zeros(4, 8).t()), SplitKWeight)  # a view: blocks would copy
+        torch.set_num_threads(1)
+        assert not isinstance(split_k(torch.zeros(8, 4)), SplitKWeight)
+    finally:
+        torch.set_num_threads(threads)

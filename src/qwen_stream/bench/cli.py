@@ -51,6 +51,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "speed are medians over them (default: 3)")
     parser.add_argument("--natural-stop", action="store_true",
                         help="let answers end at end-of-turn (default: every system generates exactly --max-tokens)")
+    parser.add_argument("--no-prefix-cache", action="store_true",
+                        help="every request computes its whole prompt: our prefix reuse and sharing off, "
+                             "llama-cpp-python's cache emptied before each request (default: each system's cache "
+                             "on, emptied before each measurement)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: physical cores)")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
                         help="weights dtype for the PyTorch systems (default: float32)")
@@ -88,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         systems.append("ours-server")
     config = BenchConfig(model=args.model, max_tokens=args.max_tokens, threads=args.threads,
                          max_batch_size=max(args.concurrency), context_length=args.context_length,
-                         force_length=not args.natural_stop, dtype=args.dtype)
+                         force_length=not args.natural_stop, dtype=args.dtype, prefix_cache=not args.no_prefix_cache)
     payload = run_bench(systems, args.concurrency, config, progress=not args.no_progress, single_repeats=args.repeats)
     _report(payload, args.out)
     return 0 if payload["results"] else 1

@@ -35,6 +35,7 @@ class BenchConfig:
     context_length: int
     force_length: bool = True
     dtype: str | None = None
+    prefix_cache: bool = True  # False: every request computes its whole prompt
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -59,7 +60,7 @@ class OursSystem:
         self.name = f"ours-{runner}" + (f"-{quantize}" if quantize else "")
         self.config = config
         self.model = ChatModel.load(config.model, runner=runner, dtype=config.dtype, threads=config.threads,
-                                    quantize=quantize,
+                                    quantize=quantize, prefix_cache=config.prefix_cache,
                                     max_batch_size=config.max_batch_size, context_length=config.context_length,
                                     progress=False)
         if self.model.runner.name != runner and not self.model.runner.name.startswith(runner):
@@ -201,6 +202,8 @@ class LlamaCppPythonSystem:
 
     def serve(self, messages: Messages, trace: StreamTrace) -> None:
         # Llama keeps the previous request's KV and reuses the prefix a new prompt shares with it (the system prompt)
+        if not self.config.prefix_cache:
+            self.llm.reset()
         self._trace = trace
         try:
             chunks: Any = self.llm.create_chat_completion(messages=messages,  # type: ignore[arg-type]

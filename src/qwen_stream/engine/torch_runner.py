@@ -30,6 +30,7 @@ from qwen_stream.engine.torch_layers import (
     detached,
     mm,
     residual_mm,
+    split_k,
     to_layout,
 )
 
@@ -152,7 +153,7 @@ class NativeRunner:
             self._layers = [LayerWeights.take(layer, self._rms, self._head_rms) for layer in base.layers]
             self._norm = self._rms.prepare(base.norm.weight)
             # [hidden, vocab]; with tied embeddings the embedding below becomes a view of the same memory
-            self._lm_t = to_layout(model.lm_head.weight, (model.lm_head,))
+            self._lm_t = split_k(to_layout(model.lm_head.weight, (model.lm_head,)))
         self._embed: Tensor = base.embed_tokens.weight.detach()  # [vocab_rows, hidden], maybe a strided view
         self._lm_b = detached(model.lm_head.bias)
         self.vocab_size = int(model.lm_head.weight.shape[0])
