@@ -1,7 +1,7 @@
 """int8 projections for the native runner on a CPU, through fbgemm's int8 GEMM (PyTorch's own x86 kernels).
 
 Weights are int8, symmetric, one scale per output channel (a per-tensor scale ruins small models). Activations stay
-float32 between the ops; each projection quantizes its input on the fly (dynamic, one affine scale per call),
+float32 between the ops; each projection quantizes its input on the fly (dynamic, per token: see below),
 multiplies in int8 with int32 sums and returns float32. On this 2-core AVX2 machine, over SmolLM2-135M's shapes
 with the weights streamed from memory, one token costs 20 ms against 44-60 ms in float32, and a batch of 16 costs
 34 ms against ~180 ms: int8 pays most when many streams decode together.
@@ -10,15 +10,19 @@ Measured and rejected: weight-only int8 (``_weight_int8pack_mm``) is ~4x slower 
 activations and ~20x slower with float32 ones; ``torch._int_mm`` has no fast CPU path; ``_weight_int4pack_mm_for_cpu``
 is slower than float32 for one token.
 
-Trade-off to know: the activation scale is shared by the rows of one call, so a sequence's numbers depend a
-little on which others are batched with it (greedy text can differ alone and in a batch). The float32 path has
-no such effect.
+Activations are quantized per token: each row is divided by its largest magnitude before fbgemm picks one scale
+for the call, and the output row multiplied back, so an outlier token (or another sequence in the batch) does not
+coarsen the others; where the CPU accumulates u8 x s8 products in int32 (VNNI) all 8 bits are used. Teacher-forced
+on SmolLM2 (250 positions of README text, half prefilled, half decoded), next-token agreement with float32 went
+from 75.6% (KL 0.162) to 83.6% (KL 0.044). Still approximate: a sequence's numbers can move a little with its batch
+(the call's zero point is shared). The float32 path has no such effect.
 """
 
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -35,13 +39,28 @@ class Int8Weight:
 
     def matmul(self, x: Tensor) -> Tensor:
         """x: [T, in] float32 -> x @ weight.T: [T, out] float32."""
-        # reduce_range: 7-bit activations, so AVX2's saturating u8 x s8 pair sums cannot overflow int16
-        return torch.ops.quantized.linear_dynamic(x, self.packed, True)
+        if x.shape[0] == 1:  # one row: the call's scale is already the token's own
+            return torch.ops.quantized.linear_dynamic(x, self.packed, REDUCE_RANGE)
+        row_scale = torch.linalg.vector_norm(x, ord=float("inf"), dim=1, keepdim=True).clamp_min_(1e-12)
+        return torch.ops.quantized.linear_dynamic(x / row_scale, self.packed, REDUCE_RANGE).mul_(row_scale)
 
     def dequantize(self) -> Tensor:
         """The float weight this stands for, [out, in] float32 (for tests and error measurements)."""
         weight, _bias = torch.ops.quantized.linear_unpack(self.packed)
         return torch.dequantize(weight)
+
+
+def _accumulates_in_int32() -> bool:
+    """Whether the CPU has VNNI (AVX-512 VNNI or AVX-VNNI), whose u8 x s8 dot products accumulate in int32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_vnni" in flags or " avx_vnni" in flags
+
+
+# Without VNNI, fbgemm sums u8 x s8 pairs in saturating int16 (vpmaddubsw): activations must keep to 7 bits.
+REDUCE_RANGE = not _accumulates_in_int32()
 
 
 def int8_available() -> bool:
