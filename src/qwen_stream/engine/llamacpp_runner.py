@@ -180,14 +180,20 @@ class LlamaCppRunner:
         if not chunks:
             return self._logits[:0]
         self._check_and_trim(chunks)
-        tokens, pos, seq, want = _flatten(chunks)
-        n_out = int(want.sum())
+        # llama.cpp splits a batch over per-slot KV streams into micro-batches of consecutive sequence ids, so
+        # chunks go in slot order: 16 decodes in arrival order ran as several small graphs, 1.9x slower (Qwen-1.5B,
+        # 470 vs 251 ms a step). Logits rows still come back in chunk order.
+        order = sorted(range(len(chunks)), key=lambda i: chunks[i].slot)
+        tokens, pos, seq, want = _flatten([chunks[i] for i in order])
+        result_row = np.cumsum([c.want_logits for c in chunks]) - 1  # a chunk's logits row in what we return
+        dest = torch.tensor([int(result_row[i]) for i in order if chunks[i].want_logits], dtype=torch.long)
+        n_out = len(dest)
         if n_out > self._logits.shape[0]:
             self._logits = torch.empty(n_out, self.vocab_size, dtype=torch.float32)
         row = 0
         for start in range(0, len(tokens), self.n_batch):
             end = start + self.n_batch
-            row = self._decode(tokens[start:end], pos[start:end], seq[start:end], want[start:end], row)
+            row = self._decode(tokens[start:end], pos[start:end], seq[start:end], want[start:end], row, dest)
         for chunk in chunks:
             self._slot_len[chunk.slot] = chunk.start_pos + len(chunk.token_ids)
         return self._logits[:n_out]
@@ -268,8 +274,10 @@ class LlamaCppRunner:
                 self._ll.llama_memory_seq_rm(self._mem, chunk.slot, chunk.start_pos, -1)
                 self._slot_len[chunk.slot] = chunk.start_pos
 
-    def _decode(self, tokens: np.ndarray, pos: np.ndarray, seq: np.ndarray, want: np.ndarray, row: int) -> int:
-        """One llama_decode; copies its logits rows into self._logits[row:]; returns the next free row."""
+    def _decode(self, tokens: np.ndarray, pos: np.ndarray, seq: np.ndarray, want: np.ndarray, row: int,
+                dest: torch.Tensor) -> int:
+        """One llama_decode; its logits rows are returned rows row.. and land in self._logits[dest[row..]];
+        returns the next returned row."""
         self._buffers.fill(tokens, pos, seq, want)
         status = self._ll.llama_decode(self._ctx, self._buffers.batch)
         if status != 0:
@@ -281,7 +289,7 @@ class LlamaCppRunner:
             # next decode, so copy it out now (one memcpy-like copy into our reused tensor)
             pointer = self._ll.llama_get_logits(self._ctx)
             rows = np.ctypeslib.as_array(pointer, shape=(n, self.vocab_size))
-            self._logits[row:row + n].copy_(torch.from_numpy(rows))
+            self._logits.index_copy_(0, dest[row:row + n], torch.from_numpy(rows))
         return row + n
 
     def __enter__(self) -> LlamaCppRunner:
