@@ -69,6 +69,7 @@ class ServerSystem:
 
     def _body(self, messages: Messages) -> dict[str, Any]:
         body: dict[str, Any] = {"messages": messages, "max_tokens": self.config.max_tokens, "temperature": 0.0,
+                                "repetition_penalty": 1.0,  # plain greedy, as the in-process systems
                                 "stream": True, "stream_options": {"include_usage": True}}
         if self.config.force_length:
             body["ignore_eos"] = True  # vLLM's extension; a server that ignores it may end answers early

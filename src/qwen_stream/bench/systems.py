@@ -69,8 +69,10 @@ class OursSystem:
 
     def serve(self, messages: Messages, trace: StreamTrace) -> None:
         seen = 0
+        # plain greedy like the peers: no repetition penalty from the model's generation defaults (Qwen: 1.05)
         with self.model.stream(messages=messages, temperature=0.0, max_new_tokens=self.config.max_tokens,
-                               ignore_eos=self.config.force_length) as stream:
+                               ignore_eos=self.config.force_length, repetition_penalty=1.0, presence_penalty=0.0,
+                               frequency_penalty=0.0) as stream:
             for event in stream:
                 t = now()
                 trace.add_tokens(t, event.num_generated_tokens - seen)
