@@ -276,8 +276,8 @@ class LlamaCppRunner:
 
     def _decode(self, tokens: np.ndarray, pos: np.ndarray, seq: np.ndarray, want: np.ndarray, row: int,
                 dest: torch.Tensor) -> int:
-        """One llama_decode; its logits rows are returned rows row.. and land in self._logits[dest[row..]];
-        returns the next returned row."""
+        """One llama_decode. Its logits rows are rows ``row``, ``row + 1``, ... of the step in slot order; each is
+        copied to ``self._logits[dest[i]]``, its place in chunk order. Returns the step's next row."""
         self._buffers.fill(tokens, pos, seq, want)
         status = self._ll.llama_decode(self._ctx, self._buffers.batch)
         if status != 0:
