@@ -121,7 +121,7 @@ class NativeRunner:
     can_rewind = True  # a chunk may start inside a slot's cached part: the scheduler reuses prefixes
 
     def __init__(self, hf_model: nn.Module, *, max_slots: int, max_seq_len: int, quantize: str | None = None,
-                 calibration_ids: Sequence[int] | None = None) -> None:
+                 calibration_ids: Sequence[int] | None = None, progress: bool = False) -> None:
         model: Any = hf_model  # HF attributes are dynamic; their types are checked by the tests
         config, base = model.config, model.model
         self._table = SlotTable(max_slots, max_seq_len)
@@ -143,8 +143,11 @@ class NativeRunner:
             ids = list(calibration_ids or default_calibration_ids(int(base.embed_tokens.weight.shape[0])))
             logger.info("int8: calibrating activation ranges over %d tokens, then quantizing", len(ids))
             ranges = calibrate(model, ids)
-            self._layers = [LayerWeights.take_int8(layer, self._rms, self._head_rms, r)
-                            for layer, r in zip(base.layers, ranges.layers, strict=True)]
+            from tqdm.auto import tqdm
+
+            layers = tqdm(list(zip(base.layers, ranges.layers, strict=True)), desc="int8: quantizing layers",
+                          unit="layer", disable=not progress, leave=False)
+            self._layers = [LayerWeights.take_int8(layer, self._rms, self._head_rms, r) for layer, r in layers]
             # The lm_head is the largest single matrix (a fifth of SmolLM2's bytes per step): int8 too.
             s_head = smoothing_scales(ranges.head_in, model.lm_head.weight)
             self._norm = self._rms.prepare(base.norm.weight.detach().float() / s_head)
@@ -385,6 +388,7 @@ def build_torch_runner(
     dtype: str | torch.dtype | None = None,
     quantize: str | None = None,
     calibration_ids: Sequence[int] | None = None,
+    progress: bool = False,
 ) -> ModelRunner:
     """A runner over a loaded HF causal LM: native for qwen2/llama/qwen3, the HF forward otherwise.
 
@@ -393,7 +397,7 @@ def build_torch_runner(
     ``quantize="int8"``: int8 projections in the native runner (fbgemm, float32 activations; see quantize.py).
     The model's own float weights stay in memory too (the HF model keeps working), so it costs memory and saves
     time. ``calibration_ids``: tokens whose activation ranges set the int8 smoothing (see smooth.py); the factory
-    passes real text, the default is a fixed sample of the vocabulary.
+    passes real text, the default is a fixed sample of the vocabulary. ``progress``: a bar while int8 quantizes.
     """
     SlotTable(max_slots, max_seq_len)  # validates both before any tensor moves
     dev = resolve_device(device)
@@ -406,7 +410,7 @@ def build_torch_runner(
     reason = native_unsupported_reason(hf_model)
     if reason is None:
         return NativeRunner(hf_model, max_slots=max_slots, max_seq_len=max_seq_len, quantize=quantize,
-                            calibration_ids=calibration_ids)
+                            calibration_ids=calibration_ids, progress=progress)
     if quantize:
         logger.warning("quantize=%r only applies to the native runner; ignored", quantize)
     logger.warning("no native PyTorch runner for this model (%s); using the slower Hugging Face forward", reason)

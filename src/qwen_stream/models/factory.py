@@ -111,7 +111,8 @@ def _torch_runner(source: Any, *, device: str, dtype: str | None, max_slots: int
     hf_model = loader.load_hf_model(source, dtype=torch_dtype, device=device, progress=progress)
     trained = loader.context_length(hf_model.config)
     return build_torch_runner(hf_model, max_slots=max_slots, max_seq_len=_serve_length(context_length, trained),
-                              device=device, dtype=torch_dtype, quantize=quantize, calibration_ids=calibration)
+                              device=device, dtype=torch_dtype, quantize=quantize, calibration_ids=calibration,
+                              progress=progress)
 
 
 def _serve_length(asked: int | None, trained: int | None) -> int:
