@@ -69,15 +69,6 @@ class SlotTable:
             bad = low if low < 0 else high
             raise ValueError(f"token id {bad} is out of range for an embedding of {vocab_rows} rows")
 
-    def check_copy(self, src: int, dst: int, length: int) -> None:
-        """Raise ValueError unless slot src holds ``length`` positions that another slot dst may take."""
-        self.check_slot(src)
-        self.check_slot(dst)
-        if src == dst:
-            raise ValueError(f"cannot copy slot {src} onto itself")
-        if not isinstance(length, int) or not 0 < length <= self.lengths[src]:
-            raise ValueError(f"slot {src} holds {self.lengths[src]} positions; cannot copy {length!r} of them")
-
     def advance(self, chunk: SeqChunk) -> None:
         self.lengths[chunk.slot] = chunk.start_pos + len(chunk.token_ids)
 

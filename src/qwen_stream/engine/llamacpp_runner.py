@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from qwen_stream.engine.cpu import physical_cores
-from qwen_stream.engine.runner import SeqChunk
+from qwen_stream.engine.runner import SeqChunk, check_prefix_copy
 
 _INSTALL_HINT = (
     "llama-cpp-python is not installed, so GGUF files cannot run on llama.cpp: "
@@ -216,10 +216,7 @@ class LlamaCppRunner:
         self._check_slot(dst)
         if self._ctx is None:
             raise RuntimeError("LlamaCppRunner is closed")
-        if src == dst:
-            raise ValueError(f"cannot copy slot {src} onto itself")
-        if isinstance(length, bool) or not isinstance(length, int) or not 0 < length <= self._slot_len[src]:
-            raise ValueError(f"slot {src} holds {self._slot_len[src]} positions; cannot copy {length!r} of them")
+        check_prefix_copy(src, dst, length, self._slot_len[src])
         self._ll.llama_memory_seq_rm(self._mem, dst, -1, -1)
         self._ll.llama_memory_seq_cp(self._mem, src, dst, -1, -1)  # cross-stream copies must be whole
         self._ll.llama_memory_seq_rm(self._mem, dst, length, -1)

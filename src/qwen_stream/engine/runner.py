@@ -49,3 +49,13 @@ class ModelRunner(Protocol):
     def close(self) -> None:
         """Release native resources (idempotent)."""
         ...
+
+
+def check_prefix_copy(src: int, dst: int, length: int, src_length: int) -> None:
+    """ValueError unless slot dst may take the first ``length`` positions of slot src, which holds ``src_length``.
+
+    Shared by the runners' ``copy_prefix`` (each checks its slot range first)."""
+    if src == dst:
+        raise ValueError(f"cannot copy slot {src} onto itself")
+    if isinstance(length, bool) or not isinstance(length, int) or not 0 < length <= src_length:
+        raise ValueError(f"slot {src} holds {src_length} positions; cannot copy {length!r} of them")

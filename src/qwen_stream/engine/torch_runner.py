@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from qwen_stream.engine.hf_runner import HFRunner
 from qwen_stream.engine.kv_cache import SlotKVCache, SlotTable
 from qwen_stream.engine.quantize import int8_available, quantize_int8
-from qwen_stream.engine.runner import ModelRunner, SeqChunk
+from qwen_stream.engine.runner import ModelRunner, SeqChunk, check_prefix_copy
 from qwen_stream.engine.smooth import calibrate, default_calibration_ids, smoothing_scales
 from qwen_stream.engine.torch_layers import (
     LayerWeights,
@@ -198,7 +198,9 @@ class NativeRunner:
 
     def copy_prefix(self, src: int, dst: int, length: int) -> None:
         """Slot dst takes the first ``length`` positions of slot src's KV (a shared system prompt, say)."""
-        self._table.check_copy(src, dst, length)
+        self._table.check_slot(src)
+        self._table.check_slot(dst)
+        check_prefix_copy(src, dst, length, self._table.lengths[src])
         with torch.inference_mode():
             for k, v in zip(self._cache.k, self._cache.v, strict=True):
                 k[dst, :, :length] = k[src, :, :length]
