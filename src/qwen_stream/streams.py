@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from qwen_stream.engine.engine import Engine
+from qwen_stream.output.message import coalesce_tool_call_deltas
 from qwen_stream.output.processor import OutputProcessor
 from qwen_stream.types import EngineError, SamplingParams, StreamEvent, TokenOutput
 
@@ -36,7 +37,10 @@ def merge_events(events: list[StreamEvent]) -> StreamEvent:
                        finish_reason=last.finish_reason, num_prompt_tokens=events[0].num_prompt_tokens or
                        last.num_prompt_tokens, num_generated_tokens=last.num_generated_tokens,
                        time_to_first_token_s=last.time_to_first_token_s, elapsed_s=last.elapsed_s,
-                       logprobs=logprobs, num_cached_tokens=last.num_cached_tokens)
+                       logprobs=logprobs, num_cached_tokens=last.num_cached_tokens,
+                       reasoning_delta="".join(e.reasoning_delta for e in events), reasoning=last.reasoning,
+                       tool_call_deltas=coalesce_tool_call_deltas([d for e in events for d in e.tool_call_deltas]),
+                       tool_calls=last.tool_calls)
 
 
 class _StreamBase:

@@ -6,6 +6,8 @@ Nothing here imports torch, so front ends and tests of pure logic stay light.
 from __future__ import annotations
 
 import enum
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -14,6 +16,7 @@ class FinishReason(str, enum.Enum):
     STOP = "stop"  # a stop token id or a stop string
     LENGTH = "length"  # max_new_tokens or the context window
     ABORT = "abort"  # cancelled by the caller, a disconnect or an error
+    TOOL_CALLS = "tool_calls"  # the answer ended after calling tools (set by the output layer, never the engine)
 
 
 class EngineError(RuntimeError):
@@ -36,6 +39,7 @@ class SamplingParams:
     temperature: float = 0.7
     top_p: float = 1.0
     top_k: int = 0  # 0 disables top-k
+    min_p: float = 0.0  # drop tokens less likely than min_p times the most likely one (0 disables)
     repetition_penalty: float = 1.0  # HF style, multiplicative, > 1 discourages repeats
     presence_penalty: float = 0.0  # OpenAI style, additive
     frequency_penalty: float = 0.0
@@ -45,6 +49,9 @@ class SamplingParams:
     ignore_eos: bool = False
     logprobs: int | None = None  # None: off; N >= 0: the chosen token plus its N best alternatives
     skip_special_tokens: bool = True
+    # OpenAI's logit_bias: (token id, bias in [-100, 100]) pairs added to the logits before sampling (greedy too).
+    # A mapping is accepted and stored as sorted pairs, so params stay hashable.
+    logit_bias: tuple[tuple[int, float], ...] = ()
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -52,6 +59,7 @@ class SamplingParams:
         else:
             object.__setattr__(self, "stop", tuple(self.stop))
         object.__setattr__(self, "stop_token_ids", tuple(int(t) for t in self.stop_token_ids))
+        object.__setattr__(self, "logit_bias", _bias_pairs(self.logit_bias))
         self.validate()
 
     def validate(self) -> None:
@@ -68,6 +76,9 @@ class SamplingParams:
         need(-2.0 <= self.presence_penalty <= 2.0, f"presence_penalty must be in [-2, 2], got {self.presence_penalty!r}")
         need(-2.0 <= self.frequency_penalty <= 2.0,
              f"frequency_penalty must be in [-2, 2], got {self.frequency_penalty!r}")
+        need(0.0 <= self.min_p <= 1.0, f"min_p must be in [0, 1], got {self.min_p!r}")
+        need(all(token_id >= 0 and -100.0 <= bias <= 100.0 for token_id, bias in self.logit_bias),
+             "logit_bias maps token ids >= 0 to biases in [-100, 100]")
         need(all(isinstance(s, str) and s for s in self.stop), "stop strings must be non-empty strings")
         need(self.logprobs is None or 0 <= self.logprobs <= 20, f"logprobs must be in [0, 20], got {self.logprobs!r}")
 
@@ -81,6 +92,14 @@ class SamplingParams:
 
     def with_(self, **changes: Any) -> SamplingParams:
         return replace(self, **changes)
+
+
+def _bias_pairs(bias: Any) -> tuple[tuple[int, float], ...]:
+    items = bias.items() if isinstance(bias, Mapping) else bias
+    try:
+        return tuple(sorted((int(token_id), float(value)) for token_id, value in items))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"logit_bias must map token ids to numbers, got {bias!r:.80}") from exc
 
 
 @dataclass(slots=True)
@@ -103,9 +122,43 @@ class TokenOutput:
     num_cached_tokens: int = 0  # prompt tokens whose KV a slot already held (prefix reuse); first output only
 
 
+@dataclass(slots=True, frozen=True)
+class ToolCallDelta:
+    """One piece of a streamed tool call, in the order the model wrote it.
+
+    The first piece of call ``index`` carries its ``id`` and ``name`` (``arguments`` may be ""); later pieces carry
+    only ``arguments`` fragments. Joined in order, the fragments of one index are exactly that call's final
+    ``ToolCall.arguments`` (a JSON object as text, ``"{}"`` for a call without parameters).
+    """
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass(slots=True, frozen=True)
+class ToolCall:
+    """A tool call the model made: ``arguments`` is the JSON text of an object (as OpenAI sends it)."""
+
+    id: str
+    name: str
+    arguments: str
+
+    def parsed_arguments(self) -> Any:
+        """``json.loads(arguments)``; raises ValueError when the model wrote broken JSON (e.g. cut by max tokens)."""
+        return json.loads(self.arguments)
+
+
 @dataclass(slots=True)
 class StreamEvent:
-    """What a front end receives: the new text, the text so far, and the bookkeeping around it."""
+    """What a front end receives: the new text, the text so far, and the bookkeeping around it.
+
+    With a reasoning or tool-call parser (chat requests on templates that support them), ``delta``/``text`` hold
+    the answer's content only: ``<think>`` reasoning goes to ``reasoning_delta``/``reasoning`` and tool-call
+    markup becomes ``tool_call_deltas`` (this event's pieces) and ``tool_calls`` (every call so far, arguments
+    as far as written). ``finish_reason`` is TOOL_CALLS when the answer ended normally after calling tools.
+    """
 
     delta: str
     text: str
@@ -117,6 +170,10 @@ class StreamEvent:
     elapsed_s: float = 0.0
     logprobs: list[TokenLogprob] | None = None
     num_cached_tokens: int = 0  # of the prompt tokens, those served from a cached prefix instead of prefilled
+    reasoning_delta: str = ""
+    reasoning: str = ""
+    tool_call_deltas: list[ToolCallDelta] = field(default_factory=list)
+    tool_calls: list[ToolCall] = field(default_factory=list)
 
     @property
     def finished(self) -> bool:

@@ -6,6 +6,7 @@ import time
 from typing import TYPE_CHECKING
 
 from qwen_stream.output.detokenizer import IncrementalDetokenizer, token_bytes_table
+from qwen_stream.output.message import MessageParser, ParsedDelta
 from qwen_stream.output.stops import StopStringMatcher
 from qwen_stream.types import FinishReason, SamplingParams, StreamEvent, TokenLogprob, TokenOutput
 
@@ -28,10 +29,14 @@ class OutputProcessor:
       must then abort the request in the engine.
     - After the finishing event, ``process`` raises ``RuntimeError``: check ``finished`` and drop late outputs
       (an engine sends one more ABORT output after the caller aborts a request stopped by a string).
+    - With a ``parser`` (a chat request whose template knows reasoning or tools), the text after stop strings
+      goes through it: ``delta``/``text`` are the answer's content, reasoning and tool calls get their own
+      fields, and an answer that called tools and ended normally finishes with TOOL_CALLS.
     """
 
     def __init__(
-        self, tokenizer: PreTrainedTokenizerBase, params: SamplingParams, *, start_time: float | None = None
+        self, tokenizer: PreTrainedTokenizerBase, params: SamplingParams, *, start_time: float | None = None,
+        parser: MessageParser | None = None,
     ) -> None:
         if not isinstance(params, SamplingParams):
             raise TypeError(f"params must be SamplingParams, got {type(params).__name__}")
@@ -40,7 +45,9 @@ class OutputProcessor:
         self._stop_ids = frozenset(params.stop_token_ids)
         self._special_ids = token_bytes_table(tokenizer).special_ids
         self._start = time.perf_counter() if start_time is None else float(start_time)
+        self._parser = parser
         self._text = ""
+        self._reasoning = ""
         self._token_ids: list[int] = []
         self._num_prompt_tokens = 0
         self._num_cached_tokens = 0
@@ -85,11 +92,15 @@ class OutputProcessor:
         self._token_ids.extend(new_ids)
         if self._ttft is None and new_ids:
             self._ttft = now - self._start
-        if delta:
-            self._text += delta
+        parsed = self._parse(delta, finish is not None)
+        self._text += parsed.content
+        self._reasoning += parsed.reasoning
+        calls = self._parser.calls if self._parser is not None else []
+        if calls and finish is FinishReason.STOP:
+            finish = FinishReason.TOOL_CALLS
         self._finish = finish
         return StreamEvent(
-            delta=delta,
+            delta=parsed.content,
             text=self._text,
             token_ids=list(new_ids),
             finish_reason=finish,
@@ -99,7 +110,19 @@ class OutputProcessor:
             elapsed_s=now - self._start,
             logprobs=_first(out.logprobs, used),
             num_cached_tokens=self._num_cached_tokens,
+            reasoning_delta=parsed.reasoning,
+            reasoning=self._reasoning,
+            tool_call_deltas=parsed.tool_calls,
+            tool_calls=calls,
         )
+
+    def _parse(self, text: str, final: bool) -> ParsedDelta:
+        if self._parser is None:
+            return ParsedDelta(content=text)
+        parsed = self._parser.push(text) if text else ParsedDelta()
+        if final:
+            parsed.extend(self._parser.flush())
+        return parsed
 
     def _consume_tokens(self, out: TokenOutput) -> tuple[str, int]:
         """Detokenize and stop-check this output's tokens; return (safe text, how many tokens count)."""

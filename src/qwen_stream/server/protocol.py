@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 Role = Literal["system", "developer", "user", "assistant"]
-FinishReasonLiteral = Literal["stop", "length", "abort"]
+FinishReasonLiteral = Literal["stop", "length", "abort", "tool_calls"]
 
 
 class _Request(BaseModel):
