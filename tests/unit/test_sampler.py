@@ -110,3 +110,22 @@ def test_invalid_params_raise_value_error(bad: dict[str, object]) -> None:
 
 def test_stop_accepts_a_single_string() -> None:
     assert SamplingParams(stop="\n\n").stop == ("\n\n",)  # type: ignore[arg-type]
+
+
+def test_logit_bias_moves_greedy_and_ignores_ids_past_the_vocabulary() -> None:
+    from qwen_stream.engine.sampler import SamplingState, sample_batch
+
+    logits = torch.tensor([[3.0, 1.0, 0.0, -1.0]])
+    plain = SamplingState.create(SamplingParams(temperature=0.0), [], 4)
+    biased = SamplingState.create(SamplingParams(temperature=0.0, logit_bias={2: 100, 99: 5}), [], 4)
+    banned = SamplingState.create(SamplingParams(temperature=0.0, logit_bias={0: -100}), [], 4)
+    assert sample_batch(torch.cat([logits] * 3), [plain, biased, banned]) == [0, 2, 1]
+
+
+def test_min_p_keeps_only_tokens_near_the_best() -> None:
+    from qwen_stream.engine.sampler import SamplingState, sample_row
+
+    logits = torch.log(torch.tensor([0.5, 0.3, 0.15, 0.05]))
+    params = SamplingParams(temperature=1.0, min_p=0.5, seed=3)
+    picks = {sample_row(logits, SamplingState.create(params.with_(seed=s), [], 4)) for s in range(200)}
+    assert picks == {0, 1}  # 0.15 and 0.05 are under half of 0.5

@@ -64,6 +64,26 @@ def apply_penalties(logits: torch.Tensor, state: SamplingState) -> torch.Tensor:
     return logits
 
 
+def apply_logit_bias(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
+    """OpenAI's logit_bias: added to the raw logits; ids outside this model's vocabulary are ignored."""
+    if not params.logit_bias:
+        return logits
+    vocab = logits.shape[-1]
+    pairs = [(token_id, bias) for token_id, bias in params.logit_bias if token_id < vocab]
+    if not pairs:
+        return logits
+    ids = torch.tensor([token_id for token_id, _ in pairs], dtype=torch.long)
+    biases = torch.tensor([bias for _, bias in pairs], dtype=logits.dtype)
+    return logits.index_add(-1, ids, biases)
+
+
+def min_p_filter(probs: torch.Tensor, min_p: float) -> torch.Tensor:
+    """Zero the tokens less likely than ``min_p`` times the most likely one (any scale: only ratios matter)."""
+    if min_p <= 0.0:
+        return probs
+    return torch.where(probs >= min_p * probs.max(), probs, torch.zeros_like(probs))
+
+
 def candidate_distribution(logits: torch.Tensor, params: SamplingParams) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Scale by temperature and cut by top-k / top-p.
 
@@ -83,10 +103,10 @@ def candidate_distribution(logits: torch.Tensor, params: SamplingParams) -> tupl
             values, ids = torch.sort(logits, descending=True)
             probs = torch.exp(values - log_norm)
     else:
-        return torch.softmax(logits, dim=-1), None
+        return min_p_filter(torch.softmax(logits, dim=-1), params.min_p), None
     if params.top_p < 1.0:
         probs = nucleus(probs, params.top_p)
-    return probs, ids
+    return min_p_filter(probs, params.min_p), ids
 
 
 def nucleus(sorted_probs: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -99,7 +119,7 @@ def nucleus(sorted_probs: torch.Tensor, top_p: float) -> torch.Tensor:
 def sample_row(logits: torch.Tensor, state: SamplingState) -> int:
     """Pick one token from one row of float32 logits [vocab]."""
     params = state.params
-    logits = apply_penalties(logits, state)
+    logits = apply_penalties(apply_logit_bias(logits, params), state)
     if params.greedy:
         return int(torch.argmax(logits))
     probs, ids = candidate_distribution(logits, params)
@@ -119,6 +139,6 @@ def token_logprobs(logits: torch.Tensor, token_id: int, top_n: int) -> TokenLogp
 
 def sample_batch(logits: torch.Tensor, states: Sequence[SamplingState]) -> list[int]:
     """One token per row of logits [B, vocab]; rows pair with states in order."""
-    if all(s.params.greedy and s.output_counts is None for s in states):
+    if all(s.params.greedy and s.output_counts is None and not s.params.logit_bias for s in states):
         return torch.argmax(logits, dim=-1).tolist()  # one call for the whole batch
     return [sample_row(logits[i], state) for i, state in enumerate(states)]
