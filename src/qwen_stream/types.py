@@ -9,7 +9,7 @@ import enum
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 
 class FinishReason(str, enum.Enum):
@@ -29,6 +29,27 @@ class EngineOverloadedError(EngineError):
     def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class TokenMatcher(Protocol):
+    """One request's place in a grammar, driven by the engine core on token ids only (made by a TokenConstraint)."""
+
+    def mask_logits(self, logits: Any) -> None:
+        """Set to -inf, in place, every entry of this row of logits ([vocab] tensor) the grammar forbids next."""
+
+    def accept_token(self, token_id: int) -> bool:
+        """Advance past token_id; False when the grammar forbids it (the state is then unchanged)."""
+
+    def is_terminated(self) -> bool:
+        """The grammar has ended (its stop token was accepted): nothing may follow."""
+
+
+class TokenConstraint(Protocol):
+    """A compiled grammar (JSON schema, tool calls): immutable and shared; each request gets its own matcher.
+
+    Built at the edge from the tokenizer (qwen_stream/output/grammar.py); the core only calls ``new_matcher``."""
+
+    def new_matcher(self) -> TokenMatcher: ...
 
 
 @dataclass(slots=True, frozen=True)
@@ -52,6 +73,9 @@ class SamplingParams:
     # OpenAI's logit_bias: (token id, bias in [-100, 100]) pairs added to the logits before sampling (greedy too).
     # A mapping is accepted and stored as sorted pairs, so params stay hashable.
     logit_bias: tuple[tuple[int, float], ...] = ()
+    # Only tokens this grammar allows are sampled (masked before penalties, temperature, top-p and argmax); when
+    # the grammar ends, only a stop token is allowed, so the answer ends with finish_reason "stop".
+    constraint: TokenConstraint | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):

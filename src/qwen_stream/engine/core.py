@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
+from qwen_stream.engine.constraints import mask_constrained
 from qwen_stream.engine.runner import ModelRunner
 from qwen_stream.engine.sampler import SamplingState, sample_batch, token_logprobs
 from qwen_stream.engine.scheduler import Scheduler, Sequence, Sink
@@ -25,7 +26,8 @@ class StepTimings:
 
     steps: int = 0
     forward_s: float = 0.0
-    sample_s: float = 0.0
+    sample_s: float = 0.0  # includes constrain_s
+    constrain_s: float = 0.0  # grammar masks of constrained rows (structured output, forced tool calls)
     total_s: float = 0.0
     tokens: int = 0
 
@@ -78,6 +80,8 @@ class EngineCore:
             return delivered
         forwarded = time.perf_counter()
         states = [seq.sampling for seq in batch.sampled]
+        if mask_constrained(logits, states):
+            self.timings.constrain_s += time.perf_counter() - forwarded
         tokens = sample_batch(logits, states)
         logprobs = self._logprobs(logits, batch.sampled, tokens)
         delivered = self.scheduler.postprocess(batch, tokens, logprobs)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from qwen_stream.types import SamplingParams, TokenLogprob
+from qwen_stream.types import SamplingParams, TokenLogprob, TokenMatcher
 
 # top-p alone needs the tokens sorted by probability; sorting a 151k vocabulary costs milliseconds, so we first
 # look at the best few hundred: when they already hold top_p of the mass the nucleus is among them (exact).
@@ -27,6 +27,7 @@ class SamplingState:
     generator: torch.Generator
     prompt_mask: torch.Tensor | None = None  # [vocab] bool: tokens seen in the prompt (repetition_penalty)
     output_counts: torch.Tensor | None = None  # [vocab] float32: how often each token was generated
+    matcher: TokenMatcher | None = None  # this sequence's place in its grammar (params.constraint)
 
     @classmethod
     def create(cls, params: SamplingParams, prompt_ids: Sequence[int], vocab_size: int) -> SamplingState:
@@ -34,6 +35,8 @@ class SamplingState:
         seed = params.seed if params.seed is not None else int.from_bytes(os.urandom(8), "little") >> 1
         generator.manual_seed(seed)
         state = cls(params=params, generator=generator)
+        if params.constraint is not None:
+            state.matcher = params.constraint.new_matcher()
         if params.uses_penalties:
             state.prompt_mask = torch.zeros(vocab_size, dtype=torch.bool)
             ids = torch.tensor([i for i in prompt_ids if 0 <= i < vocab_size], dtype=torch.long)

@@ -22,6 +22,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from qwen_stream.engine.constraints import advance, grammar_ended
 from qwen_stream.engine.runner import SeqChunk
 from qwen_stream.engine.sampler import SamplingState
 from qwen_stream.types import FinishReason, SamplingParams, TokenLogprob, TokenOutput
@@ -214,7 +215,9 @@ class Scheduler:
         out = TokenOutput(seq.request_id, [token], num_prompt_tokens=len(seq.prompt_ids) if first else 0,
                           logprobs=[logprob] if logprob is not None else None,
                           num_cached_tokens=seq.num_cached if first else 0)
-        if token in seq.stop_ids and not seq.params.ignore_eos:
+        if not advance(seq.sampling, token):  # the mask rules this out; if a grammar library disagrees with
+            return self._reject(seq, out, token)  # itself, only this request ends
+        if grammar_ended(seq.sampling) or (token in seq.stop_ids and not seq.params.ignore_eos):
             out.new_token_ids, out.logprobs = [], None  # a stop token is never shown
             self._finish(seq, FinishReason.STOP)
             out.finish_reason = FinishReason.STOP
@@ -224,6 +227,12 @@ class Scheduler:
         if len(seq.output_ids) >= seq.params.max_new_tokens or seq.num_tokens >= self.max_model_len:
             self._finish(seq, FinishReason.LENGTH)
             out.finish_reason = FinishReason.LENGTH
+        return out
+
+    def _reject(self, seq: Sequence, out: TokenOutput, token: int) -> TokenOutput:
+        self._finish(seq, FinishReason.ABORT)
+        out.new_token_ids, out.logprobs, out.finish_reason = [], None, FinishReason.ABORT
+        out.error = f"constrained decoding: the grammar rejected token {token}"
         return out
 
     def abort(self, request_ids: Iterable[str]) -> list[tuple[Sequence, TokenOutput]]:
