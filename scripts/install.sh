@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Install qwen-stream into ./.venv (idempotent). The first run builds llama-cpp-python from source:
 # about 9 minutes on 2 cores, then pip reuses the cached wheel.
-#   EXTRAS=llama,web (default)   which optional parts to install; add ",test" for the test suite
+#   EXTRAS=llama,web,structured (default)   which optional parts to install; add ",test" for the test suite
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extras="${EXTRAS:-llama,web}"
+extras="${EXTRAS:-llama,web,structured}"
 python="${PYTHON:-python3}"
 
 [ -x .venv/bin/python ] || "$python" -m venv .venv

@@ -3,7 +3,7 @@
 # web in headless Chromium, end-to-end with the real smollm2-135m model).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EXTRAS="llama,web,bench,test" bash scripts/install.sh
+EXTRAS="llama,web,structured,bench,test" bash scripts/install.sh
 # Debian's chromium for the browser tests, with fonts so Chinese and emoji render (and show in screenshots).
 debs=(chromium fonts-wqy-microhei fonts-noto-color-emoji)
 missing=()

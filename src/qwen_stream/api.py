@@ -17,6 +17,7 @@ import torch
 from qwen_stream.engine.engine import Engine
 from qwen_stream.engine.runner import ModelRunner
 from qwen_stream.models.prompting import ChatPrompter, history_pairs, make_messages
+from qwen_stream.output.grammar import Grammars
 from qwen_stream.output.processor import OutputProcessor
 from qwen_stream.streams import AsyncRequestStream, PromptInfo, RequestStream
 from qwen_stream.types import SamplingParams, TokenOutput
@@ -51,6 +52,7 @@ class ChatModel:
             # a model's default (e.g. 512) must not by itself leave no room for the prompt
             self.default_params = default_params.with_(max_new_tokens=max(1, self.context_length // 2))
         self.prompter = ChatPrompter(tokenizer, default_system=default_system)
+        self.grammars = Grammars(tokenizer, vocab_size=runner.vocab_size, stop_token_ids=self.eos_token_ids)
 
     @classmethod
     def load(cls, model: str | None = None, *, runner: str = "auto", device: str = "cpu", dtype: str | None = None,
@@ -77,11 +79,23 @@ class ChatModel:
     def sampling_params(self, params: SamplingParams | None = None, **overrides: Any) -> SamplingParams:
         """Validated parameters: the model's defaults, then ``params``, then keyword overrides (None = keep)."""
         base = params or self.default_params
-        changes = {k: v for k, v in overrides.items() if v is not None}
+        changes = {k: v for k, v in self._constrain(overrides).items() if v is not None}
         unknown = set(changes) - set(SamplingParams.__dataclass_fields__)
         if unknown:
             raise TypeError(f"unknown sampling parameter(s): {', '.join(sorted(unknown))}")
         return base.with_(**changes) if changes else base
+
+    def _constrain(self, overrides: dict[str, Any]) -> dict[str, Any]:
+        """``response_format=`` (OpenAI's) or ``json_schema=`` become a compiled ``constraint`` (GrammarError: 400)."""
+        response_format = overrides.pop("response_format", None)
+        schema = overrides.pop("json_schema", None)
+        if response_format is not None and schema is not None:
+            raise ValueError("give response_format or json_schema, not both")
+        if schema is not None:
+            overrides["constraint"] = self.grammars.json_schema(schema)
+        elif response_format is not None:
+            overrides["constraint"] = self.grammars.response_format(response_format)
+        return overrides
 
     def _seeded(self, params: SamplingParams) -> SamplingParams:
         # Without an explicit seed, draw one from torch's global RNG so transformers' set_seed() (as the seed
