@@ -43,6 +43,7 @@ def build_params(model: ChatModel, req: ChatCompletionRequest | CompletionReques
         "repetition_penalty": req.repetition_penalty,
         "logprobs": req.num_logprobs,
         "ignore_eos": req.ignore_eos or None,
+        "response_format": req.response_format,
     }
     if req.stop is not None:
         overrides["stop"] = (req.stop,) if isinstance(req.stop, str) else tuple(req.stop)

@@ -79,6 +79,9 @@ class _SamplingFields(_Request):
     frequency_penalty: float | None = None
     repetition_penalty: float | None = None
     ignore_eos: bool = False  # vLLM's extension: benchmarks use it to force exact lengths
+    # {"type": "json_object"} or {"type": "json_schema", "json_schema": {"name", "schema", "strict"}}: checked
+    # and compiled into a grammar by output/grammar.py (its errors are 400s that say what is wrong)
+    response_format: dict[str, Any] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
