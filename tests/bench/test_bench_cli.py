@@ -41,8 +41,11 @@ def test_bench_on_the_tiny_model(tiny_model_dir: Path, tmp_path: Path, capsys: p
     assert {(r["ours"], r["peer"]) for r in data["ratios"]} == {("ours-torch", "hf"), ("ours-torch-int8", "hf")}
     overhead = data["streaming_overhead"]["ours-torch"]
     assert overhead["per_token_us"] > 0 and overhead["decode_step_ms"] > 0
+    grammar = data["grammar_overhead"]["ours-torch"]
+    assert grammar["streams"] == 2 and grammar["mask_ms_per_step"] > 0 and grammar["share_of_step"] > 0
     printed = capsys.readouterr().out
     assert "aggregate tok/s" in printed and "ours / peer" in printed and "streaming layer" in printed
+    assert "JSON-schema masks for 2 streams" in printed
 
 
 @pytest.mark.llamacpp

@@ -107,6 +107,7 @@ def run_bench(systems: list[str], levels: list[int], config: BenchConfig, *, pro
 
     results: list[Any] = []
     overhead: dict[str, Any] = {}
+    grammar: dict[str, Any] = {}
     skipped: dict[str, str] = {}
     load_s: dict[str, float] = {}
     per_system = requests_per_system(levels, single_repeats)
@@ -128,12 +129,13 @@ def run_bench(systems: list[str], levels: list[int], config: BenchConfig, *, pro
                 results += [lr.summary for lr in levels_done]
                 if name.startswith("ours-") and name != "ours-server":
                     overhead[name] = _overhead(system, levels_done)
+                    grammar[name] = _grammar_overhead(system, levels_done)
             finally:
                 system.close()
                 del system
                 gc.collect()
     return {"config": _config_dict(config, systems, levels), "results": results, "streaming_overhead": overhead,
-            "skipped": skipped, "load_s": load_s}
+            "grammar_overhead": grammar, "skipped": skipped, "load_s": load_s}
 
 
 def _make(name: str, config: BenchConfig) -> Any:
@@ -158,6 +160,20 @@ def _overhead(system: Any, levels_done: list[Any]) -> dict[str, float]:
     return streaming_overhead(system.model.tokenizer, ids, extra["step_s"] / extra["steps"])
 
 
+def _grammar_overhead(system: Any, levels_done: list[Any]) -> dict[str, float]:
+    """Grammar-mask cost at the highest concurrency level, vs that level's mean engine step."""
+    from qwen_stream.bench.grammar_cost import grammar_overhead
+    from qwen_stream.output.grammar import GrammarError
+
+    top = levels_done[-1].summary
+    if not top.extra.get("steps"):
+        return {}
+    try:
+        return grammar_overhead(system.model, top.concurrency, top.extra["step_s"] / top.extra["steps"])
+    except GrammarError:  # xgrammar not installed: no structured output to cost
+        return {}
+
+
 def _config_dict(config: BenchConfig, systems: list[str], levels: list[int]) -> dict[str, Any]:
     return {"model": config.model, "systems": systems, "concurrency": levels, "max_tokens": config.max_tokens,
             "force_length": config.force_length, "threads": config.threads, "dtype": config.dtype,
@@ -178,6 +194,10 @@ def _report(payload: dict[str, Any], out: Path | None) -> None:
         if o:
             print(f"{name}: streaming layer {o['per_token_us']:.0f} us/token = {100 * o['share_of_step']:.2f}% "
                   f"of a {o['decode_step_ms']:.1f} ms decode step")
+    for name, g in payload.get("grammar_overhead", {}).items():
+        if g:
+            print(f"{name}: JSON-schema masks for {g['streams']:.0f} streams {g['mask_ms_per_step']:.2f} ms/step = "
+                  f"{100 * g['share_of_step']:.1f}% of a {g['step_ms']:.1f} ms engine step at that concurrency")
     for name, why in payload["skipped"].items():
         print(f"skipped {name}: {why}")
     if out is not None:
