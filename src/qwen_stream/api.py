@@ -64,7 +64,7 @@ class ChatModel:
         ``quantize="int8"``: the PyTorch runner with int8 weights (CPU, float32 activations; approximate), chosen
         automatically for ``runner="auto"``. ``prefix_cache``: a finished request's KV stays in its slot, and a
         later prompt that starts the same way (the next turn of a conversation) prefills only what is new."""
-        from qwen_stream.models.factory import load_components
+        from qwen_stream.engine.build import load_components
 
         parts = load_components(model, runner=runner, device=device, dtype=dtype, max_slots=max_batch_size,
                                 context_length=context_length, threads=threads, quantize=quantize,
