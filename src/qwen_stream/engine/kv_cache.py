@@ -1,4 +1,4 @@
-"""Slot bookkeeping and the preallocated slot KV cache shared by the PyTorch runners.
+"""Slot bookkeeping shared by every runner, and the preallocated slot KV cache of the PyTorch runners.
 
 A *slot* is one row of the cache that one sequence owns from its prefill until it finishes. Sequences at
 different positions live side by side, so one batched decode step can serve all of them.
@@ -10,14 +10,15 @@ from collections.abc import Sequence
 
 import torch
 
-from qwen_stream.engine.runner import SeqChunk
+from qwen_stream.engine.runner import SeqChunk, check_prefix_copy
 
 
 class SlotTable:
     """How many positions each slot holds, and the checks every ``forward`` makes before touching tensors.
 
     ``allow_rewind`` says whether a chunk may start before the slot's current length (overwriting its tail):
-    the native cache can, the Hugging Face fallback cache cannot.
+    the native and llama.cpp caches can, the Hugging Face fallback cache cannot. Every runner (PyTorch native,
+    PyTorch HF, llama.cpp) keeps its slots' lengths here, so these rules and messages exist once.
     """
 
     def __init__(self, max_slots: int, max_seq_len: int, *, allow_rewind: bool = True) -> None:
@@ -32,7 +33,7 @@ class SlotTable:
 
     def check_slot(self, slot: int) -> None:
         if not isinstance(slot, int) or not 0 <= slot < self.max_slots:
-            raise ValueError(f"slot {slot!r} is out of range: this runner has slots 0..{self.max_slots - 1}")
+            raise ValueError(f"slot {slot!r} is out of range: slot must be in [0, {self.max_slots})")
 
     def check(self, chunks: Sequence[SeqChunk], vocab_rows: int) -> None:
         """Raise ValueError (or TypeError) for any chunk the runner cannot run; touch nothing."""
@@ -55,8 +56,8 @@ class SlotTable:
             raise ValueError(f"start_pos must be an integer >= 0, got {start!r}")
         if start + n > self.max_seq_len:
             raise ValueError(
-                f"slot {chunk.slot}: start_pos {start} + {n} tokens = {start + n} exceeds max_seq_len {self.max_seq_len}"
-            )
+                f"slot {chunk.slot}: start_pos {start} + {n} tokens = {start + n} exceeds max_seq_len "
+                f"{self.max_seq_len}, the context window")
         if start > held:
             raise ValueError(f"slot {chunk.slot} holds {held} positions, so start_pos {start} would leave a gap")
         if start < held and start != 0 and not self.allow_rewind:
@@ -75,6 +76,13 @@ class SlotTable:
     def free(self, slot: int) -> None:
         self.check_slot(slot)
         self.lengths[slot] = 0
+
+    def copy_prefix(self, src: int, dst: int, length: int) -> None:
+        """Check that dst may take the first ``length`` positions of src, and record that it holds them."""
+        self.check_slot(src)
+        self.check_slot(dst)
+        check_prefix_copy(src, dst, length, self.lengths[src])
+        self.lengths[dst] = length
 
 
 class SlotKVCache:

@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 from qwen_stream.engine.cpu import physical_cores
-from qwen_stream.engine.runner import SeqChunk, check_prefix_copy
+from qwen_stream.engine.kv_cache import SlotTable
+from qwen_stream.engine.runner import SeqChunk
 
 _INSTALL_HINT = (
     "llama-cpp-python is not installed, so GGUF files cannot run on llama.cpp: "
@@ -141,7 +142,7 @@ class LlamaCppRunner:
             self._torch_threads_before = torch.get_num_threads()
             torch.set_num_threads(1)
         self._buffers = _BatchBuffers(self._ll, self.n_batch, self.max_slots)
-        self._slot_len = [0] * self.max_slots  # positions held in each slot's KV cache
+        self._slots = SlotTable(self.max_slots, self.max_seq_len)  # positions held in each slot's KV cache
         self._logits = torch.empty(self.max_slots, self.vocab_size, dtype=torch.float32)
 
     # --- set-up ---------------------------------------------------------------------------------------------
@@ -179,7 +180,8 @@ class LlamaCppRunner:
             raise RuntimeError("LlamaCppRunner is closed")
         if not chunks:
             return self._logits[:0]
-        self._check_and_trim(chunks)
+        self._slots.check(chunks, self.vocab_size)
+        self._trim(chunks)
         # llama.cpp splits a batch over per-slot KV streams into micro-batches of consecutive sequence ids, so
         # chunks go in slot order: 16 decodes in arrival order ran as several small graphs, 1.9x slower (Qwen-1.5B,
         # 470 vs 251 ms a step). Logits rows still come back in chunk order.
@@ -195,16 +197,16 @@ class LlamaCppRunner:
             end = start + self.n_batch
             row = self._decode(tokens[start:end], pos[start:end], seq[start:end], want[start:end], row, dest)
         for chunk in chunks:
-            self._slot_len[chunk.slot] = chunk.start_pos + len(chunk.token_ids)
+            self._slots.advance(chunk)
         return self._logits[:n_out]
 
     def free_slot(self, slot: int) -> None:
         """Drop the slot's KV cells; the next sequence in this slot starts at position 0."""
-        self._check_slot(slot)
+        self._slots.check_slot(slot)
         if self._ctx is None:
             return
         self._ll.llama_memory_seq_rm(self._mem, slot, -1, -1)  # removing a whole sequence never fails
-        self._slot_len[slot] = 0
+        self._slots.free(slot)
 
     def copy_prefix(self, src: int, dst: int, length: int) -> None:
         """Slot dst takes the first ``length`` positions of slot src's KV (a shared system prompt, say).
@@ -212,15 +214,12 @@ class LlamaCppRunner:
         With one KV stream per slot llama.cpp copies the whole stream (a memcpy of max_seq_len cells per layer,
         queued until the next llama_decode); the positions past ``length`` are then dropped from dst.
         """
-        self._check_slot(src)
-        self._check_slot(dst)
         if self._ctx is None:
             raise RuntimeError("LlamaCppRunner is closed")
-        check_prefix_copy(src, dst, length, self._slot_len[src])
+        self._slots.copy_prefix(src, dst, length)  # checks, then records dst's new length
         self._ll.llama_memory_seq_rm(self._mem, dst, -1, -1)
         self._ll.llama_memory_seq_cp(self._mem, src, dst, -1, -1)  # cross-stream copies must be whole
         self._ll.llama_memory_seq_rm(self._mem, dst, length, -1)
-        self._slot_len[dst] = length
 
     def close(self) -> None:
         """Free the context and the weights (idempotent)."""
@@ -239,37 +238,15 @@ class LlamaCppRunner:
 
     def slot_length(self, slot: int) -> int:
         """How many positions the slot's KV cache holds (what the next chunk's start_pos must not exceed)."""
-        self._check_slot(slot)
-        return self._slot_len[slot]
+        self._slots.check_slot(slot)
+        return self._slots.lengths[slot]
 
-    def _check_slot(self, slot: int) -> None:
-        if isinstance(slot, bool) or not isinstance(slot, int):
-            raise TypeError(f"slot must be an int, got {type(slot).__name__}")
-        if not 0 <= slot < self.max_slots:
-            raise ValueError(f"slot must be in [0, {self.max_slots}), got {slot}")
-
-    def _check_and_trim(self, chunks: Sequence[SeqChunk]) -> None:
-        """Validate the chunks; when a chunk restarts inside the cached part, drop the cells it replaces."""
-        seen: set[int] = set()
+    def _trim(self, chunks: Sequence[SeqChunk]) -> None:
+        """When a chunk restarts inside a slot's cached part (prefix reuse), drop the cells it replaces."""
         for chunk in chunks:
-            self._check_slot(chunk.slot)
-            if chunk.slot in seen:
-                raise ValueError(f"slot {chunk.slot} appears twice in one step")
-            seen.add(chunk.slot)
-            if not chunk.token_ids:
-                raise ValueError(f"chunk for slot {chunk.slot} has no tokens")
-            end = chunk.start_pos + len(chunk.token_ids)
-            if chunk.start_pos < 0 or end > self.max_seq_len:
-                raise ValueError(f"slot {chunk.slot}: positions [{chunk.start_pos}, {end}) are outside "
-                                 f"the context window [0, {self.max_seq_len})")
-            cached = self._slot_len[chunk.slot]
-            if chunk.start_pos > cached:
-                raise ValueError(f"slot {chunk.slot}: start_pos {chunk.start_pos} leaves a gap, "
-                                 f"the KV cache holds {cached} positions")
-        for chunk in chunks:
-            if chunk.start_pos < self._slot_len[chunk.slot]:
+            if chunk.start_pos < self._slots.lengths[chunk.slot]:
                 self._ll.llama_memory_seq_rm(self._mem, chunk.slot, chunk.start_pos, -1)
-                self._slot_len[chunk.slot] = chunk.start_pos
+                self._slots.lengths[chunk.slot] = chunk.start_pos
 
     def _decode(self, tokens: np.ndarray, pos: np.ndarray, seq: np.ndarray, want: np.ndarray, row: int,
                 dest: torch.Tensor) -> int:
