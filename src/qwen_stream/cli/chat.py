@@ -14,7 +14,7 @@ from rich.console import Console
 
 from qwen_stream.cli.commands import Command, Empty, Query, UnknownCommand, parse_line, unknown_command_message
 from qwen_stream.cli.line_input import LineReader, make_line_reader
-from qwen_stream.cli.main import add_model_arguments, device_from_args
+from qwen_stream.cli.options import add_model_arguments, load_model
 from qwen_stream.cli.render import STYLE_CODE, STYLE_FENCE, STYLE_HEADING, Segment, StreamStyler
 from qwen_stream.cli.session import ChatState, dropped_turns_note, execute, format_stats
 from qwen_stream.types import EngineError, FinishReason, StreamEvent
@@ -80,14 +80,7 @@ def _param_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _load_model(args: argparse.Namespace, console: Console) -> ChatModel:
-    from qwen_stream.api import ChatModel  # heavy: torch, transformers
-
-    err = Console(stderr=True, highlight=False, emoji=False)
-    err.print(f"Loading {args.model or 'the default model'} ...", style="dim")
-    return ChatModel.load(args.model, runner=args.runner, device=device_from_args(args), dtype=args.dtype,
-                          threads=args.threads, quantize=args.quantize, prefix_cache=args.prefix_cache,
-                          context_length=args.context_length,
-                          max_batch_size=args.max_batch_size)
+    return load_model(args)
 
 
 @dataclass

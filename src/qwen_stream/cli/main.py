@@ -21,32 +21,6 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """The model options every command that loads a model shares."""
-    parser.add_argument("-c", "--checkpoint-path", "--model", dest="model", default=None,
-                        help="built-in alias, local HF directory, .gguf file or hub id (default: the default alias)")
-    parser.add_argument("--runner", choices=["auto", "llamacpp", "torch"], default="auto",
-                        help="what computes the logits: llama.cpp for GGUF, PyTorch otherwise (default: auto)")
-    parser.add_argument("--cpu-only", action="store_true", help="run on the CPU even if a GPU is present")
-    parser.add_argument("--device", default=None, help="torch device: cpu, cuda, cuda:1, auto (default: cpu)")
-    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
-                        help="weights dtype for the PyTorch runner (default: float32 on CPU, bfloat16 on GPU)")
-    parser.add_argument("--quantize", choices=["int8"], default=None,
-                        help="int8 weights for the PyTorch runner on the CPU (picks --runner torch under auto)")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: physical cores)")
-    parser.add_argument("--context-length", type=int, default=None, help="context window to serve (tokens)")
-    parser.add_argument("--max-batch-size", type=int, default=16, help="sequences decoded together at most")
-    parser.add_argument("--no-prefix-cache", dest="prefix_cache", action="store_false",
-                        help="forget a finished request's KV (default: keep it, so the next turn of a conversation "
-                             "prefills only its new tokens)")
-
-
-def device_from_args(args: argparse.Namespace) -> str:
-    if getattr(args, "cpu_only", False):
-        return "cpu"
-    return args.device or "cpu"
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qwen-stream", description="Stream answers from Qwen-family chat models.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -11,7 +11,7 @@ import os
 import sys
 from typing import Any
 
-from qwen_stream.cli.main import add_model_arguments, device_from_args
+from qwen_stream.cli.options import add_model_arguments, load_model
 
 API_KEY_ENV = "QWEN_STREAM_API_KEY"
 DEFAULT_HOST = "127.0.0.1"  # loopback: the API is not on the network unless asked for
@@ -49,11 +49,7 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
 
     def load() -> ChatModel:
-        print(f"Loading {args.model or 'the default model'} ...", file=sys.stderr)
-        return ChatModel.load(args.model, runner=args.runner, device=device_from_args(args), dtype=args.dtype,
-                              threads=args.threads, quantize=args.quantize, prefix_cache=args.prefix_cache,
-                              context_length=args.context_length,
-                              max_batch_size=args.max_batch_size, max_waiting=args.max_waiting, progress=True)
+        return load_model(args, max_waiting=args.max_waiting, progress=True)
 
     options: dict[str, Any] = {"api_key": api_key, "cors_origins": args.cors_origin,
                                "served_model_name": args.served_model_name}

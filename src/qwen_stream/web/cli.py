@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
-from qwen_stream.cli.main import add_model_arguments, device_from_args
+from qwen_stream.cli.options import add_model_arguments, load_model
 
 DEFAULT_HOST = "127.0.0.1"  # loopback: the page is not on the network unless asked for
 
@@ -33,14 +32,9 @@ def run(args: argparse.Namespace) -> int:
     if args.port is not None and not 0 < args.port < 65536:
         raise ValueError(f"--port must be in 1..65535, got {args.port}")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no phoning home from an offline tool
-    from qwen_stream.api import ChatModel
     from qwen_stream.web.app import WebDefaults, build_demo, page_options
 
-    print(f"Loading {args.model or 'the default model'} ...", file=sys.stderr)
-    model = ChatModel.load(args.model, runner=args.runner, device=device_from_args(args), dtype=args.dtype,
-                           threads=args.threads, quantize=args.quantize, prefix_cache=args.prefix_cache,
-                           context_length=args.context_length,
-                           max_batch_size=args.max_batch_size)
+    model = load_model(args)
     try:
         model.sampling_params(temperature=args.temperature, top_p=args.top_p,
                               max_new_tokens=args.max_new_tokens)  # bad flags fail here, before the page opens

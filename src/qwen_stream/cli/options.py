@@ -1,0 +1,56 @@
+"""The model options every command that loads a model shares, and the one way those commands load it.
+
+``qwen-stream chat``, ``serve`` and ``web`` call ``add_model_arguments`` on their parser and ``load_model(args)``
+to get a ChatModel. Light imports only: torch and transformers load inside ``load_model``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from qwen_stream.api import ChatModel
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model options every command that loads a model shares."""
+    parser.add_argument("-c", "--checkpoint-path", "--model", dest="model", default=None,
+                        help="built-in alias, local HF directory, .gguf file or hub id (default: the default alias)")
+    parser.add_argument("--runner", choices=["auto", "llamacpp", "torch"], default="auto",
+                        help="what computes the logits: llama.cpp for GGUF, PyTorch otherwise (default: auto); "
+                             "the PyTorch runner is our own forward (torch-native) for qwen2/qwen3/llama and the "
+                             "transformers forward (torch-hf) otherwise, printed at load")
+    parser.add_argument("--cpu-only", action="store_true", help="run on the CPU even if a GPU is present")
+    parser.add_argument("--device", default=None, help="torch device: cpu, cuda, cuda:1, auto (default: cpu)")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
+                        help="weights dtype for the PyTorch runner (default: float32 on CPU, bfloat16 on GPU)")
+    parser.add_argument("--quantize", choices=["int8"], default=None,
+                        help="int8 weights for the PyTorch runner on the CPU (picks --runner torch under auto)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: physical cores)")
+    parser.add_argument("--context-length", type=int, default=None, help="context window to serve (tokens)")
+    parser.add_argument("--max-batch-size", type=int, default=16, help="sequences decoded together at most")
+    parser.add_argument("--no-prefix-cache", dest="prefix_cache", action="store_false",
+                        help="forget a finished request's KV (default: keep it, so the next turn of a conversation "
+                             "prefills only its new tokens)")
+
+
+def device_from_args(args: argparse.Namespace) -> str | None:
+    """The device asked for (None: the default, resolved by engine/devices.py); --cpu-only wins."""
+    if getattr(args, "cpu_only", False):
+        return "cpu"
+    return args.device
+
+
+def load_model(args: argparse.Namespace, **extra: Any) -> ChatModel:
+    """Load the model the shared options name, saying so on stderr; ``extra``: more ChatModel.load keywords."""
+    from qwen_stream.api import ChatModel  # heavy: torch, transformers
+
+    print(f"Loading {args.model or 'the default model'} ...", file=sys.stderr, flush=True)
+    model = ChatModel.load(args.model, runner=args.runner, device=device_from_args(args), dtype=args.dtype,
+                           threads=args.threads, quantize=args.quantize, prefix_cache=args.prefix_cache,
+                           context_length=args.context_length, max_batch_size=args.max_batch_size, **extra)
+    print(f"Loaded {model.name} on {model.engine.name} ({model.context_length}-token context, "
+          f"{model.engine.max_running} slots)", file=sys.stderr, flush=True)
+    return model
