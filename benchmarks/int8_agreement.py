@@ -44,9 +44,10 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=500, help="tokens of README text to use (default: 500)")
     args = parser.parse_args()
 
+    from qwen_stream.engine.devices import configure_threads
     from qwen_stream.models import loader
 
-    loader.configure_threads()
+    configure_threads()
     source = loader.resolve_source(args.model, progress=True)
     tokenizer = loader.load_tokenizer(source, progress=False)
     ids = tokenizer(TEXT.read_text(encoding="utf-8"))["input_ids"][: args.tokens]

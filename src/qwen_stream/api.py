@@ -1,6 +1,7 @@
 """The Python API: load a chat model once, then stream answers from any thread or asyncio task.
 
-Every stream goes through one shared engine, so concurrent callers are decoded together as one batch.
+Every stream goes through one shared engine (an EngineBackend, see engine/backend.py), so concurrent callers are
+decoded together as one batch.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any
 
 import torch
 
+from qwen_stream.consumer import RequestConsumer
+from qwen_stream.engine.backend import EngineBackend
 from qwen_stream.engine.engine import Engine
 from qwen_stream.engine.runner import ModelRunner
 from qwen_stream.models.prompting import ChatPrompter, history_pairs, make_messages
@@ -37,25 +40,22 @@ class _Prepared:
 class ChatModel:
     """A loaded model with its tokenizer, chat template and engine."""
 
-    def __init__(self, *, name: str, tokenizer: Any, runner: ModelRunner, default_params: SamplingParams,
-                 eos_token_ids: Sequence[int], context_length: int, max_batch_size: int = 16,
-                 max_waiting: int = 64, default_system: str | None = None, prefix_cache: bool = True) -> None:
+    def __init__(self, *, name: str, tokenizer: Any, engine: EngineBackend, default_params: SamplingParams,
+                 eos_token_ids: Sequence[int] = (), default_system: str | None = None) -> None:
         self.name = name
         self.tokenizer = tokenizer
-        self.runner = runner
+        self.engine = engine
         self.default_params = default_params
         self.eos_token_ids = tuple(eos_token_ids)
-        self.engine = Engine(runner, eos_token_ids=eos_token_ids, max_running=max_batch_size,
-                             max_waiting=max_waiting, max_model_len=context_length, reuse_prefix=prefix_cache)
         self.context_length = self.engine.max_model_len
         if default_params.max_new_tokens > self.context_length // 2:
             # a model's default (e.g. 512) must not by itself leave no room for the prompt
             self.default_params = default_params.with_(max_new_tokens=max(1, self.context_length // 2))
         self.prompter = ChatPrompter(tokenizer, default_system=default_system)
-        self.grammars = Grammars(tokenizer, vocab_size=runner.vocab_size, stop_token_ids=self.eos_token_ids)
+        self.grammars = Grammars(tokenizer, vocab_size=engine.vocab_size, stop_token_ids=self.eos_token_ids)
 
     @classmethod
-    def load(cls, model: str | None = None, *, runner: str = "auto", device: str = "cpu", dtype: str | None = None,
+    def load(cls, model: str | None = None, *, runner: str = "auto", device: str | None = "cpu", dtype: str | None = None,
              max_batch_size: int = 16, max_waiting: int = 64, context_length: int | None = None,
              threads: int | None = None, quantize: str | None = None, progress: bool = True,
              system: str | None = None, prefix_cache: bool = True) -> ChatModel:
@@ -64,15 +64,22 @@ class ChatModel:
         ``quantize="int8"``: the PyTorch runner with int8 weights (CPU, float32 activations; approximate), chosen
         automatically for ``runner="auto"``. ``prefix_cache``: a finished request's KV stays in its slot, and a
         later prompt that starts the same way (the next turn of a conversation) prefills only what is new."""
-        from qwen_stream.engine.build import load_components
+        from qwen_stream.loading import load_components
 
         parts = load_components(model, runner=runner, device=device, dtype=dtype, max_slots=max_batch_size,
                                 context_length=context_length, threads=threads, quantize=quantize,
                                 progress=progress)
-        return cls(name=parts.name, tokenizer=parts.tokenizer, runner=parts.runner,
-                   default_params=parts.default_params, eos_token_ids=parts.eos_token_ids,
-                   context_length=parts.context_length, max_batch_size=max_batch_size, max_waiting=max_waiting,
-                   default_system=system, prefix_cache=prefix_cache)
+        engine = Engine(parts.runner, eos_token_ids=parts.eos_token_ids, max_running=max_batch_size,
+                        max_waiting=max_waiting, max_model_len=parts.context_length, reuse_prefix=prefix_cache)
+        logger.info("%s runs on %s (context %d tokens, %d slots)", parts.name, engine.name, engine.max_model_len,
+                    engine.max_running)
+        return cls(name=parts.name, tokenizer=parts.tokenizer, engine=engine, default_params=parts.default_params,
+                   eos_token_ids=parts.eos_token_ids, default_system=system)
+
+    @property
+    def runner(self) -> ModelRunner | None:
+        """The ModelRunner our step-loop engine drives (None on a backend without one)."""
+        return getattr(self.engine, "runner", None)
 
     # ---- parameters and prompts -----------------------------------------------------------------------------
 
@@ -203,30 +210,27 @@ class ChatModel:
     def _run_batch(self, prepared: list[_Prepared], progress: bool) -> list[str]:
         from tqdm.auto import tqdm
 
-        finished: queue.SimpleQueue[tuple[int, TokenOutput]] = queue.SimpleQueue()
-        processors = [self._processor(p.params) for p in prepared]
-        texts: list[str] = [""] * len(prepared)
-        request_ids: list[str] = [""] * len(prepared)
-        answered = [False] * len(prepared)
+        outputs: queue.SimpleQueue[tuple[int, TokenOutput]] = queue.SimpleQueue()
+        consumers = [RequestConsumer(self.engine, self._processor(p.params)) for p in prepared]
         capacity = self.engine.max_running + self.engine.max_waiting
-        next_index, done = 0, 0
-        with tqdm(total=len(prepared), desc="batch", unit="answer", disable=not progress) as bar:
-            while done < len(prepared):
-                while next_index < len(prepared) and next_index - done < capacity:
-                    item, i = prepared[next_index], next_index
-                    request_ids[i] = self.engine.submit(item.prompt_ids, item.params, _indexed_sink(finished, i))
-                    next_index += 1
-                i, out = finished.get()
-                if answered[i]:
-                    continue  # outputs still queued after a stop string ended this answer
-                event = processors[i].process(out)
-                if processors[i].stopped_by_string and out.finish_reason is None:
-                    self.engine.abort(request_ids[i])
-                if event.finished:
-                    texts[i], answered[i] = event.text, True
-                    done += 1
-                    bar.update(1)
-        return texts
+        submitted = done = 0
+        try:
+            with tqdm(total=len(prepared), desc="batch", unit="answer", disable=not progress) as bar:
+                while done < len(prepared):
+                    while submitted < len(prepared) and submitted - done < capacity:
+                        item = prepared[submitted]
+                        consumers[submitted].submit(item.prompt_ids, item.params, _indexed_sink(outputs, submitted))
+                        submitted += 1
+                    i, out = outputs.get()
+                    if consumers[i].finished:
+                        continue  # outputs still queued after a stop string ended this answer
+                    if consumers[i].process(out).finished:
+                        done += 1
+                        bar.update(1)
+        finally:
+            for consumer in consumers:  # an error or Ctrl-C: stop the answers still running
+                consumer.cancel()
+        return [c.final.text if c.final is not None else "" for c in consumers]
 
     def close(self) -> None:
         self.engine.shutdown()

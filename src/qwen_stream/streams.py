@@ -1,7 +1,9 @@
 """A request in flight as seen by a front end: an iterator (sync or async) of StreamEvents.
 
 Each stream owns one engine request. Leaving it early in any way (break, close(), Ctrl-C, task cancellation,
-garbage collection) aborts the request, which frees its KV slot at the engine's next step.
+garbage collection) aborts the request, which frees its KV slot at the engine's next step. What a reader does
+with each engine output (errors, stop strings, cancelling) is the RequestConsumer's job (consumer.py), shared with
+the offline batch.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import queue
 from dataclasses import dataclass
 from typing import Any
 
-from qwen_stream.engine.engine import Engine
+from qwen_stream.consumer import RequestConsumer
+from qwen_stream.engine.backend import EngineBackend
 from qwen_stream.output.message import coalesce_tool_call_deltas
 from qwen_stream.output.processor import OutputProcessor
 from qwen_stream.types import EngineError, SamplingParams, StreamEvent, TokenOutput
@@ -44,51 +47,44 @@ def merge_events(events: list[StreamEvent]) -> StreamEvent:
 
 
 class _StreamBase:
-    def __init__(self, engine: Engine, processor: OutputProcessor, prompt_info: PromptInfo) -> None:
+    def __init__(self, engine: EngineBackend, processor: OutputProcessor, prompt_info: PromptInfo) -> None:
         self.engine = engine
         self.prompt_info = prompt_info
-        self._processor = processor
-        self._done = False
-        self.request_id = ""
-        self.final: StreamEvent | None = None  # the last event, once finished
+        self._consumer = RequestConsumer(engine, processor)
+
+    @property
+    def request_id(self) -> str:
+        return self._consumer.request_id
+
+    @property
+    def final(self) -> StreamEvent | None:
+        """The last event, once finished."""
+        return self._consumer.final
 
     @property
     def finished(self) -> bool:
-        return self._done
+        return self._consumer.finished
+
+    @property
+    def _done(self) -> bool:
+        return self._consumer.finished
 
     def cancel(self) -> None:
         """Stop generating now (idempotent). The stream then ends without a final event."""
-        if not self._done:
-            self._done = True
-            self.engine.abort(self.request_id)
-
-    def __del__(self) -> None:
-        # A stream dropped unfinished frees its slot. __init__ may have failed before submitting (the engine
-        # refused the request), hence the careful lookups.
-        if not getattr(self, "_done", True) and self.__dict__.get("request_id"):
-            self.engine.abort(self.request_id)
+        self._consumer.cancel()
 
     def _process(self, out: TokenOutput) -> StreamEvent:
-        if out.error is not None:
-            self._done = True
-            raise EngineError(out.error)
-        event = self._processor.process(out)
-        if self._processor.stopped_by_string and out.finish_reason is None:
-            self.engine.abort(self.request_id)  # the text is complete: stop computing at once
-        if event.finished:
-            self._done = True
-            self.final = event
-        return event
+        return self._consumer.process(out)
 
 
 class RequestStream(_StreamBase):
     """Synchronous iterator of StreamEvents for one request."""
 
-    def __init__(self, engine: Engine, prompt_ids: list[int], params: SamplingParams, processor: OutputProcessor,
-                 prompt_info: PromptInfo) -> None:
+    def __init__(self, engine: EngineBackend, prompt_ids: list[int], params: SamplingParams,
+                 processor: OutputProcessor, prompt_info: PromptInfo) -> None:
         super().__init__(engine, processor, prompt_info)
         self._outputs: queue.SimpleQueue[TokenOutput] = queue.SimpleQueue()
-        self.request_id = engine.submit(prompt_ids, params, self._outputs.put)
+        self._consumer.submit(prompt_ids, params, self._outputs.put)
 
     def __iter__(self) -> RequestStream:
         return self
@@ -136,8 +132,8 @@ class RequestStream(_StreamBase):
 class AsyncRequestStream(_StreamBase):
     """Asynchronous iterator of StreamEvents; create it inside a running event loop."""
 
-    def __init__(self, engine: Engine, prompt_ids: list[int], params: SamplingParams, processor: OutputProcessor,
-                 prompt_info: PromptInfo) -> None:
+    def __init__(self, engine: EngineBackend, prompt_ids: list[int], params: SamplingParams,
+                 processor: OutputProcessor, prompt_info: PromptInfo) -> None:
         super().__init__(engine, processor, prompt_info)
         loop = asyncio.get_running_loop()
         self._outputs: asyncio.Queue[TokenOutput] = asyncio.Queue()
@@ -145,7 +141,7 @@ class AsyncRequestStream(_StreamBase):
         def sink(out: TokenOutput) -> None:  # runs on the engine thread
             loop.call_soon_threadsafe(self._outputs.put_nowait, out)
 
-        self.request_id = engine.submit(prompt_ids, params, sink)
+        self._consumer.submit(prompt_ids, params, sink)
 
     def __aiter__(self) -> AsyncRequestStream:
         return self

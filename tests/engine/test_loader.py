@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from qwen_stream.engine.cpu import physical_cores
+from qwen_stream.engine.devices import configure_threads
 from qwen_stream.models import gguf_convert, loader, registry
 from qwen_stream.models.prompting import ChatPrompter, make_messages
 from qwen_stream.models.qwen_tokenizer import default_tiktoken_file
@@ -94,12 +95,12 @@ def test_greedy_generation_config_means_temperature_zero(tmp_path: Path) -> None
 def test_configure_threads() -> None:
     before = torch.get_num_threads()
     try:
-        assert loader.configure_threads(1) == 1 and torch.get_num_threads() == 1
-        assert loader.configure_threads(None) == physical_cores() >= 1
+        assert configure_threads(1) == 1 and torch.get_num_threads() == 1
+        assert configure_threads(None) == physical_cores() >= 1
     finally:
         torch.set_num_threads(before)
     with pytest.raises(ValueError, match="threads"):
-        loader.configure_threads(0)
+        configure_threads(0)
 
 
 def _greedy(model: Any, ids: list[int], steps: int) -> list[int]:

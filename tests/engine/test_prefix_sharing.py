@@ -42,9 +42,9 @@ def drive(core: EngineCore, prompts: list[list[int]]) -> dict[str, list[int]]:
     outputs: dict[str, list[int]] = {}
     for i, prompt in enumerate(prompts):
         outputs[f"r{i}"] = []
-        core.add(f"r{i}", prompt, GREEDY, lambda out: None)
+        core.add(f"r{i}", prompt, GREEDY)
     while core.has_work:
-        for _seq, out in core.step():
+        for out in core.step():
             outputs[out.request_id] += out.new_token_ids
     return outputs
 
@@ -80,15 +80,15 @@ def test_short_shared_prefixes_and_plain_runners_do_not_copy() -> None:
 def test_a_source_that_ends_before_computing_the_prefix_is_not_waited_for() -> None:
     runner = CopyingRunner()
     core = EngineCore(runner, eos_token_ids=[0], max_running=4, max_model_len=128)
-    core.add("a", [*SYSTEM, 40], GREEDY, lambda out: None)
-    core.add("b", [*SYSTEM, 41], GREEDY, lambda out: None)
+    core.add("a", [*SYSTEM, 40], GREEDY)
+    core.add("b", [*SYSTEM, 41], GREEDY)
     core.scheduler.schedule()  # admits both (the batch is dropped: nothing ran); b waits for a's prefix
     waiting = core.scheduler.running[1]
     assert waiting.prefix_source is core.scheduler.running[0]
     core.abort(["a"])
     outputs: list[TokenOutput] = []
     while core.has_work:
-        outputs += [out for _seq, out in core.step()]
+        outputs += core.step()
     assert [t for o in outputs for t in o.new_token_ids] == [42, 43]
     assert runner.copies == [] and runner.fed[0].start_pos == 0 and len(runner.fed[0].token_ids) == 21
 

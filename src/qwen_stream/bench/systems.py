@@ -63,9 +63,9 @@ class OursSystem:
                                     quantize=quantize, prefix_cache=config.prefix_cache,
                                     max_batch_size=config.max_batch_size, context_length=config.context_length,
                                     progress=False)
-        if self.model.runner.name != runner and not self.model.runner.name.startswith(runner):
+        if self.model.engine.name != runner and not self.model.engine.name.startswith(runner):
             self.model.close()
-            raise RuntimeError(f"asked for the {runner} runner, got {self.model.runner.name}")
+            raise RuntimeError(f"asked for the {runner} runner, got {self.model.engine.name}")
 
     def serve(self, messages: Messages, trace: StreamTrace) -> None:
         seen = 0
@@ -89,8 +89,7 @@ class OursSystem:
                 "generated_tokens": s.generated_tokens, "reused_prompt_tokens": s.reused_prompt_tokens}
 
     def close(self) -> None:
-        self.model.close()
-        self.model.runner.close()
+        self.model.close()  # also closes the runner
 
 
 class HFSystem:

@@ -1,19 +1,20 @@
-"""Everything ChatModel needs from a model name: tokenizer, runner, defaults, stop ids, context window.
+"""Build the runner that computes a loaded model's logits, from a model source and the runner options.
 
-The runner is chosen here: llama.cpp for GGUF files on the CPU (its quantized kernels are 3-4x faster than
-PyTorch here), PyTorch for Hugging Face checkpoints, GPUs, and whenever llama-cpp-python is missing.
+The choice is made here: llama.cpp for GGUF files on the CPU (its quantized kernels are 3-4x faster than PyTorch
+here), PyTorch for Hugging Face checkpoints, GPUs, and whenever llama-cpp-python is missing. The PyTorch runner is
+our own forward ("torch-native") for the architectures it knows and the Hugging Face forward ("torch-hf")
+otherwise; ``runner.name`` says which one runs.
 """
 
 from __future__ import annotations
 
 import logging
 import warnings
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from qwen_stream.engine.runner import ModelRunner
-from qwen_stream.types import SamplingParams
 
 logger = logging.getLogger(__name__)
 
@@ -22,23 +23,8 @@ RUNNERS = ("auto", "llamacpp", "torch")
 QUANTIZE_MODES = (None, "int8")
 
 
-@dataclass(slots=True)
-class ModelComponents:
-    name: str
-    tokenizer: Any
-    runner: ModelRunner
-    default_params: SamplingParams
-    eos_token_ids: tuple[int, ...]
-    context_length: int
-
-
-def load_components(model: str | None, *, runner: str = "auto", device: str = "cpu", dtype: str | None = None,
-                    max_slots: int = 16, context_length: int | None = None, threads: int | None = None,
-                    quantize: str | None = None, progress: bool = True) -> ModelComponents:
-    """``quantize="int8"`` runs the PyTorch runner's projections with int8 weights (see engine/quantize.py);
-    with ``runner="auto"`` it picks the PyTorch runner, since GGUF weights are quantized already."""
-    from qwen_stream.models import loader
-
+def check_runner_options(runner: str, quantize: str | None, max_slots: int, context_length: int | None) -> None:
+    """ValueError for options no runner accepts, before anything loads."""
     if runner not in RUNNERS:
         raise ValueError(f"runner must be one of {', '.join(RUNNERS)}, got {runner!r}")
     if quantize not in QUANTIZE_MODES:
@@ -50,44 +36,29 @@ def load_components(model: str | None, *, runner: str = "auto", device: str = "c
         raise ValueError(f"max_batch_size must be >= 1, got {max_slots}")
     if context_length is not None and context_length < 16:
         raise ValueError(f"context_length must be >= 16, got {context_length}")
-    device = resolve_device(device)
-    threads = loader.configure_threads(threads)
-    source = loader.resolve_source(model, progress=progress)
-    tokenizer = loader.load_tokenizer(source, progress=progress)
-    defaults = SamplingParams(**loader.load_generation_defaults(source))
-    eos_ids = tuple(loader.chat_stop_token_ids(tokenizer))
-    calibration = None
-    if quantize:
-        from qwen_stream.engine.smooth import calibration_token_ids
-
-        calibration = calibration_token_ids(tokenizer)
-    built = _build_runner(source, "torch" if quantize else runner, device=device, dtype=dtype, max_slots=max_slots,
-                          context_length=context_length, threads=threads, quantize=quantize,
-                          calibration=calibration, progress=progress)
-    return ModelComponents(name=source.name, tokenizer=tokenizer, runner=built, default_params=defaults,
-                           eos_token_ids=eos_ids, context_length=built.max_seq_len)
 
 
-def resolve_device(device: str | None) -> str:
-    """None or "auto": CUDA when present, else CPU; an unavailable CUDA device is a ValueError."""
-    from qwen_stream.engine.torch_runner import resolve_device as resolve
+def build_runner(source: Any, runner: str = "auto", *, device: str | None = None, dtype: str | None = None,
+                 max_slots: int = 16, context_length: int | None = None, threads: int, quantize: str | None = None,
+                 calibration: Sequence[int] | None = None, progress: bool = True) -> ModelRunner:
+    """A runner for ``source`` (a models.loader.ModelSource). ``quantize="int8"`` runs the PyTorch runner's
+    projections with int8 weights (see quantize.py) and picks it under ``runner="auto"``, since GGUF weights are
+    quantized already; ``calibration`` is text whose activations set its smoothing (see smooth.py)."""
+    from qwen_stream.engine.devices import resolve_device
 
-    return str(resolve(device or "auto"))
-
-
-def _build_runner(source: Any, runner: str, *, device: str, dtype: str | None, max_slots: int,
-                  context_length: int | None, threads: int, quantize: str | None, calibration: list[int] | None,
-                  progress: bool) -> ModelRunner:
+    check_runner_options(runner, quantize, max_slots, context_length)
+    runner = "torch" if quantize else runner
+    resolved = str(resolve_device(device))
     is_gguf = source.kind == "gguf"
     if runner == "llamacpp" and not is_gguf:
         raise ValueError("the llama.cpp runner needs a .gguf model; use --runner torch for Hugging Face checkpoints")
-    if is_gguf and runner in ("auto", "llamacpp") and device == "cpu":
+    if is_gguf and runner in ("auto", "llamacpp") and resolved == "cpu":
         try:
             return _llamacpp_runner(Path(source.path), max_slots, context_length, threads)
         except ImportError as exc:
             warnings.warn(f"llama-cpp-python is not installed ({exc}); falling back to the slower PyTorch runner. "
                           "Install it with: pip install 'qwen-stream[llama]'", RuntimeWarning, stacklevel=3)
-    return _torch_runner(source, device=device, dtype=dtype, max_slots=max_slots, context_length=context_length,
+    return _torch_runner(source, device=resolved, dtype=dtype, max_slots=max_slots, context_length=context_length,
                          quantize=quantize, calibration=calibration, progress=progress)
 
 
@@ -101,10 +72,11 @@ def _llamacpp_runner(path: Path, max_slots: int, context_length: int | None, thr
 
 
 def _torch_runner(source: Any, *, device: str, dtype: str | None, max_slots: int, context_length: int | None,
-                  quantize: str | None, calibration: list[int] | None, progress: bool) -> ModelRunner:
+                  quantize: str | None, calibration: Sequence[int] | None, progress: bool) -> ModelRunner:
     import torch
 
-    from qwen_stream.engine.torch_runner import build_torch_runner, resolve_dtype
+    from qwen_stream.engine.devices import resolve_dtype
+    from qwen_stream.engine.torch_runner import build_torch_runner
     from qwen_stream.models import loader
 
     torch_dtype = resolve_dtype(dtype, torch.device(device))  # None: float32 on CPU, bf16/fp16 on GPU

@@ -1,4 +1,8 @@
-"""One engine step: schedule, run the model, sample, postprocess. Single-threaded; the Engine drives it."""
+"""One engine step: schedule, run the model, sample, postprocess. Single-threaded; the Engine drives it.
+
+Token ids only, and no callbacks: every call returns the TokenOutputs it produced, keyed by request id; the
+Engine thread routes them to each request's consumer.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +16,10 @@ import torch
 from qwen_stream.engine.constraints import mask_constrained
 from qwen_stream.engine.runner import ModelRunner
 from qwen_stream.engine.sampler import SamplingState, sample_batch, token_logprobs
-from qwen_stream.engine.scheduler import Scheduler, Sequence, Sink
+from qwen_stream.engine.scheduler import Scheduler, Sequence
 from qwen_stream.types import SamplingParams, TokenLogprob, TokenOutput
 
 logger = logging.getLogger(__name__)
-
-Delivery = list[tuple[Sequence, TokenOutput]]
 
 
 @dataclass(slots=True)
@@ -45,15 +47,15 @@ class EngineCore:
                                    prefill_chunk=prefill_chunk, reuse_prefix=reuse_prefix, share_prefix=share_prefix)
         self.timings = StepTimings()
 
-    def add(self, request_id: str, prompt_ids: list[int], params: SamplingParams, sink: Sink) -> None:
+    def add(self, request_id: str, prompt_ids: list[int], params: SamplingParams) -> None:
         sampling = SamplingState.create(params, prompt_ids, self.runner.vocab_size)
         stop_ids = self.stop_ids | frozenset(params.stop_token_ids)
-        self.scheduler.add(Sequence(request_id, prompt_ids, params, sink, sampling, stop_ids))
+        self.scheduler.add(Sequence(request_id, prompt_ids, params, sampling, stop_ids))
 
-    def abort(self, request_ids: list[str]) -> Delivery:
-        delivered = self.scheduler.abort(request_ids)
+    def abort(self, request_ids: list[str]) -> list[TokenOutput]:
+        outputs = self.scheduler.abort(request_ids)
         self._free_slots()
-        return delivered
+        return outputs
 
     def reset_prefix_cache(self) -> None:
         """Forget the KV that idle slots keep for prefix reuse."""
@@ -64,7 +66,7 @@ class EngineCore:
     def has_work(self) -> bool:
         return self.scheduler.has_work
 
-    def step(self) -> Delivery:
+    def step(self) -> list[TokenOutput]:
         started = time.perf_counter()
         batch = self.scheduler.schedule()
         if batch.empty:
@@ -75,19 +77,19 @@ class EngineCore:
             logits = self.runner.forward(batch.chunks)  # [len(batch.sampled), vocab]
         except Exception as exc:  # a failed step must end its requests, not hang them
             logger.exception("model step failed")
-            delivered = self.scheduler.fail_running(f"model step failed: {exc}")
+            failed = self.scheduler.fail_running(f"model step failed: {exc}")
             self._free_slots()
-            return delivered
+            return failed
         forwarded = time.perf_counter()
         states = [seq.sampling for seq in batch.sampled]
         if mask_constrained(logits, states):
             self.timings.constrain_s += time.perf_counter() - forwarded
         tokens = sample_batch(logits, states)
         logprobs = self._logprobs(logits, batch.sampled, tokens)
-        delivered = self.scheduler.postprocess(batch, tokens, logprobs)
+        outputs = self.scheduler.postprocess(batch, tokens, logprobs)
         self._free_slots()
         self._account(started, forwarded, len(tokens))
-        return delivered
+        return outputs
 
     def _logprobs(self, logits: torch.Tensor, seqs: list[Sequence], tokens: list[int]) -> list[TokenLogprob | None]:
         return [token_logprobs(logits[i], tokens[i], seq.params.logprobs)

@@ -1,8 +1,8 @@
-"""The engine thread: one step loop serving every front end through thread-safe queues.
+"""Our EngineBackend: one engine thread runs the step loop and serves every front end through thread-safe queues.
 
 Front ends call ``submit`` and ``abort`` from any thread; the engine thread admits new requests and applies aborts
-before each step, so an abort takes effect within one step. Outputs go to each request's ``sink``, called on the
-engine thread (it must not block: put into a queue, or ``loop.call_soon_threadsafe`` for asyncio).
+before each step, so an abort takes effect within one step. The core returns TokenOutputs keyed by request id; the
+engine thread routes each to the ``OutputSink`` its request was submitted with (see backend.py for the contract).
 """
 
 from __future__ import annotations
@@ -17,29 +17,14 @@ import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from qwen_stream.engine.core import Delivery, EngineCore
+from qwen_stream.engine.backend import EngineBackend, EngineStats, OutputSink
+from qwen_stream.engine.core import EngineCore
 from qwen_stream.engine.runner import ModelRunner
-from qwen_stream.engine.scheduler import Sink
 from qwen_stream.types import EngineError, EngineOverloadedError, FinishReason, SamplingParams, TokenOutput
 
 logger = logging.getLogger(__name__)
 
-
-@dataclass(slots=True, frozen=True)
-class EngineStats:
-    running: int
-    waiting: int
-    free_slots: int
-    steps: int
-    generated_tokens: int
-    forward_s: float
-    sample_s: float
-    step_s: float
-    reused_prompt_tokens: int = 0  # prompt tokens taken from a slot's cached prefix instead of prefilled
-
-    @property
-    def mean_step_ms(self) -> float:
-        return 1000.0 * self.step_s / self.steps if self.steps else 0.0
+__all__ = ["Engine", "EngineStats", "wait_idle"]
 
 
 @dataclass(slots=True)
@@ -47,7 +32,7 @@ class _Submit:
     request_id: str
     prompt_ids: list[int]
     params: SamplingParams
-    sink: Sink
+    sink: OutputSink
 
 
 @dataclass(slots=True)
@@ -60,6 +45,8 @@ class _ResetPrefixCache:
 
 
 class Engine:
+    """The step-loop backend over one ModelRunner (implements ``EngineBackend``)."""
+
     def __init__(self, runner: ModelRunner, *, eos_token_ids: Sequence[int], max_running: int = 16,
                  max_waiting: int = 64, max_model_len: int | None = None, prefill_chunk: int = 512,
                  reuse_prefix: bool = True) -> None:
@@ -68,12 +55,15 @@ class Engine:
         self.max_model_len = min(max_model_len or runner.max_seq_len, runner.max_seq_len)
         self.max_running = min(max_running, runner.max_slots)
         self.max_waiting = max_waiting
+        self.name = runner.name
+        self.vocab_size = runner.vocab_size
         self.core = EngineCore(runner, eos_token_ids=eos_token_ids, max_running=self.max_running,
                                max_model_len=self.max_model_len, prefill_chunk=prefill_chunk,
                                reuse_prefix=reuse_prefix)
         self._inbox: queue.SimpleQueue[_Submit | _Abort | _ResetPrefixCache | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._unfinished: set[str] = set()  # submitted and not yet finished, guarded by _lock
+        self._sinks: dict[str, OutputSink] = {}  # admitted requests' sinks, engine thread only
         self._ids = itertools.count()
         self._stopped = False
         self._thread = threading.Thread(target=self._loop, name="qwen-stream-engine", daemon=True)
@@ -83,7 +73,8 @@ class Engine:
 
     # ---- called from any thread -------------------------------------------------------------------------------
 
-    def submit(self, prompt_ids: list[int], params: SamplingParams, sink: Sink, request_id: str | None = None) -> str:
+    def submit(self, prompt_ids: list[int], params: SamplingParams, output: OutputSink,
+               request_id: str | None = None) -> str:
         if not prompt_ids:
             raise ValueError("the prompt is empty: at least one token is needed")
         if len(prompt_ids) >= self.max_model_len:
@@ -101,7 +92,7 @@ class Engine:
                     f"server busy: {self.max_running} requests running and {max(waiting, 0)} waiting "
                     f"(limit {self.max_waiting}); retry shortly", retry_after_s=1.0)
             self._unfinished.add(request_id)
-        self._inbox.put(_Submit(request_id, list(prompt_ids), params, sink))
+        self._inbox.put(_Submit(request_id, list(prompt_ids), params, output))
         return request_id
 
     def abort(self, request_id: str) -> None:
@@ -135,6 +126,13 @@ class Engine:
     def num_unfinished(self) -> int:
         with self._lock:
             return len(self._unfinished)
+
+    @property
+    def runner(self) -> ModelRunner:
+        return self.core.runner
+
+    def is_alive(self) -> bool:
+        return not self._stopped and self._thread.is_alive()
 
     def shutdown(self, timeout: float = 10.0) -> None:
         with self._lock:
@@ -179,21 +177,27 @@ class Engine:
         return True
 
     def _admit(self, item: _Submit) -> None:
+        self._sinks[item.request_id] = item.sink
         try:
-            self.core.add(item.request_id, item.prompt_ids, item.params, item.sink)
+            self.core.add(item.request_id, item.prompt_ids, item.params)
         except Exception as exc:  # e.g. a token id outside the vocabulary
             logger.exception("could not admit request %s", item.request_id)
-            self._send(item.request_id, item.sink, TokenOutput(item.request_id, [], error=str(exc),
-                                                                finish_reason=FinishReason.ABORT))
+            self._deliver([TokenOutput(item.request_id, [], error=str(exc), finish_reason=FinishReason.ABORT)])
 
-    def _deliver(self, delivered: Delivery) -> None:
-        for seq, out in delivered:
-            self._send(seq.request_id, seq.sink, out)
+    def _deliver(self, outputs: list[TokenOutput]) -> None:
+        for out in outputs:
+            self._send(out)
 
-    def _send(self, request_id: str, sink: Sink, out: TokenOutput) -> None:
-        if out.finish_reason is not None:
+    def _send(self, out: TokenOutput) -> None:
+        request_id = out.request_id
+        finished = out.finish_reason is not None
+        sink = self._sinks.pop(request_id, None) if finished else self._sinks.get(request_id)
+        if finished:
             with self._lock:
                 self._unfinished.discard(request_id)
+        if sink is None:  # never admitted: nobody to tell
+            logger.warning("output for unknown request %s dropped", request_id)
+            return
         try:
             sink(out)
         except Exception:  # a consumer that went away (closed event loop...): stop working for it
@@ -208,7 +212,7 @@ def _shutdown_if_alive(ref: weakref.ref[Engine]) -> None:
         engine.shutdown(timeout=2.0)
 
 
-def wait_idle(engine: Engine, timeout: float = 10.0) -> bool:
+def wait_idle(engine: EngineBackend, timeout: float = 10.0) -> bool:
     """Test and shutdown helper: wait until no request is running or waiting."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -19,15 +19,13 @@ from __future__ import annotations
 import enum
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from qwen_stream.engine.constraints import advance, grammar_ended
 from qwen_stream.engine.runner import SeqChunk
 from qwen_stream.engine.sampler import SamplingState
 from qwen_stream.types import FinishReason, SamplingParams, TokenLogprob, TokenOutput
-
-Sink = Callable[[TokenOutput], None]
 
 
 class SeqStatus(enum.Enum):
@@ -41,7 +39,6 @@ class Sequence:
     request_id: str
     prompt_ids: list[int]
     params: SamplingParams
-    sink: Sink
     sampling: SamplingState
     stop_ids: frozenset[int]
     arrival_time: float = field(default_factory=time.perf_counter)
@@ -200,13 +197,12 @@ class Scheduler:
         return best, best_key[0]
 
     def postprocess(self, batch: ScheduledBatch, tokens: list[int],
-                    logprobs: list[TokenLogprob | None]) -> list[tuple[Sequence, TokenOutput]]:
-        """Record the step's results; return the outputs to deliver (finished sequences already freed)."""
+                    logprobs: list[TokenLogprob | None]) -> list[TokenOutput]:
+        """Record the step's results; return one output per sampled sequence (finished ones already freed)."""
         for seq, chunk in zip(batch.owners, batch.chunks, strict=True):
             seq.num_computed = chunk.start_pos + len(chunk.token_ids)
-        outputs: list[tuple[Sequence, TokenOutput]] = []
-        for seq, token, logprob in zip(batch.sampled, tokens, logprobs, strict=True):
-            outputs.append((seq, self._append(seq, token, logprob)))
+        outputs = [self._append(seq, token, logprob)
+                   for seq, token, logprob in zip(batch.sampled, tokens, logprobs, strict=True)]
         self.running = [s for s in self.running if s.status is SeqStatus.RUNNING]
         return outputs
 
@@ -235,7 +231,7 @@ class Scheduler:
         out.error = f"constrained decoding: the grammar rejected token {token}"
         return out
 
-    def abort(self, request_ids: Iterable[str]) -> list[tuple[Sequence, TokenOutput]]:
+    def abort(self, request_ids: Iterable[str]) -> list[TokenOutput]:
         """Finish these requests now; unknown or already finished ids are ignored (aborts are idempotent)."""
         wanted = set(request_ids)
         hit = [s for s in (*self.waiting, *self.running) if s.request_id in wanted]
@@ -243,15 +239,15 @@ class Scheduler:
             self._finish(seq, FinishReason.ABORT)
         self.waiting = deque(s for s in self.waiting if s.status is SeqStatus.WAITING)
         self.running = [s for s in self.running if s.status is SeqStatus.RUNNING]
-        return [(s, TokenOutput(s.request_id, [], FinishReason.ABORT)) for s in hit]
+        return [TokenOutput(s.request_id, [], FinishReason.ABORT) for s in hit]
 
-    def fail_running(self, message: str) -> list[tuple[Sequence, TokenOutput]]:
+    def fail_running(self, message: str) -> list[TokenOutput]:
         """A step failed: end every running sequence with the error instead of leaving it hanging."""
         failed = list(self.running)
         for seq in failed:
             self._finish(seq, FinishReason.ABORT, keep_kv=False)  # what the failed step left in the KV is unknown
         self.running = []
-        return [(s, TokenOutput(s.request_id, [], FinishReason.ABORT, error=message)) for s in failed]
+        return [TokenOutput(s.request_id, [], FinishReason.ABORT, error=message) for s in failed]
 
     def _finish(self, seq: Sequence, reason: FinishReason, *, keep_kv: bool = True) -> None:
         if seq.status is SeqStatus.RUNNING:

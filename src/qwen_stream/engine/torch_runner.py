@@ -17,10 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from qwen_stream.engine.devices import resolve_device, resolve_dtype
 from qwen_stream.engine.hf_runner import HFRunner
 from qwen_stream.engine.kv_cache import SlotKVCache, SlotTable
 from qwen_stream.engine.quantize import int8_available, quantize_int8
-from qwen_stream.engine.runner import ModelRunner, SeqChunk, check_prefix_copy
+from qwen_stream.engine.runner import ModelRunner, SeqChunk
 from qwen_stream.engine.smooth import calibrate, default_calibration_ids, smoothing_scales
 from qwen_stream.engine.torch_layers import (
     LayerWeights,
@@ -40,35 +41,7 @@ NATIVE_MODEL_TYPES = frozenset({"qwen2", "llama", "qwen3"})
 # RoPE types whose cos/sin depend on the position alone, so one table computed up front serves every step;
 # the others ("dynamic", "longrope") rescale with the sequence length and are recomputed per step.
 _STATIC_ROPE_TYPES = frozenset({"default", "linear", "llama3", "yarn"})
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-           "float16": torch.float16, "fp16": torch.float16, "half": torch.float16}
 
-
-def resolve_device(device: str | torch.device = "cpu") -> torch.device:
-    """"auto" means CUDA when present, else CPU; "cuda"/"cuda:N" must actually be available."""
-    if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if not isinstance(device, (str, torch.device)):
-        raise TypeError(f"device must be a string or torch.device, got {type(device).__name__}")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {str(device)!r} asked for, but CUDA is not available here; use 'cpu' or 'auto'")
-    return dev
-
-
-def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """None means float32 on CPU and bfloat16 (float16 where unsupported) on CUDA."""
-    if dtype is None:
-        if device.type != "cuda":
-            return torch.float32
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if isinstance(dtype, torch.dtype):
-        if not dtype.is_floating_point:
-            raise ValueError(f"dtype must be a floating point type, got {dtype}")
-        return dtype
-    if isinstance(dtype, str) and dtype.lower() in _DTYPES:
-        return _DTYPES[dtype.lower()]
-    raise ValueError(f"dtype must be a torch.dtype or one of {sorted(_DTYPES)}, got {dtype!r}")
 
 
 def native_unsupported_reason(hf_model: nn.Module) -> str | None:
@@ -198,14 +171,11 @@ class NativeRunner:
 
     def copy_prefix(self, src: int, dst: int, length: int) -> None:
         """Slot dst takes the first ``length`` positions of slot src's KV (a shared system prompt, say)."""
-        self._table.check_slot(src)
-        self._table.check_slot(dst)
-        check_prefix_copy(src, dst, length, self._table.lengths[src])
+        self._table.copy_prefix(src, dst, length)
         with torch.inference_mode():
             for k, v in zip(self._cache.k, self._cache.v, strict=True):
                 k[dst, :, :length] = k[src, :, :length]
                 v[dst, :, :length] = v[src, :, :length]
-        self._table.lengths[dst] = length
 
     def close(self) -> None:
         self._cache.k.clear()

@@ -191,11 +191,11 @@ def load_tokenizer(source: ModelSource, *, progress: bool = True) -> PreTrainedT
 
 def load_hf_model(source: ModelSource, *, dtype: torch.dtype | str = "float32", device: str = "cpu",
                   progress: bool = True) -> PreTrainedModel:
-    """The model in eval mode on ``device`` ("auto" spreads it with device_map="auto")."""
+    """The model in eval mode on ``device`` (resolved as everywhere: see engine/devices.py)."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    from qwen_stream.engine.torch_runner import resolve_dtype
+    from qwen_stream.engine.devices import resolve_device, resolve_dtype
 
     folder = source.path
     if source.kind == "gguf":
@@ -203,26 +203,9 @@ def load_hf_model(source: ModelSource, *, dtype: torch.dtype | str = "float32", 
     kwargs: dict[str, Any] = {"dtype": resolve_dtype(dtype, torch.device("cpu"))}
     if source.legacy_qwen:
         kwargs["trust_remote_code"] = True  # Qwen-7B-Chat's modeling code ships with its checkpoint
-    device = _usable_device(device)
-    if device == "auto":
-        kwargs["device_map"] = "auto"
     model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
-    if device != "auto":
-        model = model.to(device)  # type: ignore[arg-type]  # transformers' stub wraps .to oddly
+    model = model.to(resolve_device(device))  # type: ignore[arg-type]  # transformers' stub wraps .to oddly
     return model.eval()
-
-
-def _usable_device(device: str) -> str:
-    """device_map="auto" needs accelerate; without it, "auto" means the first GPU if any, else the CPU."""
-    if device != "auto":
-        return device
-    import importlib.util
-
-    import torch
-
-    if importlib.util.find_spec("accelerate") is not None:
-        return "auto"
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _conversion_dir(source: ModelSource) -> Path:
@@ -283,17 +266,3 @@ def context_length(config: Any) -> int:
         if isinstance(value, int) and value > 0:
             return value
     return 2048  # what most older configs without such a field were trained with
-
-
-def configure_threads(threads: int | None = None) -> int:
-    """Set torch's intra-op threads (default: physical cores; hyper-threads slow matmuls down) and return it."""
-    import torch
-
-    if threads is None:
-        from qwen_stream.engine.cpu import physical_cores
-
-        threads = physical_cores()
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
-    torch.set_num_threads(threads)
-    return threads

@@ -1,0 +1,86 @@
+"""The seam between front ends and an engine: what every backend (our step loop, vLLM, ...) promises.
+
+Token ids in, :class:`~qwen_stream.types.TokenOutput` out, keyed by request id. A backend runs its work on its own
+thread (or event loop) and hands each request's outputs to the ``OutputSink`` given at ``submit``, in order, the
+last one with ``finish_reason`` set. Text, stop strings and protocols stay above the seam (output/, consumer.py).
+
+The contract, shared by every implementation:
+- ``submit`` refuses at once, never queues forever: ``ValueError`` for a prompt that cannot run (empty, no room
+  left in the context window, a request id in use), ``EngineOverloadedError`` when ``max_waiting`` requests already
+  wait for a slot, ``EngineError`` once shut down.
+- ``abort`` is idempotent and takes effect within one step: the request's last output has ``FinishReason.ABORT``.
+- A request the backend fails ends with an output whose ``error`` is set (and ``FinishReason.ABORT``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from qwen_stream.types import SamplingParams, TokenOutput
+
+# Receives one request's outputs on the backend's thread: it must not block (put into a queue, or hand over to
+# asyncio with ``loop.call_soon_threadsafe``). If it raises, the backend aborts that request.
+OutputSink = Callable[[TokenOutput], None]
+
+
+@dataclass(slots=True, frozen=True)
+class EngineStats:
+    running: int
+    waiting: int
+    free_slots: int
+    steps: int
+    generated_tokens: int
+    forward_s: float
+    sample_s: float
+    step_s: float
+    reused_prompt_tokens: int = 0  # prompt tokens taken from a slot's cached prefix instead of prefilled
+
+    @property
+    def mean_step_ms(self) -> float:
+        return 1000.0 * self.step_s / self.steps if self.steps else 0.0
+
+
+@runtime_checkable
+class EngineBackend(Protocol):
+    """One loaded model serving many concurrent requests (see the module docstring for the contract)."""
+
+    name: str  # what computes, e.g. "torch-native", "torch-hf", "llamacpp"
+    max_model_len: int  # prompt + answer tokens per request
+    vocab_size: int  # width of the model's logits (token ids are below it; grammars mask this many)
+    max_running: int  # requests decoded together at most
+    max_waiting: int  # requests queued for a slot at most; beyond it submit raises EngineOverloadedError
+
+    def submit(self, prompt_ids: list[int], params: SamplingParams, output: OutputSink,
+               request_id: str | None = None) -> str:
+        """Queue a request; its outputs go to ``output``. Returns its request id (``request_id`` or a new one)."""
+        ...
+
+    def abort(self, request_id: str) -> None:
+        """Stop a request (idempotent; unknown and finished ids are ignored)."""
+        ...
+
+    def abort_all(self) -> int:
+        """Abort every unfinished request; returns how many were asked to stop."""
+        ...
+
+    def reset_prefix_cache(self) -> None:
+        """Forget cached prompt prefixes before any request submitted after this call (running ones keep theirs)."""
+        ...
+
+    def stats(self) -> EngineStats:
+        ...
+
+    @property
+    def num_unfinished(self) -> int:
+        """Requests submitted and not yet finished."""
+        ...
+
+    def is_alive(self) -> bool:
+        """Whether the backend still serves requests (False once shut down or if its worker died)."""
+        ...
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Abort everything, stop the worker and release the model (idempotent)."""
+        ...
