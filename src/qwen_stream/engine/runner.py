@@ -54,7 +54,7 @@ class ModelRunner(Protocol):
 def check_prefix_copy(src: int, dst: int, length: int, src_length: int) -> None:
     """ValueError unless slot dst may take the first ``length`` positions of slot src, which holds ``src_length``.
 
-    Shared by the runners' ``copy_prefix`` (each checks its slot range first)."""
+    Used by kv_cache.SlotTable.copy_prefix, which every runner that copies goes through."""
     if src == dst:
         raise ValueError(f"cannot copy slot {src} onto itself")
     if isinstance(length, bool) or not isinstance(length, int) or not 0 < length <= src_length:
