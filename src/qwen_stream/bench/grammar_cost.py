@@ -48,7 +48,7 @@ def mask_step_s(model: Any, streams: int) -> float:
     constraint = model.grammars.json_schema(SCHEMA)
     paths = [model.tokenizer.encode(text, add_special_tokens=False) for text in sample_answers(streams)]
     matchers = [constraint.new_matcher() for _ in range(streams)]
-    logits = torch.zeros(streams, model.runner.vocab_size)
+    logits = torch.zeros(streams, model.engine.vocab_size)
     per_step: list[float] = []
     for step in range(min(len(p) for p in paths)):
         start = time.perf_counter()
