@@ -43,7 +43,7 @@ def merge_events(events: list[StreamEvent]) -> StreamEvent:
                        logprobs=logprobs, num_cached_tokens=last.num_cached_tokens,
                        reasoning_delta="".join(e.reasoning_delta for e in events), reasoning=last.reasoning,
                        tool_call_deltas=coalesce_tool_call_deltas([d for e in events for d in e.tool_call_deltas]),
-                       tool_calls=last.tool_calls)
+                       tool_calls=last.tool_calls, stop_string=last.stop_string)
 
 
 class _StreamBase:

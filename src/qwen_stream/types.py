@@ -198,6 +198,7 @@ class StreamEvent:
     reasoning: str = ""
     tool_call_deltas: list[ToolCallDelta] = field(default_factory=list)
     tool_calls: list[ToolCall] = field(default_factory=list)
+    stop_string: str | None = None  # on the last event: the stop string that ended the answer, if one did
 
     @property
     def finished(self) -> bool:

@@ -55,17 +55,16 @@ def test_sse_frames() -> None:
 
 def test_metrics_follow_a_request() -> None:
     metrics = ServerMetrics("m")
-    tracker = metrics.tracker()
+    tracker = metrics.tracker("/v1/chat/completions")
     for n, elapsed in ((1, 0.5), (2, 0.6), (4, 0.8)):
         tracker.observe(StreamEvent(delta="x", text="x" * n, token_ids=[1], num_generated_tokens=n, elapsed_s=elapsed,
                                     time_to_first_token_s=0.5, num_prompt_tokens=9,
                                     finish_reason=FinishReason.LENGTH if n == 4 else None))
     tracker.close()  # after a finish: not counted as an abort
     text = metrics.render().decode()
-    assert 'qwen_stream_time_to_first_token_seconds_count{model="m"} 1.0' in text
-    assert 'qwen_stream_inter_token_latency_seconds_count{model="m"} 3.0' in text  # 1 + 2 tokens after the first
-    assert 'qwen_stream_generation_tokens_total{model="m"} 4.0' in text
-    assert 'qwen_stream_prompt_tokens_total{model="m"} 9.0' in text
-    assert 'qwen_stream_requests_total{finish_reason="length",model="m"} 1.0' in text or \
-        'qwen_stream_requests_total{model="m",finish_reason="length"} 1.0' in text
+    assert 'qwen_stream_time_to_first_token_seconds_count{model="m",route="/v1/chat/completions"} 1.0' in text
+    assert 'qwen_stream_inter_token_latency_seconds_count{model="m",route="/v1/chat/completions"} 3.0' in text  # 1 + 2 tokens after the first
+    assert 'qwen_stream_generation_tokens_total{model="m",route="/v1/chat/completions"} 4.0' in text
+    assert 'qwen_stream_prompt_tokens_total{model="m",route="/v1/chat/completions"} 9.0' in text
+    assert 'qwen_stream_requests_total{finish_reason="length",model="m",route="/v1/chat/completions"} 1.0' in text
     assert 'finish_reason="abort"' not in text

@@ -114,6 +114,7 @@ class OutputProcessor:
             reasoning=self._reasoning,
             tool_call_deltas=parsed.tool_calls,
             tool_calls=calls,
+            stop_string=self._stops.matched if self._stops is not None and finish is not None else None,
         )
 
     def _parse(self, text: str, final: bool) -> ParsedDelta:

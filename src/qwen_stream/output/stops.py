@@ -20,7 +20,7 @@ class StopStringMatcher:
     After a stop, ``push`` returns ``("", True)`` and ``flush`` returns "": the stream is over.
     """
 
-    __slots__ = ("_first_chars", "_held", "_max_len", "_prefixes", "_stopped", "_stops")
+    __slots__ = ("_first_chars", "_held", "_matched", "_max_len", "_prefixes", "_stopped", "_stops")
 
     def __init__(self, stops: Sequence[str]) -> None:
         if isinstance(stops, str):
@@ -38,6 +38,7 @@ class StopStringMatcher:
         self._first_chars = frozenset(s[0] for s in self._stops)
         self._held = ""
         self._stopped = False
+        self._matched: str | None = None
 
     @property
     def stops(self) -> tuple[str, ...]:
@@ -46,6 +47,11 @@ class StopStringMatcher:
     @property
     def stopped(self) -> bool:
         return self._stopped
+
+    @property
+    def matched(self) -> str | None:
+        """The stop string that ended the text (Anthropic's ``stop_sequence`` names it); None before a stop."""
+        return self._matched
 
     @property
     def held(self) -> str:
@@ -61,10 +67,11 @@ class StopStringMatcher:
         if not text:
             return "", False
         pending = self._held + text
-        cut = self._earliest_match(pending)
-        if cut is not None:
+        match = self._earliest_match(pending)
+        if match is not None:
             self._held = ""
             self._stopped = True
+            cut, self._matched = match
             return pending[:cut], True
         keep = self._held_tail_length(pending)
         self._held = pending[len(pending) - keep :] if keep else ""
@@ -75,13 +82,14 @@ class StopStringMatcher:
         held, self._held = self._held, ""
         return "" if self._stopped else held
 
-    def _earliest_match(self, pending: str) -> int | None:
+    def _earliest_match(self, pending: str) -> tuple[int, str] | None:
+        """Where the first stop string in ``pending`` starts, and which one it is."""
         # The held tail is shorter than L, so ``pending`` is the chunk plus at most L - 1 characters.
-        best: int | None = None
+        best: tuple[int, str] | None = None
         for stop in self._stops:
             at = pending.find(stop)
-            if at != -1 and (best is None or at < best):
-                best = at
+            if at != -1 and (best is None or at < best[0]):
+                best = (at, stop)
         return best
 
     def _held_tail_length(self, pending: str) -> int:

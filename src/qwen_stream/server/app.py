@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hmac
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -14,17 +13,15 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 
+from qwen_stream.server.admission import respond_json, start_generation
+from qwen_stream.server.anthropic_routes import anthropic_router
+from qwen_stream.server.auth import api_key_dependency
 from qwen_stream.server.chat import ChatReply, collect_chat, stream_chat
 from qwen_stream.server.completions import CompletionReply, collect_completion, stream_completion
 from qwen_stream.server.errors import APIError, install_error_handlers
-from qwen_stream.server.generation import (
-    ClientDisconnected,
-    Generation,
-    TokenStrings,
-    build_params,
-    run_until_disconnect,
-)
+from qwen_stream.server.generation import TokenStrings, build_params
 from qwen_stream.server.metrics import CONTENT_TYPE, ServerMetrics
+from qwen_stream.server.ollama_routes import ollama_router
 from qwen_stream.server.protocol import (
     ChatCompletionRequest,
     ChatCompletionResponse,
@@ -36,8 +33,9 @@ from qwen_stream.server.protocol import (
     ModelList,
     now,
 )
+from qwen_stream.server.response_store import DEFAULT_RESPONSE_STORE_SIZE, ResponseStore
+from qwen_stream.server.responses_routes import responses_router
 from qwen_stream.server.sse import SSEResponse
-from qwen_stream.types import EngineError, EngineOverloadedError
 
 if TYPE_CHECKING:
     from qwen_stream.api import ChatModel
@@ -90,13 +88,15 @@ class ServerState:
 
 
 def create_app(model: ChatModel | ModelLoader, *, api_key: str | None = None,
-               cors_origins: Sequence[str] | None = None, served_model_name: str | None = None) -> FastAPI:
+               cors_origins: Sequence[str] | None = None, served_model_name: str | None = None,
+               response_store_size: int = DEFAULT_RESPONSE_STORE_SIZE) -> FastAPI:
     """Build the server app.
 
     ``model`` is a loaded ChatModel (the caller keeps owning it), or a zero-argument function that loads one: it
     then runs in a background thread at startup while ``/health`` answers 503 "loading", and the app shuts the
     model's engine down at exit. ``api_key`` protects the ``/v1`` routes with ``Authorization: Bearer``;
-    ``cors_origins`` enables CORS for those origins (``["*"]`` for any).
+    ``cors_origins`` enables CORS for those origins (``["*"]`` for any). ``response_store_size``: how many
+    finished ``/v1/responses`` answers are kept for ``previous_response_id`` (least recently used dropped first).
     """
     state = ServerState(served_model_name, api_key or None)
     if callable(model) and not hasattr(model, "astream"):
@@ -121,30 +121,13 @@ def create_app(model: ChatModel | ModelLoader, *, api_key: str | None = None,
         app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["*"],
                            allow_headers=["*"], allow_credentials=False)
     app.include_router(_service_routes(state))
-    app.include_router(_v1_routes(state), prefix="/v1", dependencies=[Depends(_api_key_dependency(state))],
-                       responses=_ERROR_RESPONSES)
+    protected = [Depends(api_key_dependency(state.api_key))]
+    app.include_router(_v1_routes(state), prefix="/v1", dependencies=protected, responses=_ERROR_RESPONSES)
+    app.include_router(responses_router(state, ResponseStore(response_store_size)), prefix="/v1",
+                       dependencies=protected, responses=_ERROR_RESPONSES)
+    app.include_router(anthropic_router(state))
+    app.include_router(ollama_router(state))
     return app
-
-
-def _api_key_dependency(state: ServerState) -> Callable[[Request], None]:
-    # A plain closure, not functools.partial: FastAPI resolves the string annotations through __globals__.
-    def check(request: Request) -> None:
-        _check_api_key(state, request)
-
-    return check
-
-
-def _check_api_key(state: ServerState, request: Request) -> None:
-    if state.api_key is None:
-        return
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        raise APIError(401, "missing API key: send 'Authorization: Bearer <key>'", "invalid_request_error",
-                       code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
-    # compare_digest: the time taken must not reveal how much of the key was right.
-    if not hmac.compare_digest(token.strip().encode(), state.api_key.encode()):
-        raise APIError(401, "incorrect API key provided", "invalid_request_error", code="invalid_api_key",
-                       headers={"WWW-Authenticate": "Bearer"})
 
 
 def _service_routes(state: ServerState) -> APIRouter:
@@ -179,11 +162,11 @@ def _v1_routes(state: ServerState) -> APIRouter:
         messages = [message.as_dict() for message in body.messages]
         start = partial(_start_chat, model, messages)
         starters = [(start, params, i == 0) for i, params in enumerate(_params(model, body))]
-        gen = await _start(starters, state)
+        gen = await start_generation(starters, state.metrics, "/v1/chat/completions")
         reply = ChatReply(model=name, include_usage=body.include_usage, want_logprobs=body.logprobs)
         if body.stream:
             return SSEResponse(stream_chat(gen, reply, strings))
-        return await _respond(request, collect_chat(gen, reply, strings))
+        return await respond_json(request, collect_chat(gen, reply, strings))
 
     @router.post("/completions", response_model=CompletionResponse,
                  responses={200: {"content": {"text/event-stream": {}}}})
@@ -192,13 +175,13 @@ def _v1_routes(state: ServerState) -> APIRouter:
         params = _params(model, body)
         starters = [(partial(_start_completion, model, prompt), p, j == 0)
                     for prompt in body.prompts for j, p in enumerate(params)]
-        gen = await _start(starters, state)
+        gen = await start_generation(starters, state.metrics, "/v1/completions")
         echo = [prompt for prompt in body.prompts for _ in params] if body.echo else None
         reply = CompletionReply(model=name, include_usage=body.include_usage,
                                 want_logprobs=body.logprobs is not None, echo_prompts=echo)
         if body.stream:
             return SSEResponse(stream_completion(gen, reply, strings))
-        return await _respond(request, collect_completion(gen, reply, strings))
+        return await respond_json(request, collect_completion(gen, reply, strings))
 
     return router
 
@@ -216,29 +199,3 @@ def _params(model: ChatModel, body: ChatCompletionRequest | CompletionRequest) -
         return build_params(model, body)
     except (ValueError, TypeError) as exc:
         raise APIError(400, str(exc), "invalid_request_error") from exc
-
-
-async def _start(starters: list[Any], state: ServerState) -> Generation:
-    """Submit the requests, mapping refusals to HTTP errors (bad input 400, queue full 429, engine down 503)."""
-    try:
-        return await Generation.start(starters, state.metrics)
-    except EngineOverloadedError as exc:
-        retry = str(max(1, round(exc.retry_after_s)))
-        raise APIError(429, str(exc), "rate_limit_error", code="engine_overloaded",
-                       headers={"Retry-After": retry}) from exc
-    except EngineError as exc:
-        raise APIError(503, str(exc), "server_error", code="engine_unavailable") from exc
-    except (ValueError, TypeError) as exc:
-        code = "context_length_exceeded" if "context window" in str(exc) else None
-        raise APIError(400, str(exc), "invalid_request_error", code=code) from exc
-
-
-async def _respond(request: Request, work: Any) -> Response:
-    try:
-        result = await run_until_disconnect(request, work)
-    except ClientDisconnected:
-        # Nobody will read this; 499 is the de facto "client closed request" status in access logs.
-        return Response(status_code=499)
-    except EngineError as exc:
-        raise APIError(503, str(exc), "server_error") from exc
-    return JSONResponse(result.model_dump(exclude_none=True))

@@ -31,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="model name reported by /v1/models and in responses (default: the model's name)")
     parser.add_argument("--max-waiting", type=int, default=64,
                         help="requests queued for a slot at most; beyond it requests get 429 (default: 64)")
+    parser.add_argument("--responses-store-size", type=int, default=1024, metavar="N",
+                        help="finished /v1/responses answers kept in memory for previous_response_id, least "
+                             "recently used dropped first (default: %(default)s; 0 keeps none)")
     parser.add_argument("--web", action="store_true", help="also serve the Gradio chat page at /web")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
                         help="uvicorn log level (default: %(default)s)")
@@ -52,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
         return load_model(args, max_waiting=args.max_waiting, progress=True)
 
     options: dict[str, Any] = {"api_key": api_key, "cors_origins": args.cors_origin,
-                               "served_model_name": args.served_model_name}
+                               "served_model_name": args.served_model_name,
+                               "response_store_size": args.responses_store_size}
     if args.web:
         # The web page needs the model when it is mounted, so load first, then serve.
         model = load()
@@ -73,6 +77,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--port must be in 1..65535, got {args.port}")
     if args.max_waiting < 0:
         raise ValueError(f"--max-waiting must be >= 0, got {args.max_waiting}")
+    if args.responses_store_size < 0:
+        raise ValueError(f"--responses-store-size must be >= 0, got {args.responses_store_size}")
 
 
 def _serve(uvicorn: Any, app: Any, args: argparse.Namespace) -> None:

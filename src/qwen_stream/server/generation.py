@@ -74,16 +74,16 @@ class Generation:
 
     @classmethod
     async def start(cls, starters: Sequence[tuple[StreamStarter, SamplingParams, bool]],
-                    metrics: ServerMetrics) -> Generation:
+                    metrics: ServerMetrics, route: str) -> Generation:
         """Submit every request now, so that bad input or a full queue is an HTTP error, not a broken stream.
 
-        ``starters`` holds (start function, params, counts_prompt) per choice. If one start fails, the requests
-        already submitted are aborted and the error propagates.
+        ``starters`` holds (start function, params, counts_prompt) per choice; ``route`` labels the metrics. If one
+        start fails, the requests already submitted are aborted and the error propagates.
         """
         choices: list[Choice] = []
         try:
             for index, (start, params, counts_prompt) in enumerate(starters):
-                choices.append(Choice(index, start(params), metrics.tracker(), counts_prompt))
+                choices.append(Choice(index, start(params), metrics.tracker(route), counts_prompt))
         except BaseException:
             await cls(choices).aclose()
             raise

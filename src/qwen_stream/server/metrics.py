@@ -22,7 +22,9 @@ class ServerMetrics:
 
     def __init__(self, model_name: str) -> None:
         self.registry = CollectorRegistry()
-        labels = ["model"]
+        # Per-request series carry the route too (/v1/chat/completions, /v1/messages, /api/chat, ...): one engine
+        # serves every protocol, and an operator wants to see which of them the load comes from.
+        labels = ["model", "route"]
         self.model_name = model_name
         self.ttft = Histogram("qwen_stream_time_to_first_token_seconds", "Time from request to first token",
                               labels, buckets=_TTFT_BUCKETS, registry=self.registry)
@@ -36,9 +38,9 @@ class ServerMetrics:
                                          registry=self.registry)
         self.requests = Counter("qwen_stream_requests", "Finished requests by finish reason",
                                 [*labels, "finish_reason"], registry=self.registry)
-        self.running = Gauge("qwen_stream_requests_running", "Requests decoding in the engine", labels,
+        self.running = Gauge("qwen_stream_requests_running", "Requests decoding in the engine", ["model"],
                              registry=self.registry)
-        self.waiting = Gauge("qwen_stream_requests_waiting", "Requests queued for a slot", labels,
+        self.waiting = Gauge("qwen_stream_requests_waiting", "Requests queued for a slot", ["model"],
                              registry=self.registry)
 
     def track_engine(self, stats: Callable[[], Any]) -> None:
@@ -46,8 +48,8 @@ class ServerMetrics:
         self.running.labels(self.model_name).set_function(lambda: float(stats().running))
         self.waiting.labels(self.model_name).set_function(lambda: float(stats().waiting))
 
-    def tracker(self) -> RequestTracker:
-        return RequestTracker(self)
+    def tracker(self, route: str) -> RequestTracker:
+        return RequestTracker(self, route)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -56,9 +58,9 @@ class ServerMetrics:
 class RequestTracker:
     """Turns one request's stream events into observations (one tracker per engine request)."""
 
-    def __init__(self, metrics: ServerMetrics) -> None:
+    def __init__(self, metrics: ServerMetrics, route: str) -> None:
         self._m = metrics
-        self._label = metrics.model_name
+        self._labels = (metrics.model_name, route)
         self._tokens = 0
         self._last_elapsed: float | None = None
         self._finished = False
@@ -69,25 +71,25 @@ class RequestTracker:
             self._observe_tokens(event, new_tokens)
         if event.finish_reason is not None and not self._finished:
             self._finished = True
-            self._m.e2e.labels(self._label).observe(event.elapsed_s)
-            self._m.prompt_tokens.labels(self._label).inc(event.num_prompt_tokens)
-            self._m.requests.labels(self._label, event.finish_reason.value).inc()
+            self._m.e2e.labels(*self._labels).observe(event.elapsed_s)
+            self._m.prompt_tokens.labels(*self._labels).inc(event.num_prompt_tokens)
+            self._m.requests.labels(*self._labels, event.finish_reason.value).inc()
 
     def close(self) -> None:
         """The request ended without a finish event (the client went away): count it as aborted."""
         if not self._finished:
             self._finished = True
-            self._m.requests.labels(self._label, "abort").inc()
+            self._m.requests.labels(*self._labels, "abort").inc()
 
     def _observe_tokens(self, event: StreamEvent, new_tokens: int) -> None:
         if self._last_elapsed is None:
             ttft = event.time_to_first_token_s if event.time_to_first_token_s is not None else event.elapsed_s
-            self._m.ttft.labels(self._label).observe(ttft)
+            self._m.ttft.labels(*self._labels).observe(ttft)
         else:
             # Several tokens in one event (a consumer that lagged): spread the gap evenly over them.
             gap = max(event.elapsed_s - self._last_elapsed, 0.0) / new_tokens
             for _ in range(new_tokens):
-                self._m.itl.labels(self._label).observe(gap)
-        self._m.generation_tokens.labels(self._label).inc(new_tokens)
+                self._m.itl.labels(*self._labels).observe(gap)
+        self._m.generation_tokens.labels(*self._labels).inc(new_tokens)
         self._tokens = event.num_generated_tokens
         self._last_elapsed = event.elapsed_s

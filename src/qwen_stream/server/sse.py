@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
@@ -57,3 +58,8 @@ async def close_quietly(iterator: Any) -> None:
     if isinstance(iterator, AsyncGenerator):
         with anyio.CancelScope(shield=True):
             await iterator.aclose()
+
+
+def sse_event(name: str, data: dict[str, Any]) -> bytes:
+    """One named SSE event (``event: NAME``), as the Responses and Anthropic streams send them."""
+    return f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False, separators=(',', ':'))}\n\n".encode()

@@ -1,0 +1,121 @@
+"""Ollama's API (``/api/chat``, ``/api/generate``): request bodies, ``options`` mapped to sampling parameters,
+and Ollama's error shape ``{"error": "message"}``.
+
+``stream`` defaults to true, as Ollama's does. ``options`` read: ``temperature``, ``top_p``, ``top_k``,
+``num_predict`` (-1 and -2, "no limit", keep the model's default length), ``seed``, ``stop``, ``repeat_penalty``,
+``presence_penalty``, ``frequency_penalty``; options about loading (``num_ctx``, ``num_gpu``, ``num_thread``, ...)
+are ignored, as this server loaded its one model at start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from fastapi.responses import JSONResponse
+from pydantic import Field
+from starlette.responses import Response
+
+from qwen_stream.server.chat_job import StrictBody, parse_part, unsupported
+from qwen_stream.server.errors import APIError
+
+Message = dict[str, Any]
+
+
+def ollama_error(status: int, message: str, _kind: str, headers: Mapping[str, str]) -> Response:
+    return JSONResponse({"error": message}, status_code=status, headers=dict(headers))
+
+
+class Options(StrictBody):
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    num_predict: int | None = None
+    seed: int | None = None
+    stop: list[str] | None = None
+    repeat_penalty: float | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+
+    def sampling(self) -> dict[str, Any]:
+        limit = self.num_predict if self.num_predict is not None and self.num_predict > 0 else None
+        return {"max_new_tokens": limit, "temperature": self.temperature, "top_p": self.top_p,
+                "top_k": self.top_k, "seed": self.seed, "stop": tuple(self.stop) if self.stop else None,
+                "repetition_penalty": self.repeat_penalty, "presence_penalty": self.presence_penalty,
+                "frequency_penalty": self.frequency_penalty}
+
+
+class _Generating(StrictBody):
+    model: str = Field(min_length=1)
+    stream: bool = True
+    options: Options = Field(default_factory=Options)
+    format: str | dict[str, Any] | None = None
+    think: bool | str | None = None
+    keep_alive: float | str | None = None
+
+    def check_supported(self) -> None:
+        if self.format:
+            raise unsupported("format", "structured output is not supported by this server yet")
+
+
+class ChatRequest(_Generating):
+    messages: list[dict[str, Any]] = Field(default_factory=list)
+    tools: list[dict[str, Any]] = Field(default_factory=list)
+
+    def check_supported(self) -> None:
+        super().check_supported()
+        if self.tools:
+            raise unsupported("tools", "tool calling is not supported by this server yet")
+
+    def chat_messages(self) -> list[Message]:
+        return [_translate(parse_part(_Message, raw, f"messages[{i}]"), f"messages[{i}]")
+                for i, raw in enumerate(self.messages)]
+
+
+class GenerateRequest(_Generating):
+    prompt: str = ""
+    system: str | None = None
+    raw: bool = False
+    suffix: str | None = None
+    template: str | None = None
+    context: list[int] | None = None
+    images: list[str] | None = None
+
+    def check_supported(self) -> None:
+        super().check_supported()
+        for name, why in (("suffix", "fill-in-the-middle is not supported"),
+                          ("template", "this server always uses the model's own chat template"),
+                          ("context", "context token lists are not supported; send the conversation to /api/chat"),
+                          ("images", "image input is not supported: the model reads text")):
+            if getattr(self, name):
+                raise unsupported(name, why)
+
+    def chat_messages(self) -> list[Message]:
+        system = [] if self.system is None else [{"role": "system", "content": self.system}]
+        return [*system, {"role": "user", "content": self.prompt}]
+
+
+class ModelRequest(StrictBody):
+    """``/api/show``: Ollama's clients send ``model`` (older ones ``name``)."""
+
+    model: str | None = None
+    name: str | None = None
+
+
+class _Message(StrictBody):
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str = ""
+    images: list[str] | None = None
+    thinking: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_name: str | None = None
+
+
+def _translate(message: _Message, where: str) -> Message:
+    if message.images:
+        raise unsupported(f"{where}.images", "image input is not supported: the model reads text")
+    if message.tool_calls or message.role == "tool":
+        raise APIError(400, f"{where}: tool calls and tool results need tool calling, not supported by this "
+                            "server yet", "invalid_request_error", param=where)
+    # An earlier turn's thinking is not sent back to the model, as Qwen3's template does.
+    return {"role": message.role, "content": message.content}

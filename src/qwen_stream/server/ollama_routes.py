@@ -1,0 +1,194 @@
+"""Ollama's API under ``/api`` over the one engine: chat and generate (NDJSON lines when streamed), the model
+list, show, version and running models; the routes that manage models answer that this server serves one.
+
+A stream is one JSON object per line; the last has ``done: true``, ``done_reason`` and the counts and timings
+Ollama's clients read (nanoseconds): ``total_duration``, ``load_duration`` (0: the model was loaded at start),
+``prompt_eval_count`` (the whole prompt, cached prefix included), ``prompt_eval_duration`` (to the first token),
+``eval_count``, ``eval_duration``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import AsyncGenerator
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Literal
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+
+from qwen_stream.server.admission import respond_json
+from qwen_stream.server.answer_blocks import AnswerBlocks
+from qwen_stream.server.answer_stream import Event, frames, render, run_to_end
+from qwen_stream.server.auth import api_key_dependency
+from qwen_stream.server.chat_job import ChatJob, start_job
+from qwen_stream.server.error_shapes import shaped_route
+from qwen_stream.server.errors import APIError
+from qwen_stream.server.ollama_protocol import ChatRequest, GenerateRequest, ModelRequest, ollama_error
+from qwen_stream.server.protocol import Usage
+from qwen_stream.server.sse import SSEResponse
+from qwen_stream.types import FinishReason, StreamEvent
+
+if TYPE_CHECKING:
+    from qwen_stream.server.app import ServerState
+
+# The Ollama API level these routes follow (clients check it before using newer fields); not our own version.
+OLLAMA_API_VERSION = "0.12.0"
+_NS = 1_000_000_000
+Kind = Literal["chat", "generate"]
+
+
+class NDJSONResponse(SSEResponse):
+    """Newline-delimited JSON, streamed; closes its generator however the stream ends, as SSEResponse does."""
+
+    media_type = "application/x-ndjson"
+
+
+def ollama_router(state: ServerState) -> APIRouter:
+    router = APIRouter(prefix="/api", route_class=shaped_route(ollama_error),
+                       dependencies=[Depends(api_key_dependency(state.api_key))])
+
+    @router.post("/chat")
+    async def chat(body: ChatRequest, request: Request) -> Response:
+        body.check_supported()
+        return await _answer(state, request, "chat", body.stream, ChatJob(body.chat_messages(),
+                                                                         body.options.sampling()))
+
+    @router.post("/generate")
+    async def generate(body: GenerateRequest, request: Request) -> Response:
+        body.check_supported()
+        job = ChatJob([] if not body.prompt else body.chat_messages(), body.options.sampling(),
+                      raw_prompt=body.prompt if body.raw and body.prompt else None)
+        return await _answer(state, request, "generate", body.stream, job)
+
+    @router.get("/tags")
+    async def tags() -> JSONResponse:
+        return JSONResponse({"models": [_model_entry(state)]})
+
+    @router.get("/ps")
+    async def running() -> JSONResponse:
+        model, _, _ = state.require_model()
+        entry = {**_model_entry(state), "expires_at": "2262-04-11T23:47:16Z", "size_vram": 0,
+                 "context_length": model.context_length}  # never unloaded: the far-future date Ollama uses
+        return JSONResponse({"models": [entry]})
+
+    @router.post("/show")
+    async def show(body: ModelRequest) -> JSONResponse:
+        model, _, name = state.require_model()
+        template = getattr(model.tokenizer, "chat_template", None)
+        return JSONResponse({
+            "modelfile": f"FROM {name}\n", "parameters": "", "template": template if isinstance(template, str) else "",
+            "details": _details(), "model_info": {"general.name": name, "context_length": model.context_length},
+            "capabilities": ["completion"], "modified_at": _now(),
+        })
+
+    @router.get("/version")
+    async def version() -> JSONResponse:
+        return JSONResponse({"version": OLLAMA_API_VERSION})
+
+    for path, method in (("/pull", "POST"), ("/push", "POST"), ("/create", "POST"), ("/copy", "POST"),
+                         ("/delete", "DELETE"), ("/embed", "POST"), ("/embeddings", "POST")):
+        router.add_api_route(path, _refuse(state, path), methods=[method])
+    return router
+
+
+async def _answer(state: ServerState, request: Request, kind: Kind, stream: bool, job: ChatJob) -> Response:
+    if not job.messages and job.raw_prompt is None:
+        # Ollama's way to load a model: nothing to answer. Ours is loaded (or this is a 503).
+        _, _, name = state.require_model()
+        return JSONResponse(OllamaRenderer(kind, name).loaded())
+    started = await start_job(state, job, f"/api/{kind}")
+    renderer = OllamaRenderer(kind, started.model_name)
+    events = render(started.gen, renderer)
+    if stream:
+        return NDJSONResponse(frames(events, _encode, _failed))
+    return await respond_json(request, _whole(events, renderer))
+
+
+class OllamaRenderer:
+    """Ollama's chunks for one answer: a chunk per text delta, a last chunk with the counts and timings."""
+
+    def __init__(self, kind: Kind, model: str) -> None:
+        self.kind = kind
+        self.model = model
+        self._blocks = AnswerBlocks()
+        self._final: Event = {}
+
+    def start(self) -> list[Event]:
+        return []
+
+    def feed(self, event: StreamEvent) -> list[Event]:
+        return [self._chunk(e.delta) for e in self._blocks.feed(event) if e.kind == "delta" and e.delta]
+
+    def finish(self, final: StreamEvent | None, usage: Usage) -> list[Event]:
+        self._blocks.close()
+        self._final = {**self._chunk(""), "done": True, "done_reason": _done_reason(final), **_timings(final)}
+        return [self._final]
+
+    def whole(self) -> Event:
+        """The answer as one object: the last chunk with all the text."""
+        text = "".join(block.text for block in self._blocks.blocks if block.kind == "text")
+        return {**self._final, **self._chunk(text), "done": True}
+
+    def loaded(self) -> Event:
+        return {**self._chunk(""), "done": True, "done_reason": "load"}
+
+    def _chunk(self, text: str) -> Event:
+        body = {"message": {"role": "assistant", "content": text}} if self.kind == "chat" else {"response": text}
+        return {"model": self.model, "created_at": _now(), **body, "done": False}
+
+
+def _done_reason(final: StreamEvent | None) -> str:
+    if final is None or final.finish_reason is FinishReason.ABORT:
+        return "abort"
+    return "length" if final.finish_reason is FinishReason.LENGTH else "stop"
+
+
+def _timings(final: StreamEvent | None) -> dict[str, int]:
+    if final is None:
+        return {}
+    ttft = final.time_to_first_token_s if final.time_to_first_token_s is not None else final.elapsed_s
+    return {"total_duration": round(final.elapsed_s * _NS), "load_duration": 0,
+            "prompt_eval_count": final.num_prompt_tokens, "prompt_eval_duration": round(ttft * _NS),
+            "eval_count": final.num_generated_tokens, "eval_duration": round((final.elapsed_s - ttft) * _NS)}
+
+
+async def _whole(events: AsyncGenerator[Event, None], renderer: OllamaRenderer) -> Event:
+    await run_to_end(events)
+    return renderer.whole()
+
+
+def _encode(event: Event) -> bytes:
+    return (json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+
+
+def _failed(message: str) -> list[Event]:
+    return [{"error": message}]
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _details() -> dict[str, Any]:
+    # What the server knows of the files it loaded is not what Ollama's manifest holds: left empty, not guessed.
+    return {"parent_model": "", "format": "", "family": "", "families": None, "parameter_size": "",
+            "quantization_level": ""}
+
+
+def _model_entry(state: ServerState) -> dict[str, Any]:
+    _, _, name = state.require_model()
+    # A stable id for the served name (Ollama's is the manifest's hash; this server has no manifest).
+    digest = hashlib.sha256(name.encode()).hexdigest()
+    return {"name": name, "model": name, "modified_at": _now(), "size": 0, "digest": digest,
+            "details": _details()}
+
+
+def _refuse(state: ServerState, path: str) -> Any:
+    async def refuse() -> Response:
+        served = state.served_name or "its model"
+        raise APIError(400, f"/api{path} is not supported: this server serves one model ({served}), chosen when "
+                            "it started (qwen-stream serve --model ...)", "invalid_request_error")
+
+    return refuse
