@@ -48,3 +48,12 @@ def wait_until_idle(model: Any, timeout: float = 10.0) -> bool:
             return True
         time.sleep(0.02)
     return False
+
+
+def aborted_requests(metrics_text: str, route: str) -> float:
+    """The ``qwen_stream_requests_total`` count of aborted requests on ``route``, from a /metrics page."""
+    import re
+
+    pattern = rf'^qwen_stream_requests_total\{{(?=[^}}]*finish_reason="abort")(?=[^}}]*route="{re.escape(route)}")[^}}]*\}} (\S+)$'
+    match = re.search(pattern, metrics_text, re.M)
+    return float(match.group(1)) if match else 0.0

@@ -136,3 +136,12 @@ def test_random_chunking_never_leaks_a_stop() -> None:
             assert any(text[len(out) :].startswith(s) for s in stops)  # cut right before a stop string
         else:
             assert out == text and not any(s in text for s in stops)
+
+
+def test_matched_names_the_stop_string_that_ended_the_text() -> None:
+    matcher = StopStringMatcher(["bcd", "abc", "\n\n"])
+    assert matcher.matched is None
+    assert matcher.push("xa") == ("x", False)
+    assert matcher.matched is None
+    assert matcher.push("bcd") == ("", True)
+    assert matcher.matched == "abc"  # the earliest in the text, not the first in the list

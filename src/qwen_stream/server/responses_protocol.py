@@ -108,8 +108,6 @@ def input_messages(body: ResponsesRequest) -> list[Message]:
     messages: list[Message] = []
     for i, item in enumerate(body.input):
         where = f"input[{i}]"
-        if not isinstance(item, dict):
-            raise APIError(400, f"{where}: an input item must be an object", "invalid_request_error", param=where)
         kind = item.get("type", "message")
         if kind == "message":
             message = parse_part(_MessageItem, item, where)
