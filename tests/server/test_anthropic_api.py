@@ -135,3 +135,27 @@ def test_a_disconnect_mid_stream_leaves_no_running_request(server: LiveServer, t
     assert asyncio.run(leave_midway()) == 3
     assert wait_until_idle(tiny_chat_model, timeout=5), tiny_chat_model.engine.stats()
     assert aborted_requests(httpx.get(f"{server.url}/metrics").text, "/v1/messages") - before == 1
+
+
+SCHEMA = {"type": "object", "properties": {"answer": {"enum": ["yes", "no"]}}, "required": ["answer"],
+          "additionalProperties": False}
+
+
+def test_output_config_format_gives_json_that_validates(claude: anthropic.Anthropic) -> None:
+    import json
+
+    import jsonschema
+
+    args: dict[str, Any] = {"model": "m", "max_tokens": 40, "messages": MESSAGES, **sampled(11),
+                            "output_config": {"format": {"type": "json_schema", "schema": SCHEMA}}}
+    whole = claude.messages.create(**args)
+    with claude.messages.stream(**args) as stream:
+        streamed = "".join(stream.text_stream)
+    assert whole.stop_reason == "end_turn" and whole.content[0].text == streamed
+    jsonschema.validate(json.loads(streamed), SCHEMA)
+
+
+def test_a_bad_output_format_is_an_anthropic_400(http: httpx.Client) -> None:
+    for output_format in ({"type": "json_schema", "schema": {"type": "nonsense"}}, {"type": "yaml"}):
+        response = http.post("/v1/messages", json={**GOOD, "output_config": {"format": output_format}})
+        assert response.status_code == 400 and response.json()["error"]["type"] == "invalid_request_error"

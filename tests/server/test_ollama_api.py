@@ -127,3 +127,22 @@ def test_a_disconnect_mid_stream_leaves_no_running_request(server: LiveServer, t
     assert asyncio.run(leave_midway()) == 3
     assert wait_until_idle(tiny_chat_model, timeout=5), tiny_chat_model.engine.stats()
     assert aborted_requests(httpx.get(f"{server.url}/metrics").text, "/api/chat") - before == 1
+
+
+SCHEMA = {"type": "object", "properties": {"answer": {"enum": ["yes", "no"]}}, "required": ["answer"],
+          "additionalProperties": False}
+
+
+def test_format_schema_and_json_constrain_the_output(client: ollama.Client, http: httpx.Client) -> None:
+    import jsonschema
+
+    options = {"temperature": 0.9, "seed": 5, "num_predict": 40}
+    whole = client.chat(model="m", messages=MESSAGES, format=SCHEMA, options=options)
+    streamed = "".join(p.message.content for p in client.chat(model="m", messages=MESSAGES, format=SCHEMA,
+                                                              options=options, stream=True))
+    assert whole.message.content == streamed and whole.done_reason == "stop"
+    jsonschema.validate(json.loads(streamed), SCHEMA)
+    generated = client.generate(model="m", prompt="JSON please", format="json", options={"num_predict": 4})
+    assert generated.response.startswith("{")
+    refused = http.post("/api/chat", json={"model": "m", "messages": MESSAGES, "format": "yaml"})
+    assert refused.status_code == 400 and "format" in refused.json()["error"]

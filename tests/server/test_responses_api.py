@@ -140,3 +140,34 @@ def test_a_disconnect_mid_stream_leaves_no_running_request(server: LiveServer, t
     assert asyncio.run(leave_midway()) == 3
     assert wait_until_idle(tiny_chat_model, timeout=5), tiny_chat_model.engine.stats()
     assert aborted_requests(httpx.get(f"{server.url}/metrics").text, "/v1/responses") - before == 1
+
+
+SCHEMA = {"type": "object", "properties": {"answer": {"enum": ["yes", "no"]},
+                                           "score": {"type": "integer", "minimum": 0, "maximum": 9}},
+          "required": ["answer", "score"], "additionalProperties": False}
+
+
+def test_text_format_json_schema_is_followed_streamed_and_whole(client: openai.OpenAI) -> None:
+    import json
+
+    import jsonschema
+
+    args: dict[str, Any] = {"model": "m", "input": "Is the sky blue?", "max_output_tokens": 60, "temperature": 0.9,
+                            "extra_body": {"seed": 7},
+                            "text": {"format": {"type": "json_schema", "name": "verdict", "schema": SCHEMA,
+                                                "strict": True}}}
+    whole = client.responses.create(**args)
+    streamed = "".join(e.delta for e in client.responses.create(stream=True, **args)
+                       if e.type == "response.output_text.delta")
+    assert whole.status == "completed" and whole.output_text == streamed
+    jsonschema.validate(json.loads(streamed), SCHEMA)
+    assert whole.text.format.type == "json_schema"
+    as_object = client.responses.create(model="m", input="JSON please", max_output_tokens=4, temperature=0,
+                                        text={"format": {"type": "json_object"}})
+    assert as_object.output_text.startswith("{")
+
+
+def test_a_schema_the_grammar_library_rejects_is_400(http: httpx.Client) -> None:
+    response = http.post("/v1/responses", json={"input": "hi", "text": {"format": {
+        "type": "json_schema", "name": "x", "schema": {"type": "nonsense"}}}})
+    assert response.status_code == 400 and response.json()["error"]["type"] == "invalid_request_error"

@@ -51,8 +51,6 @@ class _Prompt(StrictBody):
     def check_supported(self) -> None:
         if self.tools:
             raise unsupported("tools", "tool calling is not supported by this server yet")
-        if self.output_config and self.output_config.get("format"):
-            raise unsupported("output_config.format", "structured output is not supported by this server yet")
 
     def chat_messages(self) -> list[Message]:
         system = [] if self.system is None else [{"role": "system", "content": _system_text(self.system)}]
@@ -77,7 +75,17 @@ class MessagesRequest(_Prompt):
     def sampling(self) -> dict[str, Any]:
         stop = tuple(self.stop_sequences) if self.stop_sequences else None
         return {"max_new_tokens": self.max_tokens, "temperature": self.temperature, "top_p": self.top_p,
-                "top_k": self.top_k, "seed": self.seed, "stop": stop}
+                "top_k": self.top_k, "seed": self.seed, "stop": stop, **self._constraint()}
+
+    def _constraint(self) -> dict[str, Any]:
+        """``output_config.format`` ({"type": "json_schema", "schema": ...}) as grammar-constrained decoding."""
+        output_format = (self.output_config or {}).get("format")
+        if output_format is None:
+            return {}
+        if not isinstance(output_format, dict) or output_format.get("type") != "json_schema" \
+                or not isinstance(output_format.get("schema"), dict):
+            raise unsupported("output_config.format", 'expected {"type": "json_schema", "schema": {...}}')
+        return {"json_schema": output_format["schema"]}
 
 
 class CountTokensRequest(_Prompt):

@@ -3,7 +3,8 @@ and Ollama's error shape ``{"error": "message"}``.
 
 ``stream`` defaults to true, as Ollama's does. ``options`` read: ``temperature``, ``top_p``, ``top_k``,
 ``num_predict`` (-1 and -2, "no limit", keep the model's default length), ``seed``, ``stop``, ``repeat_penalty``,
-``presence_penalty``, ``frequency_penalty``; options about loading (``num_ctx``, ``num_gpu``, ``num_thread``, ...)
+``presence_penalty``, ``frequency_penalty``; ``format`` ("json" or a JSON schema) by grammar-constrained decoding;
+options about loading (``num_ctx``, ``num_gpu``, ``num_thread``, ...)
 are ignored, as this server loaded its one model at start.
 """
 
@@ -54,8 +55,18 @@ class _Generating(StrictBody):
     keep_alive: float | str | None = None
 
     def check_supported(self) -> None:
-        if self.format:
-            raise unsupported("format", "structured output is not supported by this server yet")
+        """400 for what would change the answer's meaning and is not honoured here (nothing, in the shared part)."""
+
+    def sampling(self) -> dict[str, Any]:
+        """``options`` and ``format`` ("json", or a JSON schema) as sampling overrides."""
+        constraint: dict[str, Any] = {}
+        if self.format == "json":
+            constraint = {"response_format": {"type": "json_object"}}
+        elif isinstance(self.format, dict):
+            constraint = {"json_schema": self.format}
+        elif self.format:
+            raise unsupported("format", f'expected "json" or a JSON schema object, got {self.format!r:.40}')
+        return {**self.options.sampling(), **constraint}
 
 
 class ChatRequest(_Generating):

@@ -23,6 +23,14 @@ class TextFormat(StrictBody):
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
     strict: bool | None = None
 
+    def constraint(self) -> dict[str, Any]:
+        """The sampling override that makes the output this format (grammar-constrained decoding)."""
+        if self.type == "json_schema":
+            if self.schema_ is None:
+                raise unsupported("text.format.schema", "a json_schema format needs a schema")
+            return {"json_schema": self.schema_}
+        return {"response_format": {"type": "json_object"}} if self.type == "json_object" else {}
+
 
 class TextConfig(StrictBody):
     format: TextFormat = Field(default_factory=TextFormat)
@@ -62,7 +70,7 @@ class ResponsesRequest(StrictBody):
     def sampling(self) -> dict[str, Any]:
         stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop) if self.stop else None
         return {"max_new_tokens": self.max_output_tokens, "temperature": self.temperature, "top_p": self.top_p,
-                "top_k": self.top_k, "seed": self.seed, "stop": stop}
+                "top_k": self.top_k, "seed": self.seed, "stop": stop, **self.text.format.constraint()}
 
     def check_supported(self) -> None:
         """400 for what would change the answer's meaning and is not honoured here."""
@@ -74,8 +82,6 @@ class ResponsesRequest(StrictBody):
             raise unsupported("prompt", "stored prompt templates are not supported")
         if self.tools:
             raise unsupported("tools", "tool calling is not supported by this server yet")
-        if self.text.format.type != "text":
-            raise unsupported("text.format", f"{self.text.format.type} output is not supported by this server yet")
 
 
 class _MessageItem(StrictBody):
