@@ -18,3 +18,15 @@ def physical_cores() -> int:
     except ImportError:
         physical = logical_allowed
     return max(1, min(physical, logical_allowed))
+
+
+def has_amx() -> bool:
+    """Whether the CPU has Intel AMX tiles (Sapphire Rapids and later), from /proc/cpuinfo (False elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return "amx_tile" in line.split()
+    except OSError:
+        pass
+    return False

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from qwen_stream.engine.cpu import physical_cores
+from qwen_stream.engine.cpu import has_amx, physical_cores
 from qwen_stream.engine.kv_cache import SlotTable
 from qwen_stream.engine.runner import SeqChunk
 
@@ -149,6 +149,11 @@ class LlamaCppRunner:
 
     def _load_model(self, path: Path) -> Any:
         params = self._ll.llama_model_default_params()
+        if has_amx():
+            # llama.cpp's AMX buffer type (chosen on AMX CPUs for repacked weights) crashes in
+            # ggml_backend_amx_mul_mat on the first multi-token batch (llama-cpp-python 0.3.36, a 2-core Sapphire
+            # Rapids VM, SmolLM2 Q4_1 and Qwen Q4_K_M alike); plain CPU buffers run correctly.
+            params.use_extra_bufts = False
         model = self._ll.llama_model_load_from_file(str(path).encode(), params)
         if not model:
             raise ValueError(f"llama.cpp could not load {path} (not a GGUF file, or an unsupported architecture)")
