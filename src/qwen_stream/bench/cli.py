@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from qwen_stream.bench.systems import SYSTEMS, BenchConfig
+from qwen_stream.bench.workloads import WORKLOADS
 
 DEFAULT_CONCURRENCY = "1,4,16"
 
@@ -45,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"systems to run, comma separated, from {', '.join(SYSTEMS)} (default: all that apply)")
     parser.add_argument("--concurrency", type=_int_list, default=_int_list(DEFAULT_CONCURRENCY),
                         help=f"numbers of concurrent streams (default: {DEFAULT_CONCURRENCY})")
+    parser.add_argument("--workload", choices=WORKLOADS, default="free",
+                        help="free: answers to short varied questions; edit: rewrite a 2.6 kB Python module with "
+                             "one class renamed, where the answer repeats its prompt (default: free)")
     parser.add_argument("--max-tokens", type=int, default=64, help="new tokens per answer (default: 64)")
     parser.add_argument("--repeats", type=int, default=3,
                         help="requests served one after another for the single-stream level, whose TTFT and decode "
@@ -58,7 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: physical cores)")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
                         help="weights dtype for the PyTorch systems (default: float32)")
-    parser.add_argument("--context-length", type=int, default=1024, help="context window per stream (default: 1024)")
+    parser.add_argument("--context-length", type=int, default=None,
+                        help="context window per stream (default: 1024; 2048 for the edit workload)")
     parser.add_argument("--server", action="store_true",
                         help="also drive a real `qwen-stream serve` over HTTP with concurrent streaming clients")
     parser.add_argument("--out", type=Path, default=None, help="directory for bench.json and bench.png")
@@ -67,12 +72,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def default_systems(model: str | None) -> list[str]:
     """Every system that applies: the llama.cpp ones for a GGUF model when llama-cpp-python is importable."""
+    from qwen_stream.bench.llama_server import find_llama_server
     from qwen_stream.models import loader
 
     source = loader.resolve_source(model, progress=True)
     chosen = []
     if source.kind == "gguf" and importlib.util.find_spec("llama_cpp") is not None:
         chosen += ["ours-llamacpp", "llama-cpp-python"]
+    if source.kind == "gguf" and find_llama_server() is not None:
+        chosen += ["llama-server", "llama-server-ngram"]
     return [*chosen, "ours-torch", "ours-torch-int8", "hf"]
 
 
@@ -81,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--max-tokens must be >= 2 (inter-token latency needs two tokens), got {args.max_tokens}")
     if args.repeats < 1:
         raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
+    if args.context_length is None:
+        args.context_length = 2048 if args.workload == "edit" else 1024
     if args.context_length <= args.max_tokens + 16:
         raise ValueError(f"--context-length {args.context_length} leaves no room for a prompt")
     systems = list(args.which or default_systems(args.model))  # resolves (and fetches) the model: fail early
@@ -92,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
         systems.append("ours-server")
     config = BenchConfig(model=args.model, max_tokens=args.max_tokens, threads=args.threads,
                          max_batch_size=max(args.concurrency), context_length=args.context_length,
-                         force_length=not args.natural_stop, dtype=args.dtype, prefix_cache=not args.no_prefix_cache)
+                         force_length=not args.natural_stop, dtype=args.dtype, prefix_cache=not args.no_prefix_cache,
+                         workload=args.workload)
     payload = run_bench(systems, args.concurrency, config, progress=not args.no_progress, single_repeats=args.repeats)
     _report(payload, args.out)
     return 0 if payload["results"] else 1
@@ -125,7 +136,7 @@ def run_bench(systems: list[str], levels: list[int], config: BenchConfig, *, pro
                 continue
             try:
                 bar.set_description(name)
-                levels_done = bench_system(system, levels, lambda: bar.update(1), single_repeats)
+                levels_done = bench_system(system, levels, lambda: bar.update(1), single_repeats, config.workload)
                 results += [lr.summary for lr in levels_done]
                 if name.startswith("ours-") and name != "ours-server":
                     overhead[name] = _overhead(system, levels_done)
@@ -177,8 +188,8 @@ def _grammar_overhead(system: Any, levels_done: list[Any]) -> dict[str, float]:
 def _config_dict(config: BenchConfig, systems: list[str], levels: list[int]) -> dict[str, Any]:
     return {"model": config.model, "systems": systems, "concurrency": levels, "max_tokens": config.max_tokens,
             "force_length": config.force_length, "threads": config.threads, "dtype": config.dtype,
-            "context_length": config.context_length, "python": platform.python_version(),
-            "machine": platform.machine(), "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+            "context_length": config.context_length, "workload": config.workload,
+            "python": platform.python_version(), "machine": platform.machine(), "time": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
 def _report(payload: dict[str, Any], out: Path | None) -> None:
@@ -186,7 +197,9 @@ def _report(payload: dict[str, Any], out: Path | None) -> None:
 
     summaries = payload["results"]
     rows = ratios(summaries)
-    title = f"qwen-stream bench: {payload['config']['model'] or 'default model'}, {payload['config']['max_tokens']} tokens"
+    cfg = payload["config"]
+    title = (f"qwen-stream bench: {cfg['model'] or 'default model'}, {cfg['workload']} workload, "
+             f"{cfg['max_tokens']} tokens")
     print_tables(summaries, rows, title)
     for name, seconds in payload.get("load_s", {}).items():
         print(f"{name}: model loaded in {seconds:.1f} s")
@@ -198,6 +211,11 @@ def _report(payload: dict[str, Any], out: Path | None) -> None:
         if g:
             print(f"{name}: JSON-schema masks for {g['streams']:.0f} streams {g['mask_ms_per_step']:.2f} ms/step = "
                   f"{100 * g['share_of_step']:.1f}% of a {g['step_ms']:.1f} ms engine step at that concurrency")
+    for s in summaries:
+        drafted, accepted = s.extra.get("draft_n"), s.extra.get("draft_n_accepted")
+        if drafted:
+            print(f"{s.system}, {s.concurrency} streams: {accepted:.0f} of {drafted:.0f} drafted tokens accepted "
+                  f"({100 * accepted / drafted:.0f}%)")
     for name, why in payload["skipped"].items():
         print(f"skipped {name}: {why}")
     if out is not None:

@@ -100,32 +100,28 @@ def summarize(system: str, concurrency: int, traces: Sequence[StreamTrace], peak
                    peak_rss_mb=peak_rss_mb)
 
 
-def current_rss_mb() -> float:
-    """Resident memory of this process now (psutil when present, else /proc)."""
+def current_rss_mb(pid: int | None = None) -> float:
+    """Resident memory of a process now (default: this one), from /proc; NaN once it is gone."""
     try:
-        import psutil
-
-        return float(psutil.Process().memory_info().rss) / 2**20
-    except ImportError:
-        try:
-            with open(f"/proc/{os.getpid()}/statm") as f:
-                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-        except OSError:
-            return math.nan
+        with open(f"/proc/{pid or os.getpid()}/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return math.nan
 
 
 class RssSampler:
     """Peak RSS over a phase, sampled on a thread: ``ru_maxrss`` never falls, so it cannot tell phases apart."""
 
-    def __init__(self, interval_s: float = 0.05) -> None:
+    def __init__(self, interval_s: float = 0.05, pid: int | None = None) -> None:
         self.interval_s = interval_s
-        self.peak_mb = current_rss_mb()
+        self.pid = pid  # None: this process
+        self.peak_mb = current_rss_mb(pid)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bench-rss", daemon=True)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
-            self.peak_mb = max(self.peak_mb, current_rss_mb())
+            self.peak_mb = _max(self.peak_mb, current_rss_mb(self.pid))
 
     def __enter__(self) -> RssSampler:
         self._thread.start()
@@ -134,7 +130,12 @@ class RssSampler:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak_mb = max(self.peak_mb, current_rss_mb())
+        self.peak_mb = _max(self.peak_mb, current_rss_mb(self.pid))
+
+
+def _max(a: float, b: float) -> float:
+    """max() that ignores NaN (a sample taken as the process ended)."""
+    return a if math.isnan(b) else b if math.isnan(a) else max(a, b)
 
 
 def now() -> float:

@@ -1,7 +1,11 @@
-"""The real HTTP server as a bench system: `qwen-stream serve` in a child process, streaming clients over loopback.
+"""Servers as bench systems: a child process and streaming clients over loopback.
+
+- ``ours-server``: `qwen-stream serve`.
+- ``llama-server`` / ``llama-server-ngram``: llama.cpp's own C++ server (see llama_server.py).
 
 Each ``serve`` call is one client (on its own thread) reading the SSE stream of ``/v1/chat/completions``; the
-token times are when each chunk reached the client, the way a user's app sees them.
+token times are when each chunk reached the client, the way a user's app sees them. ``pid`` lets the harness
+sample the server's memory rather than the bench's.
 """
 
 from __future__ import annotations
@@ -19,30 +23,26 @@ from qwen_stream.bench.systems import BenchConfig, Messages
 STARTUP_TIMEOUT_S = 600.0  # first use of an alias may fetch it
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-class ServerSystem:
-    name = "ours-server"
+class HttpServerSystem:
+    """A server process speaking OpenAI's streaming chat completions; subclasses give the command line."""
+
+    name = "server"
     concurrent = True
 
-    def __init__(self, config: BenchConfig) -> None:
+    def __init__(self, config: BenchConfig, command: list[str], port: int) -> None:
         import httpx
 
         self.config = config
-        port = _free_port()
         self.base_url = f"http://127.0.0.1:{port}"
-        command = [sys.executable, "-m", "qwen_stream.cli.main", "serve", "--port", str(port), "--log-level",
-                   "warning", "--max-batch-size", str(config.max_batch_size), "--context-length",
-                   str(config.context_length), "--no-prefix-cache"]  # see reset_cache
-        if config.model:
-            command += ["--model", config.model]
-        if config.threads:
-            command += ["--threads", str(config.threads)]
+        self.totals: dict[str, float] = {}  # what the server reports per request (llama-server: draft counts)
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.pid = self.process.pid
         self.client = httpx.Client(base_url=self.base_url, timeout=httpx.Timeout(600.0, connect=5.0),
                                    limits=httpx.Limits(max_connections=256, max_keepalive_connections=256))
         try:
@@ -58,21 +58,21 @@ class ServerSystem:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 err = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
-                raise RuntimeError(f"qwen-stream serve exited with {self.process.returncode}: {err[-2000:]}")
+                raise RuntimeError(f"{self.name} exited with {self.process.returncode}: {err[-2000:]}")
             try:
                 if self.client.get("/health").status_code == 200:
                     return
             except httpx.TransportError:
                 pass  # not listening yet
             time.sleep(0.25)
-        raise RuntimeError(f"qwen-stream serve was not ready after {STARTUP_TIMEOUT_S:.0f} s")
+        raise RuntimeError(f"{self.name} was not ready after {STARTUP_TIMEOUT_S:.0f} s")
 
     def _body(self, messages: Messages) -> dict[str, Any]:
         body: dict[str, Any] = {"messages": messages, "max_tokens": self.config.max_tokens, "temperature": 0.0,
                                 "repetition_penalty": 1.0,  # plain greedy, as the in-process systems
                                 "stream": True, "stream_options": {"include_usage": True}}
         if self.config.force_length:
-            body["ignore_eos"] = True  # vLLM's extension; a server that ignores it may end answers early
+            body["ignore_eos"] = True  # vLLM's and llama-server's extension
         return body
 
     def serve(self, messages: Messages, trace: StreamTrace) -> None:
@@ -87,6 +87,7 @@ class ServerSystem:
                 t = now()
                 if chunk.get("usage"):
                     usage_tokens = chunk["usage"].get("completion_tokens")
+                self._record(chunk)
                 for choice in chunk.get("choices", []):
                     delta = (choice.get("delta") or {}).get("content") or ""
                     if delta:
@@ -95,11 +96,14 @@ class ServerSystem:
         if usage_tokens is not None and trace.token_times and usage_tokens > trace.n_tokens:
             trace.add_tokens(trace.token_times[-1], usage_tokens - trace.n_tokens)
 
+    def _record(self, chunk: dict[str, Any]) -> None:
+        """Hook for server-specific fields of a chunk."""
+
     def reset_cache(self) -> None:
-        pass  # HTTP has no way to empty the cache between measurements, so the server runs without one
+        pass
 
     def stats(self) -> dict[str, float]:
-        return {}
+        return dict(self.totals)
 
     def close(self) -> None:
         self.client.close()
@@ -110,3 +114,23 @@ class ServerSystem:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+class ServerSystem(HttpServerSystem):
+    """`qwen-stream serve` in a child process."""
+
+    name = "ours-server"
+
+    def __init__(self, config: BenchConfig) -> None:
+        port = free_port()
+        command = [sys.executable, "-m", "qwen_stream.cli.main", "serve", "--port", str(port), "--log-level",
+                   "warning", "--max-batch-size", str(config.max_batch_size), "--context-length",
+                   str(config.context_length), "--no-prefix-cache"]  # see reset_cache
+        if config.model:
+            command += ["--model", config.model]
+        if config.threads:
+            command += ["--threads", str(config.threads)]
+        super().__init__(config, command, port)
+
+    def reset_cache(self) -> None:
+        pass  # HTTP has no way to empty the cache between measurements, so the server runs without one

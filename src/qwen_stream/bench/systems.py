@@ -4,6 +4,8 @@
   threads batch together); the last is the PyTorch runner with int8 weights (float32 activations).
 - ``hf``: Hugging Face ``generate()`` + ``TextIteratorStreamer``, one request at a time.
 - ``llama-cpp-python``: ``Llama.create_chat_completion(stream=True)``, one request at a time.
+- ``llama-server`` / ``llama-server-ngram``: llama.cpp's C++ server, without and with its prompt-lookup speculation
+  (llama_server.py), and ``ours-server``, `qwen-stream serve` (server.py): child processes driven over HTTP.
 
 Every system gets the same chat messages, greedy decoding, and (with ``force_length``) exactly ``max_tokens`` new
 tokens: end-of-turn tokens are disabled so no system wins by stopping early.
@@ -23,7 +25,8 @@ from typing import Any, Protocol
 from qwen_stream.bench.metrics import StreamTrace, now
 
 Messages = list[dict[str, str]]
-SYSTEMS = ("ours-llamacpp", "ours-torch", "ours-torch-int8", "hf", "llama-cpp-python")
+SYSTEMS = ("ours-llamacpp", "ours-torch", "ours-torch-int8", "hf", "llama-cpp-python", "llama-server",
+           "llama-server-ngram")
 
 
 @dataclass(slots=True)
@@ -36,6 +39,7 @@ class BenchConfig:
     force_length: bool = True
     dtype: str | None = None
     prefix_cache: bool = True  # False: every request computes its whole prompt
+    workload: str = "free"  # "free" answers or "edit" (rewrite a module): see workloads.py
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -239,4 +243,8 @@ def make_system(name: str, config: BenchConfig) -> BenchSystem:
         return HFSystem(config)
     if name == "llama-cpp-python":
         return LlamaCppPythonSystem(config)
+    if name in ("llama-server", "llama-server-ngram"):
+        from qwen_stream.bench.llama_server import LlamaServerSystem
+
+        return LlamaServerSystem(config, speculative=name.endswith("-ngram"))
     raise ValueError(f"unknown system {name!r}; choose from {', '.join(SYSTEMS)}")
