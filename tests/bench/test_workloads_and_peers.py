@@ -52,7 +52,7 @@ def test_llama_server_gets_our_slots_and_context() -> None:
     spec = server_command(Path("/bin/llama-server"), Path("m.gguf"), config, 8080, speculative=True)
     assert plain[plain.index("-np") + 1] == "16" and plain[plain.index("-c") + 1] == str(16 * 1024)
     assert plain[plain.index("-t") + 1] == "2" and "--spec-type" not in plain
-    assert spec[-2:] == ["--spec-type", "ngram-simple"]
+    assert spec[-2:] == ["--spec-type", "ngram-simple"] and spec[:len(plain)] == plain
 
 
 def test_peak_rss_of_another_process() -> None:

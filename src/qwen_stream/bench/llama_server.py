@@ -35,13 +35,15 @@ def find_llama_server() -> Path | None:
 
 def server_command(binary: Path, gguf: Path, config: BenchConfig, port: int, *, speculative: bool) -> list[str]:
     """The llama-server command line for a bench run (one place, so the README can quote it)."""
-    from qwen_stream.engine.cpu import physical_cores
+    from qwen_stream.engine.cpu import has_amx, physical_cores
 
     slots = config.max_batch_size
     threads = str(config.threads or physical_cores())
     command = [str(binary), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port), "-np", str(slots),
                "-c", str(slots * config.context_length), "-t", threads, "-tb", threads, "--cache-ram", "0",
                "--no-webui"]
+    if has_amx():
+        command.append("--no-repack")  # the same plain CPU weight buffers our runner uses there (llamacpp_runner.py)
     if speculative:
         command += ["--spec-type", "ngram-simple"]
     return command
