@@ -189,7 +189,8 @@ def _config_dict(config: BenchConfig, systems: list[str], levels: list[int]) -> 
     return {"model": config.model, "systems": systems, "concurrency": levels, "max_tokens": config.max_tokens,
             "force_length": config.force_length, "threads": config.threads, "dtype": config.dtype,
             "context_length": config.context_length, "workload": config.workload,
-            "python": platform.python_version(), "machine": platform.machine(), "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+            "python": platform.python_version(), "machine": platform.machine(),
+            "time": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
 def _report(payload: dict[str, Any], out: Path | None) -> None:
