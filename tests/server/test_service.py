@@ -72,6 +72,21 @@ def test_health_reports_ready_only_after_loading(tiny_model_dir: Path) -> None:
         assert http.post("/v1/chat/completions", json=CHAT).status_code == 200
 
 
+def test_health_fails_once_the_engine_stops(tiny_model_dir: Path) -> None:
+    from qwen_stream.api import ChatModel
+
+    model = ChatModel.load(str(tiny_model_dir), runner="torch", max_batch_size=1, context_length=128, progress=False)
+    try:
+        with LiveServer(create_app(model)) as live, httpx.Client(base_url=live.url) as http:
+            assert http.get("/health").status_code == 200
+            model.engine.shutdown()
+            stopped = http.get("/health")
+            assert stopped.status_code == 503 and stopped.json()["status"] == "failed"
+            assert "engine" in stopped.json()["detail"]
+    finally:
+        model.close()
+
+
 def test_health_reports_a_failed_load() -> None:
     def load() -> Any:
         raise FileNotFoundError("no such model: /nowhere")

@@ -135,9 +135,13 @@ def _service_routes(state: ServerState) -> APIRouter:
 
     @router.get("/health", response_model=HealthResponse, responses={503: {"model": HealthResponse}})
     async def health() -> JSONResponse:
-        if state.model is not None:
+        if state.model is not None and state.model.engine.is_alive():
             return JSONResponse(HealthResponse(status="ok", model=state.served_name).model_dump(exclude_none=True))
-        body = HealthResponse(status="failed" if state.load_error else "loading", model=state.served_name, detail=state.load_error)
+        if state.model is not None:  # loaded, but the engine stopped: probes must see it, not only requests
+            body = HealthResponse(status="failed", model=state.served_name, detail="the engine is not running")
+        else:
+            body = HealthResponse(status="failed" if state.load_error else "loading", model=state.served_name,
+                                  detail=state.load_error)
         return JSONResponse(body.model_dump(exclude_none=True), status_code=503)
 
     @router.get("/metrics", response_class=Response)
