@@ -12,7 +12,7 @@ from qwen_stream.server.errors import APIError
 from qwen_stream.server.ollama_protocol import Options
 from qwen_stream.server.response_store import ResponseStore, StoredResponse
 from qwen_stream.server.responses_protocol import ResponsesRequest, input_messages
-from qwen_stream.types import StreamEvent
+from qwen_stream.types import StreamEvent, ToolCallDelta
 
 
 def event(delta: str) -> StreamEvent:
@@ -25,6 +25,25 @@ def test_text_deltas_make_one_block_started_and_stopped_once() -> None:
     assert [(e.kind, e.delta) for e in out] == [("start", ""), ("delta", "Hel"), ("delta", "lo"), ("stop", "")]
     assert [(b.kind, b.text) for b in blocks.blocks] == [("text", "Hello")]
     assert blocks.close() == []  # closing twice is harmless
+
+
+def test_thinking_text_and_tool_calls_make_blocks_in_order() -> None:
+    blocks = AnswerBlocks()
+    events = [StreamEvent(delta="", text="", token_ids=[], reasoning_delta="Hmm, "),
+              StreamEvent(delta="Let me check.", text="", token_ids=[], reasoning_delta="weather."),
+              StreamEvent(delta="", text="", token_ids=[], tool_call_deltas=[
+                  ToolCallDelta(0, id="call_1", name="get_weather", arguments='{"city": '),
+                  ToolCallDelta(0, arguments='"Paris"}'), ToolCallDelta(1, id="call_2", name="now")])]
+    out = [e for ev in events for e in blocks.feed(ev)] + blocks.close()
+    assert [(e.kind, e.block.index) for e in out] == [
+        ("start", 0), ("delta", 0), ("delta", 0), ("stop", 0), ("start", 1), ("delta", 1), ("stop", 1),
+        ("start", 2), ("delta", 2), ("delta", 2), ("stop", 2), ("start", 3), ("stop", 3)]
+    kinds = [(b.kind, b.text, b.name, b.call_id) for b in blocks.blocks]
+    assert kinds == [("reasoning", "Hmm, weather.", "", ""), ("text", "Let me check.", "", ""),
+                     ("tool_call", '{"city": "Paris"}', "get_weather", "call_1"), ("tool_call", "", "now", "call_2")]
+    assert blocks.blocks[2].arguments() == {"city": "Paris"} and blocks.blocks[3].arguments() == {}
+    blocks.blocks[2].text = '{"city": "Par'  # cut by the token limit: no object to hand on
+    assert blocks.blocks[2].arguments() == {}
 
 
 def test_an_empty_answer_has_no_block() -> None:

@@ -8,10 +8,11 @@ same blocks build a whole answer, which is why a streamed answer always equals t
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from qwen_stream.types import StreamEvent
+from qwen_stream.types import StreamEvent, ToolCallDelta
 
 BlockKind = Literal["text", "reasoning", "tool_call"]
 
@@ -23,6 +24,15 @@ class Block:
     text: str = ""  # the text, the reasoning, or a tool call's arguments (JSON) so far
     name: str = ""  # tool_call: the function's name
     call_id: str = ""  # tool_call: the id the client answers the call with
+
+    def arguments(self) -> dict[str, Any]:
+        """A tool call's arguments as an object; {} when the model did not finish writing one (cut by the token
+        limit: the answer's finish reason then says so)."""
+        try:
+            value = json.loads(self.text) if self.text else {}
+        except ValueError:
+            return {}
+        return value if isinstance(value, dict) else {}
 
 
 @dataclass(slots=True, frozen=True)
@@ -38,11 +48,18 @@ class AnswerBlocks:
     def __init__(self) -> None:
         self.blocks: list[Block] = []
         self._open: Block | None = None
+        self._calls: dict[int, Block] = {}  # tool call index -> its block
 
     def feed(self, event: StreamEvent) -> list[BlockEvent]:
+        # Within one event (several tokens merged for a reader that lagged) the model wrote its thinking first,
+        # then text, then calls.
         out: list[BlockEvent] = []
+        if event.reasoning_delta:
+            out += self._append("reasoning", event.reasoning_delta)
         if event.delta:
             out += self._append("text", event.delta)
+        for call in event.tool_call_deltas:
+            out += self._tool_call(call)
         return out
 
     def close(self) -> list[BlockEvent]:
@@ -62,6 +79,19 @@ class AnswerBlocks:
             return out
         block.text += text
         out.append(BlockEvent("delta", block, text))
+        return out
+
+    def _tool_call(self, delta: ToolCallDelta) -> list[BlockEvent]:
+        out: list[BlockEvent] = []
+        block = self._calls.get(delta.index)
+        if block is None:  # the first piece of a call names it
+            out += self.close()
+            block = Block(len(self.blocks), "tool_call", name=delta.name or "", call_id=delta.id or "")
+            self._calls[delta.index] = block
+            out += self._start(block)
+        if delta.arguments:
+            block.text += delta.arguments
+            out.append(BlockEvent("delta", block, delta.arguments))
         return out
 
     def _start(self, block: Block) -> list[BlockEvent]:

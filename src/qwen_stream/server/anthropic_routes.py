@@ -8,7 +8,6 @@ usage) and ``message_stop``. The whole message is built from the same blocks.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
@@ -127,7 +126,7 @@ def _empty_block(block: Block) -> dict[str, Any]:
 def _whole_block(block: Block) -> dict[str, Any]:
     whole = _empty_block(block)
     if block.kind == "tool_call":
-        whole["input"] = json.loads(block.text) if block.text else {}
+        whole["input"] = block.arguments()
     else:
         whole["thinking" if block.kind == "reasoning" else "text"] = block.text
     return whole
@@ -135,10 +134,10 @@ def _whole_block(block: Block) -> dict[str, Any]:
 
 def _stop(final: StreamEvent | None, blocks: list[Block]) -> tuple[str, str | None]:
     """Anthropic's stop_reason (and the stop sequence that was hit, if one was)."""
-    if any(block.kind == "tool_call" for block in blocks):
-        return "tool_use", None
     if final is None or final.finish_reason is FinishReason.LENGTH:
         return "max_tokens", None
+    if any(block.kind == "tool_call" for block in blocks):
+        return "tool_use", None
     if final.stop_string is not None:
         return "stop_sequence", final.stop_string
     return "end_turn", None

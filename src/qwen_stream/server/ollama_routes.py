@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
 from qwen_stream.server.admission import respond_json
-from qwen_stream.server.answer_blocks import AnswerBlocks
+from qwen_stream.server.answer_blocks import AnswerBlocks, Block, BlockEvent
 from qwen_stream.server.answer_stream import Event, frames, render, run_to_end
 from qwen_stream.server.auth import api_key_dependency
 from qwen_stream.server.chat_job import ChatJob, start_job
@@ -118,24 +118,49 @@ class OllamaRenderer:
         return []
 
     def feed(self, event: StreamEvent) -> list[Event]:
-        return [self._chunk(e.delta) for e in self._blocks.feed(event) if e.kind == "delta" and e.delta]
+        return [chunk for e in self._blocks.feed(event) if (chunk := self._on_block(e)) is not None]
 
     def finish(self, final: StreamEvent | None, usage: Usage) -> list[Event]:
-        self._blocks.close()
-        self._final = {**self._chunk(""), "done": True, "done_reason": _done_reason(final), **_timings(final)}
-        return [self._final]
+        chunks = [chunk for e in self._blocks.close() if (chunk := self._on_block(e)) is not None]
+        self._final = {**self._chunk(), "done": True, "done_reason": _done_reason(final), **_timings(final)}
+        return [*chunks, self._final]
 
     def whole(self) -> Event:
-        """The answer as one object: the last chunk with all the text."""
-        text = "".join(block.text for block in self._blocks.blocks if block.kind == "text")
-        return {**self._final, **self._chunk(text), "done": True}
+        """The answer as one object: the last chunk with all the text, thinking and tool calls."""
+        blocks = self._blocks.blocks
+        text = "".join(block.text for block in blocks if block.kind == "text")
+        thinking = "".join(block.text for block in blocks if block.kind == "reasoning")
+        calls = [block for block in blocks if block.kind == "tool_call"]
+        return {**self._final, **self._chunk(text, thinking, calls), "done": True}
 
     def loaded(self) -> Event:
-        return {**self._chunk(""), "done": True, "done_reason": "load"}
+        return {**self._chunk(), "done": True, "done_reason": "load"}
 
-    def _chunk(self, text: str) -> Event:
-        body = {"message": {"role": "assistant", "content": text}} if self.kind == "chat" else {"response": text}
+    def _on_block(self, event: BlockEvent) -> Event | None:
+        """Text and thinking stream as they come; a tool call goes out whole once written, as Ollama sends it."""
+        block = event.block
+        if block.kind == "tool_call":
+            return self._chunk(calls=[block]) if event.kind == "stop" else None
+        if event.kind != "delta" or not event.delta:
+            return None
+        return self._chunk(event.delta) if block.kind == "text" else self._chunk(thinking=event.delta)
+
+    def _chunk(self, text: str = "", thinking: str = "", calls: Sequence[Block] = ()) -> Event:
+        body: Event
+        if self.kind == "chat":
+            message: Event = {"role": "assistant", "content": text}
+            if thinking:
+                message["thinking"] = thinking
+            if calls:
+                message["tool_calls"] = [_tool_call(block) for block in calls]
+            body = {"message": message}
+        else:
+            body = {"response": text, **({"thinking": thinking} if thinking else {})}
         return {"model": self.model, "created_at": _now(), **body, "done": False}
+
+
+def _tool_call(block: Block) -> Event:
+    return {"function": {"name": block.name, "arguments": block.arguments()}}
 
 
 def _done_reason(final: StreamEvent | None) -> str:

@@ -50,10 +50,11 @@ class ResponseBuilder:
     def finish(self, final: StreamEvent | None, usage: Usage) -> list[Event]:
         """The answer ended (``final`` is its last event; None if it never finished): close it, last event."""
         reason = final.finish_reason if final is not None else FinishReason.ABORT
-        done_status = "completed" if reason is FinishReason.STOP else "incomplete"
+        finished = reason in (FinishReason.STOP, FinishReason.TOOL_CALLS)
+        done_status = "completed" if finished else "incomplete"
         events = [e for block_event in self._blocks.close() for e in self._on_block(block_event, done_status)]
         self.usage = usage
-        if reason is FinishReason.STOP:
+        if finished:
             self.status = "completed"
         else:
             self.status = "incomplete"
