@@ -94,7 +94,7 @@ def test_model_management_routes_say_this_server_serves_one_model(client: ollama
     ("/api/chat", {"model": "m", "messages": MESSAGES, "options": {"temperature": "hot"}}, "temperature"),
     ("/api/chat", {"model": "m", "messages": MESSAGES, "options": {"temperature": -1.0}}, "temperature"),
     ("/api/chat", {"model": "m", "messages": [{"role": "user", "content": "hi", "images": ["aGk="]}]}, "image"),
-    ("/api/chat", {"model": "m", "messages": [{"role": "assistant", "content": "Me first"}]}, "user message"),
+    ("/api/chat", {"model": "m", "messages": [{"role": "assistant", "content": "Me first"}]}, "nothing to answer"),
     ("/api/generate", {"model": "m", "prompt": "hi", "suffix": "end"}, "suffix"),
     ("/api/generate", {"model": "m", "prompt": "hi", "context": [1, 2]}, "context"),
     ("/api/generate", {"model": "m", "prompt": 5}, "prompt"),

@@ -108,7 +108,7 @@ def test_the_store_keeps_the_most_recent_responses(tiny_chat_model: Any) -> None
     ({"input": "hi", "temperature": -1.0}, "temperature"),
     ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "data:"}]}]}, "image"),
     ({"input": [{"type": "function_call_output"}]}, "input[0]"),
-    ({"input": [{"role": "assistant", "content": "I answer"}]}, "user message"),
+    ({"input": [{"role": "assistant", "content": "I answer"}]}, "nothing to answer"),
     ({"input": "hi", "background": True}, "background"),
 ])
 def test_malformed_bodies_get_openai_400s(http: httpx.Client, body: dict[str, Any], mentions: str) -> None:
