@@ -25,7 +25,7 @@ from qwen_stream.server.anthropic_protocol import (
     anthropic_error_event,
 )
 from qwen_stream.server.auth import api_key_dependency
-from qwen_stream.server.chat_job import ChatJob, StartedJob, count_prompt_tokens, start_job
+from qwen_stream.server.chat_job import ChatJob, count_prompt_tokens, start_job
 from qwen_stream.server.error_shapes import shaped_route
 from qwen_stream.server.protocol import Usage
 from qwen_stream.server.sse import SSEResponse, sse_event
@@ -48,7 +48,7 @@ def anthropic_router(state: ServerState) -> APIRouter:
     async def create_message(body: MessagesRequest, request: Request) -> Response:
         body.check_supported()
         started = await start_job(state, ChatJob(body.chat_messages(), body.sampling()), ROUTE)
-        builder = MessageBuilder(started)
+        builder = MessageBuilder(started.model_name, started.prompt_tokens)
         events = render(started.gen, builder)
         if body.stream:
             return SSEResponse(frames(events, _encode, _failed))
@@ -65,14 +65,13 @@ def anthropic_router(state: ServerState) -> APIRouter:
 class MessageBuilder:
     """Feed it the events of one answer; it returns Anthropic's stream events and keeps the whole message."""
 
-    def __init__(self, started: StartedJob) -> None:
+    def __init__(self, model: str, prompt_tokens: int) -> None:
         self.id = f"msg_{uuid.uuid4().hex}"
-        self.model = started.model_name
-        self.prompt_tokens = started.prompt_tokens
+        self.model = model
         self.content: list[dict[str, Any]] = []
         self.stop_reason: str | None = None
         self.stop_sequence: str | None = None
-        self.usage: dict[str, int] = {"input_tokens": started.prompt_tokens, "output_tokens": 0,
+        self.usage: dict[str, int] = {"input_tokens": prompt_tokens, "output_tokens": 0,
                                       "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
         self._blocks = AnswerBlocks()
 
