@@ -20,10 +20,13 @@ from qwen_stream.engine.backend import EngineBackend
 from qwen_stream.engine.engine import Engine
 from qwen_stream.engine.runner import ModelRunner
 from qwen_stream.models.prompting import ChatPrompter, history_pairs, make_messages
+from qwen_stream.models.tools import ToolRequest
 from qwen_stream.output.grammar import Grammars
+from qwen_stream.output.message import MessageParser, make_tool_parser, parser_for_template, template_thinks
 from qwen_stream.output.processor import OutputProcessor
+from qwen_stream.output.reasoning import ReasoningParser, prompt_opens_reasoning
 from qwen_stream.streams import AsyncRequestStream, PromptInfo, RequestStream
-from qwen_stream.types import SamplingParams, TokenOutput
+from qwen_stream.types import FinishReason, SamplingParams, StreamEvent, TokenOutput, ToolCall
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +38,37 @@ class _Prepared:
     prompt_ids: list[int]
     params: SamplingParams
     info: PromptInfo
+    prompt_text: str = ""  # set for chat prompts (rendered by the template), "" for raw completions
+    tools: ToolRequest | None = None
+
+
+class Answer(str):
+    """What ``ChatModel.chat`` returns: the answer's text, with its reasoning and tool calls alongside.
+
+    It is a ``str`` (the content), so code written for plain answers keeps working.
+    """
+
+    reasoning: str
+    tool_calls: list[ToolCall]
+    finish_reason: FinishReason | None
+
+    @classmethod
+    def from_event(cls, event: StreamEvent) -> Answer:
+        answer = cls(event.text)
+        answer.reasoning = event.reasoning
+        answer.tool_calls = list(event.tool_calls)
+        answer.finish_reason = event.finish_reason
+        return answer
+
+    def message(self) -> dict[str, Any]:
+        """The answer as an OpenAI-style assistant message, to append to ``messages`` for the next turn
+        (reasoning left out, as Qwen3's template leaves out earlier turns' reasoning)."""
+        message: dict[str, Any] = {"role": "assistant", "content": str(self)}
+        if self.tool_calls:
+            message["tool_calls"] = [{"id": c.id, "type": "function",
+                                      "function": {"name": c.name, "arguments": c.arguments}}
+                                     for c in self.tool_calls]
+        return message
 
 
 class ChatModel:
@@ -53,6 +87,8 @@ class ChatModel:
             self.default_params = default_params.with_(max_new_tokens=max(1, self.context_length // 2))
         self.prompter = ChatPrompter(tokenizer, default_system=default_system)
         self.grammars = Grammars(tokenizer, vocab_size=engine.vocab_size, stop_token_ids=self.eos_token_ids)
+        # The tool-call format: None reads it from the chat template; "hermes" or "qwen3_coder" forces one.
+        self.tool_parser: str | None = None
 
     @classmethod
     def load(cls, model: str | None = None, *, runner: str = "auto", device: str | None = "cpu", dtype: str | None = None,
@@ -113,16 +149,67 @@ class ChatModel:
 
     def _prepare_chat(self, query: str | None, history: History, messages: Sequence[Any] | None,
                       system: str | None, params: SamplingParams | None, overrides: dict[str, Any]) -> _Prepared:
+        """``overrides`` holds sampling fields and the chat options: tools, tool_choice, parallel_tool_calls,
+        thinking, chat_template_kwargs."""
+        options = {k: overrides.pop(k) for k in _CHAT_OPTIONS if k in overrides}
+        tools = ToolRequest.create(options.get("tools"), options.get("tool_choice"),
+                                   options.get("parallel_tool_calls"))
+        template_kwargs = dict(options.get("chat_template_kwargs") or {})
+        if options.get("thinking") is not None:
+            template_kwargs["enable_thinking"] = bool(options["thinking"])
+        if tools.must_call:
+            if any(overrides.get(k) is not None for k in ("constraint", "response_format", "json_schema")):
+                raise ValueError("tool_choice that forces a call cannot be combined with response_format")
+            overrides["constraint"] = self._tool_constraint(tools, template_kwargs)
         chosen = self._seeded(self.sampling_params(params, **overrides))
+        self._check_logit_bias(chosen)
         turns = make_messages(query, messages if messages is not None else history, system=system)
-        if turns[-1]["role"] != "user":
-            raise ValueError("nothing to answer: give a query, or messages ending with a user message")
-        prompt = self.prompter.build(turns, max_prompt_tokens=self._prompt_budget(chosen))
-        return _Prepared(prompt.ids, chosen, PromptInfo(len(prompt.ids), prompt.dropped_turns))
+        if turns[-1]["role"] not in ("user", "tool"):
+            raise ValueError("nothing to answer: give a query, or messages ending with a user or tool message")
+        if tools.active:
+            self._tool_parser_name()  # fail before any work when the format is unknown
+        prompt = self.prompter.build(turns, max_prompt_tokens=self._prompt_budget(chosen),
+                                     tools=tools.tools if tools.active else None, template_kwargs=template_kwargs)
+        return _Prepared(prompt.ids, chosen, PromptInfo(len(prompt.ids), prompt.dropped_turns), prompt.text,
+                         tools if tools.active else None)
+
+    def _tool_constraint(self, tools: ToolRequest, template_kwargs: dict[str, Any]) -> Any:
+        """The grammar that makes ``tool_choice`` "required" or a named function a fact, not a hope: the model
+        can only write calls (in its own format) to the given functions with arguments valid for them."""
+        choice: Any = {"type": "function", "function": {"name": tools.choice}} if tools.forced_name else tools.choice
+        thinks = template_thinks(self.prompter.template_text) and template_kwargs.get("enable_thinking") is not False
+        return self.grammars.tool_calls(list(tools.tools), choice, parallel_tool_calls=tools.parallel,
+                                        call_format=self._tool_parser_name(), reasoning=thinks)
+
+    def _check_logit_bias(self, params: SamplingParams) -> None:
+        vocab = self.engine.vocab_size
+        if isinstance(vocab, int) and any(token_id >= vocab for token_id, _ in params.logit_bias):
+            raise ValueError(f"logit_bias names token ids past this model's vocabulary of {vocab}")
+
+    def _tool_parser_name(self) -> str:
+        name = self.tool_parser or parser_for_template(self.prompter.template_text)
+        if name is None:
+            raise ValueError("cannot tell from this model's chat template how it writes tool calls: choose a "
+                             "tool parser (--tool-parser hermes or qwen3_coder)")
+        return name
+
+    def _message_parser(self, prepared: _Prepared) -> MessageParser | None:
+        """Reasoning split when the template knows <think>; tool calls read when the request has tools."""
+        reasoning = None
+        if template_thinks(self.prompter.template_text):
+            reasoning = ReasoningParser(starts_in_reasoning=prompt_opens_reasoning(prepared.prompt_text))
+        tools = None
+        if prepared.tools is not None:
+            tools = make_tool_parser(self._tool_parser_name(), prepared.tools.tools,
+                                     max_calls=None if prepared.tools.parallel else 1)
+        if reasoning is None and tools is None:
+            return None
+        return MessageParser(reasoning=reasoning, tools=tools)
 
     def _prepare_completion(self, prompt: str | Sequence[int], params: SamplingParams | None,
                             overrides: dict[str, Any]) -> _Prepared:
         chosen = self._seeded(self.sampling_params(params, **overrides))
+        self._check_logit_bias(chosen)
         if isinstance(prompt, str):
             ids = self.tokenizer.encode(prompt, add_special_tokens=False)
         elif all(isinstance(t, int) for t in prompt):
@@ -143,23 +230,32 @@ class ChatModel:
                              f"{self.context_length} tokens")
         return self.context_length - params.max_new_tokens
 
-    def _processor(self, params: SamplingParams) -> OutputProcessor:
-        return OutputProcessor(self.tokenizer, params, start_time=time.perf_counter())
+    def _processor(self, params: SamplingParams, parser: MessageParser | None = None) -> OutputProcessor:
+        return OutputProcessor(self.tokenizer, params, start_time=time.perf_counter(), parser=parser)
+
+    def _chat_processor(self, prepared: _Prepared) -> OutputProcessor:
+        return self._processor(prepared.params, self._message_parser(prepared))
 
     # ---- streaming ------------------------------------------------------------------------------------------
 
     def stream(self, query: str | None = None, history: History = None, *, messages: Sequence[Any] | None = None,
                system: str | None = None, params: SamplingParams | None = None, **overrides: Any) -> RequestStream:
-        """Stream the answer to ``query`` after ``history`` as StreamEvents (``event.delta`` is the new text)."""
+        """Stream the answer to ``query`` after ``history`` as StreamEvents (``event.delta`` is the new text).
+
+        Chat options besides sampling fields: ``tools`` (OpenAI function specs, or bare ``{"name", "parameters"}``
+        dicts), ``tool_choice`` ("auto", "none", "required" or a function), ``parallel_tool_calls``,
+        ``thinking`` (Qwen3's ``enable_thinking``) and ``chat_template_kwargs``. Events then carry
+        ``tool_call_deltas``/``tool_calls`` and ``reasoning_delta``/``reasoning`` besides the content.
+        """
         p = self._prepare_chat(query, history, messages, system, params, overrides)
-        return RequestStream(self.engine, p.prompt_ids, p.params, self._processor(p.params), p.info)
+        return RequestStream(self.engine, p.prompt_ids, p.params, self._chat_processor(p), p.info)
 
     def astream(self, query: str | None = None, history: History = None, *, messages: Sequence[Any] | None = None,
                 system: str | None = None, params: SamplingParams | None = None,
                 **overrides: Any) -> AsyncRequestStream:
         """As ``stream``, for asyncio: call it inside a running event loop."""
         p = self._prepare_chat(query, history, messages, system, params, overrides)
-        return AsyncRequestStream(self.engine, p.prompt_ids, p.params, self._processor(p.params), p.info)
+        return AsyncRequestStream(self.engine, p.prompt_ids, p.params, self._chat_processor(p), p.info)
 
     def complete_stream(self, prompt: str | Sequence[int], *, params: SamplingParams | None = None,
                         **overrides: Any) -> RequestStream:
@@ -183,12 +279,18 @@ class ChatModel:
         finally:
             stream.close()  # break / close() / Ctrl-C in the caller stops the computation
 
-    def chat(self, query: str, history: History = None, system: str | None = None,
-             **overrides: Any) -> tuple[str, list[tuple[str, str]]]:
-        """The whole answer at once, and the history with this turn appended as a (query, response) pair."""
-        answer = self.stream(query, history, system=system, **overrides).collect().text
-        pairs = history_pairs(history)
-        pairs.append((query, answer))
+    def chat(self, query: str | None = None, history: History = None, system: str | None = None, *,
+             messages: Sequence[Any] | None = None, **overrides: Any) -> tuple[Answer, list[tuple[str, str]]]:
+        """The whole answer at once, and the history with this turn appended as a (query, response) pair.
+
+        The answer is a ``str`` with ``.tool_calls``, ``.reasoning``, ``.finish_reason`` and ``.message()`` (the
+        assistant message to append to ``messages`` in a tool loop); ``stream`` lists the options.
+        """
+        event = self.stream(query, history, messages=messages, system=system, **overrides).collect()
+        answer = Answer.from_event(event)
+        pairs = history_pairs(messages if messages is not None else history)
+        if query is not None:
+            pairs.append((query, str(answer)))
         return answer, pairs
 
     # ---- offline batches ------------------------------------------------------------------------------------
@@ -196,7 +298,7 @@ class ChatModel:
     def chat_batch(self, queries: Sequence[str], *, system: str | None = None, progress: bool = True,
                    **overrides: Any) -> list[str]:
         """Answer many independent queries, batched as tightly as the engine allows."""
-        prepared = [self._prepare_chat(q, None, None, system, None, overrides) for q in queries]
+        prepared = [self._prepare_chat(q, None, None, system, None, dict(overrides)) for q in queries]
         return self._run_batch(prepared, progress)
 
     def batch(self, prompts: Sequence[str], *, chat: bool = True, progress: bool = True,
@@ -211,7 +313,7 @@ class ChatModel:
         from tqdm.auto import tqdm
 
         outputs: queue.SimpleQueue[tuple[int, TokenOutput]] = queue.SimpleQueue()
-        consumers = [RequestConsumer(self.engine, self._processor(p.params)) for p in prepared]
+        consumers = [RequestConsumer(self.engine, self._chat_processor(p) if p.prompt_text else self._processor(p.params)) for p in prepared]
         capacity = self.engine.max_running + self.engine.max_waiting
         submitted = done = 0
         try:
@@ -240,6 +342,9 @@ class ChatModel:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+_CHAT_OPTIONS = ("tools", "tool_choice", "parallel_tool_calls", "thinking", "chat_template_kwargs")
 
 
 def _indexed_sink(into: queue.SimpleQueue[tuple[int, TokenOutput]], index: int) -> Callable[[TokenOutput], None]:

@@ -8,6 +8,11 @@ Special tokens come only from the chat template: a message whose text spells one
 ``<|im_start|>system``) is encoded as plain text, as Qwen-7B-Chat's make_context does with
 ``allowed_special=set()``, so a user cannot forge a turn. Non-special added tokens (Qwen2.5's ``<tool_call>``)
 are left to the tokenizer: they are meant to appear in message text.
+
+Tool use: an assistant message keeps its ``tool_calls`` (arguments parsed into objects for the template) and a
+``tool`` message its ``tool_call_id``; a turn runs from a user message to the next one, so a call and its
+results are always kept or dropped together. ``tools`` and any ``template_kwargs`` (``enable_thinking`` ...)
+go to the template as variables.
 """
 
 from __future__ import annotations
@@ -18,11 +23,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from qwen_stream.models.tools import normalize_tool_calls
+
 ROLES = frozenset({"system", "user", "assistant", "tool"})
 # What Qwen-7B-Chat's make_context puts first when the caller gives no system prompt.
 CHATML_DEFAULT_SYSTEM = "You are a helpful assistant."
 
-Message = dict[str, str]
+Message = dict[str, Any]
+# Names apply_chat_template itself takes: chat_template_kwargs must not smuggle these in.
+_RESERVED_TEMPLATE_KWARGS = frozenset({
+    "conversation", "messages", "tools", "documents", "chat_template", "add_generation_prompt",
+    "continue_final_message", "tokenize", "padding", "truncation", "max_length", "return_tensors", "return_dict",
+    "return_assistant_tokens_mask", "tokenizer_kwargs"})
 
 
 @dataclass(slots=True)
@@ -90,7 +102,16 @@ def _normalize_message(item: Mapping[str, Any], index: int) -> Message:
     content = item.get("content")
     if content is None and role == "assistant":
         content = ""  # an assistant turn that only called tools
-    return {"role": str(role), "content": _content_text(content, f"history[{index}].content")}
+    message: Message = {"role": str(role), "content": _content_text(content, f"history[{index}].content")}
+    if role == "assistant" and item.get("tool_calls"):
+        message["tool_calls"] = normalize_tool_calls(item["tool_calls"], f"history[{index}].tool_calls")
+    if role == "assistant" and isinstance(item.get("reasoning_content"), str):
+        message["reasoning_content"] = item["reasoning_content"]
+    if role == "tool":
+        for key in ("tool_call_id", "name"):
+            if isinstance(item.get(key), str):
+                message[key] = item[key]
+    return message
 
 
 def _content_text(content: object, where: str) -> str:
@@ -117,34 +138,63 @@ class ChatPrompter:
         self.tokenizer = tokenizer
         self.default_system = default_system
         self.has_template = bool(getattr(tokenizer, "chat_template", None))
+        template = getattr(tokenizer, "chat_template", None)
+        # Some tokenizers carry several named templates; what matters here is what any of them mentions.
+        self.template_text = " ".join(template.values()) if isinstance(template, dict) else str(template or "")
+        self.supports_tools = "tools" in self.template_text
         self._specials = special_token_ids(tokenizer)
         self._special_id_set = frozenset(self._specials.values())
         self._special_re = _alternation(self._specials)
 
-    def build(self, messages: Sequence[Mapping[str, Any]], *, max_prompt_tokens: int) -> PromptResult:
-        """Token ids of the prompt, dropping the oldest turns until it fits ``max_prompt_tokens``."""
+    def build(self, messages: Sequence[Mapping[str, Any]], *, max_prompt_tokens: int,
+              tools: Sequence[Mapping[str, Any]] | None = None,
+              template_kwargs: Mapping[str, Any] | None = None) -> PromptResult:
+        """Token ids of the prompt, dropping the oldest turns until it fits ``max_prompt_tokens``.
+
+        ``tools`` (OpenAI specs) and ``template_kwargs`` are template variables; a template that never mentions
+        ``tools`` cannot show them to the model, so asking for them is a ValueError rather than a silent drop.
+        """
         if isinstance(max_prompt_tokens, bool) or not isinstance(max_prompt_tokens, int) or max_prompt_tokens < 1:
             raise ValueError(f"max_prompt_tokens must be an integer >= 1, got {max_prompt_tokens!r}")
+        variables = self._template_variables(tools, template_kwargs)
         msgs = normalize_history(list(messages))
         if not msgs:
             raise ValueError("messages is empty: nothing to answer")
         system, turns = self._split(msgs)
-        full = self._encode(system, turns)
+        full = self._encode(system, turns, 0, variables)
         if len(full.ids) <= max_prompt_tokens:
             return full
-        last_only = full if len(turns) == 1 else self._encode(system, turns[-1:], dropped=len(turns) - 1)
+        last_only = full if len(turns) == 1 else self._encode(system, turns[-1:], len(turns) - 1, variables)
         if len(last_only.ids) > max_prompt_tokens:
             raise ValueError(f"the prompt is too long: the system prompt and the last message alone take "
                              f"{len(last_only.ids)} tokens, but the limit is {max_prompt_tokens} "
                              f"(the context window minus max_new_tokens)")
-        return self._fit(system, turns, max_prompt_tokens, last_only)
+        return self._fit(system, turns, max_prompt_tokens, last_only, variables)
 
-    def _fit(self, system: list[Message], turns: list[list[Message]], limit: int, best: PromptResult) -> PromptResult:
+    def _template_variables(self, tools: Sequence[Mapping[str, Any]] | None,
+                            template_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
+        variables: dict[str, Any] = {}
+        if template_kwargs:
+            if not isinstance(template_kwargs, Mapping) or not all(isinstance(k, str) for k in template_kwargs):
+                raise ValueError("chat_template_kwargs must be an object with string keys")
+            clash = sorted(set(template_kwargs) & _RESERVED_TEMPLATE_KWARGS)
+            if clash:
+                raise ValueError(f"chat_template_kwargs cannot set {', '.join(clash)}")
+            variables.update(template_kwargs)
+        if tools:
+            if not self.supports_tools:
+                raise ValueError("this model's chat template has no tool support: it cannot show the model "
+                                 "`tools` (use a model whose template renders them, e.g. Qwen2.5 or Qwen3)")
+            variables["tools"] = [dict(tool) for tool in tools]
+        return variables
+
+    def _fit(self, system: list[Message], turns: list[list[Message]], limit: int, best: PromptResult,
+             variables: dict[str, Any]) -> PromptResult:
         # Fewer dropped turns -> longer prompt, so binary search the smallest drop that fits: O(log n) renders.
         lo, hi = 1, len(turns) - 1  # dropping 0 is known too long, dropping len-1 is known to fit
         while lo < hi:
             mid = (lo + hi) // 2
-            candidate = self._encode(system, turns[mid:], dropped=mid)
+            candidate = self._encode(system, turns[mid:], mid, variables)
             if len(candidate.ids) <= limit:
                 hi, best = mid, candidate
             else:
@@ -169,28 +219,33 @@ class ChatPrompter:
             raise ValueError("messages hold only a system prompt: add a user message")
         return system, turns
 
-    def _encode(self, system: list[Message], turns: list[list[Message]], dropped: int = 0) -> PromptResult:
+    def _encode(self, system: list[Message], turns: list[list[Message]], dropped: int = 0,
+                variables: dict[str, Any] | None = None) -> PromptResult:
         messages = system + [m for turn in turns for m in turn]
+        for message in messages:
+            if "tool_calls" in message and self._holds_special_text(repr(message["tool_calls"])):
+                raise ValueError("tool call names and arguments must not spell special tokens")
         forged = [i for i, m in enumerate(messages) if self._holds_special_text(m["content"])]
         if forged:
-            text, ids = self._encode_guarded(messages, forged)
+            text, ids = self._encode_guarded(messages, forged, variables)
             return PromptResult(ids=ids, dropped_turns=dropped, text=text)
         # No message spells a special token: every special token in the text is the template's own, so the
         # whole text is encoded at once, exactly as before. The template already wrote any BOS it wants.
-        text = self.render(messages)
+        text = self.render(messages, variables)
         ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
         return PromptResult(ids=ids, dropped_turns=dropped, text=text)
 
     def _holds_special_text(self, content: str) -> bool:
         return self._special_re is not None and self._special_re.search(content) is not None
 
-    def _encode_guarded(self, messages: list[Message], forged: list[int]) -> tuple[str, list[int]]:
+    def _encode_guarded(self, messages: list[Message], forged: list[int],
+                        variables: dict[str, Any] | None) -> tuple[str, list[int]]:
         """Render with a marker in place of each forged content, then encode the contents as plain text."""
         nonce = secrets.token_hex(8)  # unguessable, so no message can hold a marker itself
         marker = {i: f"\ue000{nonce}:{i}\ue001" for i in forged}  # private-use characters: templates leave them
         markers = {marker[i]: messages[i]["content"] for i in forged}
         marked = [{**m, "content": marker[i]} if i in marker else m for i, m in enumerate(messages)]
-        pieces = re.split(f"(\ue000{nonce}:\\d+\ue001)", self.render(marked))
+        pieces = re.split(f"(\ue000{nonce}:\\d+\ue001)", self.render(marked, variables))
         # re.split with a group alternates: template text at even indexes, a marker at odd ones.
         text = "".join(markers[p] if k % 2 else p for k, p in enumerate(pieces))
         return text, self._encode_pieces(pieces, markers)
@@ -222,9 +277,11 @@ class ChatPrompter:
                             f"be kept from forging special tokens with it")
         return ids
 
-    def render(self, messages: list[Message]) -> str:
+    def render(self, messages: list[Message], variables: Mapping[str, Any] | None = None) -> str:
+        """The prompt text; ``variables`` (tools, enable_thinking, ...) are passed to the template."""
         if self.has_template:
-            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                                      **dict(variables or {}))
             if not isinstance(text, str):
                 raise TypeError(f"the chat template rendered {type(text).__name__}, expected a string")
             return text

@@ -164,7 +164,7 @@ def _v1_routes(state: ServerState) -> APIRouter:
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
         model, strings, name = state.require_model()
         messages = [message.as_dict() for message in body.messages]
-        start = partial(_start_chat, model, messages)
+        start = partial(_start_chat, model, messages, body.chat_options)
         starters = [(start, params, i == 0) for i, params in enumerate(_params(model, body))]
         gen = await start_generation(starters, state.metrics, "/v1/chat/completions")
         reply = ChatReply(model=name, include_usage=body.include_usage, want_logprobs=body.logprobs)
@@ -190,8 +190,8 @@ def _v1_routes(state: ServerState) -> APIRouter:
     return router
 
 
-def _start_chat(model: ChatModel, messages: list[dict[str, str]], params: Any) -> Any:
-    return model.astream(messages=messages, params=params)
+def _start_chat(model: ChatModel, messages: list[dict[str, Any]], options: dict[str, Any], params: Any) -> Any:
+    return model.astream(messages=messages, params=params, **options)
 
 
 def _start_completion(model: ChatModel, prompt: str, params: Any) -> Any:

@@ -14,13 +14,17 @@ from qwen_stream.server.protocol import (
     ChatCompletionResponse,
     ChatLogprobs,
     DeltaMessage,
+    FunctionCallOut,
+    FunctionDelta,
     TokenLogprobInfo,
+    ToolCallDeltaOut,
+    ToolCallOut,
     TopLogprob,
     new_id,
     now,
 )
 from qwen_stream.server.sse import DONE, sse_frame, stream_error_frame
-from qwen_stream.types import StreamEvent, TokenLogprob
+from qwen_stream.types import StreamEvent, TokenLogprob, ToolCall, ToolCallDelta
 
 
 @dataclass(slots=True)
@@ -76,8 +80,12 @@ def _event_chunks(reply: ChatReply, index: int, event: StreamEvent,
                   strings: TokenStrings) -> list[ChatCompletionChunk]:
     chunks = []
     # An event may carry no text yet (held back for a possible stop string) but still carry logprobs.
-    if event.delta or (reply.want_logprobs and event.logprobs):
-        choice = ChatChunkChoice(index=index, delta=DeltaMessage(content=event.delta),
+    if event.delta or event.reasoning_delta or event.tool_call_deltas or (reply.want_logprobs and event.logprobs):
+        delta = DeltaMessage(content=event.delta or None, reasoning_content=event.reasoning_delta or None,
+                             tool_calls=[_tool_call_delta(d) for d in event.tool_call_deltas] or None)
+        if delta.content is None and delta.reasoning_content is None and delta.tool_calls is None:
+            delta.content = ""  # a logprobs-only chunk, as before
+        choice = ChatChunkChoice(index=index, delta=delta,
                                  logprobs=chat_logprobs(event.logprobs, strings) if reply.want_logprobs else None)
         chunks.append(ChatCompletionChunk(id=reply.id, created=reply.created, model=reply.model, choices=[choice]))
     if event.finish_reason is not None:
@@ -86,14 +94,32 @@ def _event_chunks(reply: ChatReply, index: int, event: StreamEvent,
     return chunks
 
 
+def _tool_call_delta(delta: ToolCallDelta) -> ToolCallDeltaOut:
+    if delta.id is not None:  # the first piece of a call
+        return ToolCallDeltaOut(index=delta.index, id=delta.id, type="function",
+                                function=FunctionDelta(name=delta.name, arguments=delta.arguments))
+    return ToolCallDeltaOut(index=delta.index, function=FunctionDelta(arguments=delta.arguments))
+
+
+def _message(event: StreamEvent | None) -> AssistantMessage:
+    if event is None:
+        return AssistantMessage(content="")
+    calls: list[ToolCall] = event.tool_calls
+    return AssistantMessage(
+        content=event.text if event.text or not calls else None,
+        reasoning_content=event.reasoning or None,
+        tool_calls=[ToolCallOut(id=c.id, function=FunctionCallOut(name=c.name, arguments=c.arguments))
+                    for c in calls] or None)
+
+
 async def collect_chat(gen: Generation, reply: ChatReply, strings: TokenStrings) -> ChatCompletionResponse:
     """Run every choice to the end and build one chat.completion object."""
-    texts = [""] * len(gen.choices)
+    last: list[StreamEvent | None] = [None] * len(gen.choices)
     finish: list[str | None] = [None] * len(gen.choices)
     logprobs: list[list[TokenLogprobInfo]] = [[] for _ in gen.choices]
     try:
         async for index, event in gen.events():
-            texts[index] = event.text
+            last[index] = event
             if event.finish_reason is not None:
                 finish[index] = event.finish_reason.value
             if reply.want_logprobs and event.logprobs:
@@ -101,7 +127,7 @@ async def collect_chat(gen: Generation, reply: ChatReply, strings: TokenStrings)
     finally:
         await gen.aclose()
     choices = [
-        ChatChoice(index=i, message=AssistantMessage(content=texts[i]), finish_reason=finish[i],  # type: ignore[arg-type]
+        ChatChoice(index=i, message=_message(last[i]), finish_reason=finish[i],  # type: ignore[arg-type]
                    logprobs=ChatLogprobs(content=logprobs[i]) if reply.want_logprobs else None)
         for i in range(len(gen.choices))
     ]

@@ -37,6 +37,7 @@ def build_params(model: ChatModel, req: ChatCompletionRequest | CompletionReques
         "temperature": req.temperature,
         "top_p": req.top_p,
         "top_k": req.top_k,
+        "min_p": req.min_p,
         "seed": req.seed,
         "presence_penalty": req.presence_penalty,
         "frequency_penalty": req.frequency_penalty,
@@ -45,6 +46,8 @@ def build_params(model: ChatModel, req: ChatCompletionRequest | CompletionReques
         "ignore_eos": req.ignore_eos or None,
         "response_format": req.response_format,
     }
+    if req.logit_bias:
+        overrides["logit_bias"] = _logit_bias(req.logit_bias)
     if req.stop is not None:
         overrides["stop"] = (req.stop,) if isinstance(req.stop, str) else tuple(req.stop)
     base = model.sampling_params(**{k: v for k, v in overrides.items() if v is not None})
@@ -52,6 +55,13 @@ def build_params(model: ChatModel, req: ChatCompletionRequest | CompletionReques
         return [base] * req.n
     # Distinct seeds, or the n choices of a sampled request would all be the same text.
     return [base.with_(seed=base.seed + i) for i in range(req.n)]
+
+
+def _logit_bias(bias: dict[str, float]) -> dict[int, float]:
+    try:
+        return {int(token_id): value for token_id, value in bias.items()}
+    except ValueError:
+        raise ValueError("logit_bias keys must be token ids (integers written as strings)") from None
 
 
 @dataclass(slots=True)

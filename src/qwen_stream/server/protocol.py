@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
-Role = Literal["system", "developer", "user", "assistant"]
+Role = Literal["system", "developer", "user", "assistant", "tool"]
 FinishReasonLiteral = Literal["stop", "length", "abort", "tool_calls"]
 
 
@@ -41,10 +41,42 @@ class TextContentPart(_Request):
     text: str
 
 
+class FunctionCallIn(_Request):
+    name: str
+    arguments: str | dict[str, Any] = "{}"  # OpenAI sends JSON text; an object is accepted too
+
+
+class ToolCallIn(_Request):
+    id: str | None = None
+    type: Literal["function"] = "function"
+    function: FunctionCallIn
+
+
 class ChatMessage(_Request):
     role: Role
-    content: str | list[TextContentPart] | None = None
+    # Content parts other than text (image_url, input_audio, file) change what a request means and this server
+    # reads text only, so they are refused by name instead of dropped.
+    content: str | list[dict[str, Any]] | None = None
     name: str | None = None
+    tool_calls: list[ToolCallIn] | None = None  # an assistant turn that called tools
+    tool_call_id: str | None = None  # a tool turn: which call it answers
+    reasoning_content: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> ChatMessage:
+        if isinstance(self.content, list):
+            for k, part in enumerate(self.content):
+                kind = part.get("type")
+                if kind != "text":
+                    raise ValueError(f"content[{k}] is a {kind!r} part: this model reads text only, so only "
+                                     f"'text' content parts are supported")
+                if not isinstance(part.get("text"), str):
+                    raise ValueError(f"content[{k}].text must be a string")
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("a 'tool' message needs tool_call_id: the id of the tool call it answers")
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError("only assistant messages carry tool_calls")
+        return self
 
     def text(self) -> str:
         """The content as one string; list content (``[{"type": "text", ...}]``) is joined."""
@@ -52,12 +84,21 @@ class ChatMessage(_Request):
             return ""
         if isinstance(self.content, str):
             return self.content
-        return "".join(part.text for part in self.content)
+        return "".join(str(part["text"]) for part in self.content)
 
-    def as_dict(self) -> dict[str, str]:
+    def as_dict(self) -> dict[str, Any]:
         # "developer" is the newer OpenAI name for the system role.
         role = "system" if self.role == "developer" else self.role
-        return {"role": role, "content": self.text()}
+        message: dict[str, Any] = {"role": role, "content": self.text()}
+        if self.tool_calls:
+            message["tool_calls"] = [call.model_dump(exclude_none=True) for call in self.tool_calls]
+        if self.tool_call_id is not None:
+            message["tool_call_id"] = self.tool_call_id
+        if self.role == "tool" and self.name is not None:
+            message["name"] = self.name
+        if self.reasoning_content is not None:
+            message["reasoning_content"] = self.reasoning_content
+        return message
 
 
 class StreamOptions(_Request):
@@ -72,6 +113,8 @@ class _SamplingFields(_Request):
     temperature: float | None = None
     top_p: float | None = None
     top_k: int | None = None
+    min_p: float | None = None
+    logit_bias: dict[str, float] | None = None  # token id (as a string, as OpenAI sends it) -> bias in [-100, 100]
     seed: int | None = None
     stop: str | list[str] | None = None
     n: int = Field(default=1, ge=1, le=16)
@@ -91,17 +134,47 @@ class _SamplingFields(_Request):
         return self.stream_options is not None and self.stream_options.include_usage
 
 
+# Fields that would change what a request means but that this server does not do: refused by name (400), never
+# silently dropped. Fields that only tune delivery (store, metadata, service_tier, ...) stay ignored.
+UNHONOURED_FIELDS = {
+    "prediction": "predicted outputs are not supported",
+    "audio": "audio output is not supported: this model writes text only",
+    "functions": "the legacy `functions` field is not supported: send `tools`",
+    "function_call": "the legacy `function_call` field is not supported: send `tool_choice`",
+    "web_search_options": "web search is not supported",
+}
+
+
 class ChatCompletionRequest(_SamplingFields):
+    model_config = ConfigDict(strict=True, extra="allow")  # extras are looked at for UNHONOURED_FIELDS only
+
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
     logprobs: bool = False
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    tools: list[dict[str, Any]] | None = None  # checked by qwen_stream.models.tools (400 with the field named)
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    chat_template_kwargs: dict[str, Any] | None = None  # template variables, e.g. {"enable_thinking": false}
+    modalities: list[str] | None = None
 
     @model_validator(mode="after")
     def _check(self) -> ChatCompletionRequest:
         if self.top_logprobs is not None and not self.logprobs:
             raise ValueError("top_logprobs needs logprobs set to true")
+        extras = self.model_extra or {}
+        for name, why in UNHONOURED_FIELDS.items():
+            if extras.get(name) is not None:
+                raise ValueError(f"{name}: {why}")
+        if self.modalities is not None and set(self.modalities) - {"text"}:
+            raise ValueError("modalities: only 'text' output is supported")
         return self
+
+    @property
+    def chat_options(self) -> dict[str, Any]:
+        """What ChatModel.astream takes besides sampling: tools, tool_choice, ..."""
+        return {"tools": self.tools, "tool_choice": self.tool_choice, "parallel_tool_calls": self.parallel_tool_calls,
+                "chat_template_kwargs": self.chat_template_kwargs}
 
     @property
     def token_limit(self) -> int | None:
@@ -178,9 +251,43 @@ class CompletionLogprobs(_Response):
     text_offset: list[int] = Field(default_factory=list)
 
 
+class FunctionCallOut(_Response):
+    name: str
+    arguments: str  # JSON text of an object
+
+
+class ToolCallOut(_Response):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCallOut
+
+
 class AssistantMessage(_Response):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
+    reasoning_content: str | None = None  # Qwen3's <think> block, as vLLM and others name it
+    tool_calls: list[ToolCallOut] | None = None
+
+
+class FunctionDelta(_Response):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ToolCallDeltaOut(_Response):
+    """A streamed piece of a tool call: the first has index, id, type and function.name; later ones
+    function.arguments fragments that join to the final JSON."""
+
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: FunctionDelta
+
+    @model_serializer(mode="wrap")
+    def _omit_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = {k: v for k, v in handler(self).items() if v is not None}
+        data["function"] = {k: v for k, v in data["function"].items() if v is not None}
+        return data
 
 
 class ChatChoice(_Response):
@@ -203,6 +310,8 @@ class ChatCompletionResponse(_Response):
 class DeltaMessage(_Response):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    reasoning_content: str | None = None
+    tool_calls: list[ToolCallDeltaOut] | None = None
 
     @model_serializer(mode="wrap")
     def _omit_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
