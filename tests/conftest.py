@@ -39,3 +39,30 @@ def tiny_chat_model(tiny_model_dir: Path) -> Iterator[Any]:
                            context_length=512, progress=False)
     yield model
     model.close()
+
+
+TEMPLATES = Path(__file__).parent / "fixtures" / "chat_templates"
+
+
+@pytest.fixture(scope="session")
+def templated_model(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """``get(name)``: the tiny model with one of the real chat templates in tests/fixtures/chat_templates
+    (qwen2_5: tools; qwen3: thinking + tools; qwen3_coder: XML tools), one ChatModel per template per session."""
+    import shutil
+
+    from qwen_stream.api import ChatModel
+
+    models: dict[str, Any] = {}
+
+    def get(name: str) -> Any:
+        if name not in models:
+            path = tmp_path_factory.mktemp(f"tiny-{name}")
+            shutil.copytree(tiny_model_dir, path, dirs_exist_ok=True)
+            (path / "chat_template.jinja").write_text((TEMPLATES / f"{name}.jinja").read_text())
+            models[name] = ChatModel.load(str(path), runner="torch", max_batch_size=8, context_length=2048,
+                                          progress=False)
+        return models[name]
+
+    yield get
+    for model in models.values():
+        model.close()

@@ -154,6 +154,9 @@ class ChatModel:
         options = {k: overrides.pop(k) for k in _CHAT_OPTIONS if k in overrides}
         tools = ToolRequest.create(options.get("tools"), options.get("tool_choice"),
                                    options.get("parallel_tool_calls"))
+        if tools.active:
+            self.prompter.require_tools()
+            self._tool_parser_name()  # fail before any work when the format is unknown
         template_kwargs = dict(options.get("chat_template_kwargs") or {})
         if options.get("thinking") is not None:
             template_kwargs["enable_thinking"] = bool(options["thinking"])
@@ -166,8 +169,6 @@ class ChatModel:
         turns = make_messages(query, messages if messages is not None else history, system=system)
         if turns[-1]["role"] not in ("user", "tool"):
             raise ValueError("nothing to answer: give a query, or messages ending with a user or tool message")
-        if tools.active:
-            self._tool_parser_name()  # fail before any work when the format is unknown
         prompt = self.prompter.build(turns, max_prompt_tokens=self._prompt_budget(chosen),
                                      tools=tools.tools if tools.active else None, template_kwargs=template_kwargs)
         return _Prepared(prompt.ids, chosen, PromptInfo(len(prompt.ids), prompt.dropped_turns), prompt.text,

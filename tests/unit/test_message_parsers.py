@@ -193,3 +193,28 @@ def test_coalesce_merges_pieces_of_one_call() -> None:
     total, _ = run(_hermes, list(HERMES))
     merged = coalesce_tool_call_deltas(total.tool_calls)
     assert [(d.index, d.name) for d in merged] == [(0, "get_weather"), (1, "now")]
+
+
+BARE = '```json\n{\n  "name": "get_weather",\n  "arguments": {\n    "city": "Paris"\n  }\n}\n```'
+
+
+def test_a_bare_call_as_the_whole_answer_is_a_call() -> None:
+    """Qwen2.5-Coder-1.5B answers a tool request with a fenced JSON call and no tags."""
+    for text in (BARE, '  {"name": "get_weather", "arguments": {"city": "Paris"}}',
+                 '[{"name": "get_weather", "arguments": {"city": "Paris"}}]'):
+        for pieces in splits(text):
+            total, parser = run(_hermes, pieces)
+            assert total.content == "" and [(c.name, json.loads(c.arguments)) for c in parser.calls] == [
+                ("get_weather", {"city": "Paris"})], pieces
+            check_deltas(total, parser)
+
+
+def test_json_or_code_that_is_not_a_call_stays_content() -> None:
+    for text in ('{"name": "someone else", "arguments": {}}', '```json\n{"a": 1}\n```', "```python\nx = {}\n```",
+                 '{"name": "get_weather"} and more'):
+        total, parser = run(_hermes, list(text))
+        assert total.content == text and parser.calls == []
+    parser = make_tool_parser("hermes", TOOLS)  # code streams at once: only a JSON start is held back
+    assert parser.push("```python\nprint(1)")[0] == "```python\nprint(1)"
+    parser = make_tool_parser("hermes")  # without tool schemas nothing can be matched: no holding back
+    assert parser.push('{"name": "get_weather"')[0] == '{"name": "get_weather"'

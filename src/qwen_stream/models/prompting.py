@@ -171,6 +171,12 @@ class ChatPrompter:
                              f"(the context window minus max_new_tokens)")
         return self._fit(system, turns, max_prompt_tokens, last_only, variables)
 
+    def require_tools(self) -> None:
+        """ValueError unless the chat template can show the model ``tools``."""
+        if not self.supports_tools:
+            raise ValueError("this model's chat template has no tool support: it cannot show the model `tools` "
+                             "(use a model whose template renders them, e.g. Qwen2.5 or Qwen3)")
+
     def _template_variables(self, tools: Sequence[Mapping[str, Any]] | None,
                             template_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
         variables: dict[str, Any] = {}
@@ -182,9 +188,7 @@ class ChatPrompter:
                 raise ValueError(f"chat_template_kwargs cannot set {', '.join(clash)}")
             variables.update(template_kwargs)
         if tools:
-            if not self.supports_tools:
-                raise ValueError("this model's chat template has no tool support: it cannot show the model "
-                                 "`tools` (use a model whose template renders them, e.g. Qwen2.5 or Qwen3)")
+            self.require_tools()
             variables["tools"] = [dict(tool) for tool in tools]
         return variables
 

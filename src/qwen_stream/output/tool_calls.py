@@ -5,6 +5,11 @@ passes text outside the tags through as content, holding back only a tail that c
 ``<tool_call>``. Inside a call it announces the name as soon as it is complete, then streams the arguments
 object exactly as the model writes it, so the fragments join to the final ``arguments`` text. A call whose
 markup cannot be read (no name by its end) is given back as content rather than lost.
+
+Small Qwen2.5-Coder models often skip the tags and answer with the bare call, ``{"name": ..., "arguments": ...}``
+or the same inside a ```` ```json ```` fence. The Hermes parser reads that too when it is the whole answer and names
+one of the request's tools: an answer that starts like that is held back until it ends (it may be a plain JSON
+answer after all, then it is content), so such a call arrives whole in one piece.
 """
 
 from __future__ import annotations
@@ -20,6 +25,11 @@ from qwen_stream.output.tags import split_at_tag
 from qwen_stream.types import ToolCall, ToolCallDelta
 
 __all__ = ["HermesToolParser", "ToolCallParser", "new_call_id"]
+
+# The start of an answer that may be a bare call: optional ```json fence, then an object (or a list of them).
+_BARE_START = re.compile(r"(?:```(?:json)?\s*)?\[?\s*\{")
+_BARE_MAYBE = re.compile(r"`{0,3}|```j|```js|```jso|```json|(?:```(?:json)?\s*)?\[?\s*")
+_FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.S)
 
 
 def new_call_id() -> str:
@@ -47,6 +57,7 @@ class ToolCallParser:
     name: ClassVar[str] = ""
     OPEN: ClassVar[str] = "<tool_call>"
     CLOSE: ClassVar[str] = "</tool_call>"
+    BARE_JSON: ClassVar[bool] = False  # also read a whole answer that is a bare JSON call (Hermes)
 
     def __init__(self, tools: Sequence[Mapping[str, Any]] | None = None, *, max_calls: int | None = None) -> None:
         self._schemas = _parameter_schemas(tools or ())
@@ -56,6 +67,8 @@ class ToolCallParser:
         self._current: _Call | None = None
         self._calls: list[_Call] = []
         self._after_call = False  # whitespace right after a call is not content
+        # None: the answer's start is still undecided; True: it may be a bare call, held to the end.
+        self._bare: bool | None = None if self.BARE_JSON and self._schemas else False
 
     @property
     def calls(self) -> list[ToolCall]:
@@ -65,6 +78,8 @@ class ToolCallParser:
         pending, self._held = self._held + text, ""
         content: list[str] = []
         deltas: list[ToolCallDelta] = []
+        if self._bare is not False and not self._bare_start(pending):
+            return "", deltas
         while pending:
             if self._current is None:
                 pending = self._text_step(pending, content)
@@ -76,12 +91,50 @@ class ToolCallParser:
         held, self._held = self._held, ""
         content: list[str] = []
         deltas: list[ToolCallDelta] = []
-        if self._current is not None:
+        if self._bare is not False:
+            self._bare = False
+            if not self._bare_calls(held, deltas):
+                content.append(held)
+        elif self._current is not None:
             self._body += held
             self._end_call(content, deltas, closed=False)
         else:
             self._say(held, content)
         return "".join(content), deltas
+
+    # ---- a bare call as the whole answer --------------------------------------------------------------------
+
+    def _bare_start(self, pending: str) -> bool:
+        """Whether to go on parsing normally; False: ``pending`` is held (undecided, or a bare call)."""
+        start = pending.lstrip()
+        if self._bare or (start and _BARE_START.match(start)):
+            self._bare = True
+        elif not start or _BARE_MAYBE.fullmatch(start):
+            pass  # could still become a fence or an object
+        else:
+            self._bare = False
+            return True
+        self._held = pending
+        return False
+
+    def _bare_calls(self, text: str, deltas: list[ToolCallDelta]) -> bool:
+        """Report ``text`` as calls if it is one call object (or a list of them) naming the request's tools."""
+        body = text.strip()
+        fenced = _FENCE.match(body)
+        try:
+            value = json.loads(fenced.group(1) if fenced else body)
+        except ValueError:
+            return False
+        items = value if isinstance(value, list) else [value]
+        if not items or not all(isinstance(i, dict) and i.get("name") in self._schemas for i in items):
+            return False
+        for item in items[: self._max_calls or len(items)]:
+            self._current = _Call(index=len(self._calls), id=new_call_id())
+            self._announce(item["name"], deltas)
+            self._arguments(_arguments_text(item.get("arguments", item.get("parameters"))), deltas)
+            self._calls.append(self._current)
+        self._current = None
+        return True
 
     # ---- text outside calls ------------------------------------------------------------------------------------
 
@@ -236,6 +289,7 @@ class HermesToolParser(ToolCallParser):
     """
 
     name = "hermes"
+    BARE_JSON = True
 
     def _begin(self) -> None:
         self._deferred = False  # read the call whole at its end

@@ -36,6 +36,7 @@ from qwen_stream.server.protocol import (
 from qwen_stream.server.response_store import DEFAULT_RESPONSE_STORE_SIZE, ResponseStore
 from qwen_stream.server.responses_routes import responses_router
 from qwen_stream.server.sse import SSEResponse
+from qwen_stream.server.tokenize import tokenize_routes
 
 if TYPE_CHECKING:
     from qwen_stream.api import ChatModel
@@ -127,6 +128,8 @@ def create_app(model: ChatModel | ModelLoader, *, api_key: str | None = None,
                        dependencies=protected, responses=_ERROR_RESPONSES)
     app.include_router(anthropic_router(state))
     app.include_router(ollama_router(state))
+    app.include_router(tokenize_routes(lambda: state.require_model()[0]), dependencies=protected,
+                       responses=_ERROR_RESPONSES)
     return app
 
 
