@@ -87,3 +87,12 @@ def test_lines_for_stats_and_dropped_turns() -> None:
     assert dropped_turns_note(0) is None
     assert "1 oldest turn no longer" in (dropped_turns_note(1) or "")
     assert "3 oldest turns" in (dropped_turns_note(3) or "")
+
+
+def test_think_switches_and_reports() -> None:
+    state = _state()
+    assert "default" in _run(state, "think")[0] and state.thinking is None
+    assert "off" in _run(state, "think", "off")[0] and state.thinking is False
+    assert "on" in _run(state, "think", "ON")[0] and state.thinking is True
+    text, is_error = _run(state, "think", "maybe")
+    assert is_error and state.thinking is True and "on or off" in text

@@ -39,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stats", action="store_true",
                         help="after each answer, a line with time to first token, tokens/s and tokens")
     parser.add_argument("--plain", action="store_true", help="print answers as raw text, no markdown colouring")
+    parser.add_argument("--hide-thinking", action="store_true",
+                        help="do not print a thinking model's reasoning (it is shown dimmed by default)")
     history = parser.add_mutually_exclusive_group()
     history.add_argument("--history-file", type=Path, default=None, metavar="PATH",
                          help="where to save what you type, for Up/Down in later sessions (default: "
@@ -55,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         params = model.sampling_params(**state_overrides).with_(seed=None)
         seed = None if args.seed is None or args.seed < 0 else args.seed
-        state = ChatState(params=params, seed=seed, system=args.system, show_stats=args.stats)
+        state = ChatState(params=params, seed=seed, system=args.system, show_stats=args.stats,
+                          hide_thinking=args.hide_thinking)
         reader = make_line_reader(history_file=_history_file(args))
         return ChatLoop(console, model, state, reader, markdown=not args.plain).run()
     finally:
@@ -89,6 +92,7 @@ class _Progress:
 
     last: StreamEvent | None = None
     interrupted: bool = False
+    reasoned: bool = False  # reasoning was printed and the answer has not started below it yet
 
 
 class ChatLoop:
@@ -145,7 +149,7 @@ class ChatLoop:
         """Stream one answer; Ctrl-C stops it (the engine request is aborted), what was shown is kept."""
         try:
             stream = self.model.stream(query, history=list(self.state.history), system=self.state.system,
-                                       params=self.state.request_params())
+                                       params=self.state.request_params(), thinking=self.state.thinking)
         except (ValueError, EngineError) as exc:  # too long for the context, engine busy or stopped
             self._note(f"Cannot answer: {exc}", style="yellow")
             return
@@ -174,6 +178,12 @@ class ChatLoop:
         self.console.print(ANSWER_PREFIX, style="bold green", end="")
         for event in stream:
             progress.last = event
+            if event.reasoning_delta and not self.state.hide_thinking:
+                self.console.print(event.reasoning_delta, style="dim", end="", markup=False)
+                progress.reasoned = True
+            if event.delta and progress.reasoned:
+                self.console.print()  # the answer starts on its own line under the reasoning
+                progress.reasoned = False
             self._write(styler.feed(event.delta))
 
     def _write(self, segments: list[Segment]) -> None:

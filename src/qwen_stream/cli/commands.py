@@ -27,6 +27,7 @@ COMMAND_ALIASES: dict[str, tuple[str, ...]] = {
     "reset-conf": ("reset-conf",),
     "system": ("system",),
     "stats": ("stats",),
+    "think": ("think",),
 }
 _SPELLING_TO_NAME = {spelling: name for name, spellings in COMMAND_ALIASES.items() for spelling in spellings}
 _COMMAND_RE = re.compile(r":([A-Za-z][A-Za-z-]*)(?:\s+(.*))?", re.DOTALL)
@@ -44,7 +45,8 @@ Commands:
   :conf [key=value ...]         show or change the generation settings (e.g. :conf temperature=0.2 top_p=0.9)
   :reset-conf                   restore the generation settings you started with
   :system [text | -]            show, set or remove (-) the system prompt
-  :stats                        toggle a line with time to first token and tokens/s after each answer"""
+  :stats                        toggle a line with time to first token and tokens/s after each answer
+  :think [on|off]               show or switch Qwen3's thinking (reasoning shown dimmed before the answer)"""
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,8 @@ class ChatState:
     seed: int | None = None  # None: a fresh random seed for every answer
     system: str | None = None  # None: the model's own default system prompt
     show_stats: bool = False
+    thinking: bool | None = None  # Qwen3's enable_thinking; None: the chat template's default
+    hide_thinking: bool = False  # reasoning is not printed (it is never sent back to the model either)
     history: list[tuple[str, str]] = field(default_factory=list)  # (question, answer) pairs, oldest first
     initial_params: SamplingParams | None = None  # what :reset-conf restores; set from params when None
 
@@ -119,6 +121,19 @@ def _stats(state: ChatState, arg: str) -> CommandResult:
     return _ok(f"Stats after each answer: {'on' if state.show_stats else 'off'}.")
 
 
+def _think(state: ChatState, arg: str) -> CommandResult:
+    words = {"on": True, "off": False}
+    if not arg:
+        shown = "the model's default" if state.thinking is None else ("on" if state.thinking else "off")
+        hidden = " (reasoning hidden: --hide-thinking)" if state.hide_thinking else ""
+        return _ok(f"Thinking: {shown}{hidden}.")
+    if arg.lower() not in words:
+        return _error(f":think takes on or off, got {arg!r}")
+    state.thinking = words[arg.lower()]
+    return _ok(f"Thinking {'on' if state.thinking else 'off'} from the next question "
+               "(models without a thinking mode ignore it).")
+
+
 _HANDLERS: dict[str, Callable[[ChatState, str], CommandResult]] = {
     "help": _help,
     "quit": _quit,
@@ -130,6 +145,7 @@ _HANDLERS: dict[str, Callable[[ChatState, str], CommandResult]] = {
     "reset-conf": _reset_conf,
     "system": _system,
     "stats": _stats,
+    "think": _think,
 }
 
 

@@ -35,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="finished /v1/responses answers kept in memory for previous_response_id, least "
                              "recently used dropped first (default: %(default)s; 0 keeps none)")
     parser.add_argument("--web", action="store_true", help="also serve the Gradio chat page at /web")
+    parser.add_argument("--tool-parser", choices=["hermes", "qwen3_coder"], default=None,
+                        help="how the model writes tool calls (default: read from its chat template: "
+                             "<tool_call> JSON is hermes, <function=...> XML is qwen3_coder)")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
                         help="uvicorn log level (default: %(default)s)")
 
@@ -52,7 +55,9 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
 
     def load() -> ChatModel:
-        return load_model(args, max_waiting=args.max_waiting, progress=True)
+        model = load_model(args, max_waiting=args.max_waiting, progress=True)
+        model.tool_parser = args.tool_parser
+        return model
 
     options: dict[str, Any] = {"api_key": api_key, "cors_origins": args.cors_origin,
                                "served_model_name": args.served_model_name,

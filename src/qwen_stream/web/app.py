@@ -27,6 +27,7 @@ from qwen_stream.web.chat_logic import (
     pop_last_turn,
     sampling_overrides,
     start_turn,
+    thinking_block,
     to_pairs,
 )
 
@@ -66,15 +67,18 @@ class WebChat:
         self.model = model
 
     async def respond(self, query: str, messages: list[Message] | None, system: str, temperature: float,
-                      top_p: float, max_new_tokens: float, seed: float | None) -> AsyncIterator[list[Message]]:
-        """Stream the answer to `query` into the chat; cancelling this generator aborts the engine request."""
+                      top_p: float, max_new_tokens: float, seed: float | None,
+                      thinking: bool = True) -> AsyncIterator[list[Message]]:
+        """Stream the answer to `query` into the chat; cancelling this generator aborts the engine request.
+
+        A thinking model's reasoning streams into a collapsible "Thinking" block above the answer."""
         query = (query or "").strip()
         if not query:
             return
         try:
             params = self.model.sampling_params(**sampling_overrides(temperature, top_p, max_new_tokens, seed))
             stream = self.model.astream(query, history=to_pairs(messages), system=system.strip() or None,
-                                        params=params)
+                                        params=params, thinking=bool(thinking))
         except EngineOverloadedError:
             raise gr.Error("The model is busy with other chats; try again in a moment.") from None
         except (ValueError, TypeError, EngineError) as exc:
@@ -84,10 +88,19 @@ class WebChat:
                     "and were left out.")
         chat = start_turn(messages, query)
         yield chat
+        thought = None  # index of this answer's Thinking block, once reasoning arrives
         try:
             async for event in stream:
+                if event.reasoning_delta:
+                    if thought is None:
+                        thought = len(chat) - 1
+                        chat.insert(thought, thinking_block("", done=False))
+                    chat[thought] = thinking_block(event.reasoning, done=False)
+                if thought is not None and (event.delta or event.finished):
+                    chat[thought] = thinking_block(event.reasoning, done=True)
                 if event.delta:
                     chat[-1]["content"] = event.text
+                if event.delta or event.reasoning_delta or event.finished:
                     yield chat
         finally:
             await stream.aclose()  # a no-op after a normal end; aborts on Stop, Clear, Undo or a closed tab
@@ -176,9 +189,11 @@ def build_demo(model: ChatModel, defaults: WebDefaults | None = None) -> gr.Bloc
                                                                            base.max_new_tokens)),
                                            elem_id="qs-max-new-tokens")
                 seed = gr.Number(label="Seed (-1 = random)", value=defaults.seed, precision=0, elem_id="qs-seed")
+                thinking = gr.Checkbox(label="Think before answering (Qwen3; others ignore it)", value=True,
+                                       elem_id="qs-thinking")
         pending = gr.State("")  # the question being answered, handed from the input box to respond()
         answering = gr.State(False)  # this session has an answer streaming
-        settings = [system, temperature, top_p, max_new_tokens, seed]
+        settings = [system, temperature, top_p, max_new_tokens, seed, thinking]
         gate = [answering, send, regenerate]  # what starting and finishing an answer switch
         answer_events = []
         # No concurrency limit: every session's answer runs at once and the engine batches them; past its queue

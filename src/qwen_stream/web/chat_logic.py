@@ -13,6 +13,7 @@ from typing import Any
 from qwen_stream.models.prompting import history_pairs
 
 Message = dict[str, Any]
+THINKING_TITLE = "Thinking"  # a reasoning block: an assistant message Gradio shows collapsible (metadata.title)
 
 # One answer at a time per conversation, as chat UIs do: a second question waits in the box, not in the chat.
 STILL_ANSWERING = "An answer is still streaming. Wait for it to finish, or press Stop, then send again."
@@ -48,18 +49,34 @@ def message_text(content: Any) -> str:
 
 
 def normalize(messages: Sequence[Mapping[str, Any]] | None) -> list[Message]:
-    """Plain {"role", "content": str} copies; other keys (metadata, options) are the UI's, not the model's."""
+    """Plain {"role", "content": str} copies; a reasoning block keeps its metadata (the UI shows it collapsed),
+    other keys (options, ...) are the UI's, not the model's."""
     out: list[Message] = []
     for message in messages or []:
         if not isinstance(message, Mapping) or "role" not in message:
             raise TypeError(f"each message must be a mapping with a 'role', got {message!r}")
-        out.append({"role": str(message["role"]), "content": message_text(message.get("content"))})
+        copy: Message = {"role": str(message["role"]), "content": message_text(message.get("content"))}
+        if is_thinking(message):
+            copy["metadata"] = {"title": THINKING_TITLE, "status": "done"}
+        out.append(copy)
     return out
 
 
+def is_thinking(message: Mapping[str, Any]) -> bool:
+    metadata = message.get("metadata")
+    return isinstance(metadata, Mapping) and metadata.get("title") == THINKING_TITLE
+
+
 def to_pairs(messages: Sequence[Mapping[str, Any]] | None) -> list[tuple[str, str]]:
-    """(question, answer) pairs of the finished turns; a question with no answer yet is left out."""
-    return history_pairs(normalize(messages))
+    """(question, answer) pairs of the finished turns; a question with no answer yet is left out. Reasoning
+    blocks are not sent back to the model, as Qwen3's own template drops earlier turns' reasoning."""
+    return history_pairs([m for m in normalize(messages) if not is_thinking(m)])
+
+
+def thinking_block(reasoning: str, *, done: bool) -> Message:
+    """The collapsible "Thinking" message shown above an answer."""
+    return {"role": "assistant", "content": reasoning,
+            "metadata": {"title": THINKING_TITLE, "status": "done" if done else "pending"}}
 
 
 def start_turn(messages: Sequence[Mapping[str, Any]] | None, query: str) -> list[Message]:
