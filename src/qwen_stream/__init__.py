@@ -21,13 +21,16 @@ from qwen_stream.types import (  # noqa: E402
     SamplingParams,
     StreamEvent,
     TokenLogprob,
+    ToolCall,
+    ToolCallDelta,
 )
 
 if TYPE_CHECKING:
-    from qwen_stream.api import ChatModel
+    from qwen_stream.api import Answer, ChatModel
     from qwen_stream.streams import AsyncRequestStream, RequestStream
 
 __all__ = [
+    "Answer",
     "AsyncRequestStream",
     "ChatModel",
     "EngineError",
@@ -37,10 +40,12 @@ __all__ = [
     "SamplingParams",
     "StreamEvent",
     "TokenLogprob",
+    "ToolCall",
+    "ToolCallDelta",
 ]
 __version__ = "0.1.0"
 
-_LAZY = {"ChatModel": "qwen_stream.api", "RequestStream": "qwen_stream.streams",
+_LAZY = {"ChatModel": "qwen_stream.api", "Answer": "qwen_stream.api", "RequestStream": "qwen_stream.streams",
          "AsyncRequestStream": "qwen_stream.streams"}
 
 

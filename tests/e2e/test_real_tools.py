@@ -1,0 +1,69 @@
+"""A real model calls a real tool: Qwen2.5-Coder-1.5B-Instruct (the default alias) asked for the weather in Paris
+calls get_weather(city="Paris"), then answers from the tool's result; examples/tool_loop.py does the same loop."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from qwen_stream.api import ChatModel
+
+pytestmark = pytest.mark.slow
+
+MODEL = "qwen2.5-coder-1.5b"
+TOOLS = [{"type": "function", "function": {
+    "name": "get_weather", "description": "Get the current weather in a city.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string", "description": "The city"}},
+                   "required": ["city"]}}}]
+ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
+RUNNERS = ["torch", pytest.param("llamacpp", marks=[pytest.mark.llamacpp, pytest.mark.skipif(
+    importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python is not installed")])]
+
+
+@pytest.fixture(scope="module", params=RUNNERS)
+def qwen(request: pytest.FixtureRequest) -> Iterator[ChatModel]:
+    with ChatModel.load(MODEL, runner=request.param, max_batch_size=2, context_length=2048,
+                        progress=False) as model:
+        yield model
+
+
+def _paris_call(calls: list[Any]) -> dict[str, Any]:
+    assert [c.name for c in calls] == ["get_weather"], calls
+    arguments = json.loads(calls[0].arguments)
+    assert "paris" in arguments["city"].lower(), arguments
+    return arguments
+
+
+def test_the_model_calls_the_tool_then_answers_from_its_result(qwen: ChatModel) -> None:
+    answer, _ = qwen.chat(messages=ASK, tools=TOOLS, temperature=0, max_new_tokens=100)
+    _paris_call(answer.tool_calls)
+    assert answer.finish_reason is not None and answer.finish_reason.value == "tool_calls"
+    messages = [*ASK, answer.message(), {"role": "tool", "tool_call_id": answer.tool_calls[0].id,
+                                         "content": json.dumps({"city": "Paris", "temperature_c": 18})}]
+    final, _ = qwen.chat(messages=messages, tools=TOOLS, temperature=0, max_new_tokens=60)
+    assert not final.tool_calls and "18" in final, final
+
+
+def test_a_required_call_is_streamed_in_pieces_that_join_to_it(qwen: ChatModel) -> None:
+    events = list(qwen.stream(messages=ASK, tools=TOOLS, tool_choice="required", parallel_tool_calls=False,
+                              temperature=0, max_new_tokens=100))
+    arguments = _paris_call(events[-1].tool_calls)
+    pieces = [d for e in events for d in e.tool_call_deltas]
+    assert pieces[0].name == "get_weather" and len(pieces) > 2  # the arguments arrive as they are written
+    assert json.loads("".join(d.arguments for d in pieces)) == arguments
+    assert events[-1].text == ""
+
+
+def test_the_tool_loop_example_runs() -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "tool_loop.py"
+    done = subprocess.run([sys.executable, str(example), MODEL, "--runner", "torch"], text=True,
+                          capture_output=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "-> get_weather({'city': 'Paris'})" in done.stdout and "Qwen: " in done.stdout, done.stdout
