@@ -1,6 +1,6 @@
 """A tool loop with the Python API: the model calls a tool, we run it, the model answers with its result.
 
-    python examples/tool_loop.py [MODEL] [--runner auto|llamacpp|torch]
+    python examples/tool_loop.py [MODEL] [--runner auto|llamacpp|torch] [--dtype bfloat16]
 
 Runs on the default model (Qwen2.5-Coder-1.5B-Instruct). Its tool calls stream as events too:
 ``event.tool_call_deltas`` while the call is written, ``event.tool_calls`` once it is.
@@ -33,9 +33,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("model", nargs="?", default=None, help="model alias or path (default: the default model)")
     parser.add_argument("--runner", default="auto")
+    parser.add_argument("--dtype", default=None, help="for the PyTorch runner: float32 (default), bfloat16")
     args = parser.parse_args()
 
-    with ChatModel.load(args.model, runner=args.runner, max_batch_size=2, context_length=4096) as model:
+    with ChatModel.load(args.model, runner=args.runner, dtype=args.dtype, max_batch_size=2,
+                        context_length=4096) as model:
         messages = [{"role": "user", "content": "What is the weather in Paris?"}]
         answer, _ = model.chat(messages=messages, tools=TOOLS, temperature=0, max_new_tokens=128)
         if not answer.tool_calls:
@@ -48,7 +50,9 @@ def main() -> None:
             result = get_weather(**arguments)
             messages.append({"role": "tool", "tool_call_id": call.id, "content": json.dumps(result)})
         print("Qwen: ", end="", flush=True)
-        for event in model.stream(messages=messages, tools=TOOLS, temperature=0, max_new_tokens=128):
+        # tool_choice="none": answer from the results now (a small model may otherwise call the tool again)
+        for event in model.stream(messages=messages, tools=TOOLS, tool_choice="none", temperature=0,
+                                  max_new_tokens=128):
             print(event.delta, end="", flush=True)
         print()
 
