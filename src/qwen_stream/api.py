@@ -168,7 +168,7 @@ class ChatModel:
         self._check_logit_bias(chosen)
         turns = make_messages(query, messages if messages is not None else history, system=system)
         if turns[-1]["role"] not in ("user", "tool"):
-            raise ValueError("nothing to answer: give a query, or messages ending with a user or tool message")
+            raise ValueError("nothing to answer: give a query, or messages ending with a user message (or tool results)")
         prompt = self.prompter.build(turns, max_prompt_tokens=self._prompt_budget(chosen),
                                      tools=tools.tools if tools.active else None, template_kwargs=template_kwargs)
         return _Prepared(prompt.ids, chosen, PromptInfo(len(prompt.ids), prompt.dropped_turns), prompt.text,
