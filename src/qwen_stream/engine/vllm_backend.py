@@ -1,0 +1,285 @@
+"""vLLM behind the engine seam: its async engine (``AsyncLLM``, vLLM v1) serving token ids, on its own event loop.
+
+vLLM schedules, batches, pages the KV cache and spreads the model over GPUs and nodes (tensor, pipeline and data
+parallel; Ray for many hosts). We keep everything above the seam: prompts arrive as token ids, vLLM sends back
+delta token ids without text (``detokenize=False``), and our output layer makes the text, stop strings and finish
+reasons exactly as for the native engine. Our waiting cap stays too, so overload is still an immediate
+``EngineOverloadedError`` (HTTP 429) rather than an unbounded queue.
+
+Threads: ``AsyncLLM`` lives on one event loop that runs on a daemon thread of its own. Callers on any thread
+``submit``/``abort`` by scheduling callbacks on that loop (``call_soon_threadsafe`` keeps their order), and every
+output is handed to the request's sink on that loop's thread, as the native engine hands them on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import itertools
+import json
+import logging
+import threading
+import weakref
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from qwen_stream.engine.vllm_mapping import (
+    VllmOptions,
+    engine_kwargs,
+    kv_cache_bytes,
+    sampling_kwargs,
+    stop_ids_for,
+    token_output,
+)
+from qwen_stream.types import EngineError, EngineOverloadedError, FinishReason, SamplingParams, TokenOutput
+
+logger = logging.getLogger(__name__)
+
+OutputSink = Any  # Callable[[TokenOutput], None]; see engine/backend.py
+START_TIMEOUT_S = 1800.0  # a large model on a cold disk; vLLM itself fails faster when something is wrong
+_DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+
+
+def vllm_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("vllm") is not None
+
+
+def require_vllm() -> None:
+    if not vllm_available():
+        raise ImportError("the vLLM backend needs the vllm package, which lives in its own virtual environment: "
+                          "EXTRAS=vllm bash scripts/install.sh, then run .venv-vllm/bin/qwen-stream "
+                          "(see README, 'Scaling out with vLLM')")
+
+
+class VllmBackend:
+    """An EngineBackend over vLLM's AsyncLLM (see the module docstring)."""
+
+    def __init__(self, model_dir: str | Path, *, eos_token_ids: Sequence[int], max_model_len: int,
+                 max_running: int = 16, max_waiting: int = 64, prefix_cache: bool = True, dtype: str = "float32",
+                 options: VllmOptions | None = None, trust_remote_code: bool = False) -> None:
+        require_vllm()
+        if max_running < 1 or max_waiting < 0:
+            raise ValueError("max_running must be >= 1 and max_waiting >= 0")
+        self.name = "vllm"
+        self.max_model_len = max_model_len
+        self.max_running = max_running
+        self.max_waiting = max_waiting
+        self.eos_token_ids = tuple(eos_token_ids)
+        self.options = options or VllmOptions()
+        self._lock = threading.Lock()
+        self._unfinished: set[str] = set()  # guarded by _lock
+        self._tasks: dict[str, asyncio.Task[None]] = {}  # touched on the loop thread only
+        self._ids = itertools.count()
+        self._stopped = False
+        self._generated = 0
+        self._cached = 0
+        kwargs = engine_kwargs(str(model_dir), self.options, max_model_len=max_model_len, max_running=max_running,
+                               prefix_cache=prefix_cache, dtype=dtype, trust_remote_code=trust_remote_code,
+                               kv_cache_bytes=_cpu_kv_bytes(Path(model_dir), self.options, max_model_len,
+                                                            max_running, dtype))
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="qwen-stream-vllm", daemon=True)
+        self._thread.start()
+        try:
+            self._llm = self._call(_start_engine(kwargs), START_TIMEOUT_S)
+        except BaseException:
+            self._stop_loop()
+            raise
+        atexit.register(_shutdown_if_alive, weakref.ref(self))
+
+    # ---- called from any thread -------------------------------------------------------------------------------
+
+    def submit(self, prompt_ids: list[int], params: SamplingParams, output: OutputSink,
+               request_id: str | None = None) -> str:
+        if not prompt_ids:
+            raise ValueError("the prompt is empty: at least one token is needed")
+        if len(prompt_ids) >= self.max_model_len:
+            raise ValueError(f"the prompt has {len(prompt_ids)} tokens but the context window is "
+                             f"{self.max_model_len}: it leaves no room for an answer")
+        request_id = request_id or f"req-{next(self._ids)}"
+        with self._lock:
+            if self._stopped:
+                raise EngineError("the engine is shut down")
+            if request_id in self._unfinished:
+                raise ValueError(f"request id {request_id!r} is already in use")
+            waiting = len(self._unfinished) - self.max_running
+            if waiting >= self.max_waiting:
+                raise EngineOverloadedError(
+                    f"server busy: {self.max_running} requests running and {max(waiting, 0)} waiting "
+                    f"(limit {self.max_waiting}); retry shortly", retry_after_s=1.0)
+            self._unfinished.add(request_id)
+        self._loop.call_soon_threadsafe(self._start, request_id, list(prompt_ids), params, output)
+        return request_id
+
+    def abort(self, request_id: str) -> None:
+        with self._lock:
+            if request_id not in self._unfinished or self._stopped:
+                return  # finished already, or never known: aborts are idempotent
+        self._loop.call_soon_threadsafe(self._cancel, request_id)
+
+    def abort_all(self) -> int:
+        with self._lock:
+            pending = list(self._unfinished)
+        for request_id in pending:
+            self.abort(request_id)
+        return len(pending)
+
+    def reset_prefix_cache(self) -> None:
+        """Forget vLLM's cached prefix blocks (blocks that running requests hold are kept by vLLM)."""
+        if not self._call(self._llm.reset_prefix_cache(), 60.0):
+            logger.warning("vLLM kept its prefix cache: requests were still running")
+
+    def stats(self) -> Any:
+        from qwen_stream.engine.backend import EngineStats
+
+        n = self.num_unfinished
+        running = min(n, self.max_running)
+        # vLLM keeps its step timings in its own process; what we see is per request
+        return EngineStats(running=running, waiting=n - running, free_slots=self.max_running - running, steps=0,
+                           generated_tokens=self._generated, forward_s=0.0, sample_s=0.0, step_s=0.0,
+                           reused_prompt_tokens=self._cached)
+
+    @property
+    def num_unfinished(self) -> int:
+        with self._lock:
+            return len(self._unfinished)
+
+    def is_alive(self) -> bool:
+        return not self._stopped and self._thread.is_alive() and not self._llm.errored
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        try:
+            self._call(self._close(timeout), timeout + 30.0)
+        except Exception:
+            logger.warning("vLLM did not shut down cleanly", exc_info=True)
+        self._stop_loop()
+
+    # ---- the loop thread --------------------------------------------------------------------------------------
+
+    def _start(self, request_id: str, prompt_ids: list[int], params: SamplingParams, output: OutputSink) -> None:
+        task = self._loop.create_task(self._serve(request_id, prompt_ids, params, output))
+        self._tasks[request_id] = task
+        # A task cancelled before its first step never runs _serve's body: this still ends the request.
+        task.add_done_callback(lambda _: self._end(request_id, output))
+
+    def _cancel(self, request_id: str) -> None:
+        task = self._tasks.get(request_id)
+        if task is not None:
+            task.cancel()  # vLLM's generate() aborts the request on CancelledError, within its next step
+
+    async def _serve(self, request_id: str, prompt_ids: list[int], params: SamplingParams,
+                     output: OutputSink) -> None:
+        from vllm import SamplingParams as VllmSamplingParams
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        stop_ids = stop_ids_for(params, self.eos_token_ids)
+        try:
+            sampling = VllmSamplingParams(**sampling_kwargs(params, eos_token_ids=self.eos_token_ids,
+                                                            prompt_len=len(prompt_ids),
+                                                            max_model_len=self.max_model_len),
+                                          output_kind=RequestOutputKind.DELTA)
+            stream = self._llm.generate(TokensPrompt(prompt_token_ids=prompt_ids), sampling, request_id)
+        except Exception as exc:  # a field vLLM rejects
+            self._send(request_id, output, _failed(request_id, exc))
+            return
+        first = True
+        try:
+            async for result in stream:
+                out = token_output(request_id, result.outputs[0], stop_ids=stop_ids, logprobs=params.logprobs,
+                                   num_prompt_tokens=len(prompt_ids) if first else 0,
+                                   num_cached_tokens=(result.num_cached_tokens or 0) if first else 0)
+                first = False
+                if not self._send(request_id, output, out):
+                    break  # the reader is gone: aclose() below aborts the request in vLLM
+        except asyncio.CancelledError:
+            pass  # aborted: _end sends the final output
+        except Exception as exc:  # the engine died, or failed this request
+            logger.warning("vLLM failed request %s: %s", request_id, exc)
+            self._send(request_id, output, _failed(request_id, exc))
+        finally:
+            await stream.aclose()
+
+    def _send(self, request_id: str, output: OutputSink, out: TokenOutput) -> bool:
+        """Hand one output to its sink; False when the sink raised (the request is then dropped)."""
+        self._generated += len(out.new_token_ids)
+        self._cached += out.num_cached_tokens
+        final = out.finish_reason is not None
+        if final:
+            self._forget(request_id)
+        try:
+            output(out)
+        except Exception:  # a consumer that went away (closed event loop...): stop working for it
+            logger.debug("sink of %s failed; aborting it", request_id, exc_info=True)
+            self._forget(request_id)
+            return False
+        return True
+
+    def _end(self, request_id: str, output: OutputSink) -> None:
+        self._tasks.pop(request_id, None)
+        with self._lock:
+            unfinished = request_id in self._unfinished
+        if unfinished:
+            self._send(request_id, output, TokenOutput(request_id, [], FinishReason.ABORT))
+
+    def _forget(self, request_id: str) -> None:
+        with self._lock:
+            self._unfinished.discard(request_id)
+
+    async def _close(self, timeout: float) -> None:
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+        self._llm.shutdown()
+
+    def _call(self, coroutine: Any, timeout: float) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5.0)
+
+
+async def _start_engine(kwargs: dict[str, Any]) -> Any:
+    """Create AsyncLLM on the loop that will run it (its output handler is a task of this loop)."""
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    return AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
+
+
+def _failed(request_id: str, exc: BaseException) -> TokenOutput:
+    return TokenOutput(request_id, [], FinishReason.ABORT, error=f"{type(exc).__name__}: {exc}")
+
+
+def _cpu_kv_bytes(model_dir: Path, options: VllmOptions, max_model_len: int, max_running: int,
+                  dtype: str) -> int | None:
+    """On a CPU build, KV memory for the work asked (vLLM's own default takes a fixed share of the RAM); None on
+    GPUs, where --gpu-memory-utilization decides, and whenever the user sized it (env or engine argument)."""
+    import os
+
+    import torch
+
+    if torch.cuda.is_available() or os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
+        return None
+    if {"kv_cache_memory_bytes", "gpu_memory_utilization"} & set(options.engine_args):
+        return None
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    text_config = config.get("text_config") or config  # multimodal checkpoints nest the language model's
+    return kv_cache_bytes(text_config, max_model_len=max_model_len, max_running=max_running,
+                          dtype_bytes=_DTYPE_BYTES.get(dtype, 2))
+
+
+def _shutdown_if_alive(ref: weakref.ref[VllmBackend]) -> None:
+    backend = ref()
+    if backend is not None:
+        backend.shutdown(timeout=2.0)
