@@ -76,10 +76,11 @@ class VllmBackend:
         self._stopped = False
         self._generated = 0
         self._cached = 0
+        config = read_text_config(Path(model_dir))
+        self.vocab_size = int(config.get("vocab_size") or 2**31 - 1)  # unknown: keep every bias
         kwargs = engine_kwargs(str(model_dir), self.options, max_model_len=max_model_len, max_running=max_running,
                                prefix_cache=prefix_cache, dtype=dtype, trust_remote_code=trust_remote_code,
-                               kv_cache_bytes=_cpu_kv_bytes(Path(model_dir), self.options, max_model_len,
-                                                            max_running, dtype))
+                               kv_cache_bytes=_cpu_kv_bytes(config, self.options, max_model_len, max_running, dtype))
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="qwen-stream-vllm", daemon=True)
         self._thread.start()
@@ -184,7 +185,8 @@ class VllmBackend:
         try:
             sampling = VllmSamplingParams(**sampling_kwargs(params, eos_token_ids=self.eos_token_ids,
                                                             prompt_len=len(prompt_ids),
-                                                            max_model_len=self.max_model_len),
+                                                            max_model_len=self.max_model_len,
+                                                            vocab_size=self.vocab_size),
                                           output_kind=RequestOutputKind.DELTA)
             stream = self._llm.generate(TokensPrompt(prompt_token_ids=prompt_ids), sampling, request_id)
         except Exception as exc:  # a field vLLM rejects
@@ -261,7 +263,13 @@ def _failed(request_id: str, exc: BaseException) -> TokenOutput:
     return TokenOutput(request_id, [], FinishReason.ABORT, error=f"{type(exc).__name__}: {exc}")
 
 
-def _cpu_kv_bytes(model_dir: Path, options: VllmOptions, max_model_len: int, max_running: int,
+def read_text_config(model_dir: Path) -> dict[str, Any]:
+    """config.json of the checkpoint's language model (multimodal checkpoints nest it under text_config)."""
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    return dict(config.get("text_config") or config)
+
+
+def _cpu_kv_bytes(config: dict[str, Any], options: VllmOptions, max_model_len: int, max_running: int,
                   dtype: str) -> int | None:
     """On a CPU build, KV memory for the work asked (vLLM's own default takes a fixed share of the RAM); None on
     GPUs, where --gpu-memory-utilization decides, and whenever the user sized it (env or engine argument)."""
@@ -273,9 +281,7 @@ def _cpu_kv_bytes(model_dir: Path, options: VllmOptions, max_model_len: int, max
         return None
     if {"kv_cache_memory_bytes", "gpu_memory_utilization"} & set(options.engine_args):
         return None
-    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    text_config = config.get("text_config") or config  # multimodal checkpoints nest the language model's
-    return kv_cache_bytes(text_config, max_model_len=max_model_len, max_running=max_running,
+    return kv_cache_bytes(config, max_model_len=max_model_len, max_running=max_running,
                           dtype_bytes=_DTYPE_BYTES.get(dtype, 2))
 
 

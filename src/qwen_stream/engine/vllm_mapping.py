@@ -103,27 +103,22 @@ def kv_cache_bytes(config: Mapping[str, Any], *, max_model_len: int, max_running
 
 
 def sampling_kwargs(params: SamplingParams, *, eos_token_ids: Sequence[int], prompt_len: int,
-                    max_model_len: int) -> dict[str, Any]:
+                    max_model_len: int, vocab_size: int) -> dict[str, Any]:
     """vLLM SamplingParams fields for one request. Stop strings are matched above the seam on our own text, so
     vLLM gets only token ids; an end-of-turn token ends the answer unless ``ignore_eos`` (then nothing does,
-    as on the native engine)."""
+    as on the native engine). logit_bias ids past the vocabulary are dropped, as our sampler ignores them
+    (vLLM would fail the request)."""
     stop_ids = [] if params.ignore_eos else list(dict.fromkeys([*eos_token_ids, *params.stop_token_ids]))
-    kwargs: dict[str, Any] = {
+    bias = {token_id: value for token_id, value in params.logit_bias if token_id < vocab_size}
+    return {
         "n": 1, "max_tokens": max(1, min(params.max_new_tokens, max_model_len - prompt_len)),
-        "temperature": params.temperature, "top_p": params.top_p, "top_k": params.top_k,
+        "temperature": params.temperature, "top_p": params.top_p, "top_k": params.top_k, "min_p": params.min_p,
         "repetition_penalty": params.repetition_penalty, "presence_penalty": params.presence_penalty,
         "frequency_penalty": params.frequency_penalty, "seed": params.seed, "stop_token_ids": stop_ids,
         "ignore_eos": True,  # vLLM knows no eos without a tokenizer; ours are in stop_token_ids
-        "logprobs": params.logprobs, "detokenize": False, "skip_special_tokens": params.skip_special_tokens,
+        "logprobs": params.logprobs, "logit_bias": bias or None, "detokenize": False,
+        "skip_special_tokens": params.skip_special_tokens,
     }
-    for name in ("min_p",):  # fields other branches may add to SamplingParams: passed on when present
-        value = getattr(params, name, None)
-        if value is not None:
-            kwargs[name] = value
-    bias = getattr(params, "logit_bias", None)
-    if bias:
-        kwargs["logit_bias"] = {int(k): float(v) for k, v in dict(bias).items()}
-    return kwargs
 
 
 def stop_ids_for(params: SamplingParams, eos_token_ids: Sequence[int]) -> frozenset[int]:
