@@ -76,6 +76,7 @@ class VllmBackend:
         self._stopped = False
         self._generated = 0
         self._cached = 0
+        _bind_cpu_workers(self.options)
         config = read_text_config(Path(model_dir))
         self.vocab_size = int(config.get("vocab_size") or 2**31 - 1)  # unknown: keep every bias
         kwargs = engine_kwargs(str(model_dir), self.options, max_model_len=max_model_len, max_running=max_running,
@@ -283,6 +284,30 @@ def _cpu_kv_bytes(config: dict[str, Any], options: VllmOptions, max_model_len: i
         return None
     return kv_cache_bytes(config, max_model_len=max_model_len, max_running=max_running,
                           dtype_bytes=_DTYPE_BYTES.get(dtype, 2))
+
+
+def _bind_cpu_workers(options: VllmOptions) -> None:
+    """vLLM's CPU build binds each worker's OpenMP threads to a NUMA node, and refuses several workers on one
+    node ("Not enough allowed NUMA nodes"). Unless told otherwise, give each worker its own share of the cores
+    this process may use (TP=2 on 2 cores: "0|1"; data-parallel ranks too). Engine processes inherit the variable."""
+    import os
+
+    import torch
+
+    world = options.tensor_parallel_size * options.pipeline_parallel_size * options.data_parallel_size
+    if world == 1 or torch.cuda.is_available() or os.environ.get("VLLM_CPU_OMP_THREADS_BIND"):
+        return
+    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cpu_binding(sorted(os.sched_getaffinity(0)), world)
+
+
+def cpu_binding(cores: list[int], workers: int) -> str:
+    """Split ``cores`` into ``workers`` contiguous groups in VLLM_CPU_OMP_THREADS_BIND's syntax ("0-3|4-7")."""
+    if len(cores) < workers:
+        raise ValueError(f"{workers} vLLM CPU workers need at least {workers} cores; this process may use "
+                         f"{len(cores)}. Lower --tensor-parallel-size / --pipeline-parallel-size")
+    size = len(cores) // workers
+    groups = [cores[i * size:(i + 1) * size] for i in range(workers)]
+    return "|".join(",".join(str(c) for c in group) for group in groups)
 
 
 def _shutdown_if_alive(ref: weakref.ref[VllmBackend]) -> None:
