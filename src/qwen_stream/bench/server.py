@@ -2,6 +2,9 @@
 
 - ``ours-server``: `qwen-stream serve`.
 - ``llama-server`` / ``llama-server-ngram``: llama.cpp's own C++ server (see llama_server.py).
+- ``ours-vllm``: `qwen-stream serve --backend vllm` (our front end and output layer over vLLM's engine).
+- ``vllm-serve``: vLLM's own OpenAI server (``python -m vllm.entrypoints.openai.api_server``) on the same
+  checkpoint, tokenizer and KV budget. Both vLLM systems need the vllm package: run the bench from .venv-vllm.
 
 Each ``serve`` call is one client (on its own thread) reading the SSE stream of ``/v1/chat/completions``; the
 token times are when each chunk reached the client, the way a user's app sees them. ``pid`` lets the harness
@@ -14,13 +17,17 @@ import json
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any
 
 from qwen_stream.bench.metrics import StreamTrace, now
 from qwen_stream.bench.systems import BenchConfig, Messages
 
-STARTUP_TIMEOUT_S = 600.0  # first use of an alias may fetch it
+STARTUP_TIMEOUT_S = 900.0  # first use of an alias may fetch it; vLLM starts in minutes on a busy CPU
+
+
+SERVED_NAME = "bench"  # the model name requests ask for (vLLM's server checks it; the others ignore it)
 
 
 def free_port() -> int:
@@ -41,7 +48,9 @@ class HttpServerSystem:
         self.config = config
         self.base_url = f"http://127.0.0.1:{port}"
         self.totals: dict[str, float] = {}  # what the server reports per request (llama-server: draft counts)
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # stderr to a file, not a pipe nobody reads while it runs: a chatty server would block once 64 kB are queued
+        self._log = tempfile.TemporaryFile()
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=self._log)
         self.pid = self.process.pid
         self.client = httpx.Client(base_url=self.base_url, timeout=httpx.Timeout(600.0, connect=5.0),
                                    limits=httpx.Limits(max_connections=256, max_keepalive_connections=256))
@@ -57,7 +66,8 @@ class HttpServerSystem:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                err = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
+                self._log.seek(0)
+                err = self._log.read().decode(errors="replace")
                 raise RuntimeError(f"{self.name} exited with {self.process.returncode}: {err[-2000:]}")
             try:
                 if self.client.get("/health").status_code == 200:
@@ -68,7 +78,7 @@ class HttpServerSystem:
         raise RuntimeError(f"{self.name} was not ready after {STARTUP_TIMEOUT_S:.0f} s")
 
     def _body(self, messages: Messages) -> dict[str, Any]:
-        body: dict[str, Any] = {"messages": messages, "max_tokens": self.config.max_tokens, "temperature": 0.0,
+        body: dict[str, Any] = {"model": SERVED_NAME, "messages": messages, "max_tokens": self.config.max_tokens, "temperature": 0.0,
                                 "repetition_penalty": 1.0,  # plain greedy, as the in-process systems
                                 "stream": True, "stream_options": {"include_usage": True}}
         if self.config.force_length:
@@ -114,6 +124,7 @@ class HttpServerSystem:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        self._log.close()
 
 
 class ServerSystem(HttpServerSystem):
@@ -134,3 +145,52 @@ class ServerSystem(HttpServerSystem):
 
     def reset_cache(self) -> None:
         pass  # HTTP has no way to empty the cache between measurements, so the server runs without one
+
+
+def _require_vllm() -> None:
+    from qwen_stream.engine.vllm_backend import require_vllm
+
+    require_vllm()
+
+
+class OursVllmServer(HttpServerSystem):
+    """`qwen-stream serve --backend vllm`: our front end and output layer over vLLM's engine."""
+
+    name = "ours-vllm"
+
+    def __init__(self, config: BenchConfig) -> None:
+        _require_vllm()
+        port = free_port()
+        command = [sys.executable, "-m", "qwen_stream.cli.main", "serve", "--backend", "vllm", "--port", str(port),
+                   "--log-level", "warning", "--max-batch-size", str(config.max_batch_size), "--context-length",
+                   str(config.context_length), "--no-prefix-cache"]  # as vllm-serve: see reset_cache
+        if config.model:
+            command += ["--model", config.model]
+        if config.dtype:
+            command += ["--dtype", config.dtype]
+        super().__init__(config, command, port)
+
+
+class VllmServeSystem(HttpServerSystem):
+    """vLLM's own OpenAI server on the checkpoint and tokenizer our vLLM backend uses, with the same KV budget."""
+
+    name = "vllm-serve"
+
+    def __init__(self, config: BenchConfig) -> None:
+        from qwen_stream.engine.vllm_backend import vllm_model_settings
+        from qwen_stream.models import loader
+
+        _require_vllm()
+        port = free_port()
+        source = loader.resolve_source(config.model, progress=False)
+        settings = vllm_model_settings(loader.hf_checkpoint_dir(source, progress=False), dtype=config.dtype,
+                                       max_model_len=config.context_length, max_running=config.max_batch_size)
+        command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--host", "127.0.0.1", "--port",
+                   str(port), "--model", str(settings.model_dir), "--tokenizer",
+                   str(loader.hf_tokenizer_dir(source, progress=False)), "--served-model-name", SERVED_NAME,
+                   "--dtype", settings.dtype, "--max-model-len", str(config.context_length), "--max-num-seqs",
+                   str(config.max_batch_size), "--no-enable-prefix-caching", "--generation-config", "vllm",
+                   "--uvicorn-log-level", "warning", "--disable-uvicorn-access-log"]
+        if settings.kv_cache_bytes is not None:
+            command += ["--kv-cache-memory-bytes", str(settings.kv_cache_bytes)]
+        super().__init__(config, command, port)

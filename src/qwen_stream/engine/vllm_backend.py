@@ -21,6 +21,7 @@ import logging
 import threading
 import weakref
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,7 @@ class VllmBackend:
     """An EngineBackend over vLLM's AsyncLLM (see the module docstring)."""
 
     def __init__(self, model_dir: str | Path, *, eos_token_ids: Sequence[int], max_model_len: int,
-                 max_running: int = 16, max_waiting: int = 64, prefix_cache: bool = True, dtype: str = "float32",
+                 max_running: int = 16, max_waiting: int = 64, prefix_cache: bool = True, dtype: str | None = None,
                  options: VllmOptions | None = None, trust_remote_code: bool = False) -> None:
         require_vllm()
         if max_running < 1 or max_waiting < 0:
@@ -77,11 +78,12 @@ class VllmBackend:
         self._generated = 0
         self._cached = 0
         _bind_cpu_workers(self.options)
-        config = read_text_config(Path(model_dir))
-        self.vocab_size = int(config.get("vocab_size") or 2**31 - 1)  # unknown: keep every bias
+        settings = vllm_model_settings(Path(model_dir), dtype=dtype, max_model_len=max_model_len,
+                                       max_running=max_running, options=self.options)
+        self.vocab_size = settings.vocab_size
         kwargs = engine_kwargs(str(model_dir), self.options, max_model_len=max_model_len, max_running=max_running,
-                               prefix_cache=prefix_cache, dtype=dtype, trust_remote_code=trust_remote_code,
-                               kv_cache_bytes=_cpu_kv_bytes(config, self.options, max_model_len, max_running, dtype))
+                               prefix_cache=prefix_cache, dtype=settings.dtype, trust_remote_code=trust_remote_code,
+                               kv_cache_bytes=settings.kv_cache_bytes)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="qwen-stream-vllm", daemon=True)
         self._thread.start()
@@ -264,10 +266,31 @@ def _failed(request_id: str, exc: BaseException) -> TokenOutput:
     return TokenOutput(request_id, [], FinishReason.ABORT, error=f"{type(exc).__name__}: {exc}")
 
 
-def read_text_config(model_dir: Path) -> dict[str, Any]:
-    """config.json of the checkpoint's language model (multimodal checkpoints nest it under text_config)."""
+@dataclass(frozen=True, slots=True)
+class VllmModelSettings:
+    """What the backend and the `vllm-serve` bench peer both derive from a checkpoint, so they match."""
+
+    model_dir: Path
+    dtype: str
+    kv_cache_bytes: int | None  # None: vLLM's own sizing (GPUs, or the user sized it)
+    vocab_size: int
+
+
+def vllm_model_settings(model_dir: Path, *, dtype: str | None, max_model_len: int, max_running: int,
+                        options: VllmOptions | None = None) -> VllmModelSettings:
+    """dtype None: float32 on a CPU, bfloat16 on a GPU (as the native PyTorch runner)."""
+    import torch
+
+    if dtype is None:
+        dtype = "bfloat16" if torch.cuda.is_available() else "float32"
+    if dtype not in _DTYPE_BYTES:
+        raise ValueError(f"dtype must be one of {', '.join(_DTYPE_BYTES)}, got {dtype!r}")
     config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    return dict(config.get("text_config") or config)
+    config = dict(config.get("text_config") or config)  # multimodal checkpoints nest the language model's
+    return VllmModelSettings(model_dir=model_dir, dtype=dtype,
+                             kv_cache_bytes=_cpu_kv_bytes(config, options or VllmOptions(), max_model_len,
+                                                          max_running, dtype),
+                             vocab_size=int(config.get("vocab_size") or 2**31 - 1))  # unknown: keep every bias
 
 
 def _cpu_kv_bytes(config: dict[str, Any], options: VllmOptions, max_model_len: int, max_running: int,
@@ -283,7 +306,7 @@ def _cpu_kv_bytes(config: dict[str, Any], options: VllmOptions, max_model_len: i
     if {"kv_cache_memory_bytes", "gpu_memory_utilization"} & set(options.engine_args):
         return None
     return kv_cache_bytes(config, max_model_len=max_model_len, max_running=max_running,
-                          dtype_bytes=_DTYPE_BYTES.get(dtype, 2))
+                          dtype_bytes=_DTYPE_BYTES[dtype])
 
 
 def _bind_cpu_workers(options: VllmOptions) -> None:

@@ -177,8 +177,7 @@ def load_tokenizer(source: ModelSource, *, progress: bool = True) -> PreTrainedT
     from transformers import AutoTokenizer
 
     if source.kind == "gguf":
-        folder = gguf_convert.ensure_tokenizer(source.path, _conversion_dir(source), progress=progress)
-        return AutoTokenizer.from_pretrained(str(folder))
+        return AutoTokenizer.from_pretrained(str(hf_tokenizer_dir(source, progress=progress)))
     if source.legacy_qwen:
         tiktoken_file = source.path / "qwen.tiktoken"
         if tiktoken_file.is_file():
@@ -197,15 +196,27 @@ def load_hf_model(source: ModelSource, *, dtype: torch.dtype | str = "float32", 
 
     from qwen_stream.engine.devices import resolve_device, resolve_dtype
 
-    folder = source.path
-    if source.kind == "gguf":
-        folder = gguf_convert.ensure_checkpoint(source.path, _conversion_dir(source), progress=progress)
+    folder = hf_checkpoint_dir(source, progress=progress)
     kwargs: dict[str, Any] = {"dtype": resolve_dtype(dtype, torch.device("cpu"))}
     if source.legacy_qwen:
         kwargs["trust_remote_code"] = True  # Qwen-7B-Chat's modeling code ships with its checkpoint
     model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
     model = model.to(resolve_device(device))  # type: ignore[arg-type]  # transformers' stub wraps .to oddly
     return model.eval()
+
+
+def hf_checkpoint_dir(source: ModelSource, *, progress: bool = True) -> Path:
+    """A folder with config.json and the weights: the source's own, or a GGUF converted once and cached."""
+    if source.kind == "gguf":
+        return gguf_convert.ensure_checkpoint(source.path, _conversion_dir(source), progress=progress)
+    return source.path
+
+
+def hf_tokenizer_dir(source: ModelSource, *, progress: bool = True) -> Path:
+    """A folder a Hugging Face tokenizer loads from (for peers that tokenize themselves, e.g. `vllm serve`)."""
+    if source.kind == "gguf":
+        return gguf_convert.ensure_tokenizer(source.path, _conversion_dir(source), progress=progress)
+    return source.path
 
 
 def _conversion_dir(source: ModelSource) -> Path:
