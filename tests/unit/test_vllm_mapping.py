@@ -80,8 +80,18 @@ def test_every_sampling_field_is_mapped() -> None:
         "ignore_eos": True, "logprobs": 3, "logit_bias": {5: 2.0}, "detokenize": False,
         "skip_special_tokens": False}
     # every field of ours reaches vLLM, or is handled above the seam (stop strings) / by ignore_eos
-    handled_above = {"stop", "max_new_tokens", "ignore_eos"}
-    assert set(SamplingParams.__dataclass_fields__) - handled_above <= set(kwargs)
+    handled_apart = {"stop", "max_new_tokens", "ignore_eos", "constraint"}  # the last: refused, see below
+    assert set(SamplingParams.__dataclass_fields__) - handled_apart <= set(kwargs)
+
+
+def test_a_grammar_constraint_is_refused_with_a_clear_error() -> None:
+    class Grammar:
+        def new_matcher(self) -> Any:
+            raise NotImplementedError
+
+    with pytest.raises(ValueError, match="not supported on the vLLM backend"):
+        sampling_kwargs(SamplingParams(constraint=Grammar()), eos_token_ids=EOS, prompt_len=1, max_model_len=64,
+                        vocab_size=100)
 
 
 def test_ignore_eos_means_no_stop_token_at_all() -> None:

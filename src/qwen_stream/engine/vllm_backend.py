@@ -103,6 +103,7 @@ class VllmBackend:
         if len(prompt_ids) >= self.max_model_len:
             raise ValueError(f"the prompt has {len(prompt_ids)} tokens but the context window is "
                              f"{self.max_model_len}: it leaves no room for an answer")
+        sampling = self._sampling(prompt_ids, params)  # ValueError for a field vLLM refuses: the caller's 400
         request_id = request_id or f"req-{next(self._ids)}"
         with self._lock:
             if self._stopped:
@@ -115,8 +116,19 @@ class VllmBackend:
                     f"server busy: {self.max_running} requests running and {max(waiting, 0)} waiting "
                     f"(limit {self.max_waiting}); retry shortly", retry_after_s=1.0)
             self._unfinished.add(request_id)
-        self._loop.call_soon_threadsafe(self._start, request_id, list(prompt_ids), params, output)
+        self._loop.call_soon_threadsafe(self._start, request_id, list(prompt_ids), params, sampling, output)
         return request_id
+
+    def _sampling(self, prompt_ids: list[int], params: SamplingParams) -> Any:
+        from vllm import SamplingParams as VllmSamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        kwargs = sampling_kwargs(params, eos_token_ids=self.eos_token_ids, prompt_len=len(prompt_ids),
+                                 max_model_len=self.max_model_len, vocab_size=self.vocab_size)
+        try:
+            return VllmSamplingParams(**kwargs, output_kind=RequestOutputKind.DELTA)
+        except Exception as exc:  # vLLM's own validation (its errors do not all derive from ValueError)
+            raise ValueError(f"vLLM refused the sampling parameters: {exc}") from exc
 
     def abort(self, request_id: str) -> None:
         with self._lock:
@@ -167,8 +179,9 @@ class VllmBackend:
 
     # ---- the loop thread --------------------------------------------------------------------------------------
 
-    def _start(self, request_id: str, prompt_ids: list[int], params: SamplingParams, output: OutputSink) -> None:
-        task = self._loop.create_task(self._serve(request_id, prompt_ids, params, output))
+    def _start(self, request_id: str, prompt_ids: list[int], params: SamplingParams, sampling: Any,
+               output: OutputSink) -> None:
+        task = self._loop.create_task(self._serve(request_id, prompt_ids, params, sampling, output))
         self._tasks[request_id] = task
         # A task cancelled before its first step never runs _serve's body: this still ends the request.
         task.add_done_callback(lambda _: self._end(request_id, output))
@@ -178,23 +191,12 @@ class VllmBackend:
         if task is not None:
             task.cancel()  # vLLM's generate() aborts the request on CancelledError, within its next step
 
-    async def _serve(self, request_id: str, prompt_ids: list[int], params: SamplingParams,
+    async def _serve(self, request_id: str, prompt_ids: list[int], params: SamplingParams, sampling: Any,
                      output: OutputSink) -> None:
-        from vllm import SamplingParams as VllmSamplingParams
         from vllm.inputs import TokensPrompt
-        from vllm.sampling_params import RequestOutputKind
 
         stop_ids = stop_ids_for(params, self.eos_token_ids)
-        try:
-            sampling = VllmSamplingParams(**sampling_kwargs(params, eos_token_ids=self.eos_token_ids,
-                                                            prompt_len=len(prompt_ids),
-                                                            max_model_len=self.max_model_len,
-                                                            vocab_size=self.vocab_size),
-                                          output_kind=RequestOutputKind.DELTA)
-            stream = self._llm.generate(TokensPrompt(prompt_token_ids=prompt_ids), sampling, request_id)
-        except Exception as exc:  # a field vLLM rejects
-            self._send(request_id, output, _failed(request_id, exc))
-            return
+        stream = self._llm.generate(TokensPrompt(prompt_token_ids=prompt_ids), sampling, request_id)
         first = True
         try:
             async for result in stream:

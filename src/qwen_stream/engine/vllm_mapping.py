@@ -107,7 +107,11 @@ def sampling_kwargs(params: SamplingParams, *, eos_token_ids: Sequence[int], pro
     """vLLM SamplingParams fields for one request. Stop strings are matched above the seam on our own text, so
     vLLM gets only token ids; an end-of-turn token ends the answer unless ``ignore_eos`` (then nothing does,
     as on the native engine). logit_bias ids past the vocabulary are dropped, as our sampler ignores them
-    (vLLM would fail the request)."""
+    (vLLM would fail the request). ValueError for what vLLM cannot do here (a grammar constraint)."""
+    if params.constraint is not None:
+        # our grammars are matchers over our tokenizer, living in this process; vLLM samples in its own
+        raise ValueError("structured output (response_format, json_schema, tool_choice=required) is not "
+                         "supported on the vLLM backend; use the native engine")
     stop_ids = [] if params.ignore_eos else list(dict.fromkeys([*eos_token_ids, *params.stop_token_ids]))
     bias = {token_id: value for token_id, value in params.logit_bias if token_id < vocab_size}
     return {
