@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Everything the tests need, then the checks: ruff, mypy, pytest (unit, engine, server, CLI in a pty,
-# web in headless Chromium, end-to-end with the real smollm2-135m model).
+# web in headless Chromium, end-to-end with the real smollm2-135m model), then the vLLM backend's tests in .venv-vllm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EXTRAS="llama,web,structured,bench,test" bash scripts/install.sh
@@ -17,3 +17,9 @@ mkdir -p test-output
 .venv/bin/ruff check src tests benchmarks
 .venv/bin/mypy
 .venv/bin/python -m pytest "$@"
+# The vLLM backend lives in its own venv (scripts/install_vllm.sh); its tests run there, the rest were run above.
+# VLLM_TESTS=0 skips this part (it adds about N minutes: the venv, then vLLM starting three times on the CPU).
+if [ "${VLLM_TESTS:-1}" != 0 ]; then
+  bash scripts/install_vllm.sh vllm-test
+  .venv-vllm/bin/python -m pytest -m vllm tests/backends "$@"
+fi

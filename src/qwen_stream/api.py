@@ -11,7 +11,7 @@ import queue
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -28,7 +28,12 @@ from qwen_stream.output.reasoning import ReasoningParser, prompt_opens_reasoning
 from qwen_stream.streams import AsyncRequestStream, PromptInfo, RequestStream
 from qwen_stream.types import FinishReason, SamplingParams, StreamEvent, TokenOutput, ToolCall
 
+if TYPE_CHECKING:
+    from qwen_stream.engine.vllm_mapping import VllmOptions
+
 logger = logging.getLogger(__name__)
+
+BACKENDS = ("native", "vllm")  # our step-loop engine, or vLLM's (engine/vllm_backend.py)
 
 History = Sequence[Any] | None  # (query, response) pairs or OpenAI-style messages
 
@@ -94,12 +99,23 @@ class ChatModel:
     def load(cls, model: str | None = None, *, runner: str = "auto", device: str | None = "cpu", dtype: str | None = None,
              max_batch_size: int = 16, max_waiting: int = 64, context_length: int | None = None,
              threads: int | None = None, quantize: str | None = None, progress: bool = True,
-             system: str | None = None, prefix_cache: bool = True) -> ChatModel:
+             system: str | None = None, prefix_cache: bool = True, backend: str = "native",
+             vllm_options: VllmOptions | None = None) -> ChatModel:
         """Load a built-in alias, a local HF directory, a .gguf file or a hub id (default: the default alias).
 
         ``quantize="int8"``: the PyTorch runner with int8 weights (CPU, float32 activations; approximate), chosen
         automatically for ``runner="auto"``. ``prefix_cache``: a finished request's KV stays in its slot, and a
-        later prompt that starts the same way (the next turn of a conversation) prefills only what is new."""
+        later prompt that starts the same way (the next turn of a conversation) prefills only what is new.
+        ``backend="vllm"``: vLLM's engine instead of ours (many GPUs and hosts: ``vllm_options``); needs the vllm
+        package (see README, "Scaling out with vLLM")."""
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        if backend == "vllm":
+            return cls._load_vllm(model, runner=runner, quantize=quantize, dtype=dtype, max_batch_size=max_batch_size,
+                                  max_waiting=max_waiting, context_length=context_length, progress=progress,
+                                  system=system, prefix_cache=prefix_cache, options=vllm_options)
+        if vllm_options is not None:
+            raise ValueError("vllm_options apply to backend='vllm'")
         from qwen_stream.loading import load_components
 
         parts = load_components(model, runner=runner, device=device, dtype=dtype, max_slots=max_batch_size,
@@ -111,6 +127,24 @@ class ChatModel:
                     engine.max_running)
         return cls(name=parts.name, tokenizer=parts.tokenizer, engine=engine, default_params=parts.default_params,
                    eos_token_ids=parts.eos_token_ids, default_system=system)
+
+    @classmethod
+    def _load_vllm(cls, model: str | None, *, runner: str, quantize: str | None, dtype: str | None,
+                   max_batch_size: int, max_waiting: int, context_length: int | None, progress: bool,
+                   system: str | None, prefix_cache: bool, options: VllmOptions | None) -> ChatModel:
+        from qwen_stream.loading import load_vllm_components
+
+        if runner != "auto":
+            raise ValueError("--runner chooses what runs under the native engine; with backend vllm, vLLM runs the "
+                             "model itself")
+        if quantize is not None:
+            raise ValueError("--quantize int8 is the native PyTorch runner's; vLLM takes --quantization "
+                             "(gptq, awq, fp8, ...)")
+        parts = load_vllm_components(model, options=options, dtype=dtype, max_running=max_batch_size,
+                                     max_waiting=max_waiting, context_length=context_length,
+                                     prefix_cache=prefix_cache, progress=progress)
+        return cls(name=parts.name, tokenizer=parts.tokenizer, engine=parts.engine,
+                   default_params=parts.default_params, eos_token_ids=parts.eos_token_ids, default_system=system)
 
     @property
     def runner(self) -> ModelRunner | None:

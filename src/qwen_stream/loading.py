@@ -1,17 +1,23 @@
-"""From a model name to what a ChatModel is made of: tokenizer, sampling defaults, stop ids and a runner.
+"""From a model name to what a ChatModel is made of: tokenizer, sampling defaults, stop ids and a runner (native
+engine) or a whole engine backend (vLLM).
 
-``models/`` finds and loads the files; ``engine/`` builds the runner that computes on them. This module only puts
-the two together, so that neither has to import the other's job.
+``models/`` finds and loads the files; ``engine/`` builds the runner or backend that computes on them. This module
+only puts the two together, so that neither has to import the other's job.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qwen_stream.engine.runner import ModelRunner
 from qwen_stream.types import SamplingParams
+
+if TYPE_CHECKING:
+    from qwen_stream.engine.vllm_backend import VllmBackend
+    from qwen_stream.engine.vllm_mapping import VllmOptions
+    from qwen_stream.models.loader import ModelSource
 
 
 @dataclass(slots=True)
@@ -31,20 +37,62 @@ def load_components(model: str | None, *, runner: str = "auto", device: str | No
     """Load ``model`` (alias, HF directory, .gguf file or hub id) and build its runner (see engine/build.py)."""
     from qwen_stream.engine.build import build_runner, check_runner_options
     from qwen_stream.engine.devices import configure_threads, resolve_device
-    from qwen_stream.models import loader
 
     check_runner_options(runner, quantize, max_slots, context_length)
     resolve_device(device)  # an unavailable device fails before anything is downloaded or loaded
     threads = configure_threads(threads)
-    source = loader.resolve_source(model, progress=progress)
-    tokenizer = loader.load_tokenizer(source, progress=progress)
-    defaults = SamplingParams(**loader.load_generation_defaults(source))
-    eos_ids = tuple(loader.chat_stop_token_ids(tokenizer))
+    source, tokenizer, defaults, eos_ids = _files(model, progress)
     built = build_runner(source, runner, device=device, dtype=dtype, max_slots=max_slots,
                          context_length=context_length, threads=threads, quantize=quantize,
                          calibration=_calibration(tokenizer) if quantize else None, progress=progress)
     return ModelComponents(name=source.name, tokenizer=tokenizer, runner=built, default_params=defaults,
                            eos_token_ids=eos_ids, context_length=built.max_seq_len)
+
+
+@dataclass(slots=True)
+class VllmComponents:
+    name: str
+    tokenizer: Any
+    engine: VllmBackend
+    default_params: SamplingParams
+    eos_token_ids: tuple[int, ...]
+
+
+def load_vllm_components(model: str | None, *, options: VllmOptions | None = None, dtype: str | None = None,
+                         max_running: int = 16, max_waiting: int = 64, context_length: int | None = None,
+                         prefix_cache: bool = True, progress: bool = True) -> VllmComponents:
+    """Load ``model``'s tokenizer and defaults here and start vLLM on its Hugging Face checkpoint (a GGUF alias or
+    file is converted once and cached, as for the PyTorch runner; a hub id comes from the HF cache or the hub)."""
+    import sys
+
+    from qwen_stream.engine.build import serve_length
+    from qwen_stream.engine.vllm_backend import VllmBackend, read_text_config, require_vllm
+    from qwen_stream.models import loader
+
+    require_vllm()  # before anything is fetched or converted
+    if context_length is not None and context_length < 16:
+        raise ValueError(f"context_length must be >= 16, got {context_length}")
+    source, tokenizer, defaults, eos_ids = _files(model, progress)
+    folder = loader.hf_checkpoint_dir(source, progress=progress)
+    trained = loader.context_length(read_text_config(folder))
+    if progress:
+        print(f"Starting vLLM on {folder} (its own log follows; a minute or more on a CPU) ...", file=sys.stderr,
+              flush=True)
+    engine = VllmBackend(folder, eos_token_ids=eos_ids, max_model_len=serve_length(context_length, trained),
+                         max_running=max_running, max_waiting=max_waiting, prefix_cache=prefix_cache, dtype=dtype,
+                         options=options, trust_remote_code=source.legacy_qwen)
+    return VllmComponents(name=source.name, tokenizer=tokenizer, engine=engine, default_params=defaults,
+                          eos_token_ids=eos_ids)
+
+
+def _files(model: str | None, progress: bool) -> tuple[ModelSource, Any, SamplingParams, tuple[int, ...]]:
+    """What every backend takes from the model's files: its source, tokenizer, sampling defaults and stop ids."""
+    from qwen_stream.models import loader
+
+    source = loader.resolve_source(model, progress=progress)
+    tokenizer = loader.load_tokenizer(source, progress=progress)
+    defaults = SamplingParams(**loader.load_generation_defaults(source))
+    return source, tokenizer, defaults, tuple(loader.chat_stop_token_ids(tokenizer))
 
 
 def _calibration(tokenizer: Any) -> Sequence[int]:

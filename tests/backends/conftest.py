@@ -34,7 +34,8 @@ def backend_model(request: pytest.FixtureRequest, tiny_model_dir_hd32: Path) -> 
     """A ChatModel on each backend (pytest groups the tests by parameter, so vLLM starts once)."""
     from qwen_stream.api import ChatModel
 
-    model = ChatModel.load(str(tiny_model_dir_hd32), backend=request.param, runner="torch", context_length=512,
+    runner = "torch" if request.param == "native" else "auto"  # vLLM runs the model itself
+    model = ChatModel.load(str(tiny_model_dir_hd32), backend=request.param, runner=runner, context_length=512,
                            max_batch_size=MAX_BATCH, max_waiting=MAX_WAITING, progress=False)
     try:
         yield model

@@ -138,7 +138,7 @@ def run_bench(systems: list[str], levels: list[int], config: BenchConfig, *, pro
                 bar.set_description(name)
                 levels_done = bench_system(system, levels, lambda: bar.update(1), single_repeats, config.workload)
                 results += [lr.summary for lr in levels_done]
-                if name.startswith("ours-") and name != "ours-server":
+                if name.startswith("ours-") and name not in ("ours-server", "ours-vllm"):  # in-process only
                     overhead[name] = _overhead(system, levels_done)
                     grammar[name] = _grammar_overhead(system, levels_done)
             finally:

@@ -11,7 +11,7 @@ from typing import Any
 
 from qwen_stream.bench.metrics import Summary
 
-PEERS = ("hf", "llama-cpp-python", "llama-server", "llama-server-ngram")
+PEERS = ("hf", "llama-cpp-python", "llama-server", "llama-server-ngram", "vllm-serve")
 
 
 def is_ours(system: str) -> bool:

@@ -49,7 +49,7 @@ class HttpServerSystem:
         self.base_url = f"http://127.0.0.1:{port}"
         self.totals: dict[str, float] = {}  # what the server reports per request (llama-server: draft counts)
         # stderr to a file, not a pipe nobody reads while it runs: a chatty server would block once 64 kB are queued
-        self._log = tempfile.TemporaryFile()
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115  (lives as long as the server; closed in close())
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=self._log)
         self.pid = self.process.pid
         self.client = httpx.Client(base_url=self.base_url, timeout=httpx.Timeout(600.0, connect=5.0),

@@ -5,7 +5,8 @@
 - ``hf``: Hugging Face ``generate()`` + ``TextIteratorStreamer``, one request at a time.
 - ``llama-cpp-python``: ``Llama.create_chat_completion(stream=True)``, one request at a time.
 - ``llama-server`` / ``llama-server-ngram``: llama.cpp's C++ server, without and with its prompt-lookup speculation
-  (llama_server.py), and ``ours-server``, `qwen-stream serve` (server.py): child processes driven over HTTP.
+  (llama_server.py), ``ours-server``, `qwen-stream serve`, and ``ours-vllm`` / ``vllm-serve``, our server over
+  vLLM and vLLM's own (server.py): child processes driven over HTTP.
 
 Every system gets the same chat messages, greedy decoding, and (with ``force_length``) exactly ``max_tokens`` new
 tokens: end-of-turn tokens are disabled so no system wins by stopping early.
@@ -26,7 +27,7 @@ from qwen_stream.bench.metrics import StreamTrace, now
 
 Messages = list[dict[str, str]]
 SYSTEMS = ("ours-llamacpp", "ours-torch", "ours-torch-int8", "hf", "llama-cpp-python", "llama-server",
-           "llama-server-ngram")
+           "llama-server-ngram", "ours-vllm", "vllm-serve")  # the last two need vllm: run the bench from .venv-vllm
 
 
 @dataclass(slots=True)
@@ -247,4 +248,8 @@ def make_system(name: str, config: BenchConfig) -> BenchSystem:
         from qwen_stream.bench.llama_server import LlamaServerSystem
 
         return LlamaServerSystem(config, speculative=name.endswith("-ngram"))
+    if name in ("ours-vllm", "vllm-serve"):
+        from qwen_stream.bench.server import OursVllmServer, VllmServeSystem
+
+        return OursVllmServer(config) if name == "ours-vllm" else VllmServeSystem(config)
     raise ValueError(f"unknown system {name!r}; choose from {', '.join(SYSTEMS)}")

@@ -50,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(module.run(args) or 0)
     except KeyboardInterrupt:
         return 130
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, ImportError) as exc:  # ImportError: an optional part not installed
         print(f"qwen-stream {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

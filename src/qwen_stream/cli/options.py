@@ -34,6 +34,52 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-prefix-cache", dest="prefix_cache", action="store_false",
                         help="forget a finished request's KV (default: keep it, so the next turn of a conversation "
                              "prefills only its new tokens)")
+    _add_backend_arguments(parser)
+
+
+def _add_backend_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", choices=["native", "vllm"], default="native",
+                        help="the engine: ours (native, default) or vLLM's, for many GPUs and hosts (needs the vllm "
+                             "package: run from .venv-vllm, see README)")
+    group = parser.add_argument_group("vLLM backend (--backend vllm)")
+    group.add_argument("--tensor-parallel-size", type=int, default=None, metavar="N",
+                       help="split every layer over N GPUs (default 1)")
+    group.add_argument("--pipeline-parallel-size", type=int, default=None, metavar="N",
+                       help="split the layers into N stages, e.g. one per host (default 1)")
+    group.add_argument("--data-parallel-size", type=int, default=None, metavar="N",
+                       help="N engine replicas sharing the requests (default 1)")
+    group.add_argument("--distributed-executor-backend", choices=["mp", "ray"], default=None,
+                       help="how vLLM starts its workers: mp on one host, ray across hosts (scripts/ray_cluster.sh)")
+    group.add_argument("--gpu-memory-utilization", type=float, default=None, metavar="F",
+                       help="share of each GPU's memory vLLM may use for weights and KV (default: vLLM's, 0.9)")
+    group.add_argument("--quantization", default=None, metavar="METHOD",
+                       help="vLLM's weight quantization (awq, gptq, fp8, ...; default: what the checkpoint says)")
+    group.add_argument("--engine-arg", action="append", default=None, metavar="KEY=VALUE",
+                       help="any other vLLM engine argument, repeatable, VALUE read as JSON when it parses "
+                            "(e.g. --engine-arg enforce_eager=true --engine-arg block_size=32)")
+
+
+_VLLM_FLAGS = ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size", "distributed_executor_backend",
+               "gpu_memory_utilization", "quantization", "engine_arg")
+
+
+def backend_options(args: argparse.Namespace) -> dict[str, Any]:
+    """ChatModel.load keywords for the chosen backend; a vLLM flag without --backend vllm is an error."""
+    given = [name for name in _VLLM_FLAGS if getattr(args, name, None) is not None]
+    backend = getattr(args, "backend", "native")
+    if backend != "vllm":
+        if given:
+            flags = ", ".join("--" + name.replace("_", "-") for name in given)
+            raise ValueError(f"{flags}: options of the vLLM engine; add --backend vllm")
+        return {}
+    from qwen_stream.engine.vllm_mapping import VllmOptions, parse_engine_args
+
+    sizes = {name: getattr(args, name) or 1
+             for name in ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size")}
+    options = VllmOptions(**sizes, distributed_executor_backend=args.distributed_executor_backend,
+                          gpu_memory_utilization=args.gpu_memory_utilization, quantization=args.quantization,
+                          engine_args=parse_engine_args(args.engine_arg))
+    return {"backend": "vllm", "vllm_options": options}
 
 
 def device_from_args(args: argparse.Namespace) -> str | None:
@@ -48,9 +94,11 @@ def load_model(args: argparse.Namespace, **extra: Any) -> ChatModel:
     from qwen_stream.api import ChatModel  # heavy: torch, transformers
 
     print(f"Loading {args.model or 'the default model'} ...", file=sys.stderr, flush=True)
+    backend = backend_options(args)  # checked before the slow part
     model = ChatModel.load(args.model, runner=args.runner, device=device_from_args(args), dtype=args.dtype,
                            threads=args.threads, quantize=args.quantize, prefix_cache=args.prefix_cache,
-                           context_length=args.context_length, max_batch_size=args.max_batch_size, **extra)
+                           context_length=args.context_length, max_batch_size=args.max_batch_size, **backend,
+                           **extra)
     print(f"Loaded {model.name} on {model.engine.name} ({model.context_length}-token context, "
           f"{model.engine.max_running} slots)", file=sys.stderr, flush=True)
     return model

@@ -82,12 +82,13 @@ def _torch_runner(source: Any, *, device: str, dtype: str | None, max_slots: int
     torch_dtype = resolve_dtype(dtype, torch.device(device))  # None: float32 on CPU, bf16/fp16 on GPU
     hf_model = loader.load_hf_model(source, dtype=torch_dtype, device=device, progress=progress)
     trained = loader.context_length(hf_model.config)
-    return build_torch_runner(hf_model, max_slots=max_slots, max_seq_len=_serve_length(context_length, trained),
+    return build_torch_runner(hf_model, max_slots=max_slots, max_seq_len=serve_length(context_length, trained),
                               device=device, dtype=torch_dtype, quantize=quantize, calibration_ids=calibration,
                               progress=progress)
 
 
-def _serve_length(asked: int | None, trained: int | None) -> int:
+def serve_length(asked: int | None, trained: int | None) -> int:
+    """The context window to serve: what was asked, capped at the trained window; by default at most 4096."""
     limit = trained or DEFAULT_CONTEXT_LENGTH
     if asked is None:
         return min(limit, DEFAULT_CONTEXT_LENGTH)

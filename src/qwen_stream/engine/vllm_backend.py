@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from qwen_stream.engine.backend import EngineStats, OutputSink
 from qwen_stream.engine.vllm_mapping import (
     VllmOptions,
     engine_kwargs,
@@ -37,7 +38,6 @@ from qwen_stream.types import EngineError, EngineOverloadedError, FinishReason, 
 
 logger = logging.getLogger(__name__)
 
-OutputSink = Any  # Callable[[TokenOutput], None]; see engine/backend.py
 START_TIMEOUT_S = 1800.0  # a large model on a cold disk; vLLM itself fails faster when something is wrong
 _DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
@@ -148,9 +148,7 @@ class VllmBackend:
         if not self._call(self._llm.reset_prefix_cache(), 60.0):
             logger.warning("vLLM kept its prefix cache: requests were still running")
 
-    def stats(self) -> Any:
-        from qwen_stream.engine.backend import EngineStats
-
+    def stats(self) -> EngineStats:
         n = self.num_unfinished
         running = min(n, self.max_running)
         # vLLM keeps its step timings in its own process; what we see is per request
@@ -278,17 +276,22 @@ class VllmModelSettings:
     vocab_size: int
 
 
+def read_text_config(model_dir: Path) -> dict[str, Any]:
+    """config.json of the checkpoint's language model (multimodal checkpoints nest it under text_config)."""
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    return dict(config.get("text_config") or config)
+
+
 def vllm_model_settings(model_dir: Path, *, dtype: str | None, max_model_len: int, max_running: int,
                         options: VllmOptions | None = None) -> VllmModelSettings:
-    """dtype None: float32 on a CPU, bfloat16 on a GPU (as the native PyTorch runner)."""
+    """dtype None: float32 on a CPU, bfloat16 (float16 where unsupported) on a GPU, as the native PyTorch runner."""
     import torch
 
-    if dtype is None:
-        dtype = "bfloat16" if torch.cuda.is_available() else "float32"
-    if dtype not in _DTYPE_BYTES:
-        raise ValueError(f"dtype must be one of {', '.join(_DTYPE_BYTES)}, got {dtype!r}")
-    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    config = dict(config.get("text_config") or config)  # multimodal checkpoints nest the language model's
+    from qwen_stream.engine.devices import resolve_dtype
+
+    chosen = resolve_dtype(dtype, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = str(chosen).removeprefix("torch.")
+    config = read_text_config(model_dir)
     return VllmModelSettings(model_dir=model_dir, dtype=dtype,
                              kv_cache_bytes=_cpu_kv_bytes(config, options or VllmOptions(), max_model_len,
                                                           max_running, dtype),
@@ -308,7 +311,7 @@ def _cpu_kv_bytes(config: dict[str, Any], options: VllmOptions, max_model_len: i
     if {"kv_cache_memory_bytes", "gpu_memory_utilization"} & set(options.engine_args):
         return None
     return kv_cache_bytes(config, max_model_len=max_model_len, max_running=max_running,
-                          dtype_bytes=_DTYPE_BYTES[dtype])
+                          dtype_bytes=_DTYPE_BYTES.get(dtype, 4))
 
 
 def _bind_cpu_workers(options: VllmOptions) -> None:

@@ -11,7 +11,7 @@ import os
 import sys
 from typing import Any
 
-from qwen_stream.cli.options import add_model_arguments, load_model
+from qwen_stream.cli.options import add_model_arguments, backend_options, load_model
 
 API_KEY_ENV = "QWEN_STREAM_API_KEY"
 DEFAULT_HOST = "127.0.0.1"  # loopback: the API is not on the network unless asked for
@@ -84,6 +84,11 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--max-waiting must be >= 0, got {args.max_waiting}")
     if args.responses_store_size < 0:
         raise ValueError(f"--responses-store-size must be >= 0, got {args.responses_store_size}")
+    # the model loads in the background: wrong backend options must fail now, not behind a 503
+    if backend_options(args).get("backend") == "vllm":
+        from qwen_stream.engine.vllm_backend import require_vllm
+
+        require_vllm()
 
 
 def _serve(uvicorn: Any, app: Any, args: argparse.Namespace) -> None:
