@@ -37,6 +37,15 @@ def idle(model: Any, timeout: float = 30.0) -> bool:
     return False
 
 
+def test_the_backend_implements_the_seam(backend_model: Any) -> None:
+    from qwen_stream.engine.backend import EngineBackend
+
+    engine = backend_model.engine
+    assert isinstance(engine, EngineBackend) and engine.is_alive()
+    assert engine.max_model_len == backend_model.context_length == 512 and engine.vocab_size >= 151_643
+    assert (engine.max_running, engine.max_waiting) == (4, 4)
+
+
 def test_deltas_add_up_to_the_answer_and_greedy_repeats(backend_model: Any) -> None:
     events = list(backend_model.stream("Tell me a story.", max_new_tokens=24, **GREEDY))
     final, ids = events[-1], [t for e in events for t in e.token_ids]
