@@ -18,7 +18,8 @@ mkdir -p test-output
 .venv/bin/mypy
 .venv/bin/python -m pytest "$@"
 # The vLLM backend lives in its own venv (scripts/install_vllm.sh); its tests run there, the rest were run above.
-# VLLM_TESTS=0 skips this part (it adds about N minutes: the venv, then vLLM starting three times on the CPU).
+# VLLM_TESTS=0 skips this part. It adds the venv (1.5-11 min) and three vLLM start-ups with their tests
+# (12 min measured on the shared 2-core machine at load average 13; less on an idle one).
 if [ "${VLLM_TESTS:-1}" != 0 ]; then
   bash scripts/install_vllm.sh vllm-test
   .venv-vllm/bin/python -m pytest -m vllm tests/backends "$@"
