@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -52,6 +53,25 @@ class TokenConstraint(Protocol):
     def new_matcher(self) -> TokenMatcher: ...
 
 
+class InvalidParameterError(ValueError):
+    """A sampling parameter out of range; ``param`` names it (the HTTP server reports it as OpenAI's ``param``)."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+# Below this temperature sampling is greedy, as in vLLM: dividing logits by a tiny number overflows float32.
+GREEDY_TEMPERATURE = 1e-5
+# Seeds as OpenAI accepts them (int64); torch's generator takes any 64-bit value, so seed + i wraps into it.
+SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1
+
+
+def wrap_seed(seed: int) -> int:
+    """``seed`` brought into int64 by wrapping (the seeds of choices 1..n-1 are seed + i)."""
+    return (seed - SEED_MIN) % 2**64 + SEED_MIN
+
+
 @dataclass(slots=True, frozen=True)
 class SamplingParams:
     """How one request picks its tokens. temperature == 0 means greedy."""
@@ -87,28 +107,38 @@ class SamplingParams:
         self.validate()
 
     def validate(self) -> None:
-        def need(ok: bool, message: str) -> None:
+        def need(ok: bool, param: str, message: str) -> None:
             if not ok:
-                raise ValueError(message)
+                raise InvalidParameterError(param, message)
 
-        need(isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1,
+        def finite(value: float) -> bool:
+            return isinstance(value, (int, float)) and math.isfinite(value)
+
+        need(isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1, "max_new_tokens",
              f"max_new_tokens must be an integer >= 1, got {self.max_new_tokens!r}")
-        need(self.temperature >= 0.0, f"temperature must be >= 0, got {self.temperature!r}")
-        need(0.0 < self.top_p <= 1.0, f"top_p must be in (0, 1], got {self.top_p!r}")
-        need(isinstance(self.top_k, int) and self.top_k >= 0, f"top_k must be an integer >= 0, got {self.top_k!r}")
-        need(self.repetition_penalty > 0.0, f"repetition_penalty must be > 0, got {self.repetition_penalty!r}")
-        need(-2.0 <= self.presence_penalty <= 2.0, f"presence_penalty must be in [-2, 2], got {self.presence_penalty!r}")
-        need(-2.0 <= self.frequency_penalty <= 2.0,
+        need(finite(self.temperature) and self.temperature >= 0.0, "temperature",
+             f"temperature must be a finite number >= 0, got {self.temperature!r}")
+        need(finite(self.top_p) and 0.0 < self.top_p <= 1.0, "top_p", f"top_p must be in (0, 1], got {self.top_p!r}")
+        need(isinstance(self.top_k, int) and self.top_k >= 0, "top_k",
+             f"top_k must be an integer >= 0, got {self.top_k!r}")
+        need(finite(self.repetition_penalty) and self.repetition_penalty > 0.0, "repetition_penalty",
+             f"repetition_penalty must be a finite number > 0, got {self.repetition_penalty!r}")
+        need(finite(self.presence_penalty) and -2.0 <= self.presence_penalty <= 2.0, "presence_penalty",
+             f"presence_penalty must be in [-2, 2], got {self.presence_penalty!r}")
+        need(finite(self.frequency_penalty) and -2.0 <= self.frequency_penalty <= 2.0, "frequency_penalty",
              f"frequency_penalty must be in [-2, 2], got {self.frequency_penalty!r}")
-        need(0.0 <= self.min_p <= 1.0, f"min_p must be in [0, 1], got {self.min_p!r}")
-        need(all(token_id >= 0 and -100.0 <= bias <= 100.0 for token_id, bias in self.logit_bias),
-             "logit_bias maps token ids >= 0 to biases in [-100, 100]")
-        need(all(isinstance(s, str) and s for s in self.stop), "stop strings must be non-empty strings")
-        need(self.logprobs is None or 0 <= self.logprobs <= 20, f"logprobs must be in [0, 20], got {self.logprobs!r}")
+        need(finite(self.min_p) and 0.0 <= self.min_p <= 1.0, "min_p", f"min_p must be in [0, 1], got {self.min_p!r}")
+        need(all(token_id >= 0 and math.isfinite(bias) and -100.0 <= bias <= 100.0 for token_id, bias in self.logit_bias),
+             "logit_bias", "logit_bias maps token ids >= 0 to biases in [-100, 100]")
+        need(self.seed is None or (isinstance(self.seed, int) and SEED_MIN <= self.seed <= SEED_MAX), "seed",
+             f"seed must be an integer in [-2**63, 2**63 - 1], got {self.seed!r}")
+        need(all(isinstance(s, str) and s for s in self.stop), "stop", "stop strings must be non-empty strings")
+        need(self.logprobs is None or 0 <= self.logprobs <= 20, "logprobs",
+             f"logprobs must be in [0, 20], got {self.logprobs!r}")
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0.0 or self.top_k == 1
+        return self.temperature < GREEDY_TEMPERATURE or self.top_k == 1
 
     @property
     def uses_penalties(self) -> bool:

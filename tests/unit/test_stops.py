@@ -145,3 +145,17 @@ def test_matched_names_the_stop_string_that_ended_the_text() -> None:
     assert matcher.matched is None
     assert matcher.push("bcd") == ("", True)
     assert matcher.matched == "abc"  # the earliest in the text, not the first in the list
+
+
+def test_a_huge_stop_string_costs_linear_time() -> None:
+    # The old matcher kept every prefix of every stop: a 1 MB stop string took > 21 GB. Now it is a KMP table.
+    import time
+
+    stop = "x" * 200_000 + "!"
+    started = time.perf_counter()
+    matcher = StopStringMatcher([stop])
+    safe, stopped = matcher.push("x" * 200_000)
+    assert (safe, stopped, len(matcher.held)) == ("", False, 200_000)  # all of it could still become the stop
+    safe, stopped = matcher.push("x!tail")
+    assert (safe, stopped) == ("x", True)  # the stop is the last 200,001 characters
+    assert time.perf_counter() - started < 10

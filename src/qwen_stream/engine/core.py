@@ -16,7 +16,7 @@ import torch
 from qwen_stream.engine.constraints import mask_constrained
 from qwen_stream.engine.runner import ModelRunner
 from qwen_stream.engine.sampler import SamplingState, sample_batch, token_logprobs
-from qwen_stream.engine.scheduler import Scheduler, Sequence
+from qwen_stream.engine.scheduler import ScheduledBatch, Scheduler, SeqStatus, Sequence
 from qwen_stream.types import SamplingParams, TokenLogprob, TokenOutput
 
 logger = logging.getLogger(__name__)
@@ -57,6 +57,12 @@ class EngineCore:
         self._free_slots()
         return outputs
 
+    def fail_running(self, message: str) -> list[TokenOutput]:
+        """End every running request with ``message`` (their KV is forgotten); waiting ones stay queued."""
+        outputs = self.scheduler.fail_running(message)
+        self._free_slots()
+        return outputs
+
     def reset_prefix_cache(self) -> None:
         """Forget the KV that idle slots keep for prefix reuse."""
         self.scheduler.forget_cached()
@@ -77,23 +83,52 @@ class EngineCore:
             logits = self.runner.forward(batch.chunks)  # [len(batch.sampled), vocab]
         except Exception as exc:  # a failed step must end its requests, not hang them
             logger.exception("model step failed")
-            failed = self.scheduler.fail_running(f"model step failed: {exc}")
-            self._free_slots()
-            return failed
+            return self.fail_running(f"model step failed: {exc}")
         forwarded = time.perf_counter()
         states = [seq.sampling for seq in batch.sampled]
         if mask_constrained(logits, states):
             self.timings.constrain_s += time.perf_counter() - forwarded
-        tokens = sample_batch(logits, states)
-        logprobs = self._logprobs(logits, batch.sampled, tokens)
-        outputs = self.scheduler.postprocess(batch, tokens, logprobs)
+        tokens, logprobs, failed = self._sample(logits, batch.sampled)
+        outputs: list[TokenOutput] = []
+        if failed:
+            batch.sampled = [seq for seq in batch.sampled if seq not in failed]  # rows pair with tokens again
+            outputs = self.scheduler.fail(failed)
+        outputs += self._postprocess(batch, tokens, logprobs)
         self._free_slots()
         self._account(started, forwarded, len(tokens))
         return outputs
 
-    def _logprobs(self, logits: torch.Tensor, seqs: list[Sequence], tokens: list[int]) -> list[TokenLogprob | None]:
-        return [token_logprobs(logits[i], tokens[i], seq.params.logprobs)
-                if seq.params.logprobs is not None else None for i, seq in enumerate(seqs)]
+    def _sample(self, logits: torch.Tensor, seqs: list[Sequence]) -> tuple[list[int], list[TokenLogprob | None],
+                                                                          dict[Sequence, str]]:
+        """One token (and its logprobs) per sampled row; a row that fails fails its own request only."""
+        tokens: list[int] = []
+        logprobs: list[TokenLogprob | None] = []
+        failed: dict[Sequence, str] = {}
+        for i, (seq, token) in enumerate(zip(seqs, sample_batch(logits, [s.sampling for s in seqs]), strict=True)):
+            try:
+                if isinstance(token, Exception):
+                    raise token
+                logprob = token_logprobs(logits[i], token, seq.params.logprobs) if seq.params.logprobs is not None \
+                    else None
+            except Exception as exc:
+                logger.warning("sampling failed for request %s: %s", seq.request_id, exc)
+                failed[seq] = f"sampling failed: {exc}"
+                continue
+            tokens.append(token)
+            logprobs.append(logprob)
+        return tokens, logprobs, failed
+
+    def _postprocess(self, batch: ScheduledBatch, tokens: list[int], logprobs: list[TokenLogprob | None]) -> list[TokenOutput]:
+        """Record the sampled tokens; a failure here (a bug) fails this step's requests, not the engine."""
+        try:
+            return self.scheduler.postprocess(batch, tokens, logprobs)
+        except Exception as exc:
+            logger.exception("postprocessing the step failed")
+            # batch.sampled: their outputs were not delivered, even those already finished; owners still running
+            # (in prefill) share the step. Rows that failed to sample were delivered already.
+            sampled = set(batch.sampled)
+            hit = [seq for seq in dict.fromkeys(batch.owners) if seq in sampled or seq.status is SeqStatus.RUNNING]
+            return self.scheduler.fail({seq: f"postprocessing failed: {exc}" for seq in hit})
 
     def _free_slots(self) -> None:
         for slot in self.scheduler.take_freed():

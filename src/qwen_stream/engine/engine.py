@@ -24,7 +24,21 @@ from qwen_stream.types import EngineError, EngineOverloadedError, FinishReason, 
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Engine", "EngineStats", "wait_idle"]
+IDLE_BEAT_S = 0.5  # an idle loop wakes this often, so a heartbeat older than a step means a stuck or dead loop
+
+
+@dataclass(slots=True, frozen=True)
+class EngineHealth:
+    """What ``/health`` reports: ``ok``; ``stalled`` (no step for ``stall_after_s`` with work to do); ``dead``
+    (the loop ended with an unexpected error: ``detail``); ``stopped`` (shut down)."""
+
+    status: str
+    heartbeat_age_s: float
+    detail: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
 
 
 @dataclass(slots=True)
@@ -49,7 +63,7 @@ class Engine:
 
     def __init__(self, runner: ModelRunner, *, eos_token_ids: Sequence[int], max_running: int = 16,
                  max_waiting: int = 64, max_model_len: int | None = None, prefill_chunk: int = 512,
-                 reuse_prefix: bool = True) -> None:
+                 reuse_prefix: bool = True, stall_after_s: float = 60.0) -> None:
         if max_running < 1 or max_waiting < 0:
             raise ValueError("max_running must be >= 1 and max_waiting >= 0")
         self.max_model_len = min(max_model_len or runner.max_seq_len, runner.max_seq_len)
@@ -66,6 +80,9 @@ class Engine:
         self._sinks: dict[str, OutputSink] = {}  # admitted requests' sinks, engine thread only
         self._ids = itertools.count()
         self._stopped = False
+        self._fatal: str | None = None  # why the loop died, if it did
+        self.stall_after_s = stall_after_s
+        self._heartbeat = time.monotonic()  # the loop's last sign of life (it beats at least every IDLE_BEAT_S)
         self._thread = threading.Thread(target=self._loop, name="qwen-stream-engine", daemon=True)
         self._thread.start()
         # Stop the loop before interpreter shutdown tears modules down under a running thread.
@@ -82,6 +99,8 @@ class Engine:
                              f"{self.max_model_len}: it leaves no room for an answer")
         request_id = request_id or f"req-{next(self._ids)}"
         with self._lock:
+            if self._fatal is not None:
+                raise EngineError(f"the engine failed and serves no more requests: {self._fatal}")
             if self._stopped:
                 raise EngineError("the engine is shut down")
             if request_id in self._unfinished:
@@ -122,6 +141,19 @@ class Engine:
                            forward_s=t.forward_s, sample_s=t.sample_s, step_s=t.total_s,
                            reused_prompt_tokens=scheduler.reused_tokens)
 
+    def health(self) -> EngineHealth:
+        """Whether the step loop is alive and stepping (read from any thread; cheap)."""
+        age = time.monotonic() - self._heartbeat
+        if self._fatal is not None:
+            return EngineHealth("dead", age, self._fatal)
+        if self._stopped:
+            return EngineHealth("stopped", age, "the engine is shut down")
+        if not self._thread.is_alive():
+            return EngineHealth("dead", age, "the engine thread ended")
+        if age > self.stall_after_s:
+            return EngineHealth("stalled", age, f"no engine step for {age:.0f} s")
+        return EngineHealth("ok", age)
+
     @property
     def num_unfinished(self) -> int:
         with self._lock:
@@ -146,26 +178,58 @@ class Engine:
     # ---- the engine thread ------------------------------------------------------------------------------------
 
     def _loop(self) -> None:
+        try:
+            self._run()
+        except BaseException as exc:  # last resort: record it and end every request, never hang them
+            self._die(exc)
+
+    def _run(self) -> None:
         while True:
+            self._heartbeat = time.monotonic()
             if not self._drain_inbox(block=not self.core.has_work):
                 break
             if self.core.has_work:
-                self._deliver(self.core.step())
+                self._deliver(self._step())
         self._deliver(self.core.abort([s.request_id for s in (*self.core.scheduler.waiting,
                                                                 *self.core.scheduler.running)]))
+
+    def _step(self) -> list[TokenOutput]:
+        """One step; an error the core did not place (a bug in scheduling...) fails the running requests only."""
+        try:
+            return self.core.step()
+        except Exception as exc:
+            logger.exception("engine step failed")
+            return self.core.fail_running(f"engine step failed: {type(exc).__name__}: {exc}")
+
+    def _die(self, exc: BaseException) -> None:
+        """The loop cannot go on: refuse new requests and end every known one with the error."""
+        logger.critical("the engine loop died", exc_info=exc)
+        with self._lock:
+            self._fatal = f"{type(exc).__name__}: {exc}"
+            self._stopped = True
+        while True:  # submitted but not admitted yet: they are owed an answer too
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, _Submit):
+                self._sinks[item.request_id] = item.sink
+        message = f"the engine failed: {self._fatal}"
+        self._deliver([TokenOutput(rid, [], FinishReason.ABORT, error=message) for rid in list(self._sinks)])
 
     def _drain_inbox(self, *, block: bool) -> bool:
         """Apply queued submits and aborts; False once shutdown was asked for."""
         aborts: list[str] = []
         try:
-            item = self._inbox.get() if block else self._inbox.get_nowait()
+            # Idle, the loop still wakes every IDLE_BEAT_S so its heartbeat tells the truth.
+            item = self._inbox.get(timeout=IDLE_BEAT_S) if block else self._inbox.get_nowait()
             while True:
                 if item is None:
                     return False
                 if isinstance(item, _Submit):
                     self._admit(item)
                 elif isinstance(item, _ResetPrefixCache):
-                    self.core.reset_prefix_cache()
+                    self._reset_prefix_cache()
                 else:
                     aborts.append(item.request_id)
                 item = self._inbox.get_nowait()
@@ -183,6 +247,12 @@ class Engine:
         except Exception as exc:  # e.g. a token id outside the vocabulary
             logger.exception("could not admit request %s", item.request_id)
             self._deliver([TokenOutput(item.request_id, [], error=str(exc), finish_reason=FinishReason.ABORT)])
+
+    def _reset_prefix_cache(self) -> None:
+        try:
+            self.core.reset_prefix_cache()
+        except Exception:  # only a cache: serving goes on (a failed step forgets the KV anyway)
+            logger.exception("resetting the prefix cache failed")
 
     def _deliver(self, outputs: list[TokenOutput]) -> None:
         for out in outputs:

@@ -93,7 +93,8 @@ def candidate_distribution(logits: torch.Tensor, params: SamplingParams) -> tupl
     Returns (probs, ids): probabilities over the kept candidates, most likely first, and their token ids;
     ids is None when every token stays a candidate (probs then covers the whole vocabulary).
     """
-    logits = logits / params.temperature
+    # Shifted so the best score is 0 before scaling: a small temperature cannot overflow every score to -inf.
+    logits = finite_scores((logits - logits.max()) / params.temperature)
     vocab = logits.shape[-1]
     if params.top_k > 0 and params.top_k < vocab:
         values, ids = torch.topk(logits, params.top_k)  # sorted, most likely first
@@ -119,13 +120,34 @@ def nucleus(sorted_probs: torch.Tensor, top_p: float) -> torch.Tensor:
     return torch.where(keep, sorted_probs, torch.zeros_like(sorted_probs))
 
 
+class NonFiniteLogitsError(ValueError):
+    """The model gave NaN logits for a sequence: no token can be chosen, the request must fail."""
+
+
+def check_logits(logits: torch.Tensor) -> None:
+    """Refuse a row of logits [vocab] holding NaN (a broken model or runner); infinities are handled later."""
+    if not torch.isfinite(logits.sum()) and bool(torch.isnan(logits).any()):  # the sum is the cheap test
+        raise NonFiniteLogitsError("the model produced NaN logits")
+
+
+def finite_scores(logits: torch.Tensor) -> torch.Tensor:
+    """Scores multinomial and softmax can take: NaN -> -inf, +inf -> the largest float.
+
+    Extreme penalties or temperatures can overflow float32 (a repetition_penalty of 1e-300 becomes 0 in float32,
+    and 0/0 is NaN); such a token is then never chosen (NaN) or always among the best (+inf)."""
+    return torch.nan_to_num(logits, nan=float("-inf"), posinf=torch.finfo(logits.dtype).max)
+
+
 def sample_row(logits: torch.Tensor, state: SamplingState) -> int:
-    """Pick one token from one row of float32 logits [vocab]."""
+    """Pick one token from one row of float32 logits [vocab]; raises NonFiniteLogitsError on NaN logits."""
+    check_logits(logits)
     params = state.params
-    logits = apply_penalties(apply_logit_bias(logits, params), state)
+    scores = finite_scores(apply_penalties(apply_logit_bias(logits, params), state))
+    if bool(torch.isneginf(scores).all()):  # penalties overflowed every score: choose as if there were none
+        scores = logits
     if params.greedy:
-        return int(torch.argmax(logits))
-    probs, ids = candidate_distribution(logits, params)
+        return int(torch.argmax(scores))
+    probs, ids = candidate_distribution(scores, params)
     choice = int(torch.multinomial(probs, 1, generator=state.generator))
     return int(ids[choice]) if ids is not None else choice
 
@@ -140,8 +162,18 @@ def token_logprobs(logits: torch.Tensor, token_id: int, top_n: int) -> TokenLogp
     return TokenLogprob(token_id=token_id, logprob=float(log_probs[token_id]), top=top)
 
 
-def sample_batch(logits: torch.Tensor, states: Sequence[SamplingState]) -> list[int]:
-    """One token per row of logits [B, vocab]; rows pair with states in order."""
-    if all(s.params.greedy and s.output_counts is None and not s.params.logit_bias for s in states):
-        return torch.argmax(logits, dim=-1).tolist()  # one call for the whole batch
-    return [sample_row(logits[i], state) for i, state in enumerate(states)]
+def sample_batch(logits: torch.Tensor, states: Sequence[SamplingState]) -> list[int | Exception]:
+    """One token per row of logits [B, vocab]; rows pair with states in order.
+
+    A row that cannot be sampled (NaN logits, a failure in its own parameters) gives its exception instead of a
+    token, so only that request fails and the rest of the batch goes on."""
+    if all(s.params.greedy and s.output_counts is None and not s.params.logit_bias for s in states) and \
+             bool(torch.isfinite(logits.sum())):
+        return list(torch.argmax(logits, dim=-1).tolist())  # one call for the whole (finite) batch
+    tokens: list[int | Exception] = []
+    for i, state in enumerate(states):
+        try:
+            tokens.append(sample_row(logits[i], state))
+        except Exception as exc:  # this row's failure is this request's alone
+            tokens.append(exc)
+    return tokens

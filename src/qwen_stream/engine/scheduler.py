@@ -249,6 +249,16 @@ class Scheduler:
         self.running = []
         return [TokenOutput(s.request_id, [], FinishReason.ABORT, error=message) for s in failed]
 
+    def fail(self, errors: dict[Sequence, str]) -> list[TokenOutput]:
+        """End these sequences with their error, forgetting their KV. None may have had its last output delivered
+        (a sequence that ``_append`` finished in a step whose postprocessing then failed gets the error instead)."""
+        for seq in errors:
+            if seq.status is not SeqStatus.FINISHED:
+                self._finish(seq, FinishReason.ABORT, keep_kv=False)
+        self.waiting = deque(s for s in self.waiting if s.status is SeqStatus.WAITING)
+        self.running = [s for s in self.running if s.status is SeqStatus.RUNNING]
+        return [TokenOutput(s.request_id, [], FinishReason.ABORT, error=message) for s, message in errors.items()]
+
     def _finish(self, seq: Sequence, reason: FinishReason, *, keep_kv: bool = True) -> None:
         if seq.status is SeqStatus.RUNNING:
             self.free_slots.append(seq.slot)
