@@ -11,6 +11,7 @@ import queue
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -45,6 +46,9 @@ class _Prepared:
     info: PromptInfo
     prompt_text: str = ""  # set for chat prompts (rendered by the template), "" for raw completions
     tools: ToolRequest | None = None
+
+
+PreparedRequest = _Prepared  # what prepare_chat/prepare_completion return (the server prepares off its loop)
 
 
 class Answer(str):
@@ -94,6 +98,7 @@ class ChatModel:
         self.grammars = Grammars(tokenizer, vocab_size=engine.vocab_size, stop_token_ids=self.eos_token_ids)
         # The tool-call format: None reads it from the chat template; "hermes" or "qwen3_coder" forces one.
         self.tool_parser: str | None = None
+        self._max_token_chars: int | None = None  # the longest token's length, for the cheap too-long check
 
     @classmethod
     def load(cls, model: str | None = None, *, runner: str = "auto", device: str | None = "cpu", dtype: str | None = None,
@@ -181,8 +186,34 @@ class ChatModel:
             return params
         return params.with_(seed=int(torch.randint(0, 2**62, (1,)).item()))
 
+    def prepare_chat(self, messages: Sequence[Any], *, params: SamplingParams | None = None,
+                     open_ended: bool = False, **options: Any) -> _Prepared:
+        """Template, tokenize and fold a conversation (CPU work: the server runs it off its event loop).
+
+        ``options``: the chat options of ``stream`` (tools, thinking...). ``open_ended``: the request gave no answer
+        length, so ``params.max_new_tokens`` is only a cap and the answer may take the rest of the context window,
+        as OpenAI and vLLM do. Stream it with ``astream_prepared``."""
+        return self._prepare_chat(None, None, messages, None, params, dict(options), open_ended=open_ended)
+
+    def prepare_completion(self, prompt: str | Sequence[int], *, params: SamplingParams | None = None,
+                           open_ended: bool = False) -> _Prepared:
+        """Tokenize a raw prompt (no template); ``open_ended`` as for ``prepare_chat``. Stream it with
+        ``acomplete_prepared``."""
+        return self._prepare_completion(prompt, params, {}, open_ended=open_ended)
+
+    def astream_prepared(self, prepared: _Prepared) -> AsyncRequestStream:
+        """Start streaming a conversation made by ``prepare_chat`` (inside an event loop)."""
+        p = prepared
+        return AsyncRequestStream(self.engine, p.prompt_ids, p.params, self._chat_processor(p), p.info)
+
+    def acomplete_prepared(self, prepared: _Prepared) -> AsyncRequestStream:
+        """Start streaming a raw prompt made by ``prepare_completion`` (inside an event loop)."""
+        p = prepared
+        return AsyncRequestStream(self.engine, p.prompt_ids, p.params, self._processor(p.params), p.info)
+
     def _prepare_chat(self, query: str | None, history: History, messages: Sequence[Any] | None,
-                      system: str | None, params: SamplingParams | None, overrides: dict[str, Any]) -> _Prepared:
+                      system: str | None, params: SamplingParams | None, overrides: dict[str, Any],
+                      open_ended: bool = False) -> _Prepared:
         """``overrides`` holds sampling fields and the chat options: tools, tool_choice, parallel_tool_calls,
         thinking, chat_template_kwargs."""
         options = {k: overrides.pop(k) for k in _CHAT_OPTIONS if k in overrides}
@@ -203,10 +234,38 @@ class ChatModel:
         turns = make_messages(query, messages if messages is not None else history, system=system)
         if turns[-1]["role"] not in ("user", "tool"):
             raise ValueError("nothing to answer: give a query, or messages ending with a user message (or tool results)")
-        prompt = self.prompter.build(turns, max_prompt_tokens=self._prompt_budget(chosen),
-                                     tools=tools.tools if tools.active else None, template_kwargs=template_kwargs)
+        self._check_chars(str(turns[-1].get("content") or ""), "the last message")
+        build = partial(self.prompter.build, turns, tools=tools.tools if tools.active else None,
+                        template_kwargs=template_kwargs)
+        if open_ended:
+            prompt, chosen = self._build_open_ended(build, chosen)
+        else:
+            prompt = build(max_prompt_tokens=self._prompt_budget(chosen))
         return _Prepared(prompt.ids, chosen, PromptInfo(len(prompt.ids), prompt.dropped_turns), prompt.text,
                          tools if tools.active else None)
+
+    def _build_open_ended(self, build: Callable[..., Any], chosen: SamplingParams) -> tuple[Any, SamplingParams]:
+        """Fold history to leave the model's usual answer room; a last message that alone leaves less gets the
+        rest of the window. Then the answer may run to the window's end (at most ``chosen.max_new_tokens``)."""
+        reserve = max(1, min(chosen.max_new_tokens, self.default_params.max_new_tokens, self.context_length - 1))
+        try:
+            prompt = build(max_prompt_tokens=self.context_length - reserve)
+        except ValueError:
+            prompt = build(max_prompt_tokens=self.context_length - 1)
+        room = self.context_length - len(prompt.ids)
+        return prompt, chosen.with_(max_new_tokens=max(1, min(chosen.max_new_tokens, room)))
+
+    def _check_chars(self, text: str, what: str) -> None:
+        """Refuse text too long for the window before tokenizing it: no token covers more characters than the
+        longest token's bytes, so past (window x that) characters it cannot fit, whatever its tokens."""
+        if self._max_token_chars is None:
+            from qwen_stream.output.detokenizer import token_bytes_table
+
+            self._max_token_chars = max(1, max(len(b) for b in token_bytes_table(self.tokenizer).with_special))
+        limit = self.context_length * self._max_token_chars
+        if len(text) > limit:
+            raise ValueError(f"{what} is too long for the context window: {len(text)} characters, and "
+                             f"{self.context_length} tokens hold at most {limit}")
 
     def _tool_constraint(self, tools: ToolRequest, template_kwargs: dict[str, Any]) -> Any:
         """The grammar that makes ``tool_choice`` "required" or a named function a fact, not a hope: the model
@@ -242,18 +301,21 @@ class ChatModel:
         return MessageParser(reasoning=reasoning, tools=tools)
 
     def _prepare_completion(self, prompt: str | Sequence[int], params: SamplingParams | None,
-                            overrides: dict[str, Any]) -> _Prepared:
+                            overrides: dict[str, Any], open_ended: bool = False) -> _Prepared:
         chosen = self._seeded(self.sampling_params(params, **overrides))
         self._check_logit_bias(chosen)
         if isinstance(prompt, str):
+            self._check_chars(prompt, "the prompt")
             ids = self.tokenizer.encode(prompt, add_special_tokens=False)
         elif all(isinstance(t, int) for t in prompt):
             ids = list(prompt)
         else:
             raise TypeError("prompt must be a string or a list of token ids")
-        budget = self._prompt_budget(chosen)
         if not ids:
             raise ValueError("the prompt is empty")
+        if open_ended and len(ids) < self.context_length:
+            chosen = chosen.with_(max_new_tokens=min(chosen.max_new_tokens, self.context_length - len(ids)))
+        budget = self._prompt_budget(chosen)
         if len(ids) > budget:
             raise ValueError(f"the prompt has {len(ids)} tokens; with max_new_tokens={chosen.max_new_tokens} "
                              f"at most {budget} fit the context window of {self.context_length}")

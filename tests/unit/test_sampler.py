@@ -129,3 +129,56 @@ def test_min_p_keeps_only_tokens_near_the_best() -> None:
     params = SamplingParams(temperature=1.0, min_p=0.5, seed=3)
     picks = {sample_row(logits, SamplingState.create(params.with_(seed=s), [], 4)) for s in range(200)}
     assert picks == {0, 1}  # 0.15 and 0.05 are under half of 0.5
+
+
+# ---- numbers that must not break the sampler (issue 10: "temperature": 1e-40 killed the engine thread) ----------
+
+
+@pytest.mark.parametrize("temperature", [1e-40, 5e-324, 1e-6, 9.9e-6])
+def test_tiny_temperatures_are_greedy(temperature: float) -> None:
+    logits = torch.tensor([0.1, 3.0, 2.9, -1.0])
+    assert SamplingParams(temperature=temperature).greedy
+    assert sample_row(logits, state(4, temperature=temperature, seed=1)) == 1
+
+
+@pytest.mark.parametrize("params", [
+    {"temperature": 1e-5, "top_p": 0.5}, {"temperature": 1e300}, {"temperature": 1.0, "repetition_penalty": 1e-300},
+    {"temperature": 1.0, "repetition_penalty": 1e300}, {"temperature": 2e-5, "top_k": 3},
+    {"temperature": 1.0, "frequency_penalty": 2.0, "presence_penalty": -2.0},
+])
+def test_extreme_but_valid_values_always_give_a_token(params: dict[str, float]) -> None:
+    logits = torch.tensor([0.0, 30.0, -30.0, 1e30, -1e30, 0.5])
+    for seed in range(5):
+        st = state(6, prompt=(0, 1, 3), seed=seed, **params)
+        for _ in range(3):
+            token = sample_row(logits, st)
+            assert 0 <= token < 6
+            st.record(token)
+
+
+def test_nan_logits_fail_only_their_row() -> None:
+    logits = torch.tensor([[0.0, 5.0, 1.0], [float("nan"), 1.0, 0.0], [2.0, 0.0, float("inf")]])
+    tokens = sample_batch(logits, [state(3, temperature=0.0), state(3, temperature=0.0), state(3, temperature=1.0)])
+    assert tokens[0] == 1 and tokens[2] == 2
+    assert isinstance(tokens[1], ValueError) and "NaN" in str(tokens[1])
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("temperature", float("inf")), ("temperature", float("nan")), ("top_p", float("nan")),
+    ("repetition_penalty", float("inf")), ("repetition_penalty", 0.0), ("presence_penalty", float("nan")),
+    ("seed", 2**63), ("seed", -(2**63) - 1), ("seed", 2**70),
+])
+def test_values_the_sampler_cannot_use_are_refused_by_name(field: str, value: float) -> None:
+    from qwen_stream.types import InvalidParameterError
+
+    with pytest.raises(InvalidParameterError, match=field) as caught:
+        SamplingParams(**{field: value})  # type: ignore[arg-type]
+    assert caught.value.param == field
+
+
+def test_seed_extremes_seed_a_generator() -> None:
+    from qwen_stream.types import wrap_seed
+
+    for seed in (2**63 - 1, -(2**63), wrap_seed(2**63 - 1 + 1), 0):
+        assert 0 <= sample_row(torch.zeros(5), state(5, temperature=1.0, seed=seed)) < 5
+    assert wrap_seed(2**63) == -(2**63) and wrap_seed(5) == 5

@@ -161,15 +161,19 @@ class ChatPrompter:
         if not msgs:
             raise ValueError("messages is empty: nothing to answer")
         system, turns = self._split(msgs)
-        full = self._encode(system, turns, 0, variables)
+        # Every turn takes at least one token, so no more than max_prompt_tokens of the newest can fit: rendering
+        # only those keeps 100,000 messages from costing minutes of template rendering.
+        skipped = max(0, len(turns) - max_prompt_tokens)
+        turns = turns[skipped:]
+        full = self._encode(system, turns, skipped, variables)
         if len(full.ids) <= max_prompt_tokens:
             return full
-        last_only = full if len(turns) == 1 else self._encode(system, turns[-1:], len(turns) - 1, variables)
+        last_only = full if len(turns) == 1 else self._encode(system, turns[-1:], skipped + len(turns) - 1, variables)
         if len(last_only.ids) > max_prompt_tokens:
             raise ValueError(f"the prompt is too long: the system prompt and the last message alone take "
                              f"{len(last_only.ids)} tokens, but the limit is {max_prompt_tokens} "
                              f"(the context window minus max_new_tokens)")
-        return self._fit(system, turns, max_prompt_tokens, last_only, variables)
+        return self._fit(system, turns, max_prompt_tokens, last_only, variables, skipped)
 
     def require_tools(self) -> None:
         """ValueError unless the chat template can show the model ``tools``."""
@@ -193,12 +197,12 @@ class ChatPrompter:
         return variables
 
     def _fit(self, system: list[Message], turns: list[list[Message]], limit: int, best: PromptResult,
-             variables: dict[str, Any]) -> PromptResult:
+             variables: dict[str, Any], skipped: int = 0) -> PromptResult:
         # Fewer dropped turns -> longer prompt, so binary search the smallest drop that fits: O(log n) renders.
         lo, hi = 1, len(turns) - 1  # dropping 0 is known too long, dropping len-1 is known to fit
         while lo < hi:
             mid = (lo + hi) // 2
-            candidate = self._encode(system, turns[mid:], mid, variables)
+            candidate = self._encode(system, turns[mid:], skipped + mid, variables)
             if len(candidate.ids) <= limit:
                 hi, best = mid, candidate
             else:
