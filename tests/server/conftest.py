@@ -14,7 +14,7 @@ from qwen_stream.server.app import create_app
 
 @pytest.fixture(scope="module")
 def server(tiny_chat_model: Any) -> Iterator[LiveServer]:
-    with LiveServer(create_app(tiny_chat_model, served_model_name="tiny-qwen")) as live:
+    with LiveServer(create_app(tiny_chat_model, served_model_name="tiny-qwen", model_aliases=["m"])) as live:
         yield live
 
 

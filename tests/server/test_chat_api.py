@@ -147,7 +147,7 @@ def test_models_health_metrics_and_docs(http: httpx.Client, client: Any, tiny_ch
 def test_two_apps_in_one_process_have_separate_metrics(tiny_chat_model: Any) -> None:
     from qwen_stream.server.app import create_app
 
-    with LiveServer(create_app(tiny_chat_model, served_model_name="other")) as other, \
+    with LiveServer(create_app(tiny_chat_model, served_model_name="other", model_aliases=["m"])) as other, \
             httpx.Client(base_url=other.url) as http:
         assert 'qwen_stream_generation_tokens_total{model="other"}' not in http.get("/metrics").text
 

@@ -20,7 +20,7 @@ CHAT: dict[str, Any] = {"model": "m", "messages": [{"role": "user", "content": "
 def test_api_key_is_required_on_v1_only(tiny_chat_model: Any) -> None:
     import openai
 
-    with LiveServer(create_app(tiny_chat_model, api_key="s3cret")) as live, \
+    with LiveServer(create_app(tiny_chat_model, api_key="s3cret", model_aliases=["m"])) as live, \
             httpx.Client(base_url=live.url) as http:
         missing = http.post("/v1/chat/completions", json=CHAT)
         assert missing.status_code == 401
@@ -39,11 +39,11 @@ def test_api_key_is_required_on_v1_only(tiny_chat_model: Any) -> None:
 def test_cors_only_when_asked(tiny_chat_model: Any) -> None:
     preflight = {"Origin": "http://example.com", "Access-Control-Request-Method": "POST",
                  "Access-Control-Request-Headers": "content-type,authorization"}
-    with LiveServer(create_app(tiny_chat_model, cors_origins=["http://example.com"])) as live:
+    with LiveServer(create_app(tiny_chat_model, cors_origins=["http://example.com"], model_aliases=["m"])) as live:
         response = httpx.options(f"{live.url}/v1/chat/completions", headers=preflight)
         assert response.status_code == 200
         assert response.headers["access-control-allow-origin"] == "http://example.com"
-    with LiveServer(create_app(tiny_chat_model)) as live:
+    with LiveServer(create_app(tiny_chat_model, model_aliases=["m"])) as live:
         response = httpx.options(f"{live.url}/v1/chat/completions", headers=preflight)
         assert "access-control-allow-origin" not in response.headers
 
@@ -58,7 +58,7 @@ def test_health_reports_ready_only_after_loading(tiny_model_dir: Path) -> None:
         return ChatModel.load(str(tiny_model_dir), runner="torch", max_batch_size=2, context_length=256,
                               progress=False)
 
-    with LiveServer(create_app(load, served_model_name="later")) as live, httpx.Client(base_url=live.url) as http:
+    with LiveServer(create_app(load, served_model_name="later", model_aliases=["m"])) as live, httpx.Client(base_url=live.url) as http:
         loading = http.get("/health")
         assert loading.status_code == 503 and loading.json()["status"] == "loading"
         refused = http.post("/v1/chat/completions", json=CHAT)
@@ -91,7 +91,7 @@ def test_health_reports_a_failed_load() -> None:
     def load() -> Any:
         raise FileNotFoundError("no such model: /nowhere")
 
-    with LiveServer(create_app(load)) as live, httpx.Client(base_url=live.url) as http:
+    with LiveServer(create_app(load, model_aliases=["m"])) as live, httpx.Client(base_url=live.url) as http:
         deadline = time.monotonic() + 10
         while http.get("/health").json()["status"] == "loading" and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -108,7 +108,7 @@ def test_a_full_queue_is_refused_with_429_and_retry_after(tiny_model_dir: Path) 
                            progress=False)
     body = {**CHAT, "max_tokens": 120, "stream": False}
     try:
-        with LiveServer(create_app(model)) as live, httpx.Client(base_url=live.url, timeout=60) as http:
+        with LiveServer(create_app(model, model_aliases=["m"])) as live, httpx.Client(base_url=live.url, timeout=60) as http:
             with concurrent.futures.ThreadPoolExecutor(6) as pool:
                 responses = list(pool.map(lambda _: http.post("/v1/chat/completions", json=body), range(6)))
             statuses = sorted(r.status_code for r in responses)

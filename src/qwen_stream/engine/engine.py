@@ -16,6 +16,7 @@ import time
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from qwen_stream.engine.backend import EngineBackend, EngineStats, OutputSink
 from qwen_stream.engine.core import EngineCore
@@ -32,7 +33,7 @@ class EngineHealth:
     """What ``/health`` reports: ``ok``; ``stalled`` (no step for ``stall_after_s`` with work to do); ``dead``
     (the loop ended with an unexpected error: ``detail``); ``stopped`` (shut down)."""
 
-    status: str
+    status: Literal["ok", "stalled", "dead", "stopped"]
     heartbeat_age_s: float
     detail: str | None = None
 

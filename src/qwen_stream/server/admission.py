@@ -8,8 +8,9 @@ Each protocol renders the resulting ``APIError`` in its own error shape.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
+import anyio
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.requests import Request
@@ -18,12 +19,35 @@ from starlette.responses import Response
 from qwen_stream.server.errors import APIError
 from qwen_stream.server.generation import ClientDisconnected, Generation, StreamStarter, run_until_disconnect
 from qwen_stream.server.metrics import ServerMetrics
-from qwen_stream.types import EngineError, EngineOverloadedError, SamplingParams
+from qwen_stream.types import EngineError, EngineOverloadedError, InvalidParameterError, SamplingParams
+
+if TYPE_CHECKING:
+    from qwen_stream.api import ChatModel, PreparedRequest
 
 T = TypeVar("T")
 Starter = tuple[StreamStarter, SamplingParams, bool]
 # The status access logs use for "client closed the request": nobody reads this answer.
 CLIENT_CLOSED = 499
+
+
+async def prepare_off_loop(work: Callable[[], T]) -> T:
+    """Run request preparation (parameters, templates, tokenizing) in a worker thread, so a big prompt never
+    stalls the event loop (/health, other streams); bad values become a 400 naming the field."""
+    try:
+        return await anyio.to_thread.run_sync(work)
+    except InvalidParameterError as exc:
+        raise APIError(400, str(exc), "invalid_request_error", param=exc.param) from exc
+    except (ValueError, TypeError) as exc:
+        code = "context_length_exceeded" if "context window" in str(exc) else None
+        raise APIError(400, str(exc), "invalid_request_error", code=code) from exc
+
+
+def stream_of(model: ChatModel, prepared: PreparedRequest, *, chat: bool = True) -> StreamStarter:
+    """A starter for ``start_generation`` from a prepared request (which already holds its params): a
+    conversation (``prepare_chat``) or, with ``chat=False``, a raw prompt (``prepare_completion``)."""
+    if chat:
+        return lambda _params: model.astream_prepared(prepared)
+    return lambda _params: model.acomplete_prepared(prepared)
 
 
 async def start_generation(starters: Sequence[Starter], metrics: ServerMetrics, route: str) -> Generation:

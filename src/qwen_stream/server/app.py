@@ -6,20 +6,22 @@ import contextlib
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 
-from qwen_stream.server.admission import respond_json, start_generation
+from qwen_stream.engine.engine import Engine
+from qwen_stream.server.admission import prepare_off_loop, respond_json, start_generation, stream_of
 from qwen_stream.server.anthropic_routes import anthropic_router
 from qwen_stream.server.auth import api_key_dependency
+from qwen_stream.server.bodies import document_bodies, openapi_body, parse_body
 from qwen_stream.server.chat import ChatReply, collect_chat, stream_chat
 from qwen_stream.server.completions import CompletionReply, collect_completion, stream_completion
 from qwen_stream.server.errors import APIError, install_error_handlers
 from qwen_stream.server.generation import TokenStrings, build_params
+from qwen_stream.server.limits import BodySizeLimit, RequestLimits, check_encodable
 from qwen_stream.server.metrics import CONTENT_TYPE, ServerMetrics
 from qwen_stream.server.ollama_routes import ollama_router
 from qwen_stream.server.protocol import (
@@ -45,14 +47,15 @@ log = logging.getLogger("qwen_stream.server")
 
 ModelLoader = Callable[[], "ChatModel"]
 _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 401, 429, 500, 503)
+    code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 429, 500, 503)
 }
 
 
 class ServerState:
     """The model (or the loading of it) and what hangs off it: metrics, token strings, the served name."""
 
-    def __init__(self, served_model_name: str | None, api_key: str | None) -> None:
+    def __init__(self, served_model_name: str | None, api_key: str | None, *, aliases: Sequence[str] = (),
+                 limits: RequestLimits | None = None, max_tokens_cap: int | None = None) -> None:
         self.model: ChatModel | None = None
         self.load_error: str | None = None
         self.served_name = served_model_name
@@ -60,6 +63,11 @@ class ServerState:
         self.metrics = ServerMetrics(served_model_name or "unknown")
         self.strings: TokenStrings | None = None
         self.owns_model = False
+        self.aliases = frozenset(aliases)  # more names a request's "model" may give (--model-alias)
+        self.limits = limits or RequestLimits()
+        self.max_tokens_cap = max_tokens_cap  # the answer length of a request without max_tokens, at most
+        self.draining = False  # SIGTERM received: finishing running requests, refusing new ones
+        self._drain_timer: threading.Timer | None = None
 
     def set_model(self, model: ChatModel) -> None:
         self.served_name = self.served_name or model.name
@@ -79,18 +87,55 @@ class ServerState:
         self.owns_model = True
         threading.Thread(target=load, name="qwen-stream-load", daemon=True).start()
 
-    def require_model(self) -> tuple[ChatModel, TokenStrings, str]:
+    def begin_drain(self, timeout_s: float) -> None:
+        """Graceful shutdown: refuse new requests (503) now; after ``timeout_s`` abort those still running, so each
+        ends with a finish_reason and its client gets a terminal frame and [DONE] before the process exits."""
+        if self.draining:
+            return
+        self.draining = True
+        log.warning("shutting down: no new requests; running ones get %.0f s to finish", timeout_s)
+
+        def abort_rest() -> None:
+            if self.model is not None:
+                aborted = self.model.engine.abort_all()
+                if aborted:
+                    log.warning("shutdown timeout: %d running requests aborted", aborted)
+
+        self._drain_timer = threading.Timer(timeout_s, abort_rest)
+        self._drain_timer.daemon = True
+        self._drain_timer.start()
+
+    def stop_drain_timer(self) -> None:
+        """The app is shutting down: nothing of ours is left for the timer to abort (the model may be shared)."""
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+
+    def accepts(self, name: str | None) -> bool:
+        """Whether a request's ``model`` names what we serve (absent: yes, as most local servers allow)."""
+        if name is None or name == self.served_name or name in self.aliases:
+            return True
+        return self.model is not None and name == self.model.name
+
+    def require_model(self, name: str | None = None) -> tuple[ChatModel, TokenStrings, str]:
+        """The model, or the APIError to answer with: 503 while loading, failed or draining; 404 for a ``name``
+        (an OpenAI request's ``model``) that is not what this server serves."""
+        if self.draining:
+            raise APIError(503, "the server is shutting down", "server_error", code="shutting_down")
         if self.model is None or self.strings is None or self.served_name is None:
             if self.load_error is not None:
                 raise APIError(503, f"the model failed to load: {self.load_error}", "server_error", code="model_failed")
             raise APIError(503, "the model is still loading, retry shortly", "server_error", code="model_loading",
                            headers={"Retry-After": "5"})
+        if not self.accepts(name):
+            raise APIError(404, f"The model `{name}` does not exist: this server serves `{self.served_name}`",
+                           param="model", code="model_not_found")
         return self.model, self.strings, self.served_name
 
 
 def create_app(model: ChatModel | ModelLoader, *, api_key: str | None = None,
                cors_origins: Sequence[str] | None = None, served_model_name: str | None = None,
-               response_store_size: int = DEFAULT_RESPONSE_STORE_SIZE) -> FastAPI:
+               response_store_size: int = DEFAULT_RESPONSE_STORE_SIZE, model_aliases: Sequence[str] = (),
+               limits: RequestLimits | None = None, max_tokens_cap: int | None = None) -> FastAPI:
     """Build the server app.
 
     ``model`` is a loaded ChatModel (the caller keeps owning it), or a zero-argument function that loads one: it
@@ -98,8 +143,12 @@ def create_app(model: ChatModel | ModelLoader, *, api_key: str | None = None,
     model's engine down at exit. ``api_key`` protects the ``/v1`` routes with ``Authorization: Bearer``;
     ``cors_origins`` enables CORS for those origins (``["*"]`` for any). ``response_store_size``: how many
     finished ``/v1/responses`` answers are kept for ``previous_response_id`` (least recently used dropped first).
+    An OpenAI request's ``model`` must be the served name, the model's own name or one of ``model_aliases``
+    (else 404). ``limits`` bound each request's size; ``max_tokens_cap`` bounds the answer of a request without
+    ``max_tokens`` (default: the rest of the window).
     """
-    state = ServerState(served_model_name, api_key or None)
+    state = ServerState(served_model_name, api_key or None, aliases=model_aliases, limits=limits,
+                        max_tokens_cap=max_tokens_cap)
     if callable(model) and not hasattr(model, "astream"):
         loader: ModelLoader | None = model
     else:
@@ -111,6 +160,7 @@ def create_app(model: ChatModel | ModelLoader, *, api_key: str | None = None,
         if loader is not None:
             state.load_in_background(loader)
         yield
+        state.stop_drain_timer()
         if state.owns_model and state.model is not None:
             state.model.close()
 
@@ -118,6 +168,7 @@ def create_app(model: ChatModel | ModelLoader, *, api_key: str | None = None,
                   description="OpenAI-compatible streaming API for Qwen-family chat models.")
     app.state.server = state
     install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=state.limits.max_body_bytes)
     if cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["*"],
                            allow_headers=["*"], allow_credentials=False)
@@ -126,10 +177,11 @@ def create_app(model: ChatModel | ModelLoader, *, api_key: str | None = None,
     app.include_router(_v1_routes(state), prefix="/v1", dependencies=protected, responses=_ERROR_RESPONSES)
     app.include_router(responses_router(state, ResponseStore(response_store_size)), prefix="/v1",
                        dependencies=protected, responses=_ERROR_RESPONSES)
-    app.include_router(anthropic_router(state))
-    app.include_router(ollama_router(state))
     app.include_router(tokenize_routes(lambda: state.require_model()[0]), dependencies=protected,
                        responses=_ERROR_RESPONSES)
+    app.include_router(anthropic_router(state))
+    app.include_router(ollama_router(state))
+    document_bodies(app, [ChatCompletionRequest, CompletionRequest])
     return app
 
 
@@ -138,20 +190,31 @@ def _service_routes(state: ServerState) -> APIRouter:
 
     @router.get("/health", response_model=HealthResponse, responses={503: {"model": HealthResponse}})
     async def health() -> JSONResponse:
-        if state.model is not None and state.model.engine.is_alive():
-            return JSONResponse(HealthResponse(status="ok", model=state.served_name).model_dump(exclude_none=True))
-        if state.model is not None:  # loaded, but the engine stopped: probes must see it, not only requests
-            body = HealthResponse(status="failed", model=state.served_name, detail="the engine is not running")
-        else:
-            body = HealthResponse(status="failed" if state.load_error else "loading", model=state.served_name,
-                                  detail=state.load_error)
-        return JSONResponse(body.model_dump(exclude_none=True), status_code=503)
+        body = _health(state)
+        return JSONResponse(body.model_dump(exclude_none=True), status_code=200 if body.status == "ok" else 503)
 
     @router.get("/metrics", response_class=Response)
     async def metrics() -> Response:
         return Response(state.metrics.render(), media_type=CONTENT_TYPE)
 
     return router
+
+
+def _health(state: ServerState) -> HealthResponse:
+    """The truth about serving: loading, failed to load, draining, or what the engine's heartbeat says."""
+    if state.model is None:
+        return HealthResponse(status="failed" if state.load_error else "loading", model=state.served_name,
+                              detail=state.load_error)
+    if state.draining:
+        return HealthResponse(status="draining", model=state.served_name, detail="shutting down")
+    engine = state.model.engine
+    report = engine.health() if isinstance(engine, Engine) else None  # our loop has a heartbeat
+    if report is not None:
+        return HealthResponse(status=report.status, model=state.served_name, detail=report.detail)
+    if engine.is_alive():
+        return HealthResponse(status="ok", model=state.served_name)
+    # loaded, but the engine stopped: probes must see it, not only requests
+    return HealthResponse(status="failed", model=state.served_name, detail="the engine is not running")
 
 
 def _v1_routes(state: ServerState) -> APIRouter:
@@ -162,28 +225,49 @@ def _v1_routes(state: ServerState) -> APIRouter:
         model, _, name = state.require_model()
         return ModelList(data=[ModelCard(id=name, created=now(), context_length=model.context_length)])
 
-    @router.post("/chat/completions", response_model=ChatCompletionResponse,
-                 responses={200: {"content": {"text/event-stream": {}}}})
-    async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
-        model, strings, name = state.require_model()
+    @router.get("/models/{model_id:path}", response_model=ModelCard, responses={404: {"model": ErrorResponse}})
+    async def get_model(model_id: str) -> ModelCard:
+        model = state.require_model(model_id)[0]
+        return ModelCard(id=model_id, created=now(), context_length=model.context_length)
+
+    @router.post("/chat/completions", response_model=ChatCompletionResponse, openapi_extra=openapi_body(
+                 ChatCompletionRequest), responses={200: {"content": {"text/event-stream": {}}}})
+    async def chat_completions(request: Request) -> Response:
+        body = await parse_body(request, ChatCompletionRequest)
+        model, strings, name = state.require_model(body.model)
+        state.limits.check_stops(body.stop)
+        check_encodable((f"messages.{i}.content", m.text()) for i, m in enumerate(body.messages))
         messages = [message.as_dict() for message in body.messages]
-        start = partial(_start_chat, model, messages, body.chat_options)
-        starters = [(start, params, i == 0) for i, params in enumerate(_params(model, body))]
+
+        def prepare() -> list[Any]:  # templating and tokenizing: CPU work, off the event loop
+            return [model.prepare_chat(messages, params=p, open_ended=body.token_limit is None, **body.chat_options)
+                    for p in _params(model, body, state)]
+
+        prepared = await prepare_off_loop(prepare)
+        starters = [(stream_of(model, p), p.params, i == 0) for i, p in enumerate(prepared)]
         gen = await start_generation(starters, state.metrics, "/v1/chat/completions")
         reply = ChatReply(model=name, include_usage=body.include_usage, want_logprobs=body.logprobs)
         if body.stream:
             return SSEResponse(stream_chat(gen, reply, strings))
         return await respond_json(request, collect_chat(gen, reply, strings))
 
-    @router.post("/completions", response_model=CompletionResponse,
+    @router.post("/completions", response_model=CompletionResponse, openapi_extra=openapi_body(CompletionRequest),
                  responses={200: {"content": {"text/event-stream": {}}}})
-    async def completions(body: CompletionRequest, request: Request) -> Response:
-        model, strings, name = state.require_model()
-        params = _params(model, body)
-        starters = [(partial(_start_completion, model, prompt), p, j == 0)
+    async def completions(request: Request) -> Response:
+        body = await parse_body(request, CompletionRequest)
+        model, strings, name = state.require_model(body.model)
+        state.limits.check_stops(body.stop)
+        check_encodable((f"prompt.{i}", prompt) for i, prompt in enumerate(body.prompts))
+
+        def prepare() -> list[tuple[Any, bool]]:
+            params = _params(model, body, state)
+            return [(model.prepare_completion(prompt, params=p, open_ended=body.token_limit is None), j == 0)
                     for prompt in body.prompts for j, p in enumerate(params)]
+
+        prepared = await prepare_off_loop(prepare)
+        starters = [(stream_of(model, p, chat=False), p.params, first) for p, first in prepared]
         gen = await start_generation(starters, state.metrics, "/v1/completions")
-        echo = [prompt for prompt in body.prompts for _ in params] if body.echo else None
+        echo = [prompt for prompt in body.prompts for _ in range(body.n)] if body.echo else None
         reply = CompletionReply(model=name, include_usage=body.include_usage,
                                 want_logprobs=body.logprobs is not None, echo_prompts=echo)
         if body.stream:
@@ -193,16 +277,10 @@ def _v1_routes(state: ServerState) -> APIRouter:
     return router
 
 
-def _start_chat(model: ChatModel, messages: list[dict[str, Any]], options: dict[str, Any], params: Any) -> Any:
-    return model.astream(messages=messages, params=params, **options)
-
-
-def _start_completion(model: ChatModel, prompt: str, params: Any) -> Any:
-    return model.acomplete_stream(prompt, params=params)
-
-
-def _params(model: ChatModel, body: ChatCompletionRequest | CompletionRequest) -> list[Any]:
-    try:
-        return build_params(model, body)
-    except (ValueError, TypeError) as exc:
-        raise APIError(400, str(exc), "invalid_request_error") from exc
+def _params(model: ChatModel, body: ChatCompletionRequest | CompletionRequest, state: ServerState) -> list[Any]:
+    """One SamplingParams per choice; without max_tokens the answer may take the rest of the window (capped)."""
+    params = build_params(model, body)
+    if body.token_limit is None:
+        cap = state.max_tokens_cap or model.context_length
+        params = [p.with_(max_new_tokens=cap) for p in params]
+    return params

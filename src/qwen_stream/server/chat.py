@@ -67,6 +67,7 @@ async def stream_chat(gen: Generation, reply: ChatReply, strings: TokenStrings) 
         yield DONE
     except Exception as exc:  # headers are sent: the error can only travel as an event, as OpenAI does
         yield stream_error_frame(exc)
+        yield DONE  # the stream still ends as every stream does: clients waiting for [DONE] stop waiting
     finally:
         # Runs on normal end, on an engine error and when the client disconnects (the generator is closed).
         await gen.aclose()

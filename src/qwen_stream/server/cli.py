@@ -34,6 +34,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--responses-store-size", type=int, default=1024, metavar="N",
                         help="finished /v1/responses answers kept in memory for previous_response_id, least "
                              "recently used dropped first (default: %(default)s; 0 keeps none)")
+    parser.add_argument("--model-alias", action="append", default=[], metavar="NAME",
+                        help="another name requests may give as 'model' (repeatable); other names get 404")
+    parser.add_argument("--max-tokens-cap", type=int, default=None, metavar="N",
+                        help="answer length of a request without max_tokens, at most (default: the rest of the "
+                             "context window, as OpenAI)")
+    parser.add_argument("--max-request-bytes", type=int, default=8 * 1024 * 1024, metavar="BYTES",
+                        help="request bodies larger than this get 413 (default: %(default)s)")
+    parser.add_argument("--max-stop-strings", type=int, default=16, metavar="N",
+                        help="stop strings per request at most (default: %(default)s)")
+    parser.add_argument("--max-stop-chars", type=int, default=1024, metavar="N",
+                        help="characters per stop string at most (default: %(default)s)")
+    parser.add_argument("--shutdown-timeout", type=float, default=30.0, metavar="SECONDS",
+                        help="on SIGTERM/Ctrl-C, running requests get this long to finish before they are ended "
+                             "(finish_reason 'abort'); new ones get 503 meanwhile (default: %(default)s)")
     parser.add_argument("--web", action="store_true", help="also serve the Gradio chat page at /web")
     parser.add_argument("--tool-parser", choices=["hermes", "qwen3_coder"], default=None,
                         help="how the model writes tool calls (default: read from its chat template: "
@@ -59,9 +73,14 @@ def run(args: argparse.Namespace) -> int:
         model.tool_parser = args.tool_parser
         return model
 
+    from qwen_stream.server.limits import RequestLimits
+
+    limits = RequestLimits(max_body_bytes=args.max_request_bytes, max_stop_strings=args.max_stop_strings,
+                           max_stop_chars=args.max_stop_chars)
     options: dict[str, Any] = {"api_key": api_key, "cors_origins": args.cors_origin,
                                "served_model_name": args.served_model_name,
-                               "response_store_size": args.responses_store_size}
+                               "response_store_size": args.responses_store_size, "model_aliases": args.model_alias,
+                               "limits": limits, "max_tokens_cap": args.max_tokens_cap}
     if args.web:
         # The web page needs the model when it is mounted, so load first, then serve.
         model = load()
@@ -89,13 +108,44 @@ def _check_args(args: argparse.Namespace) -> None:
         from qwen_stream.engine.vllm_backend import require_vllm
 
         require_vllm()
+    for flag in ("max_request_bytes", "max_stop_strings", "max_stop_chars"):
+        if getattr(args, flag) < 1:
+            raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
+    if args.max_tokens_cap is not None and args.max_tokens_cap < 1:
+        raise ValueError(f"--max-tokens-cap must be >= 1, got {args.max_tokens_cap}")
+    if args.shutdown_timeout < 0:
+        raise ValueError(f"--shutdown-timeout must be >= 0, got {args.shutdown_timeout}")
 
 
 def _serve(uvicorn: Any, app: Any, args: argparse.Namespace) -> None:
     base = f"http://{args.host}:{args.port}"
     print(f"OpenAI-compatible API at {base}/v1 (docs: {base}/docs, health: {base}/health)"
           + (f", chat page: {base}/web" if args.web else ""), file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=5)
+    # uvicorn waits for open connections after a signal; ours end within --shutdown-timeout (then aborted), and
+    # the margin lets their last frames and [DONE] go out before uvicorn would cancel them mid-stream.
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
+                            timeout_graceful_shutdown=args.shutdown_timeout + 5)
+    server = _draining_server_class(uvicorn)(config, app.state.server, args.shutdown_timeout)
+    try:
+        server.run()  # re-raises the signal that stopped it once done, as uvicorn.run does
+    except KeyboardInterrupt:
+        pass
+
+
+def _draining_server_class(uvicorn: Any) -> Any:
+    class DrainingServer(uvicorn.Server):  # type: ignore[misc,name-defined]
+        """uvicorn's server, telling the app to drain (503 for new requests, a deadline for running ones) on the
+        first SIGTERM or Ctrl-C; a second Ctrl-C still quits at once."""
+
+        def __init__(self, config: Any, state: Any, timeout_s: float) -> None:
+            super().__init__(config)
+            self._state, self._timeout_s = state, timeout_s
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            self._state.begin_drain(self._timeout_s)
+            super().handle_exit(sig, frame)
+
+    return DrainingServer
 
 
 def _mount_web(app: Any, model: Any) -> None:

@@ -62,6 +62,7 @@ async def stream_completion(gen: Generation, reply: CompletionReply, strings: To
         yield DONE
     except Exception as exc:  # headers are sent: the error can only travel as an event
         yield stream_error_frame(exc)
+        yield DONE  # the stream still ends as every stream does: clients waiting for [DONE] stop waiting
     finally:
         await gen.aclose()
 

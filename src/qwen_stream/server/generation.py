@@ -14,7 +14,7 @@ from starlette.requests import Request
 
 from qwen_stream.server.metrics import RequestTracker, ServerMetrics
 from qwen_stream.server.protocol import ChatCompletionRequest, CompletionRequest, Usage
-from qwen_stream.types import SamplingParams, StreamEvent
+from qwen_stream.types import SamplingParams, StreamEvent, wrap_seed
 
 if TYPE_CHECKING:
     from qwen_stream.api import AsyncRequestStream, ChatModel
@@ -54,7 +54,7 @@ def build_params(model: ChatModel, req: ChatCompletionRequest | CompletionReques
     if base.seed is None:
         return [base] * req.n
     # Distinct seeds, or the n choices of a sampled request would all be the same text.
-    return [base.with_(seed=base.seed + i) for i in range(req.n)]
+    return [base.with_(seed=wrap_seed(base.seed + i)) for i in range(req.n)]
 
 
 def _logit_bias(bias: dict[str, float]) -> dict[int, float]:

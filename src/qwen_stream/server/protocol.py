@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
+from qwen_stream.types import SEED_MAX, SEED_MIN
+
 Role = Literal["system", "developer", "user", "assistant", "tool"]
 FinishReasonLiteral = Literal["stop", "length", "abort", "tool_calls"]
 
@@ -115,7 +117,7 @@ class _SamplingFields(_Request):
     top_k: int | None = None
     min_p: float | None = None
     logit_bias: dict[str, float] | None = None  # token id (as a string, as OpenAI sends it) -> bias in [-100, 100]
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=SEED_MIN, le=SEED_MAX)  # int64, as OpenAI
     stop: str | list[str] | None = None
     n: int = Field(default=1, ge=1, le=16)
     presence_penalty: float | None = None
@@ -378,6 +380,7 @@ class ErrorResponse(_Response):
 
 
 class HealthResponse(_Response):
-    status: Literal["ok", "loading", "failed"]
+    # ok; loading / failed (the model); draining (shutting down); stalled / dead / stopped (the engine loop)
+    status: Literal["ok", "loading", "failed", "draining", "stalled", "dead", "stopped"]
     model: str | None = None
     detail: str | None = None
