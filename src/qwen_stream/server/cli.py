@@ -6,6 +6,7 @@ Only light imports at the top: torch, FastAPI and uvicorn load inside run(), so 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import os
 import sys
@@ -126,10 +127,8 @@ def _serve(uvicorn: Any, app: Any, args: argparse.Namespace) -> None:
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
                             timeout_graceful_shutdown=args.shutdown_timeout + 5)
     server = _draining_server_class(uvicorn)(config, app.state.server, args.shutdown_timeout)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         server.run()  # re-raises the signal that stopped it once done, as uvicorn.run does
-    except KeyboardInterrupt:
-        pass
 
 
 def _draining_server_class(uvicorn: Any) -> Any:

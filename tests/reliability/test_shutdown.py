@@ -1,0 +1,108 @@
+"""Graceful shutdown: on SIGTERM the server refuses new work (503) and gives running streams --shutdown-timeout to
+finish; those still running then end with finish_reason "abort". Every client gets a finish chunk and [DONE]."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from server_harness import LiveServer
+
+from qwen_stream.server.app import create_app
+
+CHAT = "/v1/chat/completions"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _stream_lines(url: str, max_tokens: int, into: list[list[str]], started: threading.Event) -> None:
+    body = {"messages": [{"role": "user", "content": "Tell a long story."}], "max_tokens": max_tokens,
+            "temperature": 0.9, "seed": max_tokens, "ignore_eos": True, "stream": True}
+    lines: list[str] = []
+    try:
+        with httpx.stream("POST", f"{url}{CHAT}", json=body, timeout=120) as response:
+            for line in response.iter_lines():
+                if line:
+                    lines.append(line)
+                    started.set()
+    except httpx.HTTPError as exc:
+        lines.append(f"ERROR {exc!r}")
+    into.append(lines)
+
+
+def _finish_reason(lines: list[str]) -> str | None:
+    for line in reversed(lines):
+        if line.startswith("data: {"):
+            for choice in json.loads(line[6:]).get("choices", []):
+                if choice.get("finish_reason"):
+                    return str(choice["finish_reason"])
+    return None
+
+
+def test_sigterm_lets_short_streams_finish_and_ends_long_ones_with_a_terminal_frame(tiny_model_dir: Path) -> None:
+    port = _free_port()
+    cmd = [sys.executable, "-m", "qwen_stream.cli.main", "serve", "--model", str(tiny_model_dir), "--runner",
+           "torch", "--context-length", "2048", "--max-batch-size", "4", "--port", str(port), "--log-level",
+           "warning", "--shutdown-timeout", "8"]
+    proc = subprocess.Popen(cmd, env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    results: list[list[str]] = []
+    try:
+        _wait_ready(url, proc)
+        threads = []
+        for max_tokens in (6, 2000, 2000):  # one that ends within the timeout, two that cannot
+            started = threading.Event()
+            thread = threading.Thread(target=_stream_lines, args=(url, max_tokens, results, started))
+            thread.start()
+            started.wait(60)
+            threads.append(thread)
+        proc.send_signal(signal.SIGTERM)
+        for thread in threads:
+            thread.join(60)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert len(results) == 3, results
+    reasons = sorted(_finish_reason(lines) or "none" for lines in results)
+    assert reasons == ["abort", "abort", "length"], (reasons, output)
+    for lines in results:
+        assert lines[-1] == "data: [DONE]", lines[-3:]
+    assert proc.returncode in (0, -signal.SIGTERM), output  # uvicorn re-raises the signal once it is done
+
+
+def test_a_draining_server_refuses_new_requests_and_says_so(tiny_chat_model: Any) -> None:
+    app = create_app(tiny_chat_model, served_model_name="tiny-qwen")
+    with LiveServer(app) as live, httpx.Client(base_url=live.url, timeout=30) as http:
+        assert http.get("/health").status_code == 200
+        app.state.server.begin_drain(timeout_s=60)
+        health = http.get("/health")
+        assert health.status_code == 503 and health.json()["status"] == "draining"
+        refused = http.post(CHAT, json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+        assert refused.status_code == 503 and refused.json()["error"]["code"] == "shutting_down"
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 180  # a fresh interpreter imports torch and transformers
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[0]
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("the server did not become ready")
