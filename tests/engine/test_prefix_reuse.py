@@ -92,11 +92,21 @@ def test_next_turn_prefills_only_what_is_new(rewinding: tuple[Engine, RewindingR
     assert engine.stats().reused_prompt_tokens == len(first) + 2
 
 
-def test_identical_prompt_refeeds_only_its_last_token(rewinding: tuple[Engine, RewindingRunner]) -> None:
-    engine, runner = rewinding
-    prompt = [20, 21, 22, 23, 24]
-    assert run(engine, prompt) == run(engine, prompt)
-    assert runner.fed[-3].token_ids == [24] and runner.fed[-3].start_pos == 4  # its logits give the first token
+def test_identical_prompt_recomputes_only_its_last_cold_chunk() -> None:
+    # A cold prefill of 10 tokens in chunks of 4 computes [0, 4), [4, 8), [8, 10). The exact repeat recomputes
+    # [8, 10), the same computation (same shape, same cached KV before it), so its logits are bit-for-bit the cold
+    # ones; feeding the last token alone ran other kernels and moved them by ~1e-6 (issue 10: the same seed gave
+    # another text when the prompt came from the cache).
+    runner = RewindingRunner()
+    engine = Engine(runner, eos_token_ids=[0], max_running=2, prefill_chunk=4)
+    try:
+        prompt = list(range(20, 30))
+        assert run(engine, prompt) == run(engine, prompt)
+        repeat = [chunk for chunk in runner.fed if chunk.start_pos < len(prompt)][-1]
+        assert (repeat.start_pos, repeat.token_ids) == (8, [28, 29])
+        assert engine.stats().reused_prompt_tokens == 8
+    finally:
+        engine.shutdown()
 
 
 def test_a_new_prompt_takes_an_empty_slot_before_evicting_a_cache() -> None:
@@ -107,7 +117,8 @@ def test_a_new_prompt_takes_an_empty_slot_before_evicting_a_cache() -> None:
     scheduler.slot_tokens[1], scheduler.slot_tokens[2] = [4, 5], [6, 7]
     assert scheduler._pick_slot([9, 9, 9]) == (0, 0)  # all hold something: the least recently freed goes
     assert scheduler._pick_slot([6, 7, 8]) == (2, 2)
-    assert scheduler._pick_slot([6, 7]) == (2, 1)  # never the whole prompt: the last token is fed again
+    assert scheduler._pick_slot([6, 7]) == (2, 0)  # an exact repeat recomputes its last cold chunk (all of it)
+    assert scheduler._pick_slot([6, 7, 8]) == (2, 2)  # a longer prompt feeds only its new tokens
     scheduler.reuse_prefix = False
     assert scheduler._pick_slot([6, 7, 8]) == (0, 0)
 

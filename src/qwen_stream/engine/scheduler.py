@@ -178,7 +178,16 @@ class Scheduler:
             if key > best_key:
                 best, best_key = slot, key
         # the last prompt token is always fed again: its logits give the first new token
-        return best, min(best_key[0], len(prompt) - 1)
+        shared = best_key[0]
+        if shared >= len(prompt):  # the slot holds the whole prompt (an exact repeat)
+            return best, self._cold_chunk_start(len(prompt))
+        return best, shared
+
+    def _cold_chunk_start(self, prompt_len: int) -> int:
+        """Where a cold prefill's last chunk starts. An exact repeat recomputes that chunk, not just the last token:
+        one token alone runs through other kernels (matrix-vector) than a chunk, and its logits came out ~1e-6
+        apart, enough to flip a seeded sample now and then. Recomputed as the cold run did, they are identical."""
+        return ((prompt_len - 1) // self.prefill_chunk) * self.prefill_chunk
 
     def _pick_source(self, prompt: list[int]) -> tuple[Sequence | None, int]:
         """The running sequence sharing the longest prefix with prompt (computed or still to compute), and its length.
