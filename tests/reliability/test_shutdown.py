@@ -56,14 +56,14 @@ def test_sigterm_lets_short_streams_finish_and_ends_long_ones_with_a_terminal_fr
     port = _free_port()
     cmd = [sys.executable, "-m", "qwen_stream.cli.main", "serve", "--model", str(tiny_model_dir), "--runner",
            "torch", "--context-length", "2048", "--max-batch-size", "4", "--port", str(port), "--log-level",
-           "warning", "--shutdown-timeout", "8"]
+           "warning", "--shutdown-timeout", "12"]
     proc = subprocess.Popen(cmd, env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     results: list[list[str]] = []
     try:
         _wait_ready(url, proc)
         threads = []
-        for max_tokens in (6, 2000, 2000):  # one that ends within the timeout, two that cannot
+        for max_tokens in (4, 2000, 2000):  # one that ends within the timeout, two that cannot
             started = threading.Event()
             thread = threading.Thread(target=_stream_lines, args=(url, max_tokens, results, started))
             thread.start()

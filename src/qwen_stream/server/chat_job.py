@@ -9,19 +9,17 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
-from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from qwen_stream.server.admission import start_generation
+from qwen_stream.server.admission import prepare_off_loop, start_generation, stream_of
 from qwen_stream.server.errors import APIError
 from qwen_stream.server.generation import Generation
 
 if TYPE_CHECKING:
-    from qwen_stream.api import ChatModel
+    from qwen_stream.api import ChatModel, PreparedRequest
     from qwen_stream.server.app import ServerState
-    from qwen_stream.streams import AsyncRequestStream
     from qwen_stream.types import SamplingParams
 
 BodyT = TypeVar("BodyT", bound=BaseModel)
@@ -69,10 +67,17 @@ class StartedJob:
 async def start_job(state: ServerState, job: ChatJob, route: str) -> StartedJob:
     """Submit ``job``; bad input is a 400, a full queue a 429, a model not loaded yet a 503 (as ``APIError``)."""
     model, _, name = state.require_model()
-    params = sampling_params(model, job.sampling)
-    start = partial(_complete, model, job.raw_prompt) if job.raw_prompt is not None else partial(
-        _chat, model, job.messages)
-    gen = await start_generation([(start, params, True)], state.metrics, route)
+    state.limits.check_stops(job.sampling.get("stop"))
+    raw = job.raw_prompt
+
+    def prepare() -> PreparedRequest:  # templating and tokenizing: CPU work, off the event loop
+        params = sampling_params(model, job.sampling)
+        if raw is not None:
+            return model.prepare_completion(raw, params=params)
+        return model.prepare_chat(job.messages, params=params)
+
+    prepared = await prepare_off_loop(prepare)
+    gen = await start_generation([(stream_of(model, prepared), prepared.params, True)], state.metrics, route)
     return StartedJob(gen, name, gen.choices[0].stream.prompt_info.num_tokens)
 
 
@@ -91,10 +96,3 @@ def count_prompt_tokens(state: ServerState, messages: list[dict[str, Any]]) -> i
     except (ValueError, TypeError) as exc:
         raise APIError(400, str(exc), "invalid_request_error") from exc
 
-
-def _chat(model: ChatModel, messages: list[dict[str, Any]], params: SamplingParams) -> AsyncRequestStream:
-    return model.astream(messages=messages, params=params)
-
-
-def _complete(model: ChatModel, prompt: str, params: SamplingParams) -> AsyncRequestStream:
-    return model.acomplete_stream(prompt, params=params)
