@@ -38,8 +38,10 @@ def test_serve_process_loads_serves_and_exits_cleanly(tiny_model_dir: Path) -> N
     try:
         _wait_ready(url, proc)
         body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "temperature": 0}
-        assert httpx.post(f"{url}/v1/chat/completions", json=body).status_code == 401  # key from the env
-        answer = httpx.post(f"{url}/v1/chat/completions", json=body, headers={"Authorization": "Bearer k3y"})
+        assert httpx.post(f"{url}/v1/chat/completions", json=body, timeout=60).status_code == 401  # key from the env
+        # a fresh process's first answer builds its token tables: seconds on a busy 2-core machine
+        answer = httpx.post(f"{url}/v1/chat/completions", json=body, headers={"Authorization": "Bearer k3y"},
+                            timeout=60)
         assert answer.status_code == 200 and answer.json()["usage"]["completion_tokens"] >= 1
     finally:
         proc.send_signal(signal.SIGINT)
