@@ -80,9 +80,6 @@ class Answer(str):
         return message
 
 
-PreparedRequest = _Prepared  # what prepare_chat/prepare_completion return (the server prepares off its loop)
-
-
 class ChatModel:
     """A loaded model with its tokenizer, chat template and engine."""
 

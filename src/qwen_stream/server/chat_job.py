@@ -77,7 +77,8 @@ async def start_job(state: ServerState, job: ChatJob, route: str) -> StartedJob:
         return model.prepare_chat(job.messages, params=params)
 
     prepared = await prepare_off_loop(prepare)
-    gen = await start_generation([(stream_of(model, prepared), prepared.params, True)], state.metrics, route)
+    starter = stream_of(model, prepared, chat=raw is None)
+    gen = await start_generation([(starter, prepared.params, True)], state.metrics, route)
     return StartedJob(gen, name, gen.choices[0].stream.prompt_info.num_tokens)
 
 
