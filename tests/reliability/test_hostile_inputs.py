@@ -18,10 +18,10 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import SERVED
 
 from qwen_stream.server.limits import RequestLimits
 
+SERVED = "tiny-qwen"  # the served name (tests/reliability/conftest.py)
 CHAT = "/v1/chat/completions"
 USER = [{"role": "user", "content": "hi"}]
 NORMAL = {"model": SERVED, "messages": USER, "max_tokens": 3, "temperature": 0}

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 import schemathesis
-from conftest import SERVED
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -21,6 +20,7 @@ from server_harness import LiveServer
 
 from qwen_stream.server.app import create_app
 
+SERVED = "tiny-qwen"  # the served name (tests/reliability/conftest.py)
 EXAMPLES = 40  # per operation
 CHECKS = [not_a_server_error, response_schema_conformance, status_code_conformance, content_type_conformance]
 

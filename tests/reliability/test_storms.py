@@ -9,9 +9,9 @@ import time
 from typing import Any
 
 import httpx
-from conftest import SERVED
 from server_harness import LiveServer
 
+SERVED = "tiny-qwen"  # the served name (tests/reliability/conftest.py)
 CHAT = "/v1/chat/completions"
 
 
