@@ -61,16 +61,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
 
-    import llama_cpp
-
-    from qwen_stream.engine.llamacpp_runner import LlamaCppRunner, physical_cores
+    from qwen_stream.engine.llamacpp_runner import LlamaCppRunner, open_reference_llama, physical_cores
     from qwen_stream.models.registry import ensure_alias, is_alias
 
     path = ensure_alias(args.model) if is_alias(args.model) else Path(args.model)
     threads = args.threads or physical_cores()
     runner = LlamaCppRunner(path, max_slots=1, max_seq_len=1024, threads=threads)
-    llm = llama_cpp.Llama(model_path=str(path), n_ctx=1024, n_threads=threads, n_threads_batch=threads,
-                          verbose=False)
+    llm = open_reference_llama(path, n_ctx=1024, n_threads=threads, n_threads_batch=threads, verbose=False)
     prompt = llm.tokenize(PROMPT.encode(), add_bos=False, special=True)
     ours(runner, prompt, 4), reference(llm, prompt, 4)  # warm-up
     rows: dict[str, list[tuple[float, float, float]]] = {"ours": [], "llama-cpp-python": []}

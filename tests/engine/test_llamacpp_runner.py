@@ -13,7 +13,7 @@ from qwen_stream.engine.runner import ModelRunner, SeqChunk
 
 llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
 
-from qwen_stream.engine.llamacpp_runner import LlamaCppRunner  # noqa: E402
+from qwen_stream.engine.llamacpp_runner import LlamaCppRunner, open_reference_llama  # noqa: E402
 
 pytestmark = [pytest.mark.llamacpp, pytest.mark.slow]
 
@@ -37,7 +37,7 @@ def gguf_path() -> Path:
 
 @pytest.fixture(scope="module")
 def reference(gguf_path: Path) -> Iterator[Any]:
-    llm = llama_cpp.Llama(model_path=str(gguf_path), n_ctx=512, n_threads=THREADS, n_threads_batch=THREADS,
+    llm = open_reference_llama(gguf_path, n_ctx=512, n_threads=THREADS, n_threads_batch=THREADS,
                           verbose=False)
     yield llm
     llm.close()

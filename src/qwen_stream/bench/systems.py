@@ -171,9 +171,8 @@ class LlamaCppPythonSystem:
     concurrent = False
 
     def __init__(self, config: BenchConfig) -> None:
-        import llama_cpp
-
         from qwen_stream.engine.cpu import physical_cores
+        from qwen_stream.engine.llamacpp_runner import open_reference_llama
         from qwen_stream.models import loader
 
         self.config = config
@@ -181,8 +180,8 @@ class LlamaCppPythonSystem:
         if source.kind != "gguf":
             raise ValueError("llama-cpp-python needs a .gguf model")
         threads = config.threads or physical_cores()
-        self.llm = llama_cpp.Llama(model_path=str(Path(source.path)), n_ctx=config.context_length,
-                                   n_threads=threads, n_threads_batch=threads, n_batch=512, verbose=False)
+        self.llm = open_reference_llama(Path(source.path), n_ctx=config.context_length, n_threads=threads,
+                                        n_threads_batch=threads, n_batch=512, verbose=False)
         self._trace: StreamTrace | None = None
         self._evals = 0
         self._wrap_eval()

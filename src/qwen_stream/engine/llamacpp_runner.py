@@ -19,7 +19,7 @@ import contextlib
 import ctypes
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -45,6 +45,34 @@ def import_llama_cpp() -> ModuleType:
     except ImportError as exc:  # also covers a broken shared library (OSError is wrapped by llama_cpp)
         raise ImportError(_INSTALL_HINT) from exc
     return ll
+
+
+def safe_model_params(make_default: Callable[[], Any]) -> Any:
+    """llama.cpp's default model parameters (from ``make_default``), less what crashes on this CPU.
+
+    llama.cpp's AMX buffer type (chosen on AMX CPUs for repacked weights) crashes in ggml_backend_amx_mul_mat on the
+    first multi-token batch (llama-cpp-python 0.3.36, a 2-core Sapphire Rapids VM, SmolLM2 Q4_1 and Qwen Q4_K_M
+    alike); plain CPU buffers run correctly."""
+    params = make_default()
+    if has_amx():
+        params.use_extra_bufts = False
+    return params
+
+
+def open_reference_llama(model_path: Path | str, **kwargs: Any) -> Any:
+    """llama-cpp-python's own ``Llama`` (the reference in benchmarks and tests), loaded with ``safe_model_params``.
+
+    ``Llama`` reads ``llama_model_default_params()`` and has no argument to turn the AMX buffers off, so the
+    binding's default is swapped for the safe one while it loads."""
+    ll: Any = import_llama_cpp()
+    from llama_cpp import Llama
+
+    default = ll.llama_model_default_params
+    ll.llama_model_default_params = lambda: safe_model_params(default)
+    try:
+        return Llama(model_path=str(model_path), **kwargs)
+    finally:
+        ll.llama_model_default_params = default
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -148,12 +176,7 @@ class LlamaCppRunner:
     # --- set-up ---------------------------------------------------------------------------------------------
 
     def _load_model(self, path: Path) -> Any:
-        params = self._ll.llama_model_default_params()
-        if has_amx():
-            # llama.cpp's AMX buffer type (chosen on AMX CPUs for repacked weights) crashes in
-            # ggml_backend_amx_mul_mat on the first multi-token batch (llama-cpp-python 0.3.36, a 2-core Sapphire
-            # Rapids VM, SmolLM2 Q4_1 and Qwen Q4_K_M alike); plain CPU buffers run correctly.
-            params.use_extra_bufts = False
+        params = safe_model_params(self._ll.llama_model_default_params)
         model = self._ll.llama_model_load_from_file(str(path).encode(), params)
         if not model:
             raise ValueError(f"llama.cpp could not load {path} (not a GGUF file, or an unsupported architecture)")
