@@ -49,7 +49,8 @@ def main() -> int:
                     s = result.summary
                     figures.setdefault((name, s.concurrency), []).append((s.decode_tps, s.aggregate_tps,
                                                                           s.ttft_p50_s))
-                print(f"round {round_index + 1}: {name} done", file=sys.stderr, flush=True)
+                    print(f"round {round_index + 1}: {name} x{s.concurrency}: decode {s.decode_tps:.1f} tok/s, "
+                          f"aggregate {s.aggregate_tps:.1f} tok/s, TTFT p50 {s.ttft_p50_s:.3f} s", flush=True)
         report(figures, names, levels)
     finally:
         for system in systems.values():
