@@ -18,6 +18,7 @@ import torch
 
 from qwen_stream.consumer import RequestConsumer
 from qwen_stream.engine.backend import EngineBackend
+from qwen_stream.engine.drafting import DEFAULT_MAX_DRAFT, SpeculationConfig
 from qwen_stream.engine.engine import Engine
 from qwen_stream.engine.runner import ModelRunner
 from qwen_stream.models.prompting import ChatPrompter, history_pairs, make_messages
@@ -105,14 +106,17 @@ class ChatModel:
              max_batch_size: int = 16, max_waiting: int = 64, context_length: int | None = None,
              threads: int | None = None, quantize: str | None = None, progress: bool = True,
              system: str | None = None, prefix_cache: bool = True, backend: str = "native",
-             vllm_options: VllmOptions | None = None) -> ChatModel:
+             vllm_options: VllmOptions | None = None, speculate: bool = True,
+             draft_max: int = DEFAULT_MAX_DRAFT) -> ChatModel:
         """Load a built-in alias, a local HF directory, a .gguf file or a hub id (default: the default alias).
 
         ``quantize="int8"``: the PyTorch runner with int8 weights (CPU, float32 activations; approximate), chosen
         automatically for ``runner="auto"``. ``prefix_cache``: a finished request's KV stays in its slot, and a
         later prompt that starts the same way (the next turn of a conversation) prefills only what is new.
         ``backend="vllm"``: vLLM's engine instead of ours (many GPUs and hosts: ``vllm_options``); needs the vllm
-        package (see README, "Scaling out with vLLM")."""
+        package (see README, "Scaling out with vLLM").
+        ``speculate``: draft up to ``draft_max`` tokens per step from the prompt and answer so far and check them
+        in the step's one forward (same text, faster on answers that repeat their prompt; see engine/drafting.py)."""
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         if backend == "vllm":
@@ -127,7 +131,8 @@ class ChatModel:
                                 context_length=context_length, threads=threads, quantize=quantize,
                                 progress=progress)
         engine = Engine(parts.runner, eos_token_ids=parts.eos_token_ids, max_running=max_batch_size,
-                        max_waiting=max_waiting, max_model_len=parts.context_length, reuse_prefix=prefix_cache)
+                        max_waiting=max_waiting, max_model_len=parts.context_length, reuse_prefix=prefix_cache,
+                        speculate=SpeculationConfig(max_draft=draft_max) if speculate else None)
         logger.info("%s runs on %s (context %d tokens, %d slots)", parts.name, engine.name, engine.max_model_len,
                     engine.max_running)
         return cls(name=parts.name, tokenizer=parts.tokenizer, engine=engine, default_params=parts.default_params,

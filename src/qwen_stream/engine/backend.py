@@ -36,6 +36,13 @@ class EngineStats:
     sample_s: float
     step_s: float
     reused_prompt_tokens: int = 0  # prompt tokens taken from a slot's cached prefix instead of prefilled
+    drafted_tokens: int = 0  # speculative decoding: tokens drafted and checked ...
+    accepted_draft_tokens: int = 0  # ... and those the model agreed with
+
+    @property
+    def draft_acceptance(self) -> float | None:
+        """Accepted / drafted tokens (None before any draft)."""
+        return self.accepted_draft_tokens / self.drafted_tokens if self.drafted_tokens else None
 
     @property
     def mean_step_ms(self) -> float:

@@ -7,6 +7,7 @@ Engine thread routes them to each request's consumer.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass
@@ -14,9 +15,11 @@ from dataclasses import dataclass
 import torch
 
 from qwen_stream.engine.constraints import mask_constrained
+from qwen_stream.engine.drafting import SpeculationConfig
 from qwen_stream.engine.runner import ModelRunner
-from qwen_stream.engine.sampler import SamplingState, sample_batch, token_logprobs
+from qwen_stream.engine.sampler import SamplingState, sample_batch, sample_row, token_logprobs
 from qwen_stream.engine.scheduler import ScheduledBatch, Scheduler, SeqStatus, Sequence
+from qwen_stream.engine.verify import accept_greedy, position_seed
 from qwen_stream.types import SamplingParams, TokenLogprob, TokenOutput
 
 logger = logging.getLogger(__name__)
@@ -32,25 +35,35 @@ class StepTimings:
     constrain_s: float = 0.0  # grammar masks of constrained rows (structured output, forced tool calls)
     total_s: float = 0.0
     tokens: int = 0
+    drafted: int = 0  # speculation: tokens drafted and checked ...
+    accepted: int = 0  # ... and how many of them the model agreed with
 
 
 class EngineCore:
     def __init__(self, runner: ModelRunner, *, eos_token_ids: Seq[int], max_running: int,
-                 max_model_len: int, prefill_chunk: int = 512, reuse_prefix: bool = True) -> None:
+                 max_model_len: int, prefill_chunk: int = 512, reuse_prefix: bool = True,
+                 speculate: SpeculationConfig | None = None) -> None:
         self.runner = runner
         self.stop_ids = frozenset(int(t) for t in eos_token_ids)
         # Only a runner that can restart a slot inside its cached part can keep finished slots' KV for reuse.
         reuse_prefix = reuse_prefix and bool(getattr(runner, "can_rewind", False))
         # ... and only one that can copy a slot's prefix into another can share one prompt prefix across slots.
         share_prefix = reuse_prefix and callable(getattr(runner, "copy_prefix", None))
+        # Rejected drafts are undone by rewinding the slot, which needs the same runner ability as prefix reuse.
+        self.speculate = speculate if getattr(runner, "can_rewind", False) else None
         self.scheduler = Scheduler(max_slots=min(max_running, runner.max_slots), max_model_len=max_model_len,
-                                   prefill_chunk=prefill_chunk, reuse_prefix=reuse_prefix, share_prefix=share_prefix)
+                                   prefill_chunk=prefill_chunk, reuse_prefix=reuse_prefix, share_prefix=share_prefix,
+                                   speculate=self.speculate)
         self.timings = StepTimings()
 
     def add(self, request_id: str, prompt_ids: list[int], params: SamplingParams) -> None:
         sampling = SamplingState.create(params, prompt_ids, self.runner.vocab_size)
         stop_ids = self.stop_ids | frozenset(params.stop_token_ids)
-        self.scheduler.add(Sequence(request_id, prompt_ids, params, sampling, stop_ids))
+        seq = Sequence(request_id, prompt_ids, params, sampling, stop_ids)
+        seq.seed = params.seed if params.seed is not None else int.from_bytes(os.urandom(8), "little") >> 1
+        if self.speculate is not None:
+            seq.drafting = self.speculate.new_length()
+        self.scheduler.add(seq)
 
     def abort(self, request_ids: list[str]) -> list[TokenOutput]:
         outputs = self.scheduler.abort(request_ids)
@@ -85,40 +98,89 @@ class EngineCore:
             logger.exception("model step failed")
             return self.fail_running(f"model step failed: {exc}")
         forwarded = time.perf_counter()
-        states = [seq.sampling for seq in batch.sampled]
-        if mask_constrained(logits, states):
-            self.timings.constrain_s += time.perf_counter() - forwarded
-        tokens, logprobs, failed = self._sample(logits, batch.sampled)
+        tokens, logprobs, failed = self._sample(logits, batch.sampled, forwarded)
         outputs: list[TokenOutput] = []
         if failed:
             batch.sampled = [seq for seq in batch.sampled if seq not in failed]  # rows pair with tokens again
             outputs = self.scheduler.fail(failed)
         outputs += self._postprocess(batch, tokens, logprobs)
         self._free_slots()
-        self._account(started, forwarded, len(tokens))
+        self._account(started, forwarded, sum(len(kept) for kept in tokens))
         return outputs
 
-    def _sample(self, logits: torch.Tensor, seqs: list[Sequence]) -> tuple[list[int], list[TokenLogprob | None],
-                                                                          dict[Sequence, str]]:
-        """One token (and its logprobs) per sampled row; a row that fails fails its own request only."""
-        tokens: list[int] = []
-        logprobs: list[TokenLogprob | None] = []
+    def _sample(self, logits: torch.Tensor, seqs: list[Sequence], forwarded: float
+                ) -> tuple[list[list[int]], list[list[TokenLogprob | None]], dict[Sequence, str]]:
+        """The tokens each sampled sequence keeps (one, or 1..k+1 after drafts) and their logprobs; a row that
+        fails fails its own request only."""
+        pairs = _rows_by_seq(logits, seqs)
+        results: list[list[int] | int | Exception]
+        if any(seq.draft for seq in seqs):
+            results = [self._verify_guarded(seq, rows) for seq, rows in pairs]
+        else:
+            results = list(self._sample_one_each(logits, seqs, forwarded))
+        tokens: list[list[int]] = []
+        logprobs: list[list[TokenLogprob | None]] = []
         failed: dict[Sequence, str] = {}
-        for i, (seq, token) in enumerate(zip(seqs, sample_batch(logits, [s.sampling for s in seqs]), strict=True)):
+        for (seq, rows), result in zip(pairs, results, strict=True):
             try:
-                if isinstance(token, Exception):
-                    raise token
-                logprob = token_logprobs(logits[i], token, seq.params.logprobs) if seq.params.logprobs is not None \
-                    else None
+                if isinstance(result, Exception):
+                    raise result
+                kept = result if isinstance(result, list) else [result]
+                kept_logprobs = self._logprobs(rows, seq, kept)
             except Exception as exc:
                 logger.warning("sampling failed for request %s: %s", seq.request_id, exc)
                 failed[seq] = f"sampling failed: {exc}"
                 continue
-            tokens.append(token)
-            logprobs.append(logprob)
+            tokens.append(kept)
+            logprobs.append(kept_logprobs)
         return tokens, logprobs, failed
 
-    def _postprocess(self, batch: ScheduledBatch, tokens: list[int], logprobs: list[TokenLogprob | None]) -> list[TokenOutput]:
+    def _sample_one_each(self, logits: torch.Tensor, seqs: list[Sequence], forwarded: float) -> list[int | Exception]:
+        """No drafts this step: one row per sequence, sampled together (greedy rows in one argmax)."""
+        states = [seq.sampling for seq in seqs]
+        if mask_constrained(logits, states):
+            self.timings.constrain_s += time.perf_counter() - forwarded
+        for seq in seqs:
+            _seed_position(seq, len(seq.output_ids))
+        return sample_batch(logits, states)
+
+    def _verify_guarded(self, seq: Sequence, rows: torch.Tensor) -> list[int] | Exception:
+        try:
+            return self._verify(seq, rows)
+        except Exception as exc:  # this sequence's failure is its own
+            return exc
+
+    def _verify(self, seq: Sequence, rows: torch.Tensor) -> list[int]:
+        """The tokens seq keeps this step: rows [1 + len(draft), vocab] are the model's logits after the fed token
+        and after each draft. Each position is sampled exactly as plain decoding would sample it (same penalties,
+        same per-position random stream) and compared with the draft, so the text does not depend on drafting."""
+        draft, state = seq.draft, seq.sampling
+        if not draft:
+            mask_constrained(rows, [state])
+        if state.params.greedy and state.output_counts is None and not state.params.logit_bias:
+            kept = accept_greedy(draft, rows.argmax(dim=-1).tolist())
+        else:
+            kept = []
+            for i in range(len(rows)):
+                _seed_position(seq, len(seq.output_ids) + i)
+                token = sample_row(rows[i], state)
+                kept.append(token)
+                if i == len(draft) or token != draft[i]:
+                    break
+                state.record(token)  # the next position's penalties see it, as in plain decoding
+            _unrecord(state, kept[:-1])  # the scheduler records every kept token once more
+        if draft:
+            self.timings.drafted += len(draft)
+            self.timings.accepted += len(kept) - 1
+        return kept
+
+    def _logprobs(self, rows: torch.Tensor, seq: Sequence, kept: list[int]) -> list[TokenLogprob | None]:
+        if seq.params.logprobs is None:
+            return [None] * len(kept)
+        return [token_logprobs(rows[i], token, seq.params.logprobs) for i, token in enumerate(kept)]
+
+    def _postprocess(self, batch: ScheduledBatch, tokens: list[list[int]],
+                     logprobs: list[list[TokenLogprob | None]]) -> list[TokenOutput]:
         """Record the sampled tokens; a failure here (a bug) fails this step's requests, not the engine."""
         try:
             return self.scheduler.postprocess(batch, tokens, logprobs)
@@ -142,3 +204,25 @@ class EngineCore:
         t.sample_s += now - forwarded
         t.total_s += now - started
         t.tokens += n_tokens
+
+
+def _rows_by_seq(logits: torch.Tensor, seqs: list[Sequence]) -> list[tuple[Sequence, torch.Tensor]]:
+    """Each sampled sequence with its logits rows: 1 + len(draft) of them, in order."""
+    pairs, row = [], 0
+    for seq in seqs:
+        n = 1 + len(seq.draft)
+        pairs.append((seq, logits[row:row + n]))
+        row += n
+    return pairs
+
+
+def _seed_position(seq: Sequence, position: int) -> None:
+    """A sampled sequence draws the token at each position from that position's own random stream."""
+    if not seq.sampling.params.greedy:
+        seq.sampling.generator.manual_seed(position_seed(seq.seed, position))
+
+
+def _unrecord(state: SamplingState, tokens: list[int]) -> None:
+    if state.output_counts is not None:
+        for token in tokens:
+            state.output_counts[token] -= 1

@@ -22,6 +22,26 @@ import numpy as np
 
 DEFAULT_NGRAM_MAX = 4  # longest trailing n-gram looked up first (fewer false matches)
 DEFAULT_NGRAM_MIN = 2  # shortest: a single token matches too often to be worth a forward row
+DEFAULT_MAX_DRAFT = 8
+DEFAULT_STEP_TOKENS = 16
+
+
+@dataclass(slots=True, frozen=True)
+class SpeculationConfig:
+    """Speculative decoding from the text itself: at most ``max_draft`` drafted tokens per sequence and step, and
+    none once the step already feeds ``step_tokens`` tokens (the batch is then compute-bound)."""
+
+    max_draft: int = DEFAULT_MAX_DRAFT
+    step_tokens: int = DEFAULT_STEP_TOKENS
+    ngram_max: int = DEFAULT_NGRAM_MAX
+    ngram_min: int = DEFAULT_NGRAM_MIN
+
+    def __post_init__(self) -> None:
+        if self.max_draft < 1 or self.step_tokens < 1 or not 1 <= self.ngram_min <= self.ngram_max:
+            raise ValueError(f"bad speculation settings: {self}")
+
+    def new_length(self) -> DraftLength:
+        return DraftLength(max_len=self.max_draft, length=min(4, self.max_draft))
 
 
 def ngram_draft(history: Sequence[int] | np.ndarray, max_tokens: int, *, ngram_max: int = DEFAULT_NGRAM_MAX,

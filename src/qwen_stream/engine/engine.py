@@ -20,6 +20,7 @@ from typing import Literal
 
 from qwen_stream.engine.backend import EngineBackend, EngineStats, OutputSink
 from qwen_stream.engine.core import EngineCore
+from qwen_stream.engine.drafting import SpeculationConfig
 from qwen_stream.engine.runner import ModelRunner
 from qwen_stream.types import EngineError, EngineOverloadedError, FinishReason, SamplingParams, TokenOutput
 
@@ -64,7 +65,8 @@ class Engine:
 
     def __init__(self, runner: ModelRunner, *, eos_token_ids: Sequence[int], max_running: int = 16,
                  max_waiting: int = 64, max_model_len: int | None = None, prefill_chunk: int = 512,
-                 reuse_prefix: bool = True, stall_after_s: float = 60.0) -> None:
+                 reuse_prefix: bool = True, stall_after_s: float = 60.0,
+                 speculate: SpeculationConfig | None = None) -> None:
         if max_running < 1 or max_waiting < 0:
             raise ValueError("max_running must be >= 1 and max_waiting >= 0")
         self.max_model_len = min(max_model_len or runner.max_seq_len, runner.max_seq_len)
@@ -74,7 +76,8 @@ class Engine:
         self.vocab_size = runner.vocab_size
         self.core = EngineCore(runner, eos_token_ids=eos_token_ids, max_running=self.max_running,
                                max_model_len=self.max_model_len, prefill_chunk=prefill_chunk,
-                               reuse_prefix=reuse_prefix)
+                               reuse_prefix=reuse_prefix, speculate=speculate)
+        self.speculate = self.core.speculate  # None when off, or when the runner cannot rewind a slot
         self._inbox: queue.SimpleQueue[_Submit | _Abort | _ResetPrefixCache | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._unfinished: set[str] = set()  # submitted and not yet finished, guarded by _lock
@@ -140,7 +143,8 @@ class Engine:
         return EngineStats(running=len(scheduler.running), waiting=len(scheduler.waiting) + self._inbox.qsize(),
                            free_slots=len(scheduler.free_slots), steps=t.steps, generated_tokens=t.tokens,
                            forward_s=t.forward_s, sample_s=t.sample_s, step_s=t.total_s,
-                           reused_prompt_tokens=scheduler.reused_tokens)
+                           reused_prompt_tokens=scheduler.reused_tokens, drafted_tokens=t.drafted,
+                           accepted_draft_tokens=t.accepted)
 
     def health(self) -> EngineHealth:
         """Whether the step loop is alive and stepping (read from any thread; cheap)."""

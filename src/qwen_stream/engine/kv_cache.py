@@ -52,6 +52,8 @@ class SlotTable:
         n, start, held = len(chunk.token_ids), chunk.start_pos, self.lengths[chunk.slot]
         if n == 0:
             raise ValueError(f"chunk for slot {chunk.slot} has no tokens")
+        if isinstance(chunk.n_logits, bool) or not isinstance(chunk.n_logits, int) or not 1 <= chunk.n_logits <= n:
+            raise ValueError(f"chunk for slot {chunk.slot}: n_logits must be in [1, {n}], got {chunk.n_logits!r}")
         if not isinstance(start, int) or start < 0:
             raise ValueError(f"start_pos must be an integer >= 0, got {start!r}")
         if start + n > self.max_seq_len:

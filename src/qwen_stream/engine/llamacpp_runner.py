@@ -203,7 +203,8 @@ class LlamaCppRunner:
     # --- ModelRunner ----------------------------------------------------------------------------------------
 
     def forward(self, chunks: Sequence[SeqChunk]) -> torch.Tensor:
-        """One step for every chunk; float32 logits [n_want_logits, vocab] in chunk order (a reused buffer)."""
+        """One step for every chunk; float32 logits [rows, vocab] in chunk order (a reused buffer); a chunk owns
+        ``logit_rows`` rows, its last n_logits positions in order."""
         if self._ctx is None:
             raise RuntimeError("LlamaCppRunner is closed")
         if not chunks:
@@ -215,8 +216,9 @@ class LlamaCppRunner:
         # 470 vs 251 ms a step). Logits rows still come back in chunk order.
         order = sorted(range(len(chunks)), key=lambda i: chunks[i].slot)
         tokens, pos, seq, want = _flatten([chunks[i] for i in order])
-        result_row = np.cumsum([c.want_logits for c in chunks]) - 1  # a chunk's logits row in what we return
-        dest = torch.tensor([int(result_row[i]) for i in order if chunks[i].want_logits], dtype=torch.long)
+        rows = [c.logit_rows for c in chunks]
+        first_row = np.cumsum(rows) - rows  # a chunk's first logits row in what we return
+        dest = torch.tensor([int(first_row[i]) + j for i in order for j in range(rows[i])], dtype=torch.long)
         n_out = len(dest)
         if n_out > self._logits.shape[0]:
             self._logits = torch.empty(n_out, self.vocab_size, dtype=torch.float32)
@@ -316,7 +318,9 @@ def _flatten(chunks: Sequence[SeqChunk]) -> tuple[np.ndarray, np.ndarray, np.nda
     pos = (np.arange(total, dtype=np.int64) + np.repeat(starts - first_index, lens)).astype(np.int32)
     seq = np.repeat(slots, lens)
     want = np.zeros(total, dtype=np.int8)
-    want[(first_index + lens - 1)[[c.want_logits for c in chunks]]] = 1  # only a chunk's last token
+    for c, first, n in zip(chunks, first_index, lens, strict=True):
+        if c.want_logits:  # the chunk's last n_logits tokens (usually just the last one)
+            want[first + n - c.n_logits:first + n] = 1
     return tokens, pos, seq, want
 
 

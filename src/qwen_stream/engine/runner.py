@@ -21,6 +21,14 @@ class SeqChunk:
     token_ids: list[int]
     start_pos: int
     want_logits: bool = True  # False for a prefill chunk that is not the prompt's last
+    # With want_logits: logits rows for the chunk's last n_logits positions (1: the next token only). A speculative
+    # step feeds [last token, drafts...] and needs a row after every one of them to check the drafts.
+    n_logits: int = 1
+
+    @property
+    def logit_rows(self) -> int:
+        """How many rows of ``forward``'s result this chunk owns."""
+        return self.n_logits if self.want_logits else 0
 
 
 @runtime_checkable
@@ -38,8 +46,8 @@ class ModelRunner(Protocol):
     # prefix (a system prompt) compute it once; the copy must be valid for the very next ``forward``.
 
     def forward(self, chunks: Sequence[SeqChunk]) -> torch.Tensor:
-        """Run all chunks as one batch; return float32 logits [n, vocab_size] for the last token of
-        each chunk whose ``want_logits`` is set, in chunk order."""
+        """Run all chunks as one batch; return float32 logits [n, vocab_size]: for each chunk whose
+        ``want_logits`` is set, rows for its last ``n_logits`` tokens in position order, chunks in chunk order."""
         ...
 
     def free_slot(self, slot: int) -> None:

@@ -12,6 +12,11 @@ Prefix sharing across slots (``share_prefix``, for runners that can also copy a 
 sequence holds (or is about to compute) a longer prefix of the new prompt than any free slot, e.g. the same system
 prompt from another user, the new sequence waits until that prefix is computed, gets a copy of it, and prefills
 only the rest. Sixteen requests with one system prompt then compute it once, not sixteen times.
+
+Speculation (``speculate``, for runners that can rewind): a decoding sequence's chunk becomes ``[last token,
+drafts...]`` with logits for every position (drafting.py says how drafts are found and how many); postprocess
+takes the 1..k+1 tokens the check kept, and the KV of rejected drafts is simply overwritten by the next chunk,
+which starts right after the last kept token (both runners rewind a slot on demand).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from qwen_stream.engine.constraints import advance, grammar_ended
+from qwen_stream.engine.drafting import DraftLength, SpeculationConfig, ngram_draft, share_budget, step_draft_budget
 from qwen_stream.engine.runner import SeqChunk
 from qwen_stream.engine.sampler import SamplingState
 from qwen_stream.types import FinishReason, SamplingParams, TokenLogprob, TokenOutput
@@ -49,6 +55,9 @@ class Sequence:
     num_cached: int = 0  # prompt tokens found in the slot's KV at admission (prefix reuse)
     prefix_source: Sequence | None = None  # a running sequence whose KV prefix this one will copy...
     prefix_len: int = 0  # ... this many tokens of it, once the source has computed them
+    seed: int = 0  # picks the random stream of each sampled position (verify.position_seed)
+    drafting: DraftLength | None = None  # None: this sequence never speculates
+    draft: list[int] = field(default_factory=list)  # the tokens drafted for this step
 
     @property
     def num_tokens(self) -> int:
@@ -91,7 +100,7 @@ class ScheduledBatch:
 class Scheduler:
     def __init__(self, *, max_slots: int, max_model_len: int, prefill_chunk: int = 512,
                  max_batched_tokens: int = 2048, reuse_prefix: bool = False, share_prefix: bool = False,
-                 min_shared_tokens: int = 16) -> None:
+                 min_shared_tokens: int = 16, speculate: SpeculationConfig | None = None) -> None:
         self.max_slots = max_slots
         self.max_model_len = max_model_len
         self.prefill_chunk = prefill_chunk
@@ -106,6 +115,7 @@ class Scheduler:
         self.freed: list[int] = []  # freed since the last take_freed(): the runner must forget their KV
         self.slot_tokens: list[list[int]] = [[] for _ in range(max_slots)]  # what each free slot's KV still holds
         self.reused_tokens = 0  # prompt tokens served from a slot's KV instead of prefilled, in total
+        self.speculate = speculate  # only for runners that rewind a slot: that is how rejected drafts are undone
 
     @property
     def has_work(self) -> bool:
@@ -126,7 +136,37 @@ class Scheduler:
         for seq in self.running:
             if seq.in_prefill and budget > 0 and self._prefix_ready(seq, batch):
                 budget -= self._schedule_prefill(seq, batch, budget)
+        if self.speculate is not None:
+            self._add_drafts(batch)
         return batch
+
+    def _add_drafts(self, batch: ScheduledBatch) -> None:
+        """Extend decode chunks with drafted tokens, within the step's draft budget."""
+        config = self.speculate
+        if config is None:
+            return
+        decodes = [(seq, chunk) for seq, chunk in zip(batch.owners, batch.chunks, strict=True)
+                   if not seq.in_prefill]
+        for seq, _ in decodes:
+            seq.draft = []
+        fed = sum(len(c.token_ids) for c in batch.chunks)
+        budget = step_draft_budget(fed, config.step_tokens)
+        if budget == 0:
+            return
+        wanted = [self._wanted_draft(seq) for seq, _ in decodes]
+        for (seq, chunk), n in zip(decodes, share_budget(wanted, budget), strict=True):
+            if n > 0:
+                seq.draft = ngram_draft(seq.prompt_ids + seq.output_ids, n, ngram_max=config.ngram_max,
+                                        ngram_min=config.ngram_min)
+                chunk.token_ids.extend(seq.draft)
+                chunk.n_logits = 1 + len(seq.draft)
+
+    def _wanted_draft(self, seq: Sequence) -> int:
+        """How many tokens seq may draft: its adaptive length, never past its token limit or the context."""
+        if seq.drafting is None or seq.sampling.matcher is not None:  # a grammar checks one token at a time
+            return 0
+        room = min(seq.params.max_new_tokens - len(seq.output_ids) - 1, self.max_model_len - seq.num_tokens)
+        return max(0, min(seq.drafting.wanted(), room))
 
     def _prefix_ready(self, seq: Sequence, batch: ScheduledBatch) -> bool:
         """Whether seq may prefill now: it waits for no shared prefix, or that prefix is computed (and copied)."""
@@ -205,15 +245,35 @@ class Scheduler:
                 best, best_key = seq, key
         return best, best_key[0]
 
-    def postprocess(self, batch: ScheduledBatch, tokens: list[int],
-                    logprobs: list[TokenLogprob | None]) -> list[TokenOutput]:
-        """Record the step's results; return one output per sampled sequence (finished ones already freed)."""
+    def postprocess(self, batch: ScheduledBatch, tokens: list[list[int]],
+                    logprobs: list[list[TokenLogprob | None]]) -> list[TokenOutput]:
+        """Record the step's results: for each sampled sequence the 1..k+1 tokens it keeps (one without drafts).
+        Returns one output per sampled sequence (finished ones already freed)."""
         for seq, chunk in zip(batch.owners, batch.chunks, strict=True):
             seq.num_computed = chunk.start_pos + len(chunk.token_ids)
-        outputs = [self._append(seq, token, logprob)
-                   for seq, token, logprob in zip(batch.sampled, tokens, logprobs, strict=True)]
+        outputs = []
+        for seq, kept, kept_logprobs in zip(batch.sampled, tokens, logprobs, strict=True):
+            if seq.draft:
+                # the KV holds the fed token and the accepted drafts; rejected drafts' cells get overwritten
+                seq.num_computed -= len(seq.draft) + 1 - len(kept)
+                if seq.drafting is not None:
+                    seq.drafting.update(len(seq.draft), len(kept) - 1)
+            outputs.append(self._append_all(seq, kept, kept_logprobs))
         self.running = [s for s in self.running if s.status is SeqStatus.RUNNING]
         return outputs
+
+    def _append_all(self, seq: Sequence, tokens: list[int], logprobs: list[TokenLogprob | None]) -> TokenOutput:
+        """Append tokens in order until one finishes the sequence; one output carries them all."""
+        out = self._append(seq, tokens[0], logprobs[0])
+        for token, logprob in zip(tokens[1:], logprobs[1:], strict=True):
+            if out.finish_reason is not None:
+                break
+            more = self._append(seq, token, logprob)
+            out.new_token_ids.extend(more.new_token_ids)
+            if more.logprobs:
+                out.logprobs = [*(out.logprobs or []), *more.logprobs]
+            out.finish_reason, out.error = more.finish_reason, more.error
+        return out
 
     def _append(self, seq: Sequence, token: int, logprob: TokenLogprob | None) -> TokenOutput:
         first = not seq.output_ids

@@ -150,11 +150,11 @@ class NativeRunner:
             raise RuntimeError("this runner is closed")
         self._table.check(chunks, self._embed.shape[0])
         with torch.inference_mode():
-            parts, order = [], []  # last hidden row of each chunk wanting logits, in execution order
+            parts, order = [], []  # hidden rows of each chunk wanting logits, in execution order
             decodes = [c for c in chunks if len(c.token_ids) == 1]
             for c in chunks:
                 if len(c.token_ids) > 1:
-                    hidden = self._prefill(c)
+                    hidden = self._prefill(c)  # [logit_rows, hidden]
                     if c.want_logits:
                         parts.append(hidden)
                         order.append(c)
@@ -187,7 +187,7 @@ class NativeRunner:
 
     # -- steps ----------------------------------------------------------------------------------------------
     def _prefill(self, chunk: SeqChunk) -> Tensor:
-        """One sequence, many tokens. Returns the last token's hidden state [1, hidden]."""
+        """One sequence, many tokens. Returns the hidden states of its last ``n_logits`` tokens [n, hidden]."""
         start, end = chunk.start_pos, chunk.start_pos + len(chunk.token_ids)
         ids = torch.tensor(chunk.token_ids, device=self._device)  # [S]
         cos, sin = self._rope_for(self._arange[start:end], start, end)
@@ -196,7 +196,7 @@ class NativeRunner:
         mask = self._additive(causal.repeat(self._group, 1))  # [G * S, end]
         slot = chunk.slot
         x = self._layers_forward(ids, cos, sin, lambda i, q, k, v: self._prefill_attn(i, q, k, v, slot, start, mask))
-        return x[-1:]
+        return x[-chunk.n_logits:]
 
     def _prefill_attn(self, i: int, q: Tensor, k: Tensor, v: Tensor, slot: int, start: int, mask: Tensor) -> Tensor:
         """q: [S, H, D], k/v: [S, KV, D] -> [S, H * D]."""
@@ -329,8 +329,11 @@ class NativeRunner:
         hidden = parts[0] if len(parts) == 1 else torch.cat(parts)  # [n_exec, hidden]
         wanted = [c for c in chunks if c.want_logits]
         if len(order) != len(wanted) or any(a is not b for a, b in zip(order, wanted, strict=True)):
-            where = {id(c): row for row, c in enumerate(order)}
-            index = torch.tensor([where[id(c)] for c in wanted], device=self._device)
+            first, row = {}, 0  # each chunk's first row in execution order; a chunk owns logit_rows rows
+            for c in order:
+                first[id(c)] = row
+                row += c.logit_rows
+            index = torch.tensor([first[id(c)] + j for c in wanted for j in range(c.logit_rows)], device=self._device)
             hidden = hidden.index_select(0, index)
         hidden = self._rms(hidden, self._norm)
         return mm(hidden, self._lm_t, self._lm_b).float()
