@@ -107,7 +107,8 @@ class ChatModel:
              threads: int | None = None, quantize: str | None = None, progress: bool = True,
              system: str | None = None, prefix_cache: bool = True, backend: str = "native",
              vllm_options: VllmOptions | None = None, speculate: bool = True,
-             draft_max: int = DEFAULT_MAX_DRAFT) -> ChatModel:
+             draft_max: int = DEFAULT_MAX_DRAFT, kv_budget: int | None = None, kv_windows: int = 1,
+             kv_type: str | None = None) -> ChatModel:
         """Load a built-in alias, a local HF directory, a .gguf file or a hub id (default: the default alias).
 
         ``quantize="int8"``: the PyTorch runner with int8 weights (CPU, float32 activations; approximate), chosen
@@ -116,7 +117,10 @@ class ChatModel:
         ``backend="vllm"``: vLLM's engine instead of ours (many GPUs and hosts: ``vllm_options``); needs the vllm
         package (see README, "Scaling out with vLLM").
         ``speculate``: draft up to ``draft_max`` tokens per step from the prompt and answer so far and check them
-        in the step's one forward (same text, faster on answers that repeat their prompt; see engine/drafting.py)."""
+        in the step's one forward (same text, faster on answers that repeat their prompt; see engine/drafting.py).
+        ``kv_budget``: on the llama.cpp runner, KV cells (tokens) shared by all slots, filled as requests need
+        them, idle slots' cached prefixes evicted first (default: ``kv_windows`` context windows; one is what one
+        user needs, a server wants more); ``kv_type="q8_0"``: an 8-bit KV cache there (half the memory of f16)."""
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         if backend == "vllm":
@@ -129,7 +133,7 @@ class ChatModel:
 
         parts = load_components(model, runner=runner, device=device, dtype=dtype, max_slots=max_batch_size,
                                 context_length=context_length, threads=threads, quantize=quantize,
-                                progress=progress)
+                                progress=progress, kv_budget=kv_budget, kv_windows=kv_windows, kv_type=kv_type)
         engine = Engine(parts.runner, eos_token_ids=parts.eos_token_ids, max_running=max_batch_size,
                         max_waiting=max_waiting, max_model_len=parts.context_length, reuse_prefix=prefix_cache,
                         speculate=SpeculationConfig(max_draft=draft_max) if speculate else None)

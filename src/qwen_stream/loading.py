@@ -32,8 +32,8 @@ class ModelComponents:
 
 def load_components(model: str | None, *, runner: str = "auto", device: str | None = "cpu",
                     dtype: str | None = None, max_slots: int = 16, context_length: int | None = None,
-                    threads: int | None = None, quantize: str | None = None,
-                    progress: bool = True) -> ModelComponents:
+                    threads: int | None = None, quantize: str | None = None, progress: bool = True,
+                    kv_budget: int | None = None, kv_windows: int = 1, kv_type: str | None = None) -> ModelComponents:
     """Load ``model`` (alias, HF directory, .gguf file or hub id) and build its runner (see engine/build.py)."""
     from qwen_stream.engine.build import build_runner, check_runner_options
     from qwen_stream.engine.devices import configure_threads, resolve_device
@@ -44,7 +44,8 @@ def load_components(model: str | None, *, runner: str = "auto", device: str | No
     source, tokenizer, defaults, eos_ids = _files(model, progress)
     built = build_runner(source, runner, device=device, dtype=dtype, max_slots=max_slots,
                          context_length=context_length, threads=threads, quantize=quantize,
-                         calibration=_calibration(tokenizer) if quantize else None, progress=progress)
+                         calibration=_calibration(tokenizer) if quantize else None, progress=progress,
+                         kv_budget=kv_budget, kv_windows=kv_windows, kv_type=kv_type)
     return ModelComponents(name=source.name, tokenizer=tokenizer, runner=built, default_params=defaults,
                            eos_token_ids=eos_ids, context_length=built.max_seq_len)
 

@@ -84,6 +84,8 @@ def test_stats_toggles() -> None:
 def test_lines_for_stats_and_dropped_turns() -> None:
     assert format_stats(0.25, 31.04, 57) == "first token 0.25 s · 31.0 tok/s · 57 tokens"
     assert format_stats(None, 0.0, 0).startswith("first token -")
+    assert format_stats(0.5, 40.0, 300, (120, 90)).endswith(" · drafts 75% accepted (90/120)")
+    assert format_stats(0.5, 40.0, 300, (0, 0)) == format_stats(0.5, 40.0, 300)  # nothing drafted: no mention
     assert dropped_turns_note(0) is None
     assert "1 oldest turn no longer" in (dropped_turns_note(1) or "")
     assert "3 oldest turns" in (dropped_turns_note(3) or "")

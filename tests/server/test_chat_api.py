@@ -140,6 +140,10 @@ def test_models_health_metrics_and_docs(http: httpx.Client, client: Any, tiny_ch
         assert name in metrics
     assert 'qwen_stream_requests_running{model="tiny-qwen"} 0.0' in metrics
     assert 'qwen_stream_requests_waiting{model="tiny-qwen"} 0.0' in metrics
+    stats = tiny_chat_model.engine.stats()  # speculative decoding is on by default
+    assert f'qwen_stream_speculative_draft_tokens{{model="tiny-qwen"}} {float(stats.drafted_tokens)}' in metrics
+    assert 'qwen_stream_speculative_accepted_tokens{model="tiny-qwen"}' in metrics
+    assert 'qwen_stream_speculative_acceptance_rate{model="tiny-qwen"}' in metrics
     assert http.get("/docs").status_code == 200
     assert "/v1/chat/completions" in http.get("/openapi.json").json()["paths"]
 

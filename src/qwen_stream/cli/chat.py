@@ -93,6 +93,7 @@ class _Progress:
     last: StreamEvent | None = None
     interrupted: bool = False
     reasoned: bool = False  # reasoning was printed and the answer has not started below it yet
+    drafts_before: tuple[int, int] = (0, 0)  # the engine's (drafted, accepted) totals when the answer started
 
 
 class ChatLoop:
@@ -154,6 +155,7 @@ class ChatLoop:
             self._note(f"Cannot answer: {exc}", style="yellow")
             return
         progress = _Progress()
+        progress.drafts_before = _draft_counts(self.model.engine)
         styler = StreamStyler(markdown=self.markdown)
         # Ctrl-C may land anywhere from here on (even inside rich's print of the prefix), not only while waiting
         # for a token: the whole answer is covered, and the stream is closed whatever happens.
@@ -167,7 +169,7 @@ class ChatLoop:
             self._write(styler.finish())
             self.console.print()
             self.state.history.append((query, progress.last.text if progress.last else ""))
-            self._after_answer(progress.last, progress.interrupted)
+            self._after_answer(progress.last, progress.interrupted, progress.drafts_before)
         except KeyboardInterrupt:  # a second Ctrl-C while tidying up: the answer is already stopped
             self.console.print()
 
@@ -191,13 +193,21 @@ class ChatLoop:
             self.console.print(text, style=RICH_STYLES.get(style, ""), end="", markup=False)
         self.console.file.flush()
 
-    def _after_answer(self, last: StreamEvent | None, interrupted: bool) -> None:
+    def _after_answer(self, last: StreamEvent | None, interrupted: bool,
+                      drafts_before: tuple[int, int] = (0, 0)) -> None:
         if interrupted:
             self._note("[stopped]", style="yellow")
         elif last is not None and last.finish_reason == FinishReason.LENGTH:
             self._note(f"(cut at {self.state.params.max_new_tokens} tokens or the context window; "
                        ":conf max_new_tokens=N for longer answers)")
         if self.state.show_stats and last is not None:
+            drafted, accepted = _draft_counts(self.model.engine)
             self._note(format_stats(last.time_to_first_token_s, last.tokens_per_second,
-                                    last.num_generated_tokens))
+                                    last.num_generated_tokens,
+                                    (drafted - drafts_before[0], accepted - drafts_before[1])))
 
+
+def _draft_counts(engine: Any) -> tuple[int, int]:
+    """Speculative decoding totals so far (drafted, accepted); zeros for a backend without them."""
+    stats = engine.stats()
+    return int(getattr(stats, "drafted_tokens", 0)), int(getattr(stats, "accepted_draft_tokens", 0))

@@ -10,6 +10,10 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
+from qwen_stream.engine.drafting import DEFAULT_MAX_DRAFT
+
+SHARED_KV_WINDOWS = 4  # serve and web: KV for four full-length conversations by default, shared by all users
+
 if TYPE_CHECKING:
     from qwen_stream.api import ChatModel
 
@@ -31,6 +35,18 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: physical cores)")
     parser.add_argument("--context-length", type=int, default=None, help="context window to serve (tokens)")
     parser.add_argument("--max-batch-size", type=int, default=16, help="sequences decoded together at most")
+    parser.add_argument("--speculate", action=argparse.BooleanOptionalAction, default=True,
+                        help="speculative decoding: draft tokens from the prompt and the answer so far and check them "
+                             "in the step's one forward (same text; faster when the answer repeats the prompt, as "
+                             "edits do; off by itself for a batch that fills the step) (default: on)")
+    parser.add_argument("--draft-max", type=int, default=DEFAULT_MAX_DRAFT,
+                        help=f"most tokens a sequence drafts per step (default: {DEFAULT_MAX_DRAFT})")
+    parser.add_argument("--kv-budget", type=int, default=None,
+                        help="llama.cpp runner: KV cache size in tokens, shared by all slots and filled as requests "
+                             f"need it (like llama-server's -c; default: one context window, serve and web: "
+                             f"{SHARED_KV_WINDOWS})")
+    parser.add_argument("--kv-type", choices=["f16", "q8_0"], default=None,
+                        help="llama.cpp runner: KV cache precision; q8_0 takes half the memory (default: f16)")
     parser.add_argument("--no-prefix-cache", dest="prefix_cache", action="store_false",
                         help="forget a finished request's KV (default: keep it, so the next turn of a conversation "
                              "prefills only its new tokens)")
@@ -98,7 +114,8 @@ def load_model(args: argparse.Namespace, **extra: Any) -> ChatModel:
     model = ChatModel.load(args.model, runner=args.runner, device=device_from_args(args), dtype=args.dtype,
                            threads=args.threads, quantize=args.quantize, prefix_cache=args.prefix_cache,
                            context_length=args.context_length, max_batch_size=args.max_batch_size, **backend,
-                           **extra)
+                           speculate=args.speculate, draft_max=args.draft_max, kv_budget=args.kv_budget,
+                           kv_type=args.kv_type, **extra)
     print(f"Loaded {model.name} on {model.engine.name} ({model.context_length}-token context, "
           f"{model.engine.max_running} slots)", file=sys.stderr, flush=True)
     return model

@@ -157,9 +157,14 @@ def execute(state: ChatState, command: Command) -> CommandResult:
     return handler(state, command.arg)
 
 
-def format_stats(time_to_first_token_s: float | None, tokens_per_second: float, num_tokens: int) -> str:
+def format_stats(time_to_first_token_s: float | None, tokens_per_second: float, num_tokens: int,
+                 drafts: tuple[int, int] | None = None) -> str:
+    """The --stats line; ``drafts``: (drafted, accepted) tokens of this answer's speculative decoding."""
     ttft = "-" if time_to_first_token_s is None else f"{time_to_first_token_s:.2f} s"
-    return f"first token {ttft} · {tokens_per_second:.1f} tok/s · {num_tokens} tokens"
+    line = f"first token {ttft} · {tokens_per_second:.1f} tok/s · {num_tokens} tokens"
+    if drafts and drafts[0] > 0:
+        line += f" · drafts {100 * drafts[1] / drafts[0]:.0f}% accepted ({drafts[1]}/{drafts[0]})"
+    return line
 
 
 def dropped_turns_note(dropped: int) -> str | None:

@@ -40,10 +40,15 @@ def check_runner_options(runner: str, quantize: str | None, max_slots: int, cont
 
 def build_runner(source: Any, runner: str = "auto", *, device: str | None = None, dtype: str | None = None,
                  max_slots: int = 16, context_length: int | None = None, threads: int, quantize: str | None = None,
-                 calibration: Sequence[int] | None = None, progress: bool = True) -> ModelRunner:
+                 calibration: Sequence[int] | None = None, progress: bool = True, kv_budget: int | None = None,
+                 kv_windows: int = 1, kv_type: str | None = None) -> ModelRunner:
     """A runner for ``source`` (a models.loader.ModelSource). ``quantize="int8"`` runs the PyTorch runner's
     projections with int8 weights (see quantize.py) and picks it under ``runner="auto"``, since GGUF weights are
-    quantized already; ``calibration`` is text whose activations set its smoothing (see smooth.py)."""
+    quantized already; ``calibration`` is text whose activations set its smoothing (see smooth.py).
+
+    ``kv_budget``: KV cells (tokens) shared by all slots on the llama.cpp runner (None: ``kv_windows`` context
+    windows' worth);
+    ``kv_type``: "q8_0" for an 8-bit KV cache there. The PyTorch runner's cache grows with the longest sequence."""
     from qwen_stream.engine.devices import resolve_device
 
     check_runner_options(runner, quantize, max_slots, context_length)
@@ -54,7 +59,8 @@ def build_runner(source: Any, runner: str = "auto", *, device: str | None = None
         raise ValueError("the llama.cpp runner needs a .gguf model; use --runner torch for Hugging Face checkpoints")
     if is_gguf and runner in ("auto", "llamacpp") and resolved == "cpu":
         try:
-            return _llamacpp_runner(Path(source.path), max_slots, context_length, threads)
+            return _llamacpp_runner(Path(source.path), max_slots, context_length, threads,
+                                    kv_budget or max(1, kv_windows) * (context_length or DEFAULT_CONTEXT_LENGTH), kv_type)
         except ImportError as exc:
             warnings.warn(f"llama-cpp-python is not installed ({exc}); falling back to the slower PyTorch runner. "
                           "Install it with: pip install 'qwen-stream[llama]'", RuntimeWarning, stacklevel=3)
@@ -62,13 +68,15 @@ def build_runner(source: Any, runner: str = "auto", *, device: str | None = None
                          quantize=quantize, calibration=calibration, progress=progress)
 
 
-def _llamacpp_runner(path: Path, max_slots: int, context_length: int | None, threads: int) -> ModelRunner:
+def _llamacpp_runner(path: Path, max_slots: int, context_length: int | None, threads: int, kv_budget: int,
+                     kv_type: str | None) -> ModelRunner:
     from qwen_stream.engine.llamacpp_runner import LlamaCppRunner
 
     # The runner caps the window at the model's training context (read from the loaded model: parsing the GGUF
     # metadata in Python would cost ~16 s on Qwen's 151k-entry vocabulary).
-    return LlamaCppRunner(path, max_slots=max_slots, max_seq_len=context_length or DEFAULT_CONTEXT_LENGTH,
-                          threads=threads)
+    window = context_length or DEFAULT_CONTEXT_LENGTH
+    return LlamaCppRunner(path, max_slots=max_slots, max_seq_len=window, threads=threads,
+                          kv_budget=kv_budget, kv_type=kv_type)
 
 
 def _torch_runner(source: Any, *, device: str, dtype: str | None, max_slots: int, context_length: int | None,

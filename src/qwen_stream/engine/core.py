@@ -16,6 +16,7 @@ import torch
 
 from qwen_stream.engine.constraints import mask_constrained
 from qwen_stream.engine.drafting import SpeculationConfig
+from qwen_stream.engine.kv_budget import KVBudget
 from qwen_stream.engine.runner import ModelRunner
 from qwen_stream.engine.sampler import SamplingState, sample_batch, sample_row, token_logprobs
 from qwen_stream.engine.scheduler import ScheduledBatch, Scheduler, SeqStatus, Sequence
@@ -51,9 +52,11 @@ class EngineCore:
         share_prefix = reuse_prefix and callable(getattr(runner, "copy_prefix", None))
         # Rejected drafts are undone by rewinding the slot, which needs the same runner ability as prefix reuse.
         self.speculate = speculate if getattr(runner, "can_rewind", False) else None
+        total = getattr(runner, "kv_budget", None)  # a runner whose slots share one pool of KV cells
+        budget = KVBudget(total, slack=self.speculate.max_draft if self.speculate else 0) if total else None
         self.scheduler = Scheduler(max_slots=min(max_running, runner.max_slots), max_model_len=max_model_len,
                                    prefill_chunk=prefill_chunk, reuse_prefix=reuse_prefix, share_prefix=share_prefix,
-                                   speculate=self.speculate)
+                                   speculate=self.speculate, kv_budget=budget)
         self.timings = StepTimings()
 
     def add(self, request_id: str, prompt_ids: list[int], params: SamplingParams) -> None:
@@ -88,6 +91,7 @@ class EngineCore:
     def step(self) -> list[TokenOutput]:
         started = time.perf_counter()
         batch = self.scheduler.schedule()
+        self._free_slots()  # caches evicted to make room (KV budget) must be gone before the forward fills it
         if batch.empty:
             return []
         try:

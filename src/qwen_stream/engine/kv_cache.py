@@ -88,9 +88,11 @@ class SlotTable:
 
 
 class SlotKVCache:
-    """Per layer, keys and values for every slot: ``k[layer]``, ``v[layer]``: [max_slots, n_kv_heads, max_seq_len, head_dim].
+    """Per layer, keys and values for every slot: ``k[layer]``, ``v[layer]``: [max_slots, n_kv_heads, capacity, head_dim].
 
-    Allocated once, zero-filled: positions past a sequence's length are masked out by attention, but zeros (not
+    Sized to the work: ``capacity`` starts at ``initial_len`` positions and doubles (up to ``max_seq_len``) when a
+    sequence needs more (``ensure``), so a chat that never goes past 300 tokens holds 512 positions per slot, not
+    4,096. Zero-filled: positions past a sequence's length are masked out by attention, but zeros (not
     uninitialised memory, which may hold NaN) keep ``0 * value`` finite in masked rows.
     """
 
@@ -104,10 +106,26 @@ class SlotKVCache:
         head_dim: int,
         dtype: torch.dtype,
         device: torch.device,
+        initial_len: int = 256,
     ) -> None:
-        shape = (max_slots, n_kv_heads, max_seq_len, head_dim)
+        self.max_seq_len = max_seq_len
+        self.capacity = max(1, min(max_seq_len, initial_len))
+        shape = (max_slots, n_kv_heads, self.capacity, head_dim)
         self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
         self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
+
+    def ensure(self, length: int) -> None:
+        """Grow every slot to hold at least ``length`` positions (doubling, at most max_seq_len); keeps the contents."""
+        if length <= self.capacity:
+            return
+        new = min(self.max_seq_len, max(length, 2 * self.capacity))
+        with torch.inference_mode():
+            for cache in (self.k, self.v):
+                for i, old in enumerate(cache):
+                    grown = old.new_zeros((*old.shape[:2], new, old.shape[3]))
+                    grown[:, :, :self.capacity] = old
+                    cache[i] = grown  # the old tensor is freed layer by layer
+        self.capacity = new
 
     @staticmethod
     def nbytes_for(

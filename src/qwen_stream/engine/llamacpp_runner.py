@@ -11,6 +11,11 @@ prefix reuse keeping finished conversations in their slots, 12 idle slots of 800
 decode step 16.1 ms instead of 10.1 (12 streams without cached slots: 64.6 vs 63.5 ms, no loss). The price:
 llama.cpp splits a step that mixes a prefill with decodes into micro-batches of equal token counts, so such a step
 (one per admitted prompt chunk) runs two or more graphs instead of one.
+
+With ``kv_budget`` the context is llama.cpp's unified cache instead: one pool of ``kv_budget`` cells that every
+slot draws from (``llama-server -c N`` sizes the same pool), so memory follows the total the work needs rather than
+slots x window; the scheduler keeps the cells in use within the pool, evicting idle slots' cached prefixes first.
+``kv_type="q8_0"`` stores keys and values as 8-bit blocks (half of f16), as ``llama-server -ctk q8_0 -ctv q8_0``.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ from qwen_stream.engine.cpu import has_amx, physical_cores
 from qwen_stream.engine.kv_cache import SlotTable
 from qwen_stream.engine.runner import SeqChunk
 
+# KV cache element types: enum ggml_type F16 = 1 (llama.cpp's default), Q8_0 = 8 (half the memory)
+KV_TYPES: dict[str | None, int] = {None: 1, "f16": 1, "q8_0": 8}
 _INSTALL_HINT = (
     "llama-cpp-python is not installed, so GGUF files cannot run on llama.cpp: "
     "pip install 'qwen-stream[llama]' (it builds from source, about 8-9 minutes on 2 cores)"
@@ -133,9 +140,17 @@ class LlamaCppRunner:
 
     def __init__(self, gguf_path: str | os.PathLike[str], *, max_slots: int = 16, max_seq_len: int = 4096,
                  threads: int | None = None, n_batch: int = 512, flash_attn: bool | None = None,
-                 limit_torch_threads: bool = True, verbose: bool = False) -> None:
+                 limit_torch_threads: bool = True, verbose: bool = False, kv_budget: int | None = None,
+                 kv_type: str | None = None) -> None:
         self.max_slots = _positive_int("max_slots", max_slots)
         requested_len = _positive_int("max_seq_len", max_seq_len)
+        # kv_budget: one pool of that many KV cells shared by every slot (llama.cpp's unified cache, as
+        # `llama-server -c N`); the scheduler keeps the cells in use within it. None: one stream of max_seq_len
+        # cells per slot, allocated up front (max_slots x max_seq_len).
+        self.kv_budget = None if kv_budget is None else _positive_int("kv_budget", kv_budget)
+        if kv_type not in KV_TYPES:
+            raise ValueError(f"kv_type must be one of {', '.join(k for k in KV_TYPES if k)}, got {kv_type!r}")
+        self.kv_type = kv_type
         self.n_batch = _positive_int("n_batch", n_batch)
         self.threads = physical_cores() if threads is None else _positive_int("threads", threads)
         self.flash_attn = flash_attn  # None: llama.cpp decides (on for the CPU backend)
@@ -156,6 +171,7 @@ class LlamaCppRunner:
             self.n_ctx_train = int(self._ll.llama_model_n_ctx_train(self._model))
             # positions past the training window give garbage, so the window we promise stops there
             self.max_seq_len = min(requested_len, self.n_ctx_train) if self.n_ctx_train > 0 else requested_len
+            self.max_seq_len = min(self.max_seq_len, self.kv_budget or self.max_seq_len)
             self._ctx = self._new_context()
             self._mem = self._ll.llama_get_memory(self._ctx)
             self.vocab_size = int(self._ll.llama_vocab_n_tokens(self._ll.llama_model_get_vocab(self._model)))
@@ -184,9 +200,11 @@ class LlamaCppRunner:
 
     def _new_context(self) -> Any:
         params = self._ll.llama_context_default_params()
-        params.n_ctx = self.max_slots * self.max_seq_len
+        params.n_ctx = self.kv_budget or self.max_slots * self.max_seq_len
         params.n_seq_max = self.max_slots
-        params.kv_unified = False  # one KV stream per slot: see the module docstring
+        params.kv_unified = self.kv_budget is not None  # else one KV stream per slot: see the module docstring
+        if self.kv_type is not None:
+            params.type_k = params.type_v = KV_TYPES[self.kv_type]
         params.n_batch = self.n_batch
         params.n_ubatch = self.n_batch  # one graph per llama_decode when the step fits in n_batch
         params.n_threads = self.threads

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 from qwen_stream.engine.constraints import advance, grammar_ended
 from qwen_stream.engine.drafting import DraftLength, SpeculationConfig, ngram_draft, share_budget, step_draft_budget
+from qwen_stream.engine.kv_budget import KVBudget
 from qwen_stream.engine.runner import SeqChunk
 from qwen_stream.engine.sampler import SamplingState
 from qwen_stream.types import FinishReason, SamplingParams, TokenLogprob, TokenOutput
@@ -100,7 +101,8 @@ class ScheduledBatch:
 class Scheduler:
     def __init__(self, *, max_slots: int, max_model_len: int, prefill_chunk: int = 512,
                  max_batched_tokens: int = 2048, reuse_prefix: bool = False, share_prefix: bool = False,
-                 min_shared_tokens: int = 16, speculate: SpeculationConfig | None = None) -> None:
+                 min_shared_tokens: int = 16, speculate: SpeculationConfig | None = None,
+                 kv_budget: KVBudget | None = None) -> None:
         self.max_slots = max_slots
         self.max_model_len = max_model_len
         self.prefill_chunk = prefill_chunk
@@ -116,6 +118,7 @@ class Scheduler:
         self.slot_tokens: list[list[int]] = [[] for _ in range(max_slots)]  # what each free slot's KV still holds
         self.reused_tokens = 0  # prompt tokens served from a slot's KV instead of prefilled, in total
         self.speculate = speculate  # only for runners that rewind a slot: that is how rejected drafts are undone
+        self.kv_budget = kv_budget  # None: every slot owns a full window of KV (kv_budget.py)
 
     @property
     def has_work(self) -> bool:
@@ -193,7 +196,7 @@ class Scheduler:
 
     def _admit(self) -> None:
         while self.waiting and self.free_slots:
-            seq = self.waiting.popleft()
+            seq = self.waiting[0]
             seq.slot, reused = self._pick_slot(seq.prompt_ids)
             if self.share_prefix:
                 source, shared = self._pick_source(seq.prompt_ids)
@@ -201,12 +204,37 @@ class Scheduler:
                     seq.prefix_source, seq.prefix_len = source, shared
                     # the copy overwrites the slot: take the least useful one rather than the best match
                     seq.slot, reused = self._pick_slot(seq.prompt_ids, use_prefix=False)
+            if not self._make_room(seq):
+                seq.prefix_source, seq.slot = None, -1
+                return  # the KV budget is taken by running requests: wait for one to finish
+            self.waiting.popleft()
             self.free_slots.remove(seq.slot)
             self.slot_tokens[seq.slot] = []
             seq.num_computed = seq.num_cached = reused
             self.reused_tokens += reused
             seq.status = SeqStatus.RUNNING
             self.running.append(seq)
+
+    def _make_room(self, seq: Sequence) -> bool:
+        """With a KV budget: whether seq fits now, after evicting idle slots' caches (least recently used first)."""
+        budget = self.kv_budget
+        if budget is None:
+            return True
+        reserved = sum(self._reservation(s) for s in self.running)
+        idle = [(slot, budget.cached(len(self.slot_tokens[slot]))) for slot in self.free_slots
+                if slot != seq.slot and self.slot_tokens[slot]]
+        evict = budget.evictions(self._reservation(seq), reserved, idle)
+        if evict is None:
+            return False
+        for slot in evict:
+            self.slot_tokens[slot] = []
+            self.freed.append(slot)
+        return True
+
+    def _reservation(self, seq: Sequence) -> int:
+        if self.kv_budget is None:
+            return 0
+        return self.kv_budget.reserve(len(seq.prompt_ids), seq.params.max_new_tokens, self.max_model_len)
 
     def _pick_slot(self, prompt: list[int], *, use_prefix: bool = True) -> tuple[int, int]:
         """The free slot to use and how many leading prompt tokens its KV already holds."""

@@ -149,6 +149,7 @@ class NativeRunner:
         if not self._cache.k:
             raise RuntimeError("this runner is closed")
         self._table.check(chunks, self._embed.shape[0])
+        self._cache.ensure(max((c.start_pos + len(c.token_ids) for c in chunks), default=0))
         with torch.inference_mode():
             parts, order = [], []  # hidden rows of each chunk wanting logits, in execution order
             decodes = [c for c in chunks if len(c.token_ids) == 1]

@@ -42,11 +42,22 @@ class ServerMetrics:
                              registry=self.registry)
         self.waiting = Gauge("qwen_stream_requests_waiting", "Requests queued for a slot", ["model"],
                              registry=self.registry)
+        self.drafted = Gauge("qwen_stream_speculative_draft_tokens", "Tokens drafted and checked (speculative "
+                             "decoding), since start", ["model"], registry=self.registry)
+        self.accepted = Gauge("qwen_stream_speculative_accepted_tokens", "Drafted tokens the model agreed with, "
+                              "since start", ["model"], registry=self.registry)
+        self.acceptance = Gauge("qwen_stream_speculative_acceptance_rate", "Accepted / drafted tokens since start "
+                                "(0 before any draft)", ["model"], registry=self.registry)
 
     def track_engine(self, stats: Callable[[], Any]) -> None:
         """Read the running/waiting gauges from ``stats()`` (an object with ``running``/``waiting``) at scrape."""
         self.running.labels(self.model_name).set_function(lambda: float(stats().running))
         self.waiting.labels(self.model_name).set_function(lambda: float(stats().waiting))
+        self.drafted.labels(self.model_name).set_function(lambda: float(getattr(stats(), "drafted_tokens", 0)))
+        self.accepted.labels(self.model_name).set_function(
+            lambda: float(getattr(stats(), "accepted_draft_tokens", 0)))
+        self.acceptance.labels(self.model_name).set_function(
+            lambda: float(getattr(stats(), "draft_acceptance", None) or 0.0))
 
     def tracker(self, route: str) -> RequestTracker:
         return RequestTracker(self, route)

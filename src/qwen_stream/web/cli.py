@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from qwen_stream.cli.options import add_model_arguments, load_model
+from qwen_stream.cli.options import SHARED_KV_WINDOWS, add_model_arguments, load_model
 
 DEFAULT_HOST = "127.0.0.1"  # loopback: the page is not on the network unless asked for
 
@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no phoning home from an offline tool
     from qwen_stream.web.app import WebDefaults, build_demo, page_options
 
-    model = load_model(args)
+    model = load_model(args, kv_windows=SHARED_KV_WINDOWS)
     try:
         model.sampling_params(temperature=args.temperature, top_p=args.top_p,
                               max_new_tokens=args.max_new_tokens)  # bad flags fail here, before the page opens
