@@ -26,8 +26,9 @@ from typing import Any, Protocol
 from qwen_stream.bench.metrics import StreamTrace, now
 
 Messages = list[dict[str, str]]
-SYSTEMS = ("ours-llamacpp", "ours-torch", "ours-torch-int8", "hf", "llama-cpp-python", "llama-server",
-           "llama-server-ngram", "ours-vllm", "vllm-serve")  # the last two need vllm: run the bench from .venv-vllm
+SYSTEMS = ("ours-llamacpp", "ours-llamacpp-nospec", "ours-torch", "ours-torch-int8", "hf", "llama-cpp-python",
+           "llama-server", "llama-server-ngram", "ours-vllm", "vllm-serve")  # the last two need vllm: run the bench
+# from .venv-vllm
 
 
 @dataclass(slots=True)
@@ -59,14 +60,16 @@ class OursSystem:
 
     concurrent = True
 
-    def __init__(self, runner: str, config: BenchConfig, quantize: str | None = None) -> None:
+    def __init__(self, runner: str, config: BenchConfig, quantize: str | None = None, speculate: bool = True) -> None:
         from qwen_stream.api import ChatModel
 
-        self.name = f"ours-{runner}" + (f"-{quantize}" if quantize else "")
+        self.name = f"ours-{runner}" + (f"-{quantize}" if quantize else "") + ("" if speculate else "-nospec")
         self.config = config
+        # the same KV as llama-server gets (-np N -c N x context): a full window for every slot
         self.model = ChatModel.load(config.model, runner=runner, dtype=config.dtype, threads=config.threads,
                                     quantize=quantize, prefix_cache=config.prefix_cache,
                                     max_batch_size=config.max_batch_size, context_length=config.context_length,
+                                    kv_budget=config.max_batch_size * config.context_length, speculate=speculate,
                                     progress=False)
         if self.model.engine.name != runner and not self.model.engine.name.startswith(runner):
             self.model.close()
@@ -91,7 +94,8 @@ class OursSystem:
     def stats(self) -> dict[str, float]:
         s = self.model.engine.stats()
         return {"steps": s.steps, "step_s": s.step_s, "forward_s": s.forward_s, "sample_s": s.sample_s,
-                "generated_tokens": s.generated_tokens, "reused_prompt_tokens": s.reused_prompt_tokens}
+                "generated_tokens": s.generated_tokens, "reused_prompt_tokens": s.reused_prompt_tokens,
+                "draft_n": s.drafted_tokens, "draft_n_accepted": s.accepted_draft_tokens}
 
     def close(self) -> None:
         self.model.close()  # also closes the runner
@@ -235,6 +239,8 @@ class LlamaCppPythonSystem:
 def make_system(name: str, config: BenchConfig) -> BenchSystem:
     if name == "ours-llamacpp":
         return OursSystem("llamacpp", config)
+    if name == "ours-llamacpp-nospec":
+        return OursSystem("llamacpp", config, speculate=False)
     if name == "ours-torch":
         return OursSystem("torch", config)
     if name == "ours-torch-int8":
