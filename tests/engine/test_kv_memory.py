@@ -124,19 +124,20 @@ def test_llama_cpp_pool_serves_concurrent_streams(gguf_path: Path, kv_type: str 
 
     runner = LlamaCppRunner(gguf_path, max_slots=4, max_seq_len=512, threads=1, kv_budget=256, kv_type=kv_type)
     assert runner.max_seq_len == 256  # no request can need more than the whole pool
+    prompts = [list(range(300 + 10 * i, 340 + 10 * i)) for i in range(4)]
+    together = runner.forward([SeqChunk(i, p, 0) for i, p in enumerate(prompts)]).clone()
+    for slot in range(4):
+        runner.free_slot(slot)
+    alone = torch.stack([runner.forward([SeqChunk(0, p, 0)])[0].clone() for p in prompts if not runner.free_slot(0)])
+    for a, b in zip(together, alone, strict=True):  # the same distributions; a near-tie may flip an argmax
+        assert torch.corrcoef(torch.stack([a, b]))[0, 1] > 0.995
     engine = Engine(runner, eos_token_ids=[], max_running=4)
     params = SamplingParams(temperature=0.0, max_new_tokens=24, ignore_eos=True)
-    prompts = [list(range(300 + 10 * i, 340 + 10 * i)) for i in range(4)]  # 4 x 64 cells: all fit at once
     try:
-        together = submit_all(engine, prompts, params)
-        alone = [submit_all(engine, [p], params)[0] for p in prompts]
+        results = submit_all(engine, prompts, params)  # 4 x 64 cells: all four run at once in the 256-cell pool
     finally:
         engine.shutdown()
-    assert all(len(r) == 24 for r in together)
-    # batched and single forwards may round differently where two candidates nearly tie (prompt 2 has such a tie
-    # at its first token: flash attention alone picks 338, batched 288; these id-range prompts are not text, so
-    # later ties follow), so only the first tokens are compared, and all but that one must agree
-    assert sum(a[0] == b[0] for a, b in zip(together, alone, strict=True)) >= 3
+    assert all(len(r) == 24 for r in results)
 
 
 def test_chat_model_uses_one_window_by_default(gguf_path: Path) -> None:
