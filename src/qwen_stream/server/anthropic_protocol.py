@@ -48,9 +48,11 @@ class _Prompt(StrictBody):
     thinking: dict[str, Any] | None = None
     output_config: dict[str, Any] | None = None  # {"format": {"type": "json_schema", "schema": ...}, "effort"}
 
-    def check_supported(self) -> None:
-        if self.tools:
-            raise unsupported("tools", "tool calling is not supported by this server yet")
+    def chat_options(self) -> dict[str, Any]:
+        """Tools, tool_choice and the thinking switch in ChatModel's terms (OpenAI chat's function specs)."""
+        choice, parallel = _tool_choice(self.tool_choice)
+        return {"tools": [_function_spec(tool, i) for i, tool in enumerate(self.tools)] or None,
+                "tool_choice": choice, "parallel_tool_calls": parallel, "thinking": _thinking(self.thinking)}
 
     def chat_messages(self) -> list[Message]:
         system = [] if self.system is None else [{"role": "system", "content": _system_text(self.system)}]
@@ -135,9 +137,13 @@ def _translate(message: _Message, where: str) -> list[Message]:
         else:
             raise APIError(400, f"{at}: unsupported content block {kind!r} in a {message.role} message",
                            "invalid_request_error", param=at)
-    if calls or results:
-        raise unsupported(where, "tool_use and tool_result blocks need tool calling, not supported by this server yet")
-    return [{"role": message.role, "content": "".join(texts)}]
+    if message.role == "assistant":
+        turn: Message = {"role": "assistant", "content": "".join(texts)}
+        if calls:
+            turn["tool_calls"] = calls
+        return [turn]
+    # Tool results answer the previous turn's calls, so they come before whatever the user adds.
+    return results + ([{"role": "user", "content": "".join(texts)}] if texts or not results else [])
 
 
 class _ToolUse(StrictBody):
@@ -154,5 +160,40 @@ class _ToolResult(StrictBody):
 
 def _result_text(result: _ToolResult, where: str) -> str:
     if isinstance(result.content, str):
-        return result.content
-    return "".join(_text_block(block, f"{where}.content[{j}]") for j, block in enumerate(result.content))
+        text = result.content
+    else:
+        text = "".join(_text_block(block, f"{where}.content[{j}]") for j, block in enumerate(result.content))
+    return f"Error: {text}" if result.is_error else text
+
+
+def _function_spec(tool: dict[str, Any], index: int) -> dict[str, Any]:
+    """An Anthropic client tool (``{"name", "description", "input_schema"}``) as a chat function spec."""
+    where = f"tools[{index}]"
+    if tool.get("type", "custom") != "custom":
+        raise unsupported(where, f"server tools ({tool.get('type')!r}) are not supported, only client tools")
+    if not isinstance(tool.get("input_schema"), dict):
+        raise APIError(400, f"{where}.input_schema: an object (JSON schema) is required", "invalid_request_error",
+                       param=where)
+    function = {"name": tool.get("name"), "parameters": tool["input_schema"]}
+    if "description" in tool:
+        function["description"] = tool["description"]
+    return {"type": "function", "function": function}
+
+
+def _tool_choice(choice: dict[str, Any] | None) -> tuple[str | dict[str, Any] | None, bool | None]:
+    """Anthropic's tool_choice as (chat tool_choice, parallel_tool_calls)."""
+    if choice is None:
+        return None, None
+    parallel = False if choice.get("disable_parallel_tool_use") else None
+    kind = choice.get("type")
+    if kind == "tool":
+        return {"type": "function", "function": {"name": choice.get("name")}}, parallel
+    if kind in ("auto", "any", "none"):
+        return {"auto": "auto", "any": "required", "none": "none"}[kind], parallel
+    raise unsupported("tool_choice.type", f"expected auto, any, tool or none, got {kind!r}")
+
+
+def _thinking(thinking: dict[str, Any] | None) -> bool | None:
+    """The model's thinking switch: ``enabled`` on, ``disabled`` off, ``adaptive`` (or none) the model's default."""
+    kind = (thinking or {}).get("type")
+    return {"enabled": True, "disabled": False}.get(kind) if isinstance(kind, str) else None

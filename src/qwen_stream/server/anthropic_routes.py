@@ -46,8 +46,7 @@ def anthropic_router(state: ServerState) -> APIRouter:
 
     @router.post("/v1/messages", responses={200: {"content": {"text/event-stream": {}}}})
     async def create_message(body: MessagesRequest, request: Request) -> Response:
-        body.check_supported()
-        started = await start_job(state, ChatJob(body.chat_messages(), body.sampling()), ROUTE)
+        started = await start_job(state, ChatJob(body.chat_messages(), body.sampling(), body.chat_options()), ROUTE)
         builder = MessageBuilder(started.model_name, started.prompt_tokens)
         events = render(started.gen, builder)
         if body.stream:
@@ -56,8 +55,8 @@ def anthropic_router(state: ServerState) -> APIRouter:
 
     @router.post("/v1/messages/count_tokens")
     async def count_tokens(body: CountTokensRequest) -> JSONResponse:
-        body.check_supported()
-        return JSONResponse({"input_tokens": count_prompt_tokens(state, body.chat_messages())})
+        job = ChatJob(body.chat_messages(), options=body.chat_options())
+        return JSONResponse({"input_tokens": count_prompt_tokens(state, job)})
 
     return router
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from qwen_stream.models.tools import ToolRequest
 from qwen_stream.server.admission import prepare_off_loop, start_generation, stream_of
 from qwen_stream.server.errors import APIError
 from qwen_stream.server.generation import Generation
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
     from qwen_stream.types import SamplingParams
 
 BodyT = TypeVar("BodyT", bound=BaseModel)
+# Output formats go to astream with the chat options (see ChatJob.chat_overrides), not into SamplingParams first.
+_FORMAT_KEYS = ("json_schema", "response_format")
 
 
 class StrictBody(BaseModel):
@@ -52,9 +55,18 @@ def unsupported(field_name: str, why: str) -> APIError:
 class ChatJob:
     """One answer, in the engine's terms."""
 
-    messages: list[dict[str, Any]]  # OpenAI chat messages: system/user/assistant/tool
+    messages: list[dict[str, Any]]  # OpenAI chat messages: system/user/assistant (tool_calls)/tool
     sampling: dict[str, Any] = field(default_factory=dict)  # SamplingParams overrides; None keeps the default
+    # What ChatModel.astream takes besides sampling: tools (OpenAI function specs), tool_choice,
+    # parallel_tool_calls, thinking; None keeps the default.
+    options: dict[str, Any] = field(default_factory=dict)
     raw_prompt: str | None = None  # continue this text as is, no chat template (Ollama's raw generate)
+
+    def chat_overrides(self) -> dict[str, Any]:
+        """The keyword arguments for astream: chat options and output formats (which the model compiles into a
+        grammar, and checks against a forced tool call)."""
+        formats = {k: self.sampling.get(k) for k in _FORMAT_KEYS}
+        return {k: v for k, v in {**self.options, **formats}.items() if v is not None}
 
 
 @dataclass(slots=True)
@@ -71,10 +83,10 @@ async def start_job(state: ServerState, job: ChatJob, route: str) -> StartedJob:
     raw = job.raw_prompt
 
     def prepare() -> PreparedRequest:  # templating and tokenizing: CPU work, off the event loop
-        params = sampling_params(model, job.sampling)
-        if raw is not None:
-            return model.prepare_completion(raw, params=params)
-        return model.prepare_chat(job.messages, params=params)
+        if raw is not None:  # no template, no chat options: an output format goes straight into the params
+            return model.prepare_completion(raw, params=sampling_params(model, job.sampling))
+        params = sampling_params(model, {k: v for k, v in job.sampling.items() if k not in _FORMAT_KEYS})
+        return model.prepare_chat(job.messages, params=params, **job.chat_overrides())
 
     prepared = await prepare_off_loop(prepare)
     starter = stream_of(model, prepared, chat=raw is None)
@@ -89,11 +101,16 @@ def sampling_params(model: ChatModel, overrides: dict[str, Any]) -> SamplingPara
         raise APIError(400, str(exc), "invalid_request_error") from exc
 
 
-def count_prompt_tokens(state: ServerState, messages: list[dict[str, Any]]) -> int:
-    """Tokens of the prompt these messages make with the chat template, whole (no turn folded away)."""
+def count_prompt_tokens(state: ServerState, job: ChatJob) -> int:
+    """Tokens of the prompt the job makes with the chat template (tools included), whole (no turn folded away)."""
     model, _, _ = state.require_model()
     try:
-        return model.prompter.build(messages, max_prompt_tokens=sys.maxsize).num_tokens
+        tools = ToolRequest.create(job.options.get("tools"), job.options.get("tool_choice"))
+        thinking = job.options.get("thinking")
+        prompt = model.prompter.build(job.messages, max_prompt_tokens=sys.maxsize,
+                                      tools=tools.tools if tools.active else None,
+                                      template_kwargs=None if thinking is None else {"enable_thinking": thinking})
     except (ValueError, TypeError) as exc:
         raise APIError(400, str(exc), "invalid_request_error") from exc
+    return prompt.num_tokens
 

@@ -10,6 +10,7 @@ are ignored, as this server loaded its one model at start.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -18,7 +19,6 @@ from pydantic import Field
 from starlette.responses import Response
 
 from qwen_stream.server.chat_job import StrictBody, parse_part, unsupported
-from qwen_stream.server.errors import APIError
 
 Message = dict[str, Any]
 
@@ -57,6 +57,12 @@ class _Generating(StrictBody):
     def check_supported(self) -> None:
         """400 for what would change the answer's meaning and is not honoured here (nothing, in the shared part)."""
 
+    def thinking(self) -> bool | None:
+        """``think``: true/false, or a level ("low", "medium", "high"), which a Qwen model can only switch on."""
+        if isinstance(self.think, str):
+            return self.think not in ("", "false", "none")
+        return self.think
+
     def sampling(self) -> dict[str, Any]:
         """``options`` and ``format`` ("json", or a JSON schema) as sampling overrides."""
         constraint: dict[str, Any] = {}
@@ -73,13 +79,12 @@ class ChatRequest(_Generating):
     messages: list[dict[str, Any]] = Field(default_factory=list)
     tools: list[dict[str, Any]] = Field(default_factory=list)
 
-    def check_supported(self) -> None:
-        super().check_supported()
-        if self.tools:
-            raise unsupported("tools", "tool calling is not supported by this server yet")
+    def chat_options(self) -> dict[str, Any]:
+        return {"tools": self.tools or None, "thinking": self.thinking()}
 
     def chat_messages(self) -> list[Message]:
-        return [_translate(parse_part(_Message, raw, f"messages[{i}]"), f"messages[{i}]")
+        ids = _CallIds()
+        return [_translate(parse_part(_Message, raw, f"messages[{i}]"), f"messages[{i}]", ids)
                 for i, raw in enumerate(self.messages)]
 
 
@@ -122,11 +127,54 @@ class _Message(StrictBody):
     tool_name: str | None = None
 
 
-def _translate(message: _Message, where: str) -> Message:
+class _CallIds:
+    """Ollama's tool calls carry no ids; chat messages pair a tool result with its call by id. Calls get ids in
+    order, and each tool result takes the first open call of its ``tool_name`` (or else the oldest open one)."""
+
+    def __init__(self) -> None:
+        self._open: list[tuple[str, str]] = []  # (id, function name), oldest first
+        self._count = 0
+
+    def call(self, name: str) -> str:
+        self._count += 1
+        call_id = f"call_{self._count}"
+        self._open.append((call_id, name))
+        return call_id
+
+    def result(self, name: str | None) -> str:
+        for k, (call_id, call_name) in enumerate(self._open):
+            if name is None or call_name == name:
+                del self._open[k]
+                return call_id
+        self._count += 1
+        return f"call_{self._count}"  # a result with no call before it: the template shows it all the same
+
+
+def _translate(message: _Message, where: str, ids: _CallIds) -> Message:
     if message.images:
         raise unsupported(f"{where}.images", "image input is not supported: the model reads text")
-    if message.tool_calls or message.role == "tool":
-        raise APIError(400, f"{where}: tool calls and tool results need tool calling, not supported by this "
-                            "server yet", "invalid_request_error", param=where)
     # An earlier turn's thinking is not sent back to the model, as Qwen3's template does.
-    return {"role": message.role, "content": message.content}
+    turn: Message = {"role": message.role, "content": message.content}
+    if message.role == "tool":
+        turn["tool_call_id"] = ids.result(message.tool_name)
+        if message.tool_name:
+            turn["name"] = message.tool_name
+    elif message.tool_calls:
+        turn["tool_calls"] = [_call(parse_part(_ToolCall, call, f"{where}.tool_calls[{j}]"), ids)
+                              for j, call in enumerate(message.tool_calls)]
+    return turn
+
+
+class _Function(StrictBody):
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class _ToolCall(StrictBody):
+    function: _Function
+
+
+def _call(call: _ToolCall, ids: _CallIds) -> dict[str, Any]:
+    return {"id": ids.call(call.function.name), "type": "function",
+            "function": {"name": call.function.name,
+                         "arguments": json.dumps(call.function.arguments, ensure_ascii=False)}}

@@ -52,12 +52,14 @@ def ollama_router(state: ServerState) -> APIRouter:
     @router.post("/chat")
     async def chat(body: ChatRequest, request: Request) -> Response:
         body.check_supported()
-        return await _answer(state, request, "chat", body.stream, ChatJob(body.chat_messages(), body.sampling()))
+        job = ChatJob(body.chat_messages(), body.sampling(), body.chat_options())
+        return await _answer(state, request, "chat", body.stream, job)
 
     @router.post("/generate")
     async def generate(body: GenerateRequest, request: Request) -> Response:
         body.check_supported()
         job = ChatJob([] if not body.prompt else body.chat_messages(), body.sampling(),
+                      {"thinking": body.thinking()} if not body.raw else {},
                       raw_prompt=body.prompt if body.raw and body.prompt else None)
         return await _answer(state, request, "generate", body.stream, job)
 

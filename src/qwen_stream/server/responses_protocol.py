@@ -40,6 +40,12 @@ class ReasoningConfig(StrictBody):
     effort: str | None = None
     summary: str | None = None
 
+    def thinking(self) -> bool | None:
+        """The model's thinking switch: off for effort "none"/"minimal", on for any other effort."""
+        if self.effort is None:
+            return None
+        return self.effort not in ("none", "minimal")
+
 
 class ResponsesRequest(StrictBody):
     model: str | None = None
@@ -72,6 +78,12 @@ class ResponsesRequest(StrictBody):
         return {"max_new_tokens": self.max_output_tokens, "temperature": self.temperature, "top_p": self.top_p,
                 "top_k": self.top_k, "seed": self.seed, "stop": stop, **self.text.format.constraint()}
 
+    def chat_options(self) -> dict[str, Any]:
+        """Tools, tool_choice and the thinking switch in ChatModel's terms (OpenAI chat's function specs)."""
+        return {"tools": [_function_spec(tool, i) for i, tool in enumerate(self.tools)] or None,
+                "tool_choice": _tool_choice(self.tool_choice), "parallel_tool_calls": self.parallel_tool_calls,
+                "thinking": self.reasoning.thinking() if self.reasoning is not None else None}
+
     def check_supported(self) -> None:
         """400 for what would change the answer's meaning and is not honoured here."""
         if self.background:
@@ -80,8 +92,6 @@ class ResponsesRequest(StrictBody):
             raise unsupported("conversation", "conversations are not supported; chain with previous_response_id")
         if self.prompt is not None:
             raise unsupported("prompt", "stored prompt templates are not supported")
-        if self.tools:
-            raise unsupported("tools", "tool calling is not supported by this server yet")
 
 
 class _MessageItem(StrictBody):
@@ -161,3 +171,19 @@ def _merge_tool_calls(messages: list[Message]) -> list[Message]:
         else:
             merged.append(message)
     return merged
+
+
+def _function_spec(tool: dict[str, Any], index: int) -> dict[str, Any]:
+    """A Responses function tool (flat: ``{"type": "function", "name", "parameters"}``) as a chat function spec."""
+    if tool.get("type") != "function":
+        raise unsupported(f"tools[{index}]", f"only function tools are supported, got {tool.get('type')!r}")
+    function = {k: tool[k] for k in ("name", "description", "parameters", "strict") if k in tool}
+    return {"type": "function", "function": function}
+
+
+def _tool_choice(choice: str | dict[str, Any]) -> str | dict[str, Any]:
+    if isinstance(choice, dict) and choice.get("type") == "function" and "name" in choice:
+        return {"type": "function", "function": {"name": choice["name"]}}
+    if isinstance(choice, dict):
+        raise unsupported("tool_choice", f"expected auto, none, required or a function, got {choice!r:.60}")
+    return choice

@@ -31,7 +31,8 @@ def responses_router(state: ServerState, store: ResponseStore) -> APIRouter:
         body.check_supported()
         conversation = _conversation(body, store)
         system = [{"role": "system", "content": body.instructions}] if body.instructions is not None else []
-        started = await start_job(state, ChatJob(system + conversation, body.sampling()), ROUTE)
+        job = ChatJob(system + conversation, body.sampling(), body.chat_options())
+        started = await start_job(state, job, ROUTE)
         builder = ResponseBuilder(body, started.model_name)
         events = _stored(render(started.gen, builder), builder, store, conversation)
         if body.stream:
