@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
+from qwen_stream.output.message import template_thinks
 from qwen_stream.server.admission import respond_json
 from qwen_stream.server.answer_blocks import AnswerBlocks, Block, BlockEvent
 from qwen_stream.server.answer_stream import Event, frames, render, run_to_end
@@ -31,6 +32,7 @@ from qwen_stream.server.sse import SSEResponse
 from qwen_stream.types import FinishReason, StreamEvent
 
 if TYPE_CHECKING:
+    from qwen_stream.api import ChatModel
     from qwen_stream.server.app import ServerState
 
 # The Ollama API level these routes follow (clients check it before using newer fields); not our own version.
@@ -81,7 +83,7 @@ def ollama_router(state: ServerState) -> APIRouter:
         return JSONResponse({
             "modelfile": f"FROM {name}\n", "parameters": "", "template": template if isinstance(template, str) else "",
             "details": _details(), "model_info": {"general.name": name, "context_length": model.context_length},
-            "capabilities": ["completion"], "modified_at": _now(),
+            "capabilities": _capabilities(model), "modified_at": _now(),
         })
 
     @router.get("/version")
@@ -195,6 +197,13 @@ def _failed(message: str) -> list[Event]:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _capabilities(model: ChatModel) -> list[str]:
+    """What clients check before offering tools or a thinking toggle: what the chat template can show."""
+    prompter = model.prompter
+    return ["completion", *(["tools"] if prompter.supports_tools else []),
+            *(["thinking"] if template_thinks(prompter.template_text) else [])]
 
 
 def _details() -> dict[str, Any]:
