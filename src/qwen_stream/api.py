@@ -124,6 +124,9 @@ class ChatModel:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         if backend == "vllm":
+            if kv_budget is not None or kv_type is not None:
+                raise ValueError("--kv-budget and --kv-type size the native engine's KV pool; vLLM sizes its own "
+                                 "(--engine-arg kv_cache_memory_bytes=..., --engine-arg kv_cache_dtype=fp8)")
             return cls._load_vllm(model, runner=runner, quantize=quantize, dtype=dtype, max_batch_size=max_batch_size,
                                   max_waiting=max_waiting, context_length=context_length, progress=progress,
                                   system=system, prefix_cache=prefix_cache, options=vllm_options)

@@ -31,6 +31,13 @@ def test_a_vllm_flag_without_the_vllm_backend_is_an_error() -> None:
         backend_options(build_parser().parse_args(["serve", "--backend", "vllm", "--engine-arg", "oops"]))
 
 
+def test_native_kv_options_are_refused_on_the_vllm_backend() -> None:
+    from qwen_stream.api import ChatModel
+
+    with pytest.raises(ValueError, match="kv_cache_memory_bytes"):
+        ChatModel.load("unused", backend="vllm", kv_budget=4096)
+
+
 @pytest.mark.skipif(vllm_available(), reason="checks the message shown where vllm is not installed")
 def test_serve_without_vllm_installed_says_how_to_get_it(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", "--backend", "vllm", "-c", "smollm2-135m"]) == 2
