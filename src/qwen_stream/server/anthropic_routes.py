@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
-from qwen_stream.server.admission import respond_json
+from qwen_stream.server.admission import prepare_off_loop, respond_json
 from qwen_stream.server.answer_blocks import AnswerBlocks, Block, BlockEvent
 from qwen_stream.server.answer_stream import Event, frames, render, run_to_end
 from qwen_stream.server.anthropic_protocol import (
@@ -56,7 +56,8 @@ def anthropic_router(state: ServerState) -> APIRouter:
     @router.post("/v1/messages/count_tokens")
     async def count_tokens(body: CountTokensRequest) -> JSONResponse:
         job = ChatJob(body.chat_messages(), options=body.chat_options())
-        return JSONResponse({"input_tokens": count_prompt_tokens(state, job)})
+        # Templating and tokenizing are CPU work: off the event loop, as for generating routes.
+        return JSONResponse({"input_tokens": await prepare_off_loop(lambda: count_prompt_tokens(state, job))})
 
     return router
 
