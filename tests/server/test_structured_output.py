@@ -84,3 +84,14 @@ def test_langchain_with_structured_output_uses_json_schema(server: LiveServer) -
         assert result["raw"].response_metadata["finish_reason"] == "stop"
     assert [body["response_format"]["type"] for body in sent] == ["json_schema"] * 3  # the grammar path, no tools
     assert "tools" not in sent[0]
+
+
+def test_logprobs_of_a_constrained_answer_are_finite(client: Any) -> None:
+    reply = client.chat.completions.create(model="m", messages=MESSAGES, max_tokens=60, temperature=0, logprobs=True,
+                                           top_logprobs=5, response_format=JSON_SCHEMA_FORMAT).choices[0]
+    jsonschema.validate(json.loads(reply.message.content), SCHEMA)
+    entries = reply.logprobs.content
+    assert "".join(e.token for e in entries) == reply.message.content
+    for entry in entries:  # over the tokens the grammar allowed: the forbidden ones (-inf) are left out
+        assert 1 <= len(entry.top_logprobs) <= 5
+        assert all(-1e9 < alt.logprob <= 0 for alt in entry.top_logprobs) and -1e9 < entry.logprob <= 0

@@ -153,12 +153,15 @@ def sample_row(logits: torch.Tensor, state: SamplingState) -> int:
 
 
 def token_logprobs(logits: torch.Tensor, token_id: int, top_n: int) -> TokenLogprob:
-    """Log-probabilities of the model's raw distribution (before penalties and temperature), as OpenAI reports."""
+    """Log-probabilities of the model's raw distribution (before penalties and temperature), as OpenAI reports.
+
+    A constrained row comes here after its grammar mask: the distribution is then over the allowed tokens, and
+    forbidden ones (-inf, which JSON cannot carry) are left out of ``top``."""
     log_probs = torch.log_softmax(logits, dim=-1)
     top: list[tuple[int, float]] = []
     if top_n > 0:
         values, ids = torch.topk(log_probs, top_n)
-        top = list(zip(ids.tolist(), values.tolist(), strict=True))
+        top = [(i, v) for i, v in zip(ids.tolist(), values.tolist(), strict=True) if v > float("-inf")]
     return TokenLogprob(token_id=token_id, logprob=float(log_probs[token_id]), top=top)
 
 
