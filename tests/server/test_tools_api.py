@@ -106,6 +106,9 @@ BAD = [
     ({"tools": [{"type": "function", "function": {"name": "bad name!"}}]}, "function.name"),
     ({"tools": [TOOL], "tool_choice": {"type": "function", "function": {"name": "nope"}}}, "not among the tools"),
     ({"tool_choice": "required"}, "no tools"),
+    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {  # valid JSON schema, no grammar
+        "type": "object", "properties": {"x": {"$ref": "#/$defs/missing"}}}}}], "tool_choice": "required"},
+     "cannot compile"),
     ({"messages": [*ASK, {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function", "function": {
         "name": "get_weather", "arguments": "{}"}}]}, {"role": "tool", "content": "sunny"}]}, "tool_call_id"),
     ({"messages": [*ASK, {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function", "function": {
