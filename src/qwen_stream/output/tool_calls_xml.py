@@ -43,6 +43,7 @@ class Qwen3CoderToolParser(ToolCallParser):
         self._at = 0  # how far the call's body has been read
         self._params = 0
         self._closed = False  # </function> seen: the arguments object is complete
+        self._searched = 0  # no value terminator starts before this index: long values are scanned once
 
     def _advance(self, body: str, deltas: list[ToolCallDelta]) -> None:
         call = self._current
@@ -67,11 +68,13 @@ class Qwen3CoderToolParser(ToolCallParser):
         match = _PARAMETER.match(body, self._at)
         if match is None:
             return False
-        value_end, terminator = _first_of(body, _VALUE_ENDS, match.end())
+        value_end, terminator = _first_of(body, _VALUE_ENDS, max(match.end(), self._searched))
         if terminator is None:
+            self._searched = max(match.end(), len(body) - max(len(end) for end in _VALUE_ENDS))
             return False
         self._add_parameter(match.group(1).strip(), body[match.end():value_end], deltas)
         self._at = value_end + (len(terminator) if terminator == _PARAMETER_END else 0)
+        self._searched = self._at
         return True
 
     def _add_parameter(self, name: str, raw: str, deltas: list[ToolCallDelta]) -> None:
