@@ -64,12 +64,12 @@ def test_openai_sdk_forced_call_streamed_and_whole(sdk: Any, no_whitespace: dict
 
 def test_tool_result_turn_and_named_choice(sdk: Any, no_whitespace: dict[str, float]) -> None:
     named = {"type": "function", "function": {"name": "get_weather"}}
-    first = sdk.chat.completions.create(model="m", messages=ASK, tools=[TOOL], tool_choice=named, temperature=0,
+    first = sdk.chat.completions.create(model="tiny-tools", messages=ASK, tools=[TOOL], tool_choice=named, temperature=0,
                                         max_tokens=80, logit_bias=no_whitespace, parallel_tool_calls=False)
     message = first.choices[0].message
     history = [*ASK, message.model_dump(exclude_none=True),
                {"role": "tool", "tool_call_id": message.tool_calls[0].id, "content": '{"temp_c": 18}'}]
-    final = sdk.chat.completions.create(model="m", messages=history, tools=[TOOL], temperature=0, max_tokens=4)
+    final = sdk.chat.completions.create(model="tiny-tools", messages=history, tools=[TOOL], temperature=0, max_tokens=4)
     assert final.choices[0].finish_reason in ("stop", "length") and final.choices[0].message.tool_calls is None
 
 
@@ -127,12 +127,12 @@ BAD = [
 @pytest.mark.parametrize(("changes", "mentions"), BAD)
 def test_bad_tool_input_is_a_400_and_the_server_keeps_serving(tool_server: LiveServer, changes: dict[str, Any],
                                                               mentions: str) -> None:
-    body = {"model": "m", "messages": ASK, "max_tokens": 2, "temperature": 0, **changes}
+    body = {"model": "tiny-tools", "messages": ASK, "max_tokens": 2, "temperature": 0, **changes}
     with httpx.Client(base_url=tool_server.url, timeout=60) as http:
         response = http.post("/v1/chat/completions", json=body)
         assert response.status_code == 400, response.text
         assert mentions in response.json()["error"]["message"], response.json()
-        ok = http.post("/v1/chat/completions", json={"model": "m", "messages": ASK, "max_tokens": 2,
+        ok = http.post("/v1/chat/completions", json={"model": "tiny-tools", "messages": ASK, "max_tokens": 2,
                                                      "unknown_field": 1})
         assert ok.status_code == 200, ok.text
 
