@@ -34,7 +34,9 @@ def fuzz_server(tiny_chat_model: Any) -> Iterator[LiveServer]:
 
 def test_fuzzed_requests_never_get_a_server_error(fuzz_server: LiveServer) -> None:
     api = schemathesis.openapi.from_url(f"{fuzz_server.url}/openapi.json")
-    operations = [result.ok() for result in api.get_all_operations()]
+    # the OpenAI routes and the service routes; the other protocols' routes answer in their own error shapes
+    operations = [op for op in (result.ok() for result in api.get_all_operations())
+                  if op.path.startswith(("/v1/chat/", "/v1/completions", "/v1/models", "/health", "/metrics"))]
     statuses: list[int] = []
     assert {op.label for op in operations} >= {"POST /v1/chat/completions", "POST /v1/completions", "GET /health"}
     for operation in operations:

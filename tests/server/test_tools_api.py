@@ -23,7 +23,7 @@ ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
 
 @pytest.fixture(scope="module")
 def tool_server(templated_model: Any) -> Iterator[LiveServer]:
-    with LiveServer(create_app(templated_model("qwen2_5"), served_model_name="tiny-tools")) as live:
+    with LiveServer(create_app(templated_model("qwen2_5"), served_model_name="tiny-tools", model_aliases=["m"])) as live:
         yield live
 
 

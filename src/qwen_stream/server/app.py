@@ -209,7 +209,7 @@ def _health(state: ServerState) -> HealthResponse:
         return HealthResponse(status="draining", model=state.served_name, detail="shutting down")
     engine = state.model.engine
     report = engine.health() if isinstance(engine, Engine) else None  # our loop has a heartbeat
-    if report is not None:
+    if report is not None and report.status != "stopped":
         return HealthResponse(status=report.status, model=state.served_name, detail=report.detail)
     if engine.is_alive():
         return HealthResponse(status="ok", model=state.served_name)
