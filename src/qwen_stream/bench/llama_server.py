@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,10 @@ def server_command(binary: Path, gguf: Path, config: BenchConfig, port: int, *, 
     threads = str(config.threads or physical_cores())
     command = [str(binary), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port), "-np", str(slots),
                "-c", str(slots * config.context_length), "-t", threads, "-tb", threads, "--cache-ram", "0",
-               "--no-webui"]
+               "--no-webui",
+               # The slots API (its erase action empties a slot's cache between measurements) is enabled only with
+               # a save path; erasing writes nothing there.
+               "--slot-save-path", tempfile.gettempdir()]
     if has_amx():
         command.append("--no-repack")  # the same plain CPU weight buffers our runner uses there (llamacpp_runner.py)
     if speculative:
