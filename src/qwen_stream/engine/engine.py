@@ -18,11 +18,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from qwen_stream.engine.backend import EngineBackend, EngineStats, OutputSink
+from qwen_stream.engine.backend import EngineBackend, EngineStats, OutputSink, admit_request_id, check_prompt
 from qwen_stream.engine.core import EngineCore
 from qwen_stream.engine.drafting import SpeculationConfig
 from qwen_stream.engine.runner import ModelRunner
-from qwen_stream.types import EngineError, EngineOverloadedError, FinishReason, SamplingParams, TokenOutput
+from qwen_stream.types import EngineError, FinishReason, SamplingParams, TokenOutput
 
 logger = logging.getLogger(__name__)
 
@@ -96,25 +96,14 @@ class Engine:
 
     def submit(self, prompt_ids: list[int], params: SamplingParams, output: OutputSink,
                request_id: str | None = None) -> str:
-        if not prompt_ids:
-            raise ValueError("the prompt is empty: at least one token is needed")
-        if len(prompt_ids) >= self.max_model_len:
-            raise ValueError(f"the prompt has {len(prompt_ids)} tokens but the context window is "
-                             f"{self.max_model_len}: it leaves no room for an answer")
+        check_prompt(prompt_ids, self.max_model_len)
         request_id = request_id or f"req-{next(self._ids)}"
         with self._lock:
             if self._fatal is not None:
                 raise EngineError(f"the engine failed and serves no more requests: {self._fatal}")
             if self._stopped:
                 raise EngineError("the engine is shut down")
-            if request_id in self._unfinished:
-                raise ValueError(f"request id {request_id!r} is already in use")
-            waiting = len(self._unfinished) - self.max_running
-            if waiting >= self.max_waiting:
-                raise EngineOverloadedError(
-                    f"server busy: {self.max_running} requests running and {max(waiting, 0)} waiting "
-                    f"(limit {self.max_waiting}); retry shortly", retry_after_s=1.0)
-            self._unfinished.add(request_id)
+            admit_request_id(self._unfinished, request_id, self.max_running, self.max_waiting)
         self._inbox.put(_Submit(request_id, list(prompt_ids), params, output))
         return request_id
 

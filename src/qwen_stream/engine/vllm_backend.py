@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from qwen_stream.engine.backend import EngineStats, OutputSink
+from qwen_stream.engine.backend import EngineStats, OutputSink, admit_request_id, check_prompt
 from qwen_stream.engine.vllm_mapping import (
     VllmOptions,
     engine_kwargs,
@@ -34,7 +34,7 @@ from qwen_stream.engine.vllm_mapping import (
     stop_ids_for,
     token_output,
 )
-from qwen_stream.types import EngineError, EngineOverloadedError, FinishReason, SamplingParams, TokenOutput
+from qwen_stream.types import EngineError, FinishReason, SamplingParams, TokenOutput
 
 logger = logging.getLogger(__name__)
 
@@ -98,24 +98,13 @@ class VllmBackend:
 
     def submit(self, prompt_ids: list[int], params: SamplingParams, output: OutputSink,
                request_id: str | None = None) -> str:
-        if not prompt_ids:
-            raise ValueError("the prompt is empty: at least one token is needed")
-        if len(prompt_ids) >= self.max_model_len:
-            raise ValueError(f"the prompt has {len(prompt_ids)} tokens but the context window is "
-                             f"{self.max_model_len}: it leaves no room for an answer")
+        check_prompt(prompt_ids, self.max_model_len)
         sampling = self._sampling(prompt_ids, params)  # ValueError for a field vLLM refuses: the caller's 400
         request_id = request_id or f"req-{next(self._ids)}"
         with self._lock:
             if self._stopped:
                 raise EngineError("the engine is shut down")
-            if request_id in self._unfinished:
-                raise ValueError(f"request id {request_id!r} is already in use")
-            waiting = len(self._unfinished) - self.max_running
-            if waiting >= self.max_waiting:
-                raise EngineOverloadedError(
-                    f"server busy: {self.max_running} requests running and {max(waiting, 0)} waiting "
-                    f"(limit {self.max_waiting}); retry shortly", retry_after_s=1.0)
-            self._unfinished.add(request_id)
+            admit_request_id(self._unfinished, request_id, self.max_running, self.max_waiting)
         self._loop.call_soon_threadsafe(self._start, request_id, list(prompt_ids), params, sampling, output)
         return request_id
 
