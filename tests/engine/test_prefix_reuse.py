@@ -27,7 +27,8 @@ GREEDY = SamplingParams(temperature=0.0, max_new_tokens=3, ignore_eos=True)
 
 
 class RewindingRunner:
-    """Next token = last fed token + 1; checks every chunk continues (or rewinds into) what its slot holds."""
+    """Next token = fed token + 1 (a row for every position asked for); checks every chunk continues (or rewinds
+    into) what its slot holds. The speculative-decoding tests use it too."""
 
     name = "scripted-rewind"
     vocab_size = VOCAB
@@ -44,10 +45,11 @@ class RewindingRunner:
             held = self.held.setdefault(chunk.slot, [])
             assert chunk.start_pos <= len(held), "a gap in the slot's KV"
             self.held[chunk.slot] = held[:chunk.start_pos] + list(chunk.token_ids)
-            self.fed.append(chunk)
-            if chunk.want_logits:
+            self.fed.append(SeqChunk(chunk.slot, list(chunk.token_ids), chunk.start_pos, chunk.want_logits,
+                                     chunk.n_logits))
+            for token in chunk.token_ids[len(chunk.token_ids) - chunk.logit_rows:]:  # a row per position asked for
                 row = torch.zeros(VOCAB)
-                row[(chunk.token_ids[-1] + 1) % VOCAB] = 10.0
+                row[(token + 1) % VOCAB] = 10.0
                 rows.append(row)
         return torch.stack(rows) if rows else torch.zeros(0, VOCAB)
 

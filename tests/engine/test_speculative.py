@@ -8,12 +8,12 @@ candidates tie, so nothing may drift).
 from __future__ import annotations
 
 import queue
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from test_prefix_reuse import RewindingRunner  # scripted: next token = fed token + 1 (same folder)
 from test_torch_runner import qwen2, tokens  # the tiny random models of the runner tests (same folder)
 
 from qwen_stream.engine.drafting import SpeculationConfig
@@ -22,40 +22,6 @@ from qwen_stream.engine.runner import SeqChunk
 from qwen_stream.engine.torch_runner import build_torch_runner
 from qwen_stream.types import FinishReason, SamplingParams, TokenOutput
 
-VOCAB = 64
-
-
-class CountingRunner:
-    """Next token = fed token + 1, with a row for every position asked for; checks chunks never leave a gap."""
-
-    name = "scripted-count"
-    vocab_size = VOCAB
-    can_rewind = True
-
-    def __init__(self, max_slots: int = 2, max_seq_len: int = 256) -> None:
-        self.max_slots, self.max_seq_len = max_slots, max_seq_len
-        self.held: dict[int, list[int]] = {}
-        self.fed: list[SeqChunk] = []
-
-    def forward(self, chunks: Sequence[SeqChunk]) -> torch.Tensor:
-        rows = []
-        for chunk in chunks:
-            held = self.held.setdefault(chunk.slot, [])
-            assert chunk.start_pos <= len(held), "a gap in the slot's KV"
-            self.held[chunk.slot] = held[:chunk.start_pos] + list(chunk.token_ids)
-            self.fed.append(SeqChunk(chunk.slot, list(chunk.token_ids), chunk.start_pos, chunk.want_logits,
-                                     chunk.n_logits))
-            for token in chunk.token_ids[len(chunk.token_ids) - chunk.logit_rows:]:
-                row = torch.zeros(VOCAB)
-                row[(token + 1) % VOCAB] = 10.0
-                rows.append(row)
-        return torch.stack(rows) if rows else torch.zeros(0, VOCAB)
-
-    def free_slot(self, slot: int) -> None:
-        self.held[slot] = []
-
-    def close(self) -> None:
-        pass
 
 
 def run(engine: Engine, prompt: list[int], params: SamplingParams) -> tuple[list[int], list[TokenOutput]]:
@@ -76,7 +42,7 @@ COUNTING_PROMPT = [5, 6, 7, 8, 9, 10, 11, 12, 20, 21, 5, 6, 7]  # the answer con
 
 def test_drafts_from_the_prompt_are_checked_and_kept() -> None:
     params = SamplingParams(temperature=0.0, max_new_tokens=12, ignore_eos=True)
-    plain_runner, spec_runner = CountingRunner(), CountingRunner()
+    plain_runner, spec_runner = RewindingRunner(max_seq_len=256), RewindingRunner(max_seq_len=256)
     plain = Engine(plain_runner, eos_token_ids=[0])
     spec = Engine(spec_runner, eos_token_ids=[0], speculate=SpeculationConfig(max_draft=4))
     try:
@@ -95,7 +61,7 @@ def test_drafts_from_the_prompt_are_checked_and_kept() -> None:
 
 
 def test_a_wide_step_drafts_nothing() -> None:
-    runner = CountingRunner(max_slots=2)
+    runner = RewindingRunner(max_slots=2, max_seq_len=256)
     engine = Engine(runner, eos_token_ids=[0], speculate=SpeculationConfig(max_draft=4, step_tokens=1))
     try:
         run(engine, COUNTING_PROMPT, SamplingParams(temperature=0.0, max_new_tokens=8, ignore_eos=True))
@@ -106,7 +72,7 @@ def test_a_wide_step_drafts_nothing() -> None:
 
 def test_a_stop_token_inside_accepted_drafts_ends_the_answer_there() -> None:
     params = SamplingParams(temperature=0.0, max_new_tokens=12, ignore_eos=False, stop_token_ids=(11,))
-    engine = Engine(CountingRunner(), eos_token_ids=[0], speculate=SpeculationConfig(max_draft=8))
+    engine = Engine(RewindingRunner(max_seq_len=256), eos_token_ids=[0], speculate=SpeculationConfig(max_draft=8))
     try:
         got, outs = run(engine, COUNTING_PROMPT, params)
     finally:
