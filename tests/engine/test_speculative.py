@@ -23,7 +23,6 @@ from qwen_stream.engine.torch_runner import build_torch_runner
 from qwen_stream.types import FinishReason, SamplingParams, TokenOutput
 
 
-
 def run(engine: Engine, prompt: list[int], params: SamplingParams) -> tuple[list[int], list[TokenOutput]]:
     outputs: queue.SimpleQueue[TokenOutput] = queue.SimpleQueue()
     engine.submit(prompt, params, outputs.put)
