@@ -12,41 +12,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import statistics
 import time
 from typing import Any
 
 import torch
 
-SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "name": {"type": "string"},
-        "age": {"type": "integer", "minimum": 0},
-        "email": {"type": "string"},
-        "role": {"enum": ["admin", "user", "guest"]},
-        "tags": {"type": "array", "items": {"type": "string"}},
-        "address": {"type": "object", "properties": {"city": {"type": "string"}, "zip": {"type": "string"}},
-                    "required": ["city", "zip"], "additionalProperties": False},
-    },
-    "required": ["name", "age", "email", "role", "tags", "address"],
-    "additionalProperties": False,
-}
-WORDS = ["alpha", "Paris", "qwen", "stream", "token", "grammar", "zürich", "東京", "data", "x"]
-
-
-def instance(rng: random.Random) -> dict[str, Any]:
-    return {"name": " ".join(rng.choices(WORDS, k=2)), "age": rng.randint(0, 99),
-            "email": f"{rng.choice(WORDS)}@example.com", "role": rng.choice(["admin", "user", "guest"]),
-            "tags": rng.choices(WORDS, k=rng.randint(0, 3)),
-            "address": {"city": rng.choice(WORDS), "zip": str(rng.randint(10000, 99999))}}
+from qwen_stream.bench.grammar_cost import SCHEMA, sample_answers
 
 
 def answers(tokenizer: Any, n: int, eos: int) -> list[list[int]]:
-    rng = random.Random(0)
-    texts = [json.dumps(instance(rng), ensure_ascii=False) for _ in range(n)]
-    return [[*tokenizer.encode(t, add_special_tokens=False), eos] for t in texts]
+    return [[*tokenizer.encode(t, add_special_tokens=False), eos] for t in sample_answers(n)]
 
 
 class XGrammar:
