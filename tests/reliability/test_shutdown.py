@@ -6,26 +6,18 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
-from server_harness import LiveServer
+from server_harness import LiveServer, free_port, wait_ready
 
 from qwen_stream.server.app import create_app
 
 CHAT = "/v1/chat/completions"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _stream_lines(url: str, max_tokens: int, into: list[list[str]], started: threading.Event) -> None:
@@ -53,7 +45,7 @@ def _finish_reason(lines: list[str]) -> str | None:
 
 
 def test_sigterm_lets_short_streams_finish_and_ends_long_ones_with_a_terminal_frame(tiny_model_dir: Path) -> None:
-    port = _free_port()
+    port = free_port()
     cmd = [sys.executable, "-m", "qwen_stream.cli.main", "serve", "--model", str(tiny_model_dir), "--runner",
            "torch", "--context-length", "2048", "--max-batch-size", "4", "--port", str(port), "--log-level",
            "warning", "--shutdown-timeout", "3", "--no-speculate"]
@@ -63,7 +55,7 @@ def test_sigterm_lets_short_streams_finish_and_ends_long_ones_with_a_terminal_fr
     url = f"http://127.0.0.1:{port}"
     results: list[list[str]] = []
     try:
-        _wait_ready(url, proc)
+        wait_ready(url, proc)
         threads = []
         for max_tokens in (4, 2000, 2000):  # one that ends within the timeout, two that cannot
             started = threading.Event()
@@ -95,16 +87,3 @@ def test_a_draining_server_refuses_new_requests_and_says_so(tiny_chat_model: Any
         assert health.status_code == 503 and health.json()["status"] == "draining"
         refused = http.post(CHAT, json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
         assert refused.status_code == 503 and refused.json()["error"]["code"] == "shutting_down"
-
-
-def _wait_ready(url: str, proc: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 180  # a fresh interpreter imports torch and transformers
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.communicate()[0]
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError("the server did not become ready")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 import threading
 import time
 from typing import Any
 
+import httpx
 import uvicorn
 
 
@@ -57,3 +59,24 @@ def aborted_requests(metrics_text: str, route: str) -> float:
     pattern = rf'^qwen_stream_requests_total\{{(?=[^}}]*finish_reason="abort")(?=[^}}]*route="{re.escape(route)}")[^}}]*\}} (\S+)$'
     match = re.search(pattern, metrics_text, re.M)
     return float(match.group(1)) if match else 0.0
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on now (for a `qwen-stream serve` subprocess)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_ready(url: str, proc: subprocess.Popen[str]) -> None:
+    """Wait for a `qwen-stream serve` subprocess to answer /health with 200 (its model loaded)."""
+    deadline = time.monotonic() + 180  # a fresh interpreter imports torch and transformers
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[0]
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass  # not listening yet
+        time.sleep(0.2)
+    raise AssertionError("the server never became ready")

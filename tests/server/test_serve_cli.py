@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
+from server_harness import free_port, wait_ready
 
 from qwen_stream.cli.main import build_parser
 
@@ -22,21 +21,15 @@ def test_serve_defaults_to_loopback_and_port_8000() -> None:
     assert args.cors_origin == ["http://a", "http://b"]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_serve_process_loads_serves_and_exits_cleanly(tiny_model_dir: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "QWEN_STREAM_API_KEY": "k3y"}
     cmd = [sys.executable, "-m", "qwen_stream.cli.main", "serve", "--model", str(tiny_model_dir), "--runner",
            "torch", "--context-length", "256", "--max-batch-size", "2", "--port", str(port), "--log-level", "warning"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(url, proc)
+        wait_ready(url, proc)
         body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "temperature": 0}
         assert httpx.post(f"{url}/v1/chat/completions", json=body, timeout=60).status_code == 401  # key from the env
         # a fresh process's first answer builds its token tables: seconds on a busy 2-core machine
@@ -48,16 +41,3 @@ def test_serve_process_loads_serves_and_exits_cleanly(tiny_model_dir: Path) -> N
         output, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, output
     assert f"{url}/v1" in output
-
-
-def _wait_ready(url: str, proc: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 180  # a fresh interpreter imports torch and transformers
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.communicate()[0]
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass  # not listening yet
-        time.sleep(0.2)
-    raise AssertionError("the server never became ready")
