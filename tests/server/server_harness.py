@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -80,3 +82,21 @@ def wait_ready(url: str, proc: subprocess.Popen[str]) -> None:
             pass  # not listening yet
         time.sleep(0.2)
     raise AssertionError("the server never became ready")
+
+
+def leave_stream_midway(url: str, route: str, body: dict[str, Any], counts: Callable[[str], bool],
+                        after: int = 3) -> int:
+    """POST a streaming ``body`` to ``route`` and hang up once ``after`` lines that ``counts`` accepts have arrived,
+    as a client that goes away mid-answer; returns how many it saw (``after`` unless the stream ended first)."""
+
+    async def go() -> int:
+        seen = 0
+        async with httpx.AsyncClient(base_url=url, timeout=60) as http, \
+                http.stream("POST", route, json=body) as response:
+            async for line in response.aiter_lines():
+                seen += counts(line)
+                if seen == after:
+                    break
+        return seen
+
+    return asyncio.run(go())

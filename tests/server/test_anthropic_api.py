@@ -3,14 +3,13 @@ model. Newer Anthropic clients take sampling fields only through ``extra_body``.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from typing import Any
 
 import anthropic
 import httpx
 import pytest
-from server_harness import LiveServer, aborted_requests, wait_until_idle
+from server_harness import LiveServer, aborted_requests, leave_stream_midway, wait_until_idle
 
 MESSAGES = [{"role": "user", "content": "Tell me a story 🤖"}]
 
@@ -122,17 +121,7 @@ def test_a_disconnect_mid_stream_leaves_no_running_request(server: LiveServer, t
     before = aborted_requests(httpx.get(f"{server.url}/metrics").text, "/v1/messages")
     body = {**GOOD, "max_tokens": 400, "stream": True, "temperature": 0.9}
 
-    async def leave_midway() -> int:
-        deltas = 0
-        async with httpx.AsyncClient(base_url=server.url, timeout=60) as http, \
-                http.stream("POST", "/v1/messages", json=body) as response:
-            async for line in response.aiter_lines():
-                deltas += line == "event: content_block_delta"
-                if deltas == 3:
-                    break
-        return deltas
-
-    assert asyncio.run(leave_midway()) == 3
+    assert leave_stream_midway(server.url, "/v1/messages", body, lambda line: line == "event: content_block_delta") == 3
     assert wait_until_idle(tiny_chat_model, timeout=5), tiny_chat_model.engine.stats()
     assert aborted_requests(httpx.get(f"{server.url}/metrics").text, "/v1/messages") - before == 1
 

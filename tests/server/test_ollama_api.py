@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
 import httpx
 import ollama
 import pytest
-from server_harness import LiveServer, aborted_requests, wait_until_idle
+from server_harness import LiveServer, aborted_requests, leave_stream_midway, wait_until_idle
 
 MESSAGES = [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "Tell me a story 🤖"}]
 SAMPLED = {"temperature": 0.9, "seed": 99, "num_predict": 16}
@@ -114,17 +113,7 @@ def test_a_disconnect_mid_stream_leaves_no_running_request(server: LiveServer, t
     before = aborted_requests(httpx.get(f"{server.url}/metrics").text, "/api/chat")
     body = {"model": "m", "messages": MESSAGES, "options": {"num_predict": 400, "temperature": 0.9}}
 
-    async def leave_midway() -> int:
-        chunks = 0
-        async with httpx.AsyncClient(base_url=server.url, timeout=60) as http, \
-                http.stream("POST", "/api/chat", json=body) as response:
-            async for _ in response.aiter_lines():
-                chunks += 1
-                if chunks == 3:
-                    break
-        return chunks
-
-    assert asyncio.run(leave_midway()) == 3
+    assert leave_stream_midway(server.url, "/api/chat", body, lambda line: True) == 3
     assert wait_until_idle(tiny_chat_model, timeout=5), tiny_chat_model.engine.stats()
     assert aborted_requests(httpx.get(f"{server.url}/metrics").text, "/api/chat") - before == 1
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import httpx
 import openai
 import pytest
-from server_harness import LiveServer, aborted_requests, wait_until_idle
+from server_harness import LiveServer, aborted_requests, leave_stream_midway, wait_until_idle
 
 EVENT_ORDER = ["response.created", "response.in_progress", "response.output_item.added",
                "response.content_part.added", "response.output_text.delta"]
@@ -127,17 +126,7 @@ def test_a_disconnect_mid_stream_leaves_no_running_request(server: LiveServer, t
     before = aborted_requests(httpx.get(f"{server.url}/metrics").text, "/v1/responses")
     body = {"input": "Talk for a long time.", "max_output_tokens": 400, "temperature": 0.9, "stream": True}
 
-    async def leave_midway() -> int:
-        deltas = 0
-        async with httpx.AsyncClient(base_url=server.url, timeout=60) as http, \
-                http.stream("POST", "/v1/responses", json=body) as response:
-            async for line in response.aiter_lines():
-                deltas += line == "event: response.output_text.delta"
-                if deltas == 3:
-                    break
-        return deltas
-
-    assert asyncio.run(leave_midway()) == 3
+    assert leave_stream_midway(server.url, "/v1/responses", body, lambda line: line == "event: response.output_text.delta") == 3
     assert wait_until_idle(tiny_chat_model, timeout=5), tiny_chat_model.engine.stats()
     assert aborted_requests(httpx.get(f"{server.url}/metrics").text, "/v1/responses") - before == 1
 
