@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import torch
-from test_speculative import CountingRunner
+from test_prefix_reuse import RewindingRunner
 from test_torch_runner import qwen2, tokens
 
 from qwen_stream.engine.engine import Engine, wait_idle
@@ -18,8 +18,8 @@ from qwen_stream.engine.torch_runner import build_torch_runner
 from qwen_stream.types import SamplingParams, TokenOutput
 
 
-class BudgetRunner(CountingRunner):
-    """The counting runner with one pool of ``kv_budget`` cells; fails a step that would overflow it."""
+class BudgetRunner(RewindingRunner):
+    """The scripted runner with one pool of ``kv_budget`` cells; fails a step that would overflow it."""
 
     def __init__(self, kv_budget: int, max_slots: int = 4) -> None:
         super().__init__(max_slots=max_slots, max_seq_len=kv_budget)
