@@ -136,7 +136,13 @@ def run_bench(systems: list[str], levels: list[int], config: BenchConfig, *, pro
                 continue
             try:
                 bar.set_description(name)
-                levels_done = bench_system(system, levels, lambda: bar.update(1), single_repeats, config.workload)
+                try:
+                    levels_done = bench_system(system, levels, lambda: bar.update(1), single_repeats,
+                                               config.workload)
+                except (RuntimeError, OSError) as exc:  # a peer that crashes must not cost the other systems' figures
+                    skipped[name] = f"failed during the run: {exc}"
+                    bar.write(f"bench: {name} failed: {exc}", file=sys.stderr)
+                    continue
                 results += [lr.summary for lr in levels_done]
                 if name.startswith("ours-") and name not in ("ours-server", "ours-vllm"):  # in-process only
                     overhead[name] = _overhead(system, levels_done)

@@ -54,6 +54,9 @@ def server_command(binary: Path, gguf: Path, config: BenchConfig, port: int, *, 
 
 
 class LlamaServerSystem(HttpServerSystem):
+    # Its HTTP library (cpp-httplib) ends a kept-alive connection after a few requests or seconds; the next request
+    # on it was cut without an answer ("Server disconnected"). A new connection per request costs well under 1 ms.
+    keepalive = False
     def __init__(self, config: BenchConfig, *, speculative: bool) -> None:
         from qwen_stream.models import loader
 
@@ -77,6 +80,7 @@ class LlamaServerSystem(HttpServerSystem):
 
     def reset_cache(self) -> None:
         for slot in range(self.slots):
-            response = self.client.post(f"/slots/{slot}", params={"action": "erase"})
+            with self.talking():
+                response = self.client.post(f"/slots/{slot}", params={"action": "erase"})
             if response.status_code != 200:
                 raise RuntimeError(f"llama-server could not erase slot {slot}: {response.text[:300]}")

@@ -13,12 +13,14 @@ sample the server's memory rather than the bench's.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from qwen_stream.bench.metrics import StreamTrace, now
@@ -41,6 +43,7 @@ class HttpServerSystem:
 
     name = "server"
     concurrent = True
+    keepalive = True  # reuse connections between requests
 
     def __init__(self, config: BenchConfig, command: list[str], port: int) -> None:
         import httpx
@@ -53,7 +56,8 @@ class HttpServerSystem:
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=self._log)
         self.pid = self.process.pid
         self.client = httpx.Client(base_url=self.base_url, timeout=httpx.Timeout(600.0, connect=5.0),
-                                   limits=httpx.Limits(max_connections=256, max_keepalive_connections=256))
+                                   limits=httpx.Limits(max_connections=256,
+                                                       max_keepalive_connections=256 if self.keepalive else 0))
         try:
             self._wait_ready()
         except BaseException:
@@ -66,9 +70,7 @@ class HttpServerSystem:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                self._log.seek(0)
-                err = self._log.read().decode(errors="replace")
-                raise RuntimeError(f"{self.name} exited with {self.process.returncode}: {err[-2000:]}")
+                raise self.exit_error()
             try:
                 if self.client.get("/health").status_code == 200:
                     return
@@ -76,6 +78,26 @@ class HttpServerSystem:
                 pass  # not listening yet
             time.sleep(0.25)
         raise RuntimeError(f"{self.name} was not ready after {STARTUP_TIMEOUT_S:.0f} s")
+
+    def exit_error(self) -> RuntimeError:
+        """What to raise once the server process has gone: its exit status and the end of its log."""
+        self._log.seek(0)
+        err = self._log.read().decode(errors="replace")
+        return RuntimeError(f"{self.name} exited with {self.process.returncode}: {err[-2000:]}")
+
+    @contextlib.contextmanager
+    def talking(self) -> Iterator[None]:
+        """A lost connection to a server that has exited raises with its log, not as a bare transport error."""
+        import httpx
+
+        try:
+            yield
+        except httpx.TransportError:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=2)  # a crashing server may still be on its way out
+            if self.process.poll() is None:
+                raise  # alive: an ordinary transport error
+            raise self.exit_error() from None
 
     def _body(self, messages: Messages) -> dict[str, Any]:
         body: dict[str, Any] = {"model": SERVED_NAME, "messages": messages, "max_tokens": self.config.max_tokens, "temperature": 0.0,
@@ -87,7 +109,7 @@ class HttpServerSystem:
 
     def serve(self, messages: Messages, trace: StreamTrace) -> None:
         usage_tokens = None
-        with self.client.stream("POST", "/v1/chat/completions", json=self._body(messages)) as response:
+        with self.talking(), self.client.stream("POST", "/v1/chat/completions", json=self._body(messages)) as response:
             if response.status_code != 200:
                 raise RuntimeError(f"server answered {response.status_code}: {response.read()[:500]!r}")
             for line in response.iter_lines():
@@ -136,7 +158,9 @@ class ServerSystem(HttpServerSystem):
         port = free_port()
         command = [sys.executable, "-m", "qwen_stream.cli.main", "serve", "--port", str(port), "--log-level",
                    "warning", "--max-batch-size", str(config.max_batch_size), "--context-length",
-                   str(config.context_length), "--no-prefix-cache"]  # see reset_cache
+                   str(config.context_length), "--no-prefix-cache",  # see reset_cache
+                   # the KV llama-server gets (-np N -c N x context), so their memory compares at the same context
+                   "--kv-budget", str(config.max_batch_size * config.context_length)]
         if config.model:
             command += ["--model", config.model]
         if config.threads:
