@@ -65,7 +65,7 @@ class EngineCore:
         seq = Sequence(request_id, prompt_ids, params, sampling, stop_ids)
         seq.seed = params.seed if params.seed is not None else int.from_bytes(os.urandom(8), "little") >> 1
         if self.speculate is not None:
-            seq.drafting = self.speculate.new_length()
+            seq.drafting = self.scheduler.draft_rate.successor()
         self.scheduler.add(seq)
 
     def abort(self, request_ids: list[str]) -> list[TokenOutput]:
@@ -97,11 +97,14 @@ class EngineCore:
         try:
             for copy in batch.copies:
                 self.runner.copy_prefix(copy.src, copy.dst, copy.length)  # type: ignore[attr-defined]
+            before = time.perf_counter()
             logits = self.runner.forward(batch.chunks)  # [len(batch.sampled), vocab]
         except Exception as exc:  # a failed step must end its requests, not hang them
             logger.exception("model step failed")
             return self.fail_running(f"model step failed: {exc}")
         forwarded = time.perf_counter()
+        if self.speculate is not None:  # what a forward of this many tokens costs: the drafting plan's prices
+            self.scheduler.step_cost.record(sum(len(c.token_ids) for c in batch.chunks), forwarded - before)
         tokens, logprobs, failed = self._sample(logits, batch.sampled, forwarded)
         outputs: list[TokenOutput] = []
         if failed:

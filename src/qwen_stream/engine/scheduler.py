@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from qwen_stream.engine.constraints import advance, grammar_ended
-from qwen_stream.engine.drafting import DraftLength, SpeculationConfig, ngram_draft, share_budget, step_draft_budget
+from qwen_stream.engine.drafting import DraftRate, SpeculationConfig, StepCost, ngram_draft, plan_drafts
 from qwen_stream.engine.kv_budget import KVBudget
 from qwen_stream.engine.runner import SeqChunk
 from qwen_stream.engine.sampler import SamplingState
@@ -39,6 +39,9 @@ class SeqStatus(enum.Enum):
     WAITING = "waiting"
     RUNNING = "running"
     FINISHED = "finished"
+
+
+_NEVER = DraftRate(first=0.0, next=0.0)  # the rate of a sequence that does not speculate (it has no drafts either)
 
 
 @dataclass(slots=True, eq=False)
@@ -57,7 +60,7 @@ class Sequence:
     prefix_source: Sequence | None = None  # a running sequence whose KV prefix this one will copy...
     prefix_len: int = 0  # ... this many tokens of it, once the source has computed them
     seed: int = 0  # picks the random stream of each sampled position (verify.position_seed)
-    drafting: DraftLength | None = None  # None: this sequence never speculates
+    drafting: DraftRate | None = None  # None: this sequence never speculates
     draft: list[int] = field(default_factory=list)  # the tokens drafted for this step
 
     @property
@@ -118,6 +121,9 @@ class Scheduler:
         self.slot_tokens: list[list[int]] = [[] for _ in range(max_slots)]  # what each free slot's KV still holds
         self.reused_tokens = 0  # prompt tokens served from a slot's KV instead of prefilled, in total
         self.speculate = speculate  # only for runners that rewind a slot: that is how rejected drafts are undone
+        # forward time by tokens fed, measured by the core: what drafting costs on this machine (drafting.py)
+        self.step_cost = StepCost(speculate.step_tokens if speculate else 1)
+        self.draft_rate = DraftRate()  # every draft this engine checked: where a new sequence's rate starts
         self.kv_budget = kv_budget  # None: every slot owns a full window of KV (kv_budget.py)
 
     @property
@@ -144,7 +150,7 @@ class Scheduler:
         return batch
 
     def _add_drafts(self, batch: ScheduledBatch) -> None:
-        """Extend decode chunks with drafted tokens, within the step's draft budget."""
+        """Extend decode chunks with the drafted tokens that plan_drafts finds worth checking this step."""
         config = self.speculate
         if config is None:
             return
@@ -153,23 +159,32 @@ class Scheduler:
         for seq, _ in decodes:
             seq.draft = []
         fed = sum(len(c.token_ids) for c in batch.chunks)
-        budget = step_draft_budget(fed, config.step_tokens)
-        if budget == 0:
-            return
-        wanted = [self._wanted_draft(seq) for seq, _ in decodes]
-        for (seq, chunk), n in zip(decodes, share_budget(wanted, budget), strict=True):
+        drafts = [self._candidate_draft(seq) if fed < config.step_tokens else [] for seq, _ in decodes]
+        counts = [0] * len(decodes)
+        if any(drafts):
+            rates = [seq.drafting or _NEVER for seq, _ in decodes]
+            counts = plan_drafts(rates, [len(d) for d in drafts], fed=fed, sampled=len(batch.sampled),
+                                 cost=self.step_cost, max_tokens=config.step_tokens, min_gain=config.min_gain)
+        for (seq, chunk), draft, n in zip(decodes, drafts, counts, strict=True):
             if n > 0:
-                seq.draft = ngram_draft(seq.prompt_ids + seq.output_ids, n, ngram_max=config.ngram_max,
-                                        ngram_min=config.ngram_min)
+                seq.draft = draft[:n]
                 chunk.token_ids.extend(seq.draft)
-                chunk.n_logits = 1 + len(seq.draft)
+                chunk.n_logits = 1 + n
+            elif seq.drafting is not None:
+                seq.drafting.rest()
 
-    def _wanted_draft(self, seq: Sequence) -> int:
-        """How many tokens seq may draft: its adaptive length, never past its token limit or the context."""
-        if seq.drafting is None or seq.sampling.matcher is not None:  # a grammar checks one token at a time
-            return 0
-        room = min(seq.params.max_new_tokens - len(seq.output_ids) - 1, self.max_model_len - seq.num_tokens)
-        return max(0, min(seq.drafting.wanted(), room))
+    def _candidate_draft(self, seq: Sequence) -> list[int]:
+        """What prompt lookup proposes for seq: never past its token limit or the context, and nothing for a
+        sequence that does not speculate or whose grammar checks one token at a time."""
+        config = self.speculate
+        if config is None or seq.drafting is None or seq.sampling.matcher is not None:
+            return []
+        room = min(config.max_draft, seq.params.max_new_tokens - len(seq.output_ids) - 1,
+                   self.max_model_len - seq.num_tokens)
+        if room <= 0:
+            return []
+        return ngram_draft(seq.prompt_ids + seq.output_ids, room, ngram_max=config.ngram_max,
+                           ngram_min=config.ngram_min)
 
     def _prefix_ready(self, seq: Sequence, batch: ScheduledBatch) -> bool:
         """Whether seq may prefill now: it waits for no shared prefix, or that prefix is computed (and copied)."""
@@ -286,6 +301,7 @@ class Scheduler:
                 seq.num_computed -= len(seq.draft) + 1 - len(kept)
                 if seq.drafting is not None:
                     seq.drafting.update(len(seq.draft), len(kept) - 1)
+                    self.draft_rate.update(len(seq.draft), len(kept) - 1)
             outputs.append(self._append_all(seq, kept, kept_logprobs))
         self.running = [s for s in self.running if s.status is SeqStatus.RUNNING]
         return outputs
