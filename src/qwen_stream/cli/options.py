@@ -38,7 +38,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--speculate", action=argparse.BooleanOptionalAction, default=True,
                         help="speculative decoding: draft tokens from the prompt and the answer so far and check them "
                              "in the step's one forward (same text; faster when the answer repeats the prompt, as "
-                             "edits do; off by itself for a batch that fills the step) (default: on)")
+                             "edits do). Each step drafts only what its measured cost and each answer's acceptance "
+                             "say will pay, so free text and full batches draft little or nothing (default: on)")
     parser.add_argument("--draft-max", type=int, default=DEFAULT_MAX_DRAFT,
                         help=f"most tokens a sequence drafts per step (default: {DEFAULT_MAX_DRAFT})")
     parser.add_argument("--kv-budget", type=int, default=None,
