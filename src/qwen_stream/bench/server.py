@@ -29,7 +29,7 @@ from qwen_stream.bench.systems import BenchConfig, Messages
 STARTUP_TIMEOUT_S = 900.0  # first use of an alias may fetch it; vLLM starts in minutes on a busy CPU
 
 
-SERVED_NAME = "bench"  # the model name requests ask for (vLLM's server checks it; the others ignore it)
+SERVED_NAME = "bench"  # the model name requests ask for (servers that check it are given it as a name or alias)
 
 
 def free_port() -> int:
@@ -160,7 +160,8 @@ class ServerSystem(HttpServerSystem):
                    "warning", "--max-batch-size", str(config.max_batch_size), "--context-length",
                    str(config.context_length), "--no-prefix-cache",  # see reset_cache
                    # the KV llama-server gets (-np N -c N x context), so their memory compares at the same context
-                   "--kv-budget", str(config.max_batch_size * config.context_length)]
+                   "--kv-budget", str(config.max_batch_size * config.context_length),
+                   "--model-alias", SERVED_NAME]  # `serve` answers 404 to a model name it does not serve
         if config.model:
             command += ["--model", config.model]
         if config.threads:
@@ -187,7 +188,8 @@ class OursVllmServer(HttpServerSystem):
         port = free_port()
         command = [sys.executable, "-m", "qwen_stream.cli.main", "serve", "--backend", "vllm", "--port", str(port),
                    "--log-level", "warning", "--max-batch-size", str(config.max_batch_size), "--context-length",
-                   str(config.context_length), "--no-prefix-cache"]  # as vllm-serve: see reset_cache
+                   str(config.context_length), "--no-prefix-cache",  # as vllm-serve: see reset_cache
+                   "--model-alias", SERVED_NAME]
         if config.model:
             command += ["--model", config.model]
         if config.dtype:
