@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from qwen_stream.engine.runner import ModelRunner
+from qwen_stream.heap import release_free_heap
 from qwen_stream.types import SamplingParams
 
 if TYPE_CHECKING:
@@ -46,6 +47,7 @@ def load_components(model: str | None, *, runner: str = "auto", device: str | No
                          context_length=context_length, threads=threads, quantize=quantize,
                          calibration=_calibration(tokenizer) if quantize else None, progress=progress,
                          kv_budget=kv_budget, kv_windows=kv_windows, kv_type=kv_type)
+    release_free_heap()  # what loading freed (the tokenizer's parsed JSON, say) leaves our RSS: see heap.py
     return ModelComponents(name=source.name, tokenizer=tokenizer, runner=built, default_params=defaults,
                            eos_token_ids=eos_ids, context_length=built.max_seq_len)
 

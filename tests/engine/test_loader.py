@@ -163,3 +163,31 @@ def test_a_hub_id_in_the_local_hf_cache_loads_offline(tiny_model_dir: Path, tmp_
     source = loader.resolve_source("tiny-org/tiny-qwen2")
     assert (source.kind, source.name, source.path) == ("hf_dir", "tiny-org/tiny-qwen2", repo / "snapshots" / commit)
     assert loader.load_hf_model(source).config.model_type == "qwen2"
+
+
+MIXED_TEXTS = [PROMPT, "def f(x):\n    return x  # it's, they're\n\n\n  ", "<|im_start|>user\nhi<|im_end|>\n",
+               " leading space,   runs\t\ttabs", "naïve café 😀😀 ありがとう 안녕하세요", ""]
+
+
+@pytest.mark.slow
+def test_qwen_gguf_tokenizer_is_the_lean_fast_one_with_the_same_ids() -> None:
+    # The default model's tokenizer loads as the generic fast tokenizer over its tokenizer.json, not as
+    # transformers' Qwen2Tokenizer, which keeps Python copies of the vocabulary and merges (~60 MB of RSS).
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    if not any(a.present for a in registry.alias_status() if a.name == "qwen2.5-coder-1.5b"):
+        pytest.skip("the qwen2.5-coder-1.5b GGUF is not in the cache (1.1 GB)")
+    source = loader.resolve_source("qwen2.5-coder-1.5b", progress=False)
+    lean = loader.load_tokenizer(source, progress=False)
+    named = AutoTokenizer.from_pretrained(str(loader.hf_tokenizer_dir(source, progress=False)))
+    assert type(lean) is PreTrainedTokenizerFast and not hasattr(lean, "_merges")
+    assert type(named).__name__ == "Qwen2Tokenizer"
+    for text in MIXED_TEXTS:
+        assert lean(text)["input_ids"] == named(text)["input_ids"], text
+        assert lean.decode(named(text)["input_ids"]) == text
+    messages = make_messages("hi", [("Who are you?", "Qwen.")])
+    assert ChatPrompter(lean).build(messages, max_prompt_tokens=512) == \
+        ChatPrompter(named).build(messages, max_prompt_tokens=512)
+    assert loader.chat_stop_token_ids(lean) == loader.chat_stop_token_ids(named) == (151645, 151643)
+    assert len(lean) == len(named) and lean.all_special_ids == named.all_special_ids
+    assert lean.get_added_vocab() == named.get_added_vocab()
