@@ -203,3 +203,22 @@ def test_unhashable_tokenizers_are_cached_too(qwen_tokenizer) -> None:
     table = token_bytes_table(tokenizer)  # type: ignore[arg-type]
     assert table.kind == "byte_level" and token_bytes_table(tokenizer) is table  # type: ignore[arg-type]
     assert "".join(stream(tokenizer, STORY_IDS)) == "请给我讲一个有趣的故事 🤖 hello"
+
+
+def test_table_holds_every_vocabulary_entry(qwen_tokenizer) -> None:
+    # built id by id (no dict of all 151k token strings at once); the same as reading get_vocab()
+    info = token_bytes_table(qwen_tokenizer)
+    vocab = qwen_tokenizer.backend_tokenizer.get_vocab(with_added_tokens=True)
+    assert len(info) == max(vocab.values()) + 1
+    assert sum(1 for piece in info.with_special if piece) == len(vocab)
+    assert info.with_special[vocab["Ġhello"]] == b" hello" and info.with_special[151645] == b"<|im_end|>"
+
+
+def test_table_of_a_vocabulary_with_gaps_in_its_ids() -> None:
+    # three tokens, ids 0, 1 and 9: the ids run past the vocabulary's size, so the table reads get_vocab()
+    backend = Tokenizer(BPE(vocab={"a": 0, "b": 1, "c": 9}, merges=[]))
+    backend.decoder = decoders.ByteLevel()
+    info = token_bytes_table(PreTrainedTokenizerFast(tokenizer_object=backend))
+    assert info.kind == "byte_level" and len(info) == 10
+    assert info.with_special[:2] == [b"a", b"b"] and info.with_special[9] == b"c"
+    assert info.with_special[2:9] == [b""] * 7

@@ -107,17 +107,38 @@ def _build_table(tokenizer: Any) -> TokenBytes:
     kind, byte_fallback, strip = _classify(decoder)
     if kind == "window" or backend is None:
         return TokenBytes("window", [], [], frozenset(_special_ids(tokenizer, backend)), False)
-    vocab: dict[str, int] = backend.get_vocab(with_added_tokens=True)
-    size = max(vocab.values(), default=-1) + 1
-    with_special = [b""] * size
-    for token, token_id in vocab.items():
-        with_special[token_id] = _piece_bytes(token, kind, byte_fallback)
+    with_special = _piece_table(backend, kind, byte_fallback)
+    size = len(with_special)
     special = _special_ids(tokenizer, backend)
     without_special = list(with_special)
     for token_id in special:
         if 0 <= token_id < size:
             without_special[token_id] = b""
     return TokenBytes(kind, with_special, without_special, frozenset(special), strip)
+
+
+def _piece_table(backend: Any, kind: DecoderKind, byte_fallback: bool) -> list[bytes]:
+    """Token id -> its bytes; ids that stand for no token get b"".
+
+    Id by id, not from ``get_vocab()``: that dict of every token string (~19 MB for Qwen's 151k) is built during
+    the first request, when the model is already in memory, and took 2.4 s against 0.7 s this way (2 busy cores).
+    A vocabulary whose ids run past its size (gaps) is read from ``get_vocab()`` after all."""
+    added: dict[int, Any] = backend.get_added_tokens_decoder()
+    size = max(int(backend.get_vocab_size(with_added_tokens=False)), max(added, default=-1) + 1)
+    table = [b""] * size
+    found = 0
+    for token_id in range(size):
+        token = backend.id_to_token(token_id)
+        if token is not None:
+            table[token_id] = _piece_bytes(token, kind, byte_fallback)
+            found += 1
+    if found == backend.get_vocab_size(with_added_tokens=True):
+        return table
+    vocab: dict[str, int] = backend.get_vocab(with_added_tokens=True)
+    table = [b""] * (max(vocab.values(), default=-1) + 1)
+    for token, token_id in vocab.items():
+        table[token_id] = _piece_bytes(token, kind, byte_fallback)
+    return table
 
 
 def _decoder_config(backend: Any) -> dict[str, Any] | None:
