@@ -25,7 +25,7 @@ wide batch (16 streams) drafts only if this machine's forward is still cheap per
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -67,25 +67,21 @@ def ngram_draft(history: Sequence[int] | np.ndarray, max_tokens: int, *, ngram_m
                          f"{ngram_min}, {ngram_max}")
     tokens = np.asarray(history, dtype=np.int64)
     total = len(tokens)
-    if max_tokens == 0:
+    if max_tokens == 0 or total < 2:
         return []
+    # Every earlier match of the last n tokens ends on an earlier copy of the last token: find those once (one
+    # pass over the history, on every decode step of every sequence), then check the longer n-grams only there.
+    ends = np.flatnonzero(tokens[:total - 1] == tokens[-1])
     for n in range(min(ngram_max, total - 1), ngram_min - 1, -1):
-        start = _latest_match(tokens, n)
-        if start is not None:
-            follow = start + n  # the draft is what came after the match, up to the history's end
+        candidates = ends[ends >= n - 1]
+        if not len(candidates):
+            continue
+        windows = tokens[candidates[:, None] + np.arange(1 - n, 1)]  # the n tokens ending at each candidate
+        hits = candidates[(windows == tokens[total - n:]).all(axis=1)]
+        if len(hits):
+            follow = int(hits[-1]) + 1  # the draft is what came after the latest match, up to the history's end
             return tokens[follow:follow + max_tokens].tolist()
     return []
-
-
-def _latest_match(tokens: np.ndarray, n: int) -> int | None:
-    """Start of the latest occurrence of the last n tokens that ends before the last token (None if none)."""
-    total = len(tokens)
-    if total - n - 1 < 0:
-        return None
-    # windows[j] = tokens[j:j + n] for every start j with at least one token after the window
-    windows = np.lib.stride_tricks.sliding_window_view(tokens[:total - 1], n)
-    hits = np.flatnonzero((windows == tokens[total - n:]).all(axis=1))
-    return int(hits[-1]) if len(hits) else None
 
 
 @dataclass(slots=True)
@@ -109,8 +105,6 @@ class DraftRate:
     prior_next: float = 0.6
     weight: float = 0.15  # of each new trial in an average
     drift: float = 0.01  # toward the prior per step without drafts: a probe every few dozen steps at most
-    drafted: int = 0  # totals, for statistics
-    accepted: int = 0
 
     def gain(self, j: int) -> float:
         """Expected tokens from the j-th drafted token (j >= 1)."""
@@ -123,8 +117,6 @@ class DraftRate:
         if drafted == 0:
             self.rest()
             return
-        self.drafted += drafted
-        self.accepted += accepted
         self.first = _average(self.first, 1.0 if accepted else 0.0, self.weight)
         if accepted:
             keep = 1.0 - self.weight
@@ -138,8 +130,7 @@ class DraftRate:
         """The rate a new sequence starts from when this one tracks every draft the engine checks: what this
         engine's text has been like lately (a user who edits code starts with long drafts), drifting back to the
         same priors."""
-        return DraftRate(first=self.first, next=self.next, prior_first=self.prior_first, prior_next=self.prior_next,
-                         weight=self.weight, drift=self.drift)
+        return replace(self)
 
     def rest(self) -> None:
         """A step without drafts."""
@@ -214,7 +205,7 @@ def plan_drafts(rates: Sequence[DraftRate], available: Sequence[int], *, fed: in
     if len(rates) != len(available) or fed < 1 or sampled < 0 or any(a < 0 for a in available):
         raise ValueError("need one rate per sequence, fed >= 1, sampled >= 0 and available counts >= 0")
     room = max(0, min(max_tokens, cost.max_tokens) - fed)
-    gains = sorted(((min(max(r.gain(j), 0.0), 1.0), j, i) for i, (r, n) in enumerate(zip(rates, available, strict=True))
+    gains = sorted(((r.gain(j), j, i) for i, (r, n) in enumerate(zip(rates, available, strict=True))
                     for j in range(1, n + 1)), key=lambda g: (-g[0], g[1]))[:room]
     if not gains:
         return [0] * len(rates)

@@ -41,9 +41,6 @@ class SeqStatus(enum.Enum):
     FINISHED = "finished"
 
 
-_NEVER = DraftRate(first=0.0, next=0.0)  # the rate of a sequence that does not speculate (it has no drafts either)
-
-
 @dataclass(slots=True, eq=False)
 class Sequence:
     request_id: str
@@ -154,30 +151,31 @@ class Scheduler:
         config = self.speculate
         if config is None:
             return
-        decodes = [(seq, chunk) for seq, chunk in zip(batch.owners, batch.chunks, strict=True)
-                   if not seq.in_prefill]
-        for seq, _ in decodes:
-            seq.draft = []
         fed = sum(len(c.token_ids) for c in batch.chunks)
-        drafts = [self._candidate_draft(seq) if fed < config.step_tokens else [] for seq, _ in decodes]
-        counts = [0] * len(decodes)
-        if any(drafts):
-            rates = [seq.drafting or _NEVER for seq, _ in decodes]
-            counts = plan_drafts(rates, [len(d) for d in drafts], fed=fed, sampled=len(batch.sampled),
-                                 cost=self.step_cost, max_tokens=config.step_tokens, min_gain=config.min_gain)
-        for (seq, chunk), draft, n in zip(decodes, drafts, counts, strict=True):
+        speculating: list[tuple[Sequence, SeqChunk, DraftRate, list[int]]] = []  # with what lookup proposes
+        for seq, chunk in zip(batch.owners, batch.chunks, strict=True):
+            seq.draft = []
+            if seq.drafting is not None and not seq.in_prefill:
+                draft = self._candidate_draft(seq) if fed < config.step_tokens else []
+                speculating.append((seq, chunk, seq.drafting, draft))
+        counts = [0] * len(speculating)
+        if any(draft for *_, draft in speculating):
+            counts = plan_drafts([rate for _, _, rate, _ in speculating], [len(draft) for *_, draft in speculating],
+                                 fed=fed, sampled=len(batch.sampled), cost=self.step_cost,
+                                 max_tokens=config.step_tokens, min_gain=config.min_gain)
+        for (seq, chunk, rate, draft), n in zip(speculating, counts, strict=True):
             if n > 0:
                 seq.draft = draft[:n]
                 chunk.token_ids.extend(seq.draft)
                 chunk.n_logits = 1 + n
-            elif seq.drafting is not None:
-                seq.drafting.rest()
+            else:
+                rate.rest()
 
     def _candidate_draft(self, seq: Sequence) -> list[int]:
         """What prompt lookup proposes for seq: never past its token limit or the context, and nothing for a
-        sequence that does not speculate or whose grammar checks one token at a time."""
+        sequence whose grammar checks one token at a time."""
         config = self.speculate
-        if config is None or seq.drafting is None or seq.sampling.matcher is not None:
+        if config is None or seq.sampling.matcher is not None:
             return []
         room = min(config.max_draft, seq.params.max_new_tokens - len(seq.output_ids) - 1,
                    self.max_model_len - seq.num_tokens)
