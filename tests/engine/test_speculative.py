@@ -8,6 +8,7 @@ candidates tie, so nothing may drift).
 from __future__ import annotations
 
 import queue
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,37 @@ def test_drafts_from_the_prompt_are_checked_and_kept() -> None:
     assert any(len(o.new_token_ids) > 1 for o in outs)  # several tokens arrive in one step
     assert [c.n_logits for c in spec_runner.fed if len(c.token_ids) > 1 and c.start_pos > 0] != []
     assert sum(len(o.new_token_ids) for o in outs) == 12  # max_new_tokens holds with several tokens a step
+
+
+class NanInDraftsRunner(RewindingRunner):
+    """NaN logits for every position of a drafted chunk (one with several rows) from ``poison`` on."""
+
+    poison = 14
+
+    def forward(self, chunks: Sequence[SeqChunk]) -> torch.Tensor:
+        rows = super().forward(chunks)
+        at = 0
+        for chunk in chunks:
+            fed = chunk.token_ids[len(chunk.token_ids) - chunk.logit_rows:]
+            for i, token in enumerate(fed):
+                if chunk.logit_rows > 1 and token >= self.poison:
+                    rows[at + i, 5] = float("nan")
+            at += chunk.logit_rows
+        return rows
+
+
+def test_nan_logits_in_a_drafted_chunk_fail_that_request_only() -> None:
+    runner = NanInDraftsRunner(max_seq_len=256)
+    engine = Engine(runner, eos_token_ids=[0], speculate=SpeculationConfig(max_draft=4))
+    try:
+        got, outs = run(engine, COUNTING_PROMPT, SamplingParams(temperature=0.0, max_new_tokens=30, ignore_eos=True))
+        assert engine.health().ok
+        healthy, _ = run(engine, [30, 31], SamplingParams(temperature=0.0, max_new_tokens=3, ignore_eos=True))
+    finally:
+        engine.shutdown()
+    assert outs[-1].error is not None and "NaN" in outs[-1].error and outs[-1].finish_reason is FinishReason.ABORT
+    assert got == list(range(8, 8 + len(got))) and max(got) <= NanInDraftsRunner.poison  # no token from a NaN row
+    assert healthy == [32, 33, 34]
 
 
 def test_a_wide_step_drafts_nothing() -> None:

@@ -18,7 +18,7 @@ from qwen_stream.engine.constraints import mask_constrained
 from qwen_stream.engine.drafting import SpeculationConfig
 from qwen_stream.engine.kv_budget import KVBudget
 from qwen_stream.engine.runner import ModelRunner
-from qwen_stream.engine.sampler import SamplingState, sample_batch, sample_row, token_logprobs
+from qwen_stream.engine.sampler import SamplingState, check_logits, sample_batch, sample_row, token_logprobs
 from qwen_stream.engine.scheduler import ScheduledBatch, Scheduler, SeqStatus, Sequence
 from qwen_stream.engine.verify import accept_greedy, position_seed
 from qwen_stream.types import SamplingParams, TokenLogprob, TokenOutput
@@ -165,6 +165,7 @@ class EngineCore:
         if not draft:
             mask_constrained(rows, [state])
         if state.params.greedy and state.output_counts is None and not state.params.logit_bias:
+            check_logits(rows)  # as sample_row does: argmax would pick a NaN as the best token
             kept = accept_greedy(draft, rows.argmax(dim=-1).tolist())
         else:
             kept = []
