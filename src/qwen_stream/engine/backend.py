@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 from qwen_stream.types import EngineOverloadedError, SamplingParams, TokenOutput
 
@@ -47,6 +47,20 @@ class EngineStats:
     @property
     def mean_step_ms(self) -> float:
         return 1000.0 * self.step_s / self.steps if self.steps else 0.0
+
+
+@dataclass(slots=True, frozen=True)
+class EngineHealth:
+    """What a backend says of its own loop, and ``/health`` reports: ``ok``; ``stalled`` (no step for ``stall_after_s`` with work to do); ``dead``
+    (the loop ended with an unexpected error: ``detail``); ``stopped`` (shut down)."""
+
+    status: Literal["ok", "stalled", "dead", "stopped"]
+    heartbeat_age_s: float
+    detail: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
 
 
 @runtime_checkable
@@ -86,6 +100,10 @@ class EngineBackend(Protocol):
 
     def is_alive(self) -> bool:
         """Whether the backend still serves requests (False once shut down or if its worker died)."""
+        ...
+
+    def health(self) -> EngineHealth:
+        """Whether the backend serves: ``ok``, ``stalled``, ``dead`` (with why) or ``stopped`` (cheap, any thread)."""
         ...
 
     def shutdown(self, timeout: float = 10.0) -> None:

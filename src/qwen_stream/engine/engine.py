@@ -16,9 +16,15 @@ import time
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
-from qwen_stream.engine.backend import EngineBackend, EngineStats, OutputSink, admit_request_id, check_prompt
+from qwen_stream.engine.backend import (
+    EngineBackend,
+    EngineHealth,
+    EngineStats,
+    OutputSink,
+    admit_request_id,
+    check_prompt,
+)
 from qwen_stream.engine.core import EngineCore
 from qwen_stream.engine.drafting import SpeculationConfig
 from qwen_stream.engine.runner import ModelRunner
@@ -27,20 +33,6 @@ from qwen_stream.types import EngineError, FinishReason, SamplingParams, TokenOu
 logger = logging.getLogger(__name__)
 
 IDLE_BEAT_S = 0.5  # an idle loop wakes this often, so a heartbeat older than a step means a stuck or dead loop
-
-
-@dataclass(slots=True, frozen=True)
-class EngineHealth:
-    """What ``/health`` reports: ``ok``; ``stalled`` (no step for ``stall_after_s`` with work to do); ``dead``
-    (the loop ended with an unexpected error: ``detail``); ``stopped`` (shut down)."""
-
-    status: Literal["ok", "stalled", "dead", "stopped"]
-    heartbeat_age_s: float
-    detail: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
 
 
 @dataclass(slots=True)

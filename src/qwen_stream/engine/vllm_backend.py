@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from qwen_stream.engine.backend import EngineStats, OutputSink, admit_request_id, check_prompt
+from qwen_stream.engine.backend import EngineHealth, EngineStats, OutputSink, admit_request_id, check_prompt
 from qwen_stream.engine.vllm_mapping import (
     VllmOptions,
     engine_kwargs,
@@ -152,6 +152,16 @@ class VllmBackend:
 
     def is_alive(self) -> bool:
         return not self._stopped and self._thread.is_alive() and not self._llm.errored
+
+    def health(self) -> EngineHealth:
+        # vLLM's own engine core has no heartbeat we can read; its errored flag and our loop thread are the truth
+        if self._stopped:
+            return EngineHealth("stopped", 0.0, "the engine is shut down")
+        if self._llm.errored:
+            return EngineHealth("dead", 0.0, "the vLLM engine core reported an error")
+        if not self._thread.is_alive():
+            return EngineHealth("dead", 0.0, "the vLLM event-loop thread ended")
+        return EngineHealth("ok", 0.0)
 
     def shutdown(self, timeout: float = 10.0) -> None:
         with self._lock:

@@ -32,7 +32,7 @@ from qwen_stream.server.sse import SSEResponse, sse_event
 from qwen_stream.types import FinishReason, StreamEvent
 
 if TYPE_CHECKING:
-    from qwen_stream.server.app import ServerState
+    from qwen_stream.server.state import ServerState
 
 ROUTE = "/v1/messages"
 _DELTA_TYPES = {"text": ("text_delta", "text"), "reasoning": ("thinking_delta", "thinking"),

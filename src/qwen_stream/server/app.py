@@ -4,25 +4,23 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 
-from qwen_stream.engine.engine import Engine
 from qwen_stream.server.admission import prepare_off_loop, respond_json, start_generation, stream_of
 from qwen_stream.server.anthropic_routes import anthropic_router
 from qwen_stream.server.auth import api_key_dependency
 from qwen_stream.server.bodies import document_bodies, openapi_body, parse_body
 from qwen_stream.server.chat import ChatReply, collect_chat, stream_chat
 from qwen_stream.server.completions import CompletionReply, collect_completion, stream_completion
-from qwen_stream.server.errors import APIError, install_error_handlers
-from qwen_stream.server.generation import TokenStrings, build_params
+from qwen_stream.server.errors import install_error_handlers
+from qwen_stream.server.generation import build_params
 from qwen_stream.server.limits import BodySizeLimit, RequestLimits, check_encodable
-from qwen_stream.server.metrics import CONTENT_TYPE, ServerMetrics
+from qwen_stream.server.metrics import CONTENT_TYPE
 from qwen_stream.server.ollama_routes import ollama_router
 from qwen_stream.server.protocol import (
     ChatCompletionRequest,
@@ -38,6 +36,7 @@ from qwen_stream.server.protocol import (
 from qwen_stream.server.response_store import DEFAULT_RESPONSE_STORE_SIZE, ResponseStore
 from qwen_stream.server.responses_routes import responses_router
 from qwen_stream.server.sse import SSEResponse
+from qwen_stream.server.state import ModelLoader, ServerState
 from qwen_stream.server.tokenize import tokenize_routes
 
 if TYPE_CHECKING:
@@ -45,91 +44,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("qwen_stream.server")
 
-ModelLoader = Callable[[], "ChatModel"]
 _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 429, 500, 503)
 }
-
-
-class ServerState:
-    """The model (or the loading of it) and what hangs off it: metrics, token strings, the served name."""
-
-    def __init__(self, served_model_name: str | None, api_key: str | None, *, aliases: Sequence[str] = (),
-                 limits: RequestLimits | None = None, max_tokens_cap: int | None = None) -> None:
-        self.model: ChatModel | None = None
-        self.load_error: str | None = None
-        self.served_name = served_model_name
-        self.api_key = api_key
-        self.metrics = ServerMetrics(served_model_name or "unknown")
-        self.strings: TokenStrings | None = None
-        self.owns_model = False
-        self.aliases = frozenset(aliases)  # more names a request's "model" may give (--model-alias)
-        self.limits = limits or RequestLimits()
-        self.max_tokens_cap = max_tokens_cap  # the answer length of a request without max_tokens, at most
-        self.draining = False  # SIGTERM received: finishing running requests, refusing new ones
-        self._drain_timer: threading.Timer | None = None
-
-    def set_model(self, model: ChatModel) -> None:
-        self.served_name = self.served_name or model.name
-        self.metrics.model_name = self.served_name
-        self.metrics.track_engine(model.engine.stats)
-        self.strings = TokenStrings(model.tokenizer)
-        self.model = model  # last: a request that sees the model sees everything above
-
-    def load_in_background(self, loader: ModelLoader) -> None:
-        def load() -> None:
-            try:
-                self.set_model(loader())
-            except Exception as exc:  # reported by /health and by every generating route
-                log.exception("loading the model failed")
-                self.load_error = f"{type(exc).__name__}: {exc}"
-
-        self.owns_model = True
-        threading.Thread(target=load, name="qwen-stream-load", daemon=True).start()
-
-    def begin_drain(self, timeout_s: float) -> None:
-        """Graceful shutdown: refuse new requests (503) now; after ``timeout_s`` abort those still running, so each
-        ends with a finish_reason and its client gets a terminal frame and [DONE] before the process exits."""
-        if self.draining:
-            return
-        self.draining = True
-        log.warning("shutting down: no new requests; running ones get %.0f s to finish", timeout_s)
-
-        def abort_rest() -> None:
-            if self.model is not None:
-                aborted = self.model.engine.abort_all()
-                if aborted:
-                    log.warning("shutdown timeout: %d running requests aborted", aborted)
-
-        self._drain_timer = threading.Timer(timeout_s, abort_rest)
-        self._drain_timer.daemon = True
-        self._drain_timer.start()
-
-    def stop_drain_timer(self) -> None:
-        """The app is shutting down: nothing of ours is left for the timer to abort (the model may be shared)."""
-        if self._drain_timer is not None:
-            self._drain_timer.cancel()
-
-    def accepts(self, name: str | None) -> bool:
-        """Whether a request's ``model`` names what we serve (absent: yes, as most local servers allow)."""
-        if name is None or name == self.served_name or name in self.aliases:
-            return True
-        return self.model is not None and name == self.model.name
-
-    def require_model(self, name: str | None = None) -> tuple[ChatModel, TokenStrings, str]:
-        """The model, or the APIError to answer with: 503 while loading, failed or draining; 404 for a ``name``
-        (an OpenAI request's ``model``) that is not what this server serves."""
-        if self.draining:
-            raise APIError(503, "the server is shutting down", "server_error", code="shutting_down")
-        if self.model is None or self.strings is None or self.served_name is None:
-            if self.load_error is not None:
-                raise APIError(503, f"the model failed to load: {self.load_error}", "server_error", code="model_failed")
-            raise APIError(503, "the model is still loading, retry shortly", "server_error", code="model_loading",
-                           headers={"Retry-After": "5"})
-        if not self.accepts(name):
-            raise APIError(404, f"The model `{name}` does not exist: this server serves `{self.served_name}`",
-                           param="model", code="model_not_found")
-        return self.model, self.strings, self.served_name
 
 
 def create_app(model: ChatModel | ModelLoader, *, api_key: str | None = None,
@@ -190,7 +107,7 @@ def _service_routes(state: ServerState) -> APIRouter:
 
     @router.get("/health", response_model=HealthResponse, responses={503: {"model": HealthResponse}})
     async def health() -> JSONResponse:
-        body = _health(state)
+        body = state.health()
         return JSONResponse(body.model_dump(exclude_none=True), status_code=200 if body.status == "ok" else 503)
 
     @router.get("/metrics", response_class=Response)
@@ -198,23 +115,6 @@ def _service_routes(state: ServerState) -> APIRouter:
         return Response(state.metrics.render(), media_type=CONTENT_TYPE)
 
     return router
-
-
-def _health(state: ServerState) -> HealthResponse:
-    """The truth about serving: loading, failed to load, draining, or what the engine's heartbeat says."""
-    if state.model is None:
-        return HealthResponse(status="failed" if state.load_error else "loading", model=state.served_name,
-                              detail=state.load_error)
-    if state.draining:
-        return HealthResponse(status="draining", model=state.served_name, detail="shutting down")
-    engine = state.model.engine
-    report = engine.health() if isinstance(engine, Engine) else None  # our loop has a heartbeat
-    if report is not None and report.status != "stopped":
-        return HealthResponse(status=report.status, model=state.served_name, detail=report.detail)
-    if engine.is_alive():
-        return HealthResponse(status="ok", model=state.served_name)
-    # loaded, but the engine stopped: probes must see it, not only requests
-    return HealthResponse(status="failed", model=state.served_name, detail="the engine is not running")
 
 
 def _v1_routes(state: ServerState) -> APIRouter:

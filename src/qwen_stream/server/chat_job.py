@@ -20,7 +20,7 @@ from qwen_stream.server.generation import Generation
 
 if TYPE_CHECKING:
     from qwen_stream.api import ChatModel, PreparedRequest
-    from qwen_stream.server.app import ServerState
+    from qwen_stream.server.state import ServerState
     from qwen_stream.types import SamplingParams
 
 BodyT = TypeVar("BodyT", bound=BaseModel)

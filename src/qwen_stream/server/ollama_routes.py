@@ -33,7 +33,7 @@ from qwen_stream.types import FinishReason, StreamEvent
 
 if TYPE_CHECKING:
     from qwen_stream.api import ChatModel
-    from qwen_stream.server.app import ServerState
+    from qwen_stream.server.state import ServerState
 
 # The Ollama API level these routes follow (clients check it before using newer fields); not our own version.
 OLLAMA_API_VERSION = "0.12.0"

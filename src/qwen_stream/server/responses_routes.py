@@ -17,7 +17,7 @@ from qwen_stream.server.responses_protocol import ResponsesRequest, input_messag
 from qwen_stream.server.sse import SSEResponse, sse_event
 
 if TYPE_CHECKING:
-    from qwen_stream.server.app import ServerState
+    from qwen_stream.server.state import ServerState
 
 ROUTE = "/v1/responses"
 
