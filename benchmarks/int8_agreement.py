@@ -44,7 +44,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=500, help="tokens of README text to use (default: 500)")
     args = parser.parse_args()
 
-    from qwen_stream.engine.devices import configure_threads
+    from qwen_stream.devices import configure_threads
     from qwen_stream.models import loader
 
     configure_threads()

@@ -36,8 +36,8 @@ def load_components(model: str | None, *, runner: str = "auto", device: str | No
                     threads: int | None = None, quantize: str | None = None, progress: bool = True,
                     kv_budget: int | None = None, kv_windows: int = 1, kv_type: str | None = None) -> ModelComponents:
     """Load ``model`` (alias, HF directory, .gguf file or hub id) and build its runner (see engine/build.py)."""
+    from qwen_stream.devices import configure_threads, resolve_device
     from qwen_stream.engine.build import build_runner, check_runner_options
-    from qwen_stream.engine.devices import configure_threads, resolve_device
 
     check_runner_options(runner, quantize, max_slots, context_length)
     resolve_device(device)  # an unavailable device fails before anything is downloaded or loaded

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import torch
 
-from qwen_stream.engine.cpu import physical_cores
-from qwen_stream.engine.devices import configure_threads
+from qwen_stream.cpu import physical_cores
+from qwen_stream.devices import configure_threads
 from qwen_stream.models import gguf_convert, loader, registry
 from qwen_stream.models.prompting import ChatPrompter, make_messages
 from qwen_stream.models.qwen_tokenizer import default_tiktoken_file

@@ -36,7 +36,7 @@ def find_llama_server() -> Path | None:
 
 def server_command(binary: Path, gguf: Path, config: BenchConfig, port: int, *, speculative: bool) -> list[str]:
     """The llama-server command line for a bench run (one place, so the README can quote it)."""
-    from qwen_stream.engine.cpu import has_amx, physical_cores
+    from qwen_stream.cpu import has_amx, physical_cores
 
     slots = config.max_batch_size
     threads = str(config.threads or physical_cores())

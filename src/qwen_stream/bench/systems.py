@@ -110,7 +110,7 @@ class HFSystem:
     def __init__(self, config: BenchConfig) -> None:
         import torch
 
-        from qwen_stream.engine.cpu import physical_cores
+        from qwen_stream.cpu import physical_cores
         from qwen_stream.models import loader
         from qwen_stream.models.prompting import ChatPrompter
 
@@ -175,7 +175,7 @@ class LlamaCppPythonSystem:
     concurrent = False
 
     def __init__(self, config: BenchConfig) -> None:
-        from qwen_stream.engine.cpu import physical_cores
+        from qwen_stream.cpu import physical_cores
         from qwen_stream.engine.llamacpp_runner import open_reference_llama
         from qwen_stream.models import loader
 

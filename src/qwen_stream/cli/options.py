@@ -100,7 +100,7 @@ def backend_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def device_from_args(args: argparse.Namespace) -> str | None:
-    """The device asked for (None: the default, resolved by engine/devices.py); --cpu-only wins."""
+    """The device asked for (None: the default, resolved by devices.py); --cpu-only wins."""
     if getattr(args, "cpu_only", False):
         return "cpu"
     return args.device

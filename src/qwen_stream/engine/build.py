@@ -49,7 +49,7 @@ def build_runner(source: Any, runner: str = "auto", *, device: str | None = None
     ``kv_budget``: KV cells (tokens) shared by all slots on the llama.cpp runner (None: ``kv_windows`` context
     windows' worth);
     ``kv_type``: "q8_0" for an 8-bit KV cache there. The PyTorch runner's cache grows with the longest sequence."""
-    from qwen_stream.engine.devices import resolve_device
+    from qwen_stream.devices import resolve_device
 
     check_runner_options(runner, quantize, max_slots, context_length)
     runner = "torch" if quantize else runner
@@ -83,7 +83,7 @@ def _torch_runner(source: Any, *, device: str, dtype: str | None, max_slots: int
                   quantize: str | None, calibration: Sequence[int] | None, progress: bool) -> ModelRunner:
     import torch
 
-    from qwen_stream.engine.devices import resolve_dtype
+    from qwen_stream.devices import resolve_dtype
     from qwen_stream.engine.torch_runner import build_torch_runner
     from qwen_stream.models import loader
 

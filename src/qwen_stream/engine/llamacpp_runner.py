@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from qwen_stream.engine.cpu import has_amx, physical_cores
+from qwen_stream.cpu import has_amx, physical_cores
 from qwen_stream.engine.kv_cache import SlotTable
 from qwen_stream.engine.runner import SeqChunk
 

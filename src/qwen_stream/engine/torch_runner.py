@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from qwen_stream.engine.devices import resolve_device, resolve_dtype
+from qwen_stream.devices import resolve_device, resolve_dtype
 from qwen_stream.engine.hf_runner import HFRunner
 from qwen_stream.engine.kv_cache import SlotKVCache, SlotTable
 from qwen_stream.engine.quantize import int8_available, quantize_int8

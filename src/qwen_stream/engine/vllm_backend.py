@@ -286,7 +286,7 @@ def vllm_model_settings(model_dir: Path, *, dtype: str | None, max_model_len: in
     """dtype None: float32 on a CPU, bfloat16 (float16 where unsupported) on a GPU, as the native PyTorch runner."""
     import torch
 
-    from qwen_stream.engine.devices import resolve_dtype
+    from qwen_stream.devices import resolve_dtype
 
     chosen = resolve_dtype(dtype, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = str(chosen).removeprefix("torch.")

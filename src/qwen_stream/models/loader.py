@@ -193,11 +193,11 @@ def load_tokenizer(source: ModelSource, *, progress: bool = True) -> PreTrainedT
 
 def load_hf_model(source: ModelSource, *, dtype: torch.dtype | str = "float32", device: str = "cpu",
                   progress: bool = True) -> PreTrainedModel:
-    """The model in eval mode on ``device`` (resolved as everywhere: see engine/devices.py)."""
+    """The model in eval mode on ``device`` (resolved as everywhere: see devices.py)."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    from qwen_stream.engine.devices import resolve_device, resolve_dtype
+    from qwen_stream.devices import resolve_device, resolve_dtype
 
     folder = hf_checkpoint_dir(source, progress=progress)
     kwargs: dict[str, Any] = {"dtype": resolve_dtype(dtype, torch.device("cpu"))}

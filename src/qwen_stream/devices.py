@@ -44,7 +44,7 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
 def configure_threads(threads: int | None = None) -> int:
     """Set torch's intra-op threads (default: physical cores; hyper-threads slow matmuls down) and return it."""
     if threads is None:
-        from qwen_stream.engine.cpu import physical_cores
+        from qwen_stream.cpu import physical_cores
 
         threads = physical_cores()
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
