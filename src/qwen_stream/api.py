@@ -18,7 +18,8 @@ import torch
 
 from qwen_stream.consumer import RequestConsumer
 from qwen_stream.engine.backend import EngineBackend
-from qwen_stream.engine.drafting import DEFAULT_MAX_DRAFT, SpeculationConfig
+from qwen_stream.engine.config import EngineConfig
+from qwen_stream.engine.drafting import SpeculationConfig
 from qwen_stream.engine.engine import Engine
 from qwen_stream.engine.runner import ModelRunner
 from qwen_stream.models.prompting import ChatPrompter, history_pairs, make_messages
@@ -102,64 +103,58 @@ class ChatModel:
         self._max_token_chars: int | None = None  # the longest token's length, for the cheap too-long check
 
     @classmethod
-    def load(cls, model: str | None = None, *, runner: str = "auto", device: str | None = "cpu", dtype: str | None = None,
-             max_batch_size: int = 16, max_waiting: int = 64, context_length: int | None = None,
-             threads: int | None = None, quantize: str | None = None, progress: bool = True,
-             system: str | None = None, prefix_cache: bool = True, backend: str = "native",
-             vllm_options: VllmOptions | None = None, speculate: bool = True,
-             draft_max: int = DEFAULT_MAX_DRAFT, kv_budget: int | None = None, kv_windows: int = 1,
-             kv_type: str | None = None) -> ChatModel:
+    def load(cls, model: str | None = None, config: EngineConfig | None = None, *, progress: bool = True,
+             system: str | None = None, backend: str = "native", vllm_options: VllmOptions | None = None,
+             **options: Any) -> ChatModel:
         """Load a built-in alias, a local HF directory, a .gguf file or a hub id (default: the default alias).
 
-        ``quantize="int8"``: the PyTorch runner with int8 weights (CPU, float32 activations; approximate), chosen
-        automatically for ``runner="auto"``. ``prefix_cache``: a finished request's KV stays in its slot, and a
-        later prompt that starts the same way (the next turn of a conversation) prefills only what is new.
+        ``config`` (an ``EngineConfig``) says how the engine runs it; ``options`` change single fields of it
+        (``ChatModel.load(path, runner="torch", max_batch_size=4)``), see engine/config.py for each. Among them:
+        ``quantize="int8"``: the PyTorch runner with int8 weights (CPU, float32 activations; approximate).
+        ``prefix_cache``: a finished request's KV stays in its slot, and a later prompt that starts the same way
+        (the next turn of a conversation) prefills only what is new. ``speculate``: draft up to ``draft_max``
+        tokens per step from the prompt and answer so far and check them in the step's one forward (same text,
+        faster on answers that repeat their prompt; see engine/drafting.py). ``kv_budget``: on the llama.cpp
+        runner, KV cells (tokens) shared by all slots, idle slots' cached prefixes evicted first (default:
+        ``kv_windows`` context windows); ``kv_type="q8_0"``: an 8-bit KV cache there.
         ``backend="vllm"``: vLLM's engine instead of ours (many GPUs and hosts: ``vllm_options``); needs the vllm
-        package (see README, "Scaling out with vLLM").
-        ``speculate``: draft up to ``draft_max`` tokens per step from the prompt and answer so far and check them
-        in the step's one forward (same text, faster on answers that repeat their prompt; see engine/drafting.py).
-        ``kv_budget``: on the llama.cpp runner, KV cells (tokens) shared by all slots, filled as requests need
-        them, idle slots' cached prefixes evicted first (default: ``kv_windows`` context windows; one is what one
-        user needs, a server wants more); ``kv_type="q8_0"``: an 8-bit KV cache there (half the memory of f16)."""
+        package (see docs, "Scaling out with vLLM")."""
+        config = (config or EngineConfig()).with_(**options)
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         if backend == "vllm":
-            if kv_budget is not None or kv_type is not None:
-                raise ValueError("--kv-budget and --kv-type size the native engine's KV pool; vLLM sizes its own "
-                                 "(--engine-arg kv_cache_memory_bytes=..., --engine-arg kv_cache_dtype=fp8)")
-            return cls._load_vllm(model, runner=runner, quantize=quantize, dtype=dtype, max_batch_size=max_batch_size,
-                                  max_waiting=max_waiting, context_length=context_length, progress=progress,
-                                  system=system, prefix_cache=prefix_cache, options=vllm_options)
+            return cls._load_vllm(model, config, progress=progress, system=system, options=vllm_options)
         if vllm_options is not None:
             raise ValueError("vllm_options apply to backend='vllm'")
         from qwen_stream.loading import load_components
 
-        parts = load_components(model, runner=runner, device=device, dtype=dtype, max_slots=max_batch_size,
-                                context_length=context_length, threads=threads, quantize=quantize,
-                                progress=progress, kv_budget=kv_budget, kv_windows=kv_windows, kv_type=kv_type)
-        engine = Engine(parts.runner, eos_token_ids=parts.eos_token_ids, max_running=max_batch_size,
-                        max_waiting=max_waiting, max_model_len=parts.context_length, reuse_prefix=prefix_cache,
-                        speculate=SpeculationConfig(max_draft=draft_max) if speculate else None)
+        parts = load_components(model, config, progress=progress)
+        engine = Engine(parts.runner, eos_token_ids=parts.eos_token_ids, max_running=config.max_batch_size,
+                        max_waiting=config.max_waiting, max_model_len=parts.context_length,
+                        reuse_prefix=config.prefix_cache,
+                        speculate=SpeculationConfig(max_draft=config.draft_max) if config.speculate else None)
         logger.info("%s runs on %s (context %d tokens, %d slots)", parts.name, engine.name, engine.max_model_len,
                     engine.max_running)
         return cls(name=parts.name, tokenizer=parts.tokenizer, engine=engine, default_params=parts.default_params,
                    eos_token_ids=parts.eos_token_ids, default_system=system)
 
     @classmethod
-    def _load_vllm(cls, model: str | None, *, runner: str, quantize: str | None, dtype: str | None,
-                   max_batch_size: int, max_waiting: int, context_length: int | None, progress: bool,
-                   system: str | None, prefix_cache: bool, options: VllmOptions | None) -> ChatModel:
+    def _load_vllm(cls, model: str | None, config: EngineConfig, *, progress: bool, system: str | None,
+                   options: VllmOptions | None) -> ChatModel:
         from qwen_stream.loading import load_vllm_components
 
-        if runner != "auto":
+        if config.runner != "auto":
             raise ValueError("--runner chooses what runs under the native engine; with backend vllm, vLLM runs the "
                              "model itself")
-        if quantize is not None:
+        if config.quantize is not None:
             raise ValueError("--quantize int8 is the native PyTorch runner's; vLLM takes --quantization "
                              "(gptq, awq, fp8, ...)")
-        parts = load_vllm_components(model, options=options, dtype=dtype, max_running=max_batch_size,
-                                     max_waiting=max_waiting, context_length=context_length,
-                                     prefix_cache=prefix_cache, progress=progress)
+        if config.kv_budget is not None or config.kv_type is not None:
+            raise ValueError("--kv-budget and --kv-type size the native engine's KV pool; vLLM sizes its own "
+                             "(--engine-arg kv_cache_memory_bytes=..., --engine-arg kv_cache_dtype=fp8)")
+        parts = load_vllm_components(model, options=options, dtype=config.dtype, max_running=config.max_batch_size,
+                                     max_waiting=config.max_waiting, context_length=config.context_length,
+                                     prefix_cache=config.prefix_cache, progress=progress)
         return cls(name=parts.name, tokenizer=parts.tokenizer, engine=parts.engine,
                    default_params=parts.default_params, eos_token_ids=parts.eos_token_ids, default_system=system)
 

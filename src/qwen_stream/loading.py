@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from qwen_stream.engine.config import EngineConfig
 from qwen_stream.engine.runner import ModelRunner
 from qwen_stream.heap import release_free_heap
 from qwen_stream.types import SamplingParams
@@ -31,22 +32,19 @@ class ModelComponents:
     context_length: int
 
 
-def load_components(model: str | None, *, runner: str = "auto", device: str | None = "cpu",
-                    dtype: str | None = None, max_slots: int = 16, context_length: int | None = None,
-                    threads: int | None = None, quantize: str | None = None, progress: bool = True,
-                    kv_budget: int | None = None, kv_windows: int = 1, kv_type: str | None = None) -> ModelComponents:
-    """Load ``model`` (alias, HF directory, .gguf file or hub id) and build its runner (see engine/build.py)."""
+def load_components(model: str | None, config: EngineConfig | None = None, *,
+                    progress: bool = True) -> ModelComponents:
+    """Load ``model`` (alias, HF directory, .gguf file or hub id) and build its runner as ``config`` says (see
+    engine/build.py)."""
     from qwen_stream.devices import configure_threads, resolve_device
-    from qwen_stream.engine.build import build_runner, check_runner_options
+    from qwen_stream.engine.build import build_runner
 
-    check_runner_options(runner, quantize, max_slots, context_length)
-    resolve_device(device)  # an unavailable device fails before anything is downloaded or loaded
-    threads = configure_threads(threads)
+    config = config or EngineConfig()
+    resolve_device(config.device)  # an unavailable device fails before anything is downloaded or loaded
+    threads = configure_threads(config.threads)
     source, tokenizer, defaults, eos_ids = _files(model, progress)
-    built = build_runner(source, runner, device=device, dtype=dtype, max_slots=max_slots,
-                         context_length=context_length, threads=threads, quantize=quantize,
-                         calibration=_calibration(tokenizer) if quantize else None, progress=progress,
-                         kv_budget=kv_budget, kv_windows=kv_windows, kv_type=kv_type)
+    built = build_runner(source, config, threads=threads, progress=progress,
+                         calibration=_calibration(tokenizer) if config.quantize else None)
     release_free_heap()  # what loading freed (the tokenizer's parsed JSON, say) leaves our RSS: see heap.py
     return ModelComponents(name=source.name, tokenizer=tokenizer, runner=built, default_params=defaults,
                            eos_token_ids=eos_ids, context_length=built.max_seq_len)
@@ -73,8 +71,6 @@ def load_vllm_components(model: str | None, *, options: VllmOptions | None = Non
     from qwen_stream.models import loader
 
     require_vllm()  # before anything is fetched or converted
-    if context_length is not None and context_length < 16:
-        raise ValueError(f"context_length must be >= 16, got {context_length}")
     source, tokenizer, defaults, eos_ids = _files(model, progress)
     folder = loader.hf_checkpoint_dir(source, progress=progress)
     trained = loader.context_length(read_text_config(folder))

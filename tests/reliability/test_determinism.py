@@ -19,9 +19,11 @@ from qwen_stream.types import SamplingParams, TokenOutput
 
 @pytest.fixture(scope="module")
 def engine(tiny_model_dir: Path) -> Iterator[Engine]:
+    from qwen_stream.engine.config import EngineConfig
     from qwen_stream.loading import load_components
 
-    parts = load_components(str(tiny_model_dir), runner="torch", max_slots=2, context_length=512, progress=False)
+    config = EngineConfig(runner="torch", max_batch_size=2, context_length=512)
+    parts = load_components(str(tiny_model_dir), config, progress=False)
     engine = Engine(parts.runner, eos_token_ids=parts.eos_token_ids, max_running=2, prefill_chunk=16)
     yield engine
     engine.shutdown()

@@ -16,6 +16,7 @@ SHARED_KV_WINDOWS = 4  # serve and web: KV for four full-length conversations by
 
 if TYPE_CHECKING:
     from qwen_stream.api import ChatModel
+    from qwen_stream.engine.config import EngineConfig
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -106,17 +107,23 @@ def device_from_args(args: argparse.Namespace) -> str | None:
     return args.device
 
 
-def load_model(args: argparse.Namespace, **extra: Any) -> ChatModel:
-    """Load the model the shared options name, saying so on stderr; ``extra``: more ChatModel.load keywords."""
+def engine_config(args: argparse.Namespace, **changes: Any) -> EngineConfig:
+    """The EngineConfig the shared options say (``changes``: a command's own defaults, e.g. serve's KV windows)."""
+    from qwen_stream.engine.config import EngineConfig
+
+    return EngineConfig(runner=args.runner, device=device_from_args(args), dtype=args.dtype, threads=args.threads,
+                        quantize=args.quantize, prefix_cache=args.prefix_cache, context_length=args.context_length,
+                        max_batch_size=args.max_batch_size, speculate=args.speculate, draft_max=args.draft_max,
+                        kv_budget=args.kv_budget, kv_type=args.kv_type).with_(**changes)
+
+
+def load_model(args: argparse.Namespace, *, progress: bool = True, **changes: Any) -> ChatModel:
+    """Load the model the shared options name, saying so on stderr; ``changes``: EngineConfig fields a command sets."""
     from qwen_stream.api import ChatModel  # heavy: torch, transformers
 
     print(f"Loading {args.model or 'the default model'} ...", file=sys.stderr, flush=True)
     backend = backend_options(args)  # checked before the slow part
-    model = ChatModel.load(args.model, runner=args.runner, device=device_from_args(args), dtype=args.dtype,
-                           threads=args.threads, quantize=args.quantize, prefix_cache=args.prefix_cache,
-                           context_length=args.context_length, max_batch_size=args.max_batch_size, **backend,
-                           speculate=args.speculate, draft_max=args.draft_max, kv_budget=args.kv_budget,
-                           kv_type=args.kv_type, **extra)
+    model = ChatModel.load(args.model, engine_config(args, **changes), progress=progress, **backend)
     print(f"Loaded {model.name} on {model.engine.name} ({model.context_length}-token context, "
           f"{model.engine.max_running} slots)", file=sys.stderr, flush=True)
     return model

@@ -1,0 +1,54 @@
+"""How the native engine runs a model, as one value: every launch option from ``ChatModel.load`` (or the command
+line) down to the runner builder travels as an ``EngineConfig``, not as a score of keyword arguments per layer.
+
+No torch here: the launch options, the model pool and the tests build configs cheaply and compare them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from qwen_stream.engine.drafting import DEFAULT_MAX_DRAFT
+
+RUNNERS = ("auto", "llamacpp", "torch")
+QUANTIZE_MODES = (None, "int8")
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    runner: str = "auto"  # auto: llama.cpp for GGUF on the CPU, PyTorch otherwise (see engine/build.py)
+    device: str | None = "cpu"  # None: the CPU; "auto": the first GPU if any (see devices.py)
+    dtype: str | None = None  # the PyTorch runner's; None: float32 on CPU, bf16/fp16 on GPU
+    max_batch_size: int = 16  # sequences decoded together: the slots of the KV cache
+    max_waiting: int = 64  # requests queued beyond the running ones before new ones get EngineOverloadedError
+    context_length: int | None = None  # None: the trained window, at most 4096
+    threads: int | None = None  # None: one per physical core
+    quantize: str | None = None  # "int8": the PyTorch runner with int8 projections
+    prefix_cache: bool = True  # a finished request's KV stays in its slot for a later prompt that starts the same
+    speculate: bool = True  # draft tokens by prompt lookup and verify them in the step's one forward
+    draft_max: int = DEFAULT_MAX_DRAFT  # most tokens a sequence drafts per step
+    kv_budget: int | None = None  # llama.cpp runner: KV cells shared by all slots (None: kv_windows windows)
+    kv_windows: int = 1
+    kv_type: str | None = None  # llama.cpp runner: "q8_0" for an 8-bit KV cache
+
+    def __post_init__(self) -> None:
+        """ValueError for options no runner accepts, before anything loads."""
+        if self.runner not in RUNNERS:
+            raise ValueError(f"runner must be one of {', '.join(RUNNERS)}, got {self.runner!r}")
+        if self.quantize not in QUANTIZE_MODES:
+            raise ValueError(f"quantize must be one of {QUANTIZE_MODES}, got {self.quantize!r}")
+        if self.quantize and self.runner == "llamacpp":
+            raise ValueError("quantize applies to the PyTorch runner (llama.cpp runs the GGUF's own quantized "
+                             "weights); use --runner torch or auto")
+        if self.max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {self.max_batch_size}")
+        if self.context_length is not None and self.context_length < 16:
+            raise ValueError(f"context_length must be >= 16, got {self.context_length}")
+
+    def with_(self, **changes: Any) -> EngineConfig:
+        """A copy with ``changes`` (EngineConfig field names; TypeError for any other)."""
+        unknown = set(changes) - {f.name for f in fields(self)}
+        if unknown:
+            raise TypeError(f"unknown engine option(s): {', '.join(sorted(unknown))}")
+        return replace(self, **changes)

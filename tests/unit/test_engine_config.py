@@ -1,0 +1,40 @@
+"""EngineConfig: the one value launch options travel in; bad options fail when it is made, before any load."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from qwen_stream.cli.options import add_model_arguments, engine_config
+from qwen_stream.engine.config import EngineConfig
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"runner": "onnx"}, "runner must be one of"),
+    ({"quantize": "int4"}, "quantize must be one of"),
+    ({"quantize": "int8", "runner": "llamacpp"}, "quantize applies to the PyTorch runner"),
+    ({"max_batch_size": 0}, "max_batch_size must be >= 1"),
+    ({"context_length": 8}, "context_length must be >= 16"),
+])
+def test_bad_options_fail_when_the_config_is_made(changes: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        EngineConfig().with_(**changes)
+
+
+def test_with_refuses_unknown_names_and_keeps_the_rest() -> None:
+    config = EngineConfig(max_batch_size=4)
+    with pytest.raises(TypeError, match="unknown engine option"):
+        config.with_(max_batchsize=8)
+    changed = config.with_(kv_type="q8_0")
+    assert (changed.max_batch_size, changed.kv_type, config.kv_type) == (4, "q8_0", None)
+
+
+def test_command_line_options_become_one_config() -> None:
+    parser = argparse.ArgumentParser()
+    add_model_arguments(parser)
+    args = parser.parse_args(["--runner", "torch", "--max-batch-size", "3", "--no-speculate", "--cpu-only",
+                              "--kv-type", "q8_0", "--no-prefix-cache"])
+    config = engine_config(args, kv_windows=4)
+    assert config == EngineConfig(runner="torch", device="cpu", max_batch_size=3, speculate=False, kv_type="q8_0",
+                                  prefix_cache=False, kv_windows=4)
