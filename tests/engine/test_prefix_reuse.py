@@ -111,17 +111,24 @@ def test_identical_prompt_recomputes_only_its_last_cold_chunk() -> None:
         engine.shutdown()
 
 
+def _pool_holding(*held: list[int] | None) -> Scheduler:
+    """A scheduler whose slots all ran once and were given back in order, slot i keeping ``held[i]`` (None: nothing)."""
+    scheduler = Scheduler(max_slots=len(held), max_model_len=64, reuse_prefix=True)
+    for slot in range(len(held)):
+        scheduler.slots.take(slot)
+    for slot, kept in enumerate(held):
+        scheduler.slots.release(slot, kept)
+    return scheduler
+
+
 def test_a_new_prompt_takes_an_empty_slot_before_evicting_a_cache() -> None:
-    scheduler = Scheduler(max_slots=3, max_model_len=64, reuse_prefix=True)
-    scheduler.slot_tokens[0] = [1, 2, 3]
-    scheduler.free_slots = [0, 1, 2]
-    assert scheduler._pick_slot([9, 9, 9]) == (1, 0)  # slot 0's cache survives
-    scheduler.slot_tokens[1], scheduler.slot_tokens[2] = [4, 5], [6, 7]
+    assert _pool_holding([1, 2, 3], None, None)._pick_slot([9, 9, 9]) == (1, 0)  # slot 0's cache survives
+    scheduler = _pool_holding([1, 2, 3], [4, 5], [6, 7])
     assert scheduler._pick_slot([9, 9, 9]) == (0, 0)  # all hold something: the least recently freed goes
     assert scheduler._pick_slot([6, 7, 8]) == (2, 2)
     assert scheduler._pick_slot([6, 7]) == (2, 0)  # an exact repeat recomputes its last cold chunk (all of it)
     assert scheduler._pick_slot([6, 7, 8]) == (2, 2)  # a longer prompt feeds only its new tokens
-    scheduler.reuse_prefix = False
+    scheduler.slots.reuse_prefix = False
     assert scheduler._pick_slot([6, 7, 8]) == (0, 0)
 
 

@@ -81,7 +81,7 @@ class EngineCore:
 
     def reset_prefix_cache(self) -> None:
         """Forget the KV that idle slots keep for prefix reuse."""
-        self.scheduler.forget_cached()
+        self.scheduler.slots.forget_cached()
         self._free_slots()
 
     @property
@@ -201,7 +201,7 @@ class EngineCore:
             return self.scheduler.fail({seq: f"postprocessing failed: {exc}" for seq in hit})
 
     def _free_slots(self) -> None:
-        for slot in self.scheduler.take_freed():
+        for slot in self.scheduler.slots.take_freed():
             self.runner.free_slot(slot)
 
     def _account(self, started: float, forwarded: float, n_tokens: int) -> None:

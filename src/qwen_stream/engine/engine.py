@@ -122,7 +122,7 @@ class Engine:
     def stats(self) -> EngineStats:
         scheduler, t = self.core.scheduler, self.core.timings
         return EngineStats(running=len(scheduler.running), waiting=len(scheduler.waiting) + self._inbox.qsize(),
-                           free_slots=len(scheduler.free_slots), steps=t.steps, generated_tokens=t.tokens,
+                           free_slots=len(scheduler.slots.free), steps=t.steps, generated_tokens=t.tokens,
                            forward_s=t.forward_s, sample_s=t.sample_s, step_s=t.total_s,
                            reused_prompt_tokens=scheduler.reused_tokens, drafted_tokens=t.drafted,
                            accepted_draft_tokens=t.accepted)

@@ -32,6 +32,7 @@ from qwen_stream.engine.drafting import DraftRate, SpeculationConfig, StepCost, 
 from qwen_stream.engine.kv_budget import KVBudget
 from qwen_stream.engine.runner import SeqChunk
 from qwen_stream.engine.sampler import SamplingState
+from qwen_stream.engine.slot_pool import SlotPool, shared_prefix
 from qwen_stream.types import FinishReason, SamplingParams, TokenLogprob, TokenOutput
 
 
@@ -113,9 +114,7 @@ class Scheduler:
         self.min_shared_tokens = max(1, min_shared_tokens)
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
-        self.free_slots: list[int] = list(range(max_slots))  # least recently freed first
-        self.freed: list[int] = []  # freed since the last take_freed(): the runner must forget their KV
-        self.slot_tokens: list[list[int]] = [[] for _ in range(max_slots)]  # what each free slot's KV still holds
+        self.slots = SlotPool(max_slots, reuse_prefix=reuse_prefix, kv_budget=kv_budget)
         self.reused_tokens = 0  # prompt tokens served from a slot's KV instead of prefilled, in total
         self.speculate = speculate  # only for runners that rewind a slot: that is how rejected drafts are undone
         # forward time by tokens fed, measured by the core: what drafting costs on this machine (drafting.py)
@@ -208,7 +207,7 @@ class Scheduler:
         return size
 
     def _admit(self) -> None:
-        while self.waiting and self.free_slots:
+        while self.waiting and self.slots.free:
             seq = self.waiting[0]
             seq.slot, reused = self._pick_slot(seq.prompt_ids)
             if self.share_prefix:
@@ -221,8 +220,7 @@ class Scheduler:
                 seq.prefix_source, seq.slot = None, -1
                 return  # the KV budget is taken by running requests: wait for one to finish
             self.waiting.popleft()
-            self.free_slots.remove(seq.slot)
-            self.slot_tokens[seq.slot] = []
+            self.slots.take(seq.slot)
             seq.num_computed = seq.num_cached = reused
             self.reused_tokens += reused
             seq.status = SeqStatus.RUNNING
@@ -230,19 +228,8 @@ class Scheduler:
 
     def _make_room(self, seq: Sequence) -> bool:
         """With a KV budget: whether seq fits now, after evicting idle slots' caches (least recently used first)."""
-        budget = self.kv_budget
-        if budget is None:
-            return True
         reserved = sum(self._reservation(s) for s in self.running)
-        idle = [(slot, budget.cached(len(self.slot_tokens[slot]))) for slot in self.free_slots
-                if slot != seq.slot and self.slot_tokens[slot]]
-        evict = budget.evictions(self._reservation(seq), reserved, idle)
-        if evict is None:
-            return False
-        for slot in evict:
-            self.slot_tokens[slot] = []
-            self.freed.append(slot)
-        return True
+        return self.slots.make_room(seq.slot, self._reservation(seq), reserved)
 
     def _reservation(self, seq: Sequence) -> int:
         if self.kv_budget is None:
@@ -250,19 +237,12 @@ class Scheduler:
         return self.kv_budget.reserve(len(seq.prompt_ids), seq.params.max_new_tokens, self.max_model_len)
 
     def _pick_slot(self, prompt: list[int], *, use_prefix: bool = True) -> tuple[int, int]:
-        """The free slot to use and how many leading prompt tokens its KV already holds."""
-        best, best_key = self.free_slots[0], (-1, False, 0)
-        for rank, slot in enumerate(self.free_slots):  # rank 0: freed longest ago
-            held = self.slot_tokens[slot]
-            shared = _shared_prefix(held, prompt) if self.reuse_prefix and use_prefix else 0
-            key = (shared, not held, -rank)  # longest shared prefix; else an empty slot; else the least recent
-            if key > best_key:
-                best, best_key = slot, key
+        """The free slot to use and how many leading prompt tokens its KV already holds (to skip prefilling)."""
+        slot, shared = self.slots.best_match(prompt, use_prefix=use_prefix)
         # the last prompt token is always fed again: its logits give the first new token
-        shared = best_key[0]
         if shared >= len(prompt):  # the slot holds the whole prompt (an exact repeat)
-            return best, self._cold_chunk_start(len(prompt))
-        return best, shared
+            return slot, self._cold_chunk_start(len(prompt))
+        return slot, shared
 
     def _cold_chunk_start(self, prompt_len: int) -> int:
         """Where a cold prefill's last chunk starts. An exact repeat recomputes that chunk, not just the last token:
@@ -277,9 +257,9 @@ class Scheduler:
         best: Sequence | None = None
         best_key = (0, 0)
         for seq in self.running:
-            shared = _shared_prefix(seq.prompt_ids, prompt)
+            shared = shared_prefix(seq.prompt_ids, prompt)
             if shared == len(seq.prompt_ids):
-                shared += _shared_prefix(seq.output_ids, prompt[shared:])
+                shared += shared_prefix(seq.output_ids, prompt[shared:])
             shared = min(shared, len(prompt) - 1)  # the last prompt token is always fed again
             key = (shared, seq.num_computed)  # longest; then the one that has computed the most
             if key > best_key:
@@ -372,31 +352,7 @@ class Scheduler:
 
     def _finish(self, seq: Sequence, reason: FinishReason, *, keep_kv: bool = True) -> None:
         if seq.status is SeqStatus.RUNNING:
-            self.free_slots.append(seq.slot)
-            if self.reuse_prefix and keep_kv:
-                self.slot_tokens[seq.slot] = (seq.prompt_ids + seq.output_ids)[:seq.num_computed]
-            else:
-                self.slot_tokens[seq.slot] = []
-                self.freed.append(seq.slot)
+            held = (seq.prompt_ids + seq.output_ids)[:seq.num_computed] if keep_kv else None
+            self.slots.release(seq.slot, held)
         seq.status = SeqStatus.FINISHED
         seq.slot = -1
-
-    def forget_cached(self) -> None:
-        """Drop what free slots keep for reuse (benchmarks start each measurement from an empty cache)."""
-        for slot in self.free_slots:
-            if self.slot_tokens[slot]:
-                self.slot_tokens[slot] = []
-                self.freed.append(slot)
-
-    def take_freed(self) -> list[int]:
-        freed, self.freed = self.freed, []
-        return freed
-
-
-def _shared_prefix(a: list[int], b: list[int]) -> int:
-    """Length of the common prefix of two token lists."""
-    n = min(len(a), len(b))
-    for i in range(n):
-        if a[i] != b[i]:
-            return i
-    return n
