@@ -46,10 +46,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"systems to run, comma separated, from {', '.join(SYSTEMS)} (default: all that apply)")
     parser.add_argument("--concurrency", type=_int_list, default=_int_list(DEFAULT_CONCURRENCY),
                         help=f"numbers of concurrent streams (default: {DEFAULT_CONCURRENCY})")
-    parser.add_argument("--workload", choices=WORKLOADS, default="free",
+    parser.add_argument("--workload", choices=[*WORKLOADS, "fim"], default="free",
                         help="free: answers to short varied questions; edit: rewrite a 2.6 kB Python module with "
-                             "one class renamed, where the answer repeats its prompt (default: free)")
-    parser.add_argument("--max-tokens", type=int, default=64, help="new tokens per answer (default: 64)")
+                             "one class renamed, where the answer repeats its prompt; fim: editor completion "
+                             "latency on /infill, ours vs llama-server, keystroke by keystroke (default: free)")
+    parser.add_argument("--keystrokes", type=int, default=12,
+                        help="fim workload: completion requests after the warm-up, one per typed character "
+                             "(default: 12)")
+    parser.add_argument("--max-tokens", type=int, default=None,
+                        help="new tokens per answer (default: 64; 16 for the fim workload)")
     parser.add_argument("--repeats", type=int, default=3,
                         help="requests served one after another for the single-stream level, whose TTFT and decode "
                              "speed are medians over them (default: 3)")
@@ -85,10 +90,14 @@ def default_systems(model: str | None) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.max_tokens is None:
+        args.max_tokens = 16 if args.workload == "fim" else 64
     if args.max_tokens < 2:
         raise ValueError(f"--max-tokens must be >= 2 (inter-token latency needs two tokens), got {args.max_tokens}")
     if args.repeats < 1:
         raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
+    if args.workload == "fim":
+        return _run_fim(args)
     if args.context_length is None:
         args.context_length = 2048 if args.workload == "edit" else 1024
     if args.context_length <= args.max_tokens + 16:
@@ -107,6 +116,25 @@ def run(args: argparse.Namespace) -> int:
     payload = run_bench(systems, args.concurrency, config, progress=not args.no_progress, single_repeats=args.repeats)
     _report(payload, args.out)
     return 0 if payload["results"] else 1
+
+
+def _run_fim(args: argparse.Namespace) -> int:
+    """The fim workload: its own runner (two servers, sequential editor requests), its own table."""
+    from qwen_stream.bench.fim import CONTEXT_LENGTH, print_fim, run_fim
+    from qwen_stream.bench.report import write_json
+    from qwen_stream.models import loader
+
+    if args.keystrokes < 1:
+        raise ValueError(f"--keystrokes must be >= 1, got {args.keystrokes}")
+    loader.resolve_source(args.model, progress=True)  # fetch the model before any server starts
+    config = BenchConfig(model=args.model, max_tokens=args.max_tokens, threads=args.threads, max_batch_size=1,
+                         context_length=args.context_length or CONTEXT_LENGTH, workload="fim")
+    payload = run_fim(config, args.keystrokes)
+    print_fim(payload)
+    if args.out is not None:
+        write_json(args.out / "bench-fim.json", payload)
+        print(f"wrote {args.out / 'bench-fim.json'}")
+    return 0
 
 
 def run_bench(systems: list[str], levels: list[int], config: BenchConfig, *, progress: bool = True,

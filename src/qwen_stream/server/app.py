@@ -18,7 +18,9 @@ from qwen_stream.server.bodies import document_bodies, openapi_body, parse_body
 from qwen_stream.server.chat import ChatReply, collect_chat, stream_chat
 from qwen_stream.server.completions import CompletionReply, collect_completion, stream_completion
 from qwen_stream.server.errors import install_error_handlers
+from qwen_stream.server.fim_completions import fim_completions
 from qwen_stream.server.generation import build_params
+from qwen_stream.server.infill_routes import infill_router
 from qwen_stream.server.limits import BodySizeLimit, RequestLimits, check_encodable
 from qwen_stream.server.metrics import CONTENT_TYPE
 from qwen_stream.server.ollama_routes import ollama_router
@@ -98,6 +100,7 @@ def create_app(model: ChatModel | ModelLoader, *, api_key: str | None = None,
                        responses=_ERROR_RESPONSES)
     app.include_router(anthropic_router(state))
     app.include_router(ollama_router(state))
+    app.include_router(infill_router(state), responses=_ERROR_RESPONSES)
     document_bodies(app, [ChatCompletionRequest, CompletionRequest])
     return app
 
@@ -155,6 +158,8 @@ def _v1_routes(state: ServerState) -> APIRouter:
                  responses={200: {"content": {"text/event-stream": {}}}})
     async def completions(request: Request) -> Response:
         body = await parse_body(request, CompletionRequest)
+        if body.suffix:
+            return await fim_completions(state, request, body)
         model, strings, name = state.require_model(body.model)
         state.limits.check_stops(body.stop)
         check_encodable((f"prompt.{i}", prompt) for i, prompt in enumerate(body.prompts))

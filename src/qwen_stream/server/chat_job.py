@@ -60,7 +60,8 @@ class ChatJob:
     # What ChatModel.astream takes besides sampling: tools (OpenAI function specs), tool_choice,
     # parallel_tool_calls, thinking; None keeps the default.
     options: dict[str, Any] = field(default_factory=dict)
-    raw_prompt: str | None = None  # continue this text as is, no chat template (Ollama's raw generate)
+    # Continue this text as is, no chat template (Ollama's raw generate), or these token ids (a FIM prompt).
+    raw_prompt: str | list[int] | None = None
 
     def chat_overrides(self) -> dict[str, Any]:
         """The keyword arguments for astream: chat options and output formats (which the model compiles into a

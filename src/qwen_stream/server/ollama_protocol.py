@@ -4,6 +4,7 @@ and Ollama's error shape ``{"error": "message"}``.
 ``stream`` defaults to true, as Ollama's does. ``options`` read: ``temperature``, ``top_p``, ``top_k``,
 ``num_predict`` (-1 and -2, "no limit", keep the model's default length), ``seed``, ``stop``, ``repeat_penalty``,
 ``presence_penalty``, ``frequency_penalty``; ``format`` ("json" or a JSON schema) by grammar-constrained decoding;
+``suffix`` on ``/api/generate`` fills the middle between ``prompt`` and it, on the model's FIM tokens;
 options about loading (``num_ctx``, ``num_gpu``, ``num_thread``, ...)
 are ignored, as this server loaded its one model at start.
 """
@@ -18,6 +19,7 @@ from fastapi.responses import JSONResponse
 from pydantic import Field
 from starlette.responses import Response
 
+from qwen_stream.models.fim import FimBudget, FimPrompt, FimPrompter
 from qwen_stream.server.chat_job import StrictBody, parse_part, unsupported
 
 Message = dict[str, Any]
@@ -99,12 +101,15 @@ class GenerateRequest(_Generating):
 
     def check_supported(self) -> None:
         super().check_supported()
-        for name, why in (("suffix", "fill-in-the-middle is not supported"),
-                          ("template", "this server always uses the model's own chat template"),
+        for name, why in (("template", "this server always uses the model's own chat template"),
                           ("context", "context token lists are not supported; send the conversation to /api/chat"),
                           ("images", "image input is not supported: the model reads text")):
             if getattr(self, name):
                 raise unsupported(name, why)
+
+    def build(self, prompter: FimPrompter, budget: FimBudget) -> FimPrompt:
+        """With ``suffix``: ``prompt`` is the text before the gap (Ollama's FIM templates leave out ``system``)."""
+        return prompter.file_level(self.prompt, self.suffix or "", budget)
 
     def chat_messages(self) -> list[Message]:
         system = [] if self.system is None else [{"role": "system", "content": self.system}]

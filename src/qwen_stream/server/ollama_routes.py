@@ -26,6 +26,7 @@ from qwen_stream.server.auth import api_key_dependency
 from qwen_stream.server.chat_job import ChatJob, start_job
 from qwen_stream.server.error_shapes import shaped_route
 from qwen_stream.server.errors import APIError
+from qwen_stream.server.fim_prompts import fim_job, supports_fim
 from qwen_stream.server.ollama_protocol import ChatRequest, GenerateRequest, ModelRequest, ollama_error
 from qwen_stream.server.protocol import Usage
 from qwen_stream.server.sse import SSEResponse
@@ -60,6 +61,9 @@ def ollama_router(state: ServerState) -> APIRouter:
     @router.post("/generate")
     async def generate(body: GenerateRequest, request: Request) -> Response:
         body.check_supported()
+        if body.suffix:  # fill in the middle (Continue's autocomplete)
+            job, _ = await fim_job(state.require_model()[0], body.sampling(), body.build)
+            return await _answer(state, request, "generate", body.stream, job)
         job = ChatJob([] if not body.prompt else body.chat_messages(), body.sampling(),
                       {"thinking": body.thinking()} if not body.raw else {},
                       raw_prompt=body.prompt if body.raw and body.prompt else None)
@@ -79,9 +83,8 @@ def ollama_router(state: ServerState) -> APIRouter:
     @router.post("/show")
     async def show(body: ModelRequest) -> JSONResponse:
         model, _, name = state.require_model()
-        template = getattr(model.tokenizer, "chat_template", None)
         return JSONResponse({
-            "modelfile": f"FROM {name}\n", "parameters": "", "template": template if isinstance(template, str) else "",
+            "modelfile": f"FROM {name}\n", "parameters": "", "template": _template(model),
             "details": _details(), "model_info": {"general.name": name, "context_length": model.context_length},
             "capabilities": _capabilities(model), "modified_at": _now(),
         })
@@ -200,10 +203,23 @@ def _now() -> str:
 
 
 def _capabilities(model: ChatModel) -> list[str]:
-    """What clients check before offering tools or a thinking toggle: what the chat template can show."""
+    """What clients check before offering tools, a thinking toggle or fill-in-the-middle ("insert", Ollama's name
+    for a template that takes a suffix)."""
     prompter = model.prompter
     return ["completion", *(["tools"] if prompter.supports_tools else []),
-            *(["thinking"] if template_thinks(prompter.template_text) else [])]
+            *(["thinking"] if template_thinks(prompter.template_text) else []),
+            *(["insert"] if supports_fim(model) else [])]
+
+
+def _template(model: ChatModel) -> str:
+    """The chat template; for a FIM model inside the ``.Suffix`` branch Ollama's own templates have, which is how
+    Continue tells that ``suffix`` works (the FIM layout shown is what /api/generate builds from the ids)."""
+    template = getattr(model.tokenizer, "chat_template", None)
+    text = template if isinstance(template, str) else ""
+    if not supports_fim(model):
+        return text
+    return ("{{- if .Suffix }}<|fim_prefix|>{{ .Prompt }}<|fim_suffix|>{{ .Suffix }}<|fim_middle|>"
+            f"{{{{- else }}}}{text}{{{{- end }}}}")
 
 
 def _details() -> dict[str, Any]:

@@ -192,6 +192,7 @@ class CompletionRequest(_SamplingFields):
     prompt: str | list[str]
     logprobs: int | None = Field(default=None, ge=0, le=5)
     echo: bool = False
+    suffix: str | None = None  # text after the cursor: fill in the middle (server/fim_completions.py)
 
     @model_validator(mode="after")
     def _check(self) -> CompletionRequest:

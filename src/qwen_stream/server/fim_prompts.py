@@ -1,0 +1,69 @@
+"""Fill-in-the-middle requests of every protocol (``/infill``, Ollama's and OpenAI's ``suffix``) as engine jobs: the
+prompt built from the model's FIM tokens (models/fim.py), and those tokens added to the ids that end the answer.
+
+A model without FIM tokens answers 400 saying so. Building the prompt tokenizes whole files: it runs off the event
+loop, as every other prompt does.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from qwen_stream.models.fim import FimBudget, FimPrompt, FimPrompter, NoFimError, fim_tokens
+from qwen_stream.server.admission import prepare_off_loop
+from qwen_stream.server.chat_job import ChatJob
+from qwen_stream.server.errors import APIError
+
+if TYPE_CHECKING:
+    from qwen_stream.api import ChatModel
+
+_prompters: weakref.WeakKeyDictionary[Any, FimPrompter | NoFimError] = weakref.WeakKeyDictionary()
+_lock = threading.Lock()
+
+
+def prompter_for(model: ChatModel) -> FimPrompter:
+    """The model's FimPrompter, made on first use (NoFimError when it has no FIM tokens). Blocking: call it off
+    the event loop."""
+    with _lock:
+        found = _prompters.get(model)
+        if found is None:
+            try:
+                found = FimPrompter(model.tokenizer, model.name)
+            except NoFimError as exc:
+                found = exc
+            _prompters[model] = found
+    if isinstance(found, NoFimError):
+        raise found
+    return found
+
+
+def answer_limit(model: ChatModel, sampling: dict[str, Any]) -> int:
+    """The answer's token limit the job will run with (the request's, else the model's default)."""
+    return int(sampling.get("max_new_tokens") or model.default_params.max_new_tokens)
+
+
+async def fim_job(model: ChatModel, sampling: dict[str, Any],
+                  build: Callable[[FimPrompter, FimBudget], FimPrompt]) -> tuple[ChatJob, FimPrompt]:
+    """A job that continues the FIM prompt ``build`` makes within the context window left by the answer."""
+    budget = FimBudget(total=model.context_length - answer_limit(model, sampling))
+    if budget.total < 3:
+        raise APIError(400, f"max tokens {answer_limit(model, sampling)} leave no room for a prompt in the context "
+                            f"window of {model.context_length}", "invalid_request_error", code="context_length_exceeded")
+
+    def prepare() -> FimPrompt:
+        try:
+            return build(prompter_for(model), budget)
+        except NoFimError as exc:
+            raise APIError(400, str(exc), "invalid_request_error", code="fim_not_supported") from exc
+
+    prompt = await prepare_off_loop(prepare)
+    stops = tuple(dict.fromkeys([*sampling.get("stop_token_ids", ()), *prompter_for(model).tokens.stop_ids]))
+    return ChatJob([], {**sampling, "stop_token_ids": stops}, raw_prompt=prompt.ids), prompt
+
+
+def supports_fim(model: ChatModel) -> bool:
+    """Whether the model has FIM tokens (a few vocabulary look-ups)."""
+    return fim_tokens(model.tokenizer) is not None
