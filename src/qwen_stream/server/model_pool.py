@@ -227,7 +227,7 @@ class ModelPool:
         if candidates:
             victim = min(candidates, key=lambda e: e.last_used)
             victim.evicting = True
-            log.info("unloading %s to make room (--max-loaded-models %d), once its %d running requests end",
+            log.info("unloading %s to make room (--max-loaded-models %d) once idle (%d requests use it now)",
                      victim.display_name, self.max_loaded, victim.leases)
             self._reap()
         return False
