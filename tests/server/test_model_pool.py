@@ -163,15 +163,15 @@ def test_requests_wait_for_a_load_up_to_the_bound_then_get_503(tiny_model_dir: P
     loads: list[str] = []
     slow = _tiny(tiny_model_dir, "slow", loads)
     waiting = PoolEntry(lambda: (release.wait(30), slow.loader())[1], "waiting")
-    with LiveServer(create_app([_tiny(tiny_model_dir, "a", loads), waiting], load_wait_s=0.5)) as live:
-        with httpx.Client(base_url=live.url, timeout=60) as http:
-            _wait_for(lambda: http.get("/health").status_code == 200)
-            refused = http.post("/v1/chat/completions", json={"model": "waiting", "messages": MESSAGES})
-            assert refused.status_code == 503 and refused.headers["retry-after"]
-            assert "still loading" in refused.json()["error"]["message"]
-            served = http.post("/v1/chat/completions", json={"model": "a", "messages": MESSAGES, "max_tokens": 2})
-            assert served.status_code == 200  # a load in progress blocks nobody else
-            assert http.get("/health").json()["models"] == {"a": "loaded", "waiting": "loading"}
-            release.set()
-            _wait_for(lambda: http.post("/v1/chat/completions", json={
-                "model": "waiting", "messages": MESSAGES, "max_tokens": 2}).status_code == 200)
+    app = create_app([_tiny(tiny_model_dir, "a", loads), waiting], load_wait_s=0.5)
+    with LiveServer(app) as live, httpx.Client(base_url=live.url, timeout=60) as http:
+        _wait_for(lambda: http.get("/health").status_code == 200)
+        refused = http.post("/v1/chat/completions", json={"model": "waiting", "messages": MESSAGES})
+        assert refused.status_code == 503 and refused.headers["retry-after"]
+        assert "still loading" in refused.json()["error"]["message"]
+        served = http.post("/v1/chat/completions", json={"model": "a", "messages": MESSAGES, "max_tokens": 2})
+        assert served.status_code == 200  # a load in progress blocks nobody else
+        assert http.get("/health").json()["models"] == {"a": "loaded", "waiting": "loading"}
+        release.set()
+        _wait_for(lambda: http.post("/v1/chat/completions", json={
+            "model": "waiting", "messages": MESSAGES, "max_tokens": 2}).status_code == 200)
