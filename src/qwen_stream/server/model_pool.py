@@ -37,6 +37,9 @@ log = logging.getLogger("qwen_stream.server")
 ModelLoader = Callable[[], "ChatModel"]
 RETRY_AFTER_S = "5"
 _TICK_S = 1.0  # the reaper looks at keep_alive deadlines at least this often
+# One load at a time: two threads importing transformers at once break its lazy imports ("cannot import name
+# AutoTokenizer", seen with two models requested together), and two loads on the same cores gain nothing.
+_LOAD_LOCK = threading.Lock()
 
 
 class EntryState(enum.Enum):
@@ -238,15 +241,8 @@ class ModelPool:
         log.info("loading %s", entry.display_name or "the model")
 
         def load() -> None:
-            started = time.monotonic()
-            try:
-                model: ChatModel | None = entry.loader()
-                error: str | None = None
-            except Exception as exc:  # reported by /health and to every request for this model
-                log.exception("loading %s failed", entry.display_name or "the model")
-                model, error = None, f"{type(exc).__name__}: {exc}"
-            if model is not None:
-                log.info("loaded %s in %.1f s", model.name, time.monotonic() - started)
+            with _LOAD_LOCK:
+                model, error = _load(entry)
             try:
                 loop.call_soon_threadsafe(self._loaded, entry, model, error)
             except RuntimeError:  # the loop is gone: the server stopped while this loaded
@@ -333,6 +329,17 @@ class ModelPool:
     async def _wait_for_change(self, timeout_s: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._changed.wait(), timeout_s)
+
+
+def _load(entry: PoolEntry) -> tuple[ChatModel | None, str | None]:
+    started = time.monotonic()
+    try:
+        model = entry.loader()
+    except Exception as exc:  # reported by /health and to every request for this model
+        log.exception("loading %s failed", entry.display_name or "the model")
+        return None, f"{type(exc).__name__}: {exc}"
+    log.info("loaded %s in %.1f s", model.name, time.monotonic() - started)
+    return model, None
 
 
 def _close_in_thread(model: ChatModel) -> None:
