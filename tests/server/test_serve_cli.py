@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 from server_harness import free_port, wait_ready
 
 from qwen_stream.cli.main import build_parser
@@ -41,3 +42,34 @@ def test_serve_process_loads_serves_and_exits_cleanly(tiny_model_dir: Path) -> N
         output, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, output
     assert f"{url}/v1" in output
+
+
+def test_serve_several_models_loads_the_first_and_the_others_on_demand(tiny_model_dir: Path) -> None:
+    port = free_port()
+    cmd = [sys.executable, "-m", "qwen_stream.cli.main", "serve", "-c", f"first={tiny_model_dir}", "-c",
+           f"second={tiny_model_dir}", "--runner", "torch", "--context-length", "256", "--max-batch-size", "2",
+           "--max-loaded-models", "1", "--port", str(port), "--log-level", "warning"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, proc)
+        assert [m["id"] for m in httpx.get(f"{url}/v1/models").json()["data"]] == ["first", "second"]
+        assert httpx.get(f"{url}/health").json()["models"] == {"first": "loaded", "second": "not loaded"}
+        body = {"model": "second", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+        answer = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=120)  # waits for its load
+        assert answer.status_code == 200 and answer.json()["model"] == "second"
+        assert [m["name"] for m in httpx.get(f"{url}/api/ps").json()["models"]] == ["second"]  # LRU, limit 1
+    finally:
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, output
+    assert "serving first, second" in output
+
+
+def test_serve_refuses_a_bad_keep_alive_or_model_limit() -> None:
+    from qwen_stream.server.cli import _check_args
+
+    with pytest.raises(ValueError, match="5 minutes"):
+        _check_args(build_parser().parse_args(["serve", "--keep-alive", "5 minutes"]))
+    with pytest.raises(ValueError, match="--max-loaded-models must be >= 1"):
+        _check_args(build_parser().parse_args(["serve", "--max-loaded-models", "0"]))

@@ -19,10 +19,15 @@ if TYPE_CHECKING:
     from qwen_stream.engine.config import EngineConfig
 
 
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """The model options every command that loads a model shares."""
-    parser.add_argument("-c", "--checkpoint-path", "--model", dest="model", default=None,
-                        help="built-in alias, local HF directory, .gguf file or hub id (default: the default alias)")
+def add_model_arguments(parser: argparse.ArgumentParser, *, several: bool = False) -> None:
+    """The model options every command that loads a model shares; ``several``: ``-c`` may repeat (a list)."""
+    what = "built-in alias, local HF directory, .gguf file or hub id (default: the default alias)"
+    if several:
+        parser.add_argument("-c", "--checkpoint-path", "--model", dest="model", action="append", default=None,
+                            metavar="[NAME=]MODEL", help=f"{what}; repeat to serve several, each under NAME (default: "
+                            "the alias itself or the file's stem), loaded on its first request")
+    else:
+        parser.add_argument("-c", "--checkpoint-path", "--model", dest="model", default=None, help=what)
     parser.add_argument("--runner", choices=["auto", "llamacpp", "torch"], default="auto",
                         help="what computes the logits: llama.cpp for GGUF, PyTorch otherwise (default: auto); "
                              "the PyTorch runner is our own forward (torch-native) for qwen2/qwen3/llama and the "

@@ -46,7 +46,8 @@ def anthropic_router(state: ServerState) -> APIRouter:
 
     @router.post("/v1/messages", responses={200: {"content": {"text/event-stream": {}}}})
     async def create_message(body: MessagesRequest, request: Request) -> Response:
-        started = await start_job(state, ChatJob(body.chat_messages(), body.sampling(), body.chat_options()), ROUTE)
+        job = ChatJob(body.chat_messages(), body.sampling(), body.chat_options(), model=body.model)
+        started = await start_job(state, job, ROUTE)
         builder = MessageBuilder(started.model_name, started.prompt_tokens)
         events = render(started.gen, builder)
         if body.stream:
@@ -56,8 +57,9 @@ def anthropic_router(state: ServerState) -> APIRouter:
     @router.post("/v1/messages/count_tokens")
     async def count_tokens(body: CountTokensRequest) -> JSONResponse:
         job = ChatJob(body.chat_messages(), options=body.chat_options())
+        model = await state.model_for(body.model)
         # Templating and tokenizing are CPU work: off the event loop, as for generating routes.
-        return JSONResponse({"input_tokens": await prepare_off_loop(lambda: count_prompt_tokens(state, job))})
+        return JSONResponse({"input_tokens": await prepare_off_loop(lambda: count_prompt_tokens(model, job))})
 
     return router
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
@@ -21,8 +22,11 @@ from qwen_stream.server.errors import install_error_handlers
 from qwen_stream.server.fim_completions import fim_completions
 from qwen_stream.server.generation import build_params
 from qwen_stream.server.infill_routes import infill_router
+from qwen_stream.server.keep_alive import FOREVER
 from qwen_stream.server.limits import BodySizeLimit, RequestLimits, check_encodable
 from qwen_stream.server.metrics import CONTENT_TYPE
+from qwen_stream.server.model_leases import ModelLeases
+from qwen_stream.server.model_pool import ModelPool, PoolEntry
 from qwen_stream.server.ollama_routes import ollama_router
 from qwen_stream.server.protocol import (
     ChatCompletionRequest,
@@ -51,10 +55,12 @@ _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def create_app(model: ChatModel | ModelLoader, *, api_key: str | None = None,
+def create_app(model: ChatModel | ModelLoader | Sequence[PoolEntry], *, api_key: str | None = None,
                cors_origins: Sequence[str] | None = None, served_model_name: str | None = None,
                response_store_size: int = DEFAULT_RESPONSE_STORE_SIZE, model_aliases: Sequence[str] = (),
-               limits: RequestLimits | None = None, max_tokens_cap: int | None = None) -> FastAPI:
+               limits: RequestLimits | None = None, max_tokens_cap: int | None = None,
+               max_loaded_models: int | None = None, keep_alive_s: float = FOREVER,
+               load_wait_s: float = 0.0) -> FastAPI:
     """Build the server app.
 
     ``model`` is a loaded ChatModel (the caller keeps owning it), or a zero-argument function that loads one: it
@@ -65,29 +71,32 @@ def create_app(model: ChatModel | ModelLoader, *, api_key: str | None = None,
     An OpenAI request's ``model`` must be the served name, the model's own name or one of ``model_aliases``
     (else 404). ``limits`` bound each request's size; ``max_tokens_cap`` bounds the answer of a request without
     ``max_tokens`` (default: the rest of the window).
+
+    Several models: ``model`` is a list of ``PoolEntry`` (name, aliases, loader), the first the default; each
+    loads on its first request (the first at startup), at most ``max_loaded_models`` at once (least recently
+    used unloaded first), each unloaded ``keep_alive_s`` after its last request (Ollama's ``keep_alive`` per
+    request); a request waits up to ``load_wait_s`` for its model to load, then gets 503 with Retry-After
+    (see docs/multi-model.md).
     """
-    state = ServerState(served_model_name, api_key or None, aliases=model_aliases, limits=limits,
-                        max_tokens_cap=max_tokens_cap)
-    if callable(model) and not hasattr(model, "astream"):
-        loader: ModelLoader | None = model
-    else:
-        loader = None
-        state.set_model(model)  # type: ignore[arg-type]
+    pool = ModelPool(_pool_entries(model, served_model_name, model_aliases), max_loaded=max_loaded_models,
+                     default_keep_alive_s=keep_alive_s, load_wait_s=load_wait_s)
+    state = ServerState(pool, api_key or None, limits=limits, max_tokens_cap=max_tokens_cap)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        if loader is not None:
-            state.load_in_background(loader)
+        pool.preload(pool.entries[0])  # as with one model: the port opens at once, the default loads now
+        reaper = asyncio.create_task(pool.run_reaper())
         yield
         state.stop_drain_timer()
-        if state.owns_model and state.model is not None:
-            state.model.close()
+        reaper.cancel()
+        pool.close()
 
     app = FastAPI(title="qwen-stream", version="0.1.0", lifespan=lifespan,
                   description="OpenAI-compatible streaming API for Qwen-family chat models.")
     app.state.server = state
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=state.limits.max_body_bytes)
+    app.add_middleware(ModelLeases, release=pool.release)  # a model is never unloaded under a request
     if cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["*"],
                            allow_headers=["*"], allow_credentials=False)
@@ -96,7 +105,7 @@ def create_app(model: ChatModel | ModelLoader, *, api_key: str | None = None,
     app.include_router(_v1_routes(state), prefix="/v1", dependencies=protected, responses=_ERROR_RESPONSES)
     app.include_router(responses_router(state, ResponseStore(response_store_size)), prefix="/v1",
                        dependencies=protected, responses=_ERROR_RESPONSES)
-    app.include_router(tokenize_routes(lambda: state.require_model()[0]), dependencies=protected,
+    app.include_router(tokenize_routes(state.model_for), dependencies=protected,
                        responses=_ERROR_RESPONSES)
     app.include_router(anthropic_router(state))
     app.include_router(ollama_router(state))
@@ -125,19 +134,17 @@ def _v1_routes(state: ServerState) -> APIRouter:
 
     @router.get("/models", response_model=ModelList)
     async def list_models() -> ModelList:
-        model, _, name = state.require_model()
-        return ModelList(data=[ModelCard(id=name, created=now(), context_length=model.context_length)])
+        return ModelList(data=[_card(entry, entry.display_name or "") for entry in state.pool.servable()])
 
     @router.get("/models/{model_id:path}", response_model=ModelCard, responses={404: {"model": ErrorResponse}})
     async def get_model(model_id: str) -> ModelCard:
-        model = state.require_model(model_id)[0]
-        return ModelCard(id=model_id, created=now(), context_length=model.context_length)
+        return _card(state.pool.lookup(model_id), model_id)
 
     @router.post("/chat/completions", response_model=ChatCompletionResponse, openapi_extra=openapi_body(
                  ChatCompletionRequest), responses={200: {"content": {"text/event-stream": {}}}})
     async def chat_completions(request: Request) -> Response:
         body = await parse_body(request, ChatCompletionRequest)
-        model, strings, name = state.require_model(body.model)
+        model, strings, name = await state.resolve(body.model)
         state.limits.check_stops(body.stop)
         check_encodable((f"messages.{i}.content", m.text()) for i, m in enumerate(body.messages))
         messages = [message.as_dict() for message in body.messages]
@@ -148,7 +155,7 @@ def _v1_routes(state: ServerState) -> APIRouter:
 
         prepared = await prepare_off_loop(prepare)
         starters = [(stream_of(model, p), p.params, i == 0) for i, p in enumerate(prepared)]
-        gen = await start_generation(starters, state.metrics, "/v1/chat/completions")
+        gen = await start_generation(starters, state.metrics_for(name), "/v1/chat/completions")
         reply = ChatReply(model=name, include_usage=body.include_usage, want_logprobs=body.logprobs)
         if body.stream:
             return SSEResponse(stream_chat(gen, reply, strings))
@@ -160,7 +167,7 @@ def _v1_routes(state: ServerState) -> APIRouter:
         body = await parse_body(request, CompletionRequest)
         if body.suffix:
             return await fim_completions(state, request, body)
-        model, strings, name = state.require_model(body.model)
+        model, strings, name = await state.resolve(body.model)
         state.limits.check_stops(body.stop)
         check_encodable((f"prompt.{i}", prompt) for i, prompt in enumerate(body.prompts))
 
@@ -171,7 +178,7 @@ def _v1_routes(state: ServerState) -> APIRouter:
 
         prepared = await prepare_off_loop(prepare)
         starters = [(stream_of(model, p, chat=False), p.params, first) for p, first in prepared]
-        gen = await start_generation(starters, state.metrics, "/v1/completions")
+        gen = await start_generation(starters, state.metrics_for(name), "/v1/completions")
         echo = [prompt for prompt in body.prompts for _ in range(body.n)] if body.echo else None
         reply = CompletionReply(model=name, include_usage=body.include_usage,
                                 want_logprobs=body.logprobs is not None, echo_prompts=echo)
@@ -180,6 +187,23 @@ def _v1_routes(state: ServerState) -> APIRouter:
         return await respond_json(request, collect_completion(gen, reply, strings))
 
     return router
+
+
+def _pool_entries(model: ChatModel | ModelLoader | Sequence[PoolEntry], name: str | None,
+                  aliases: Sequence[str]) -> list[PoolEntry]:
+    if isinstance(model, Sequence):
+        if name is not None or aliases:
+            raise ValueError("several models: give each PoolEntry its name and aliases, not served_model_name")
+        return list(model)
+    if hasattr(model, "astream"):
+        return [PoolEntry.pinned(model, name, aliases)]  # type: ignore[arg-type]
+    return [PoolEntry(loader=model, name=name, aliases=frozenset(aliases))]  # type: ignore[arg-type]
+
+
+def _card(entry: PoolEntry, name: str) -> ModelCard:
+    """A model's card; its context length is known once it has loaded."""
+    loaded = entry.model
+    return ModelCard(id=name, created=now(), context_length=loaded.context_length if loaded is not None else None)
 
 
 def _params(model: ChatModel, body: ChatCompletionRequest | CompletionRequest, state: ServerState) -> list[Any]:

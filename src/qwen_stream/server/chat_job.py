@@ -62,6 +62,8 @@ class ChatJob:
     options: dict[str, Any] = field(default_factory=dict)
     # Continue this text as is, no chat template (Ollama's raw generate), or these token ids (a FIM prompt).
     raw_prompt: str | list[int] | None = None
+    model: str | None = None  # the request's model name (None: the server's default)
+    keep_alive_s: float | None = None  # Ollama's keep_alive: how long the model stays loaded after this
 
     def chat_overrides(self) -> dict[str, Any]:
         """The keyword arguments for astream: chat options and output formats (which the model compiles into a
@@ -79,7 +81,7 @@ class StartedJob:
 
 async def start_job(state: ServerState, job: ChatJob, route: str) -> StartedJob:
     """Submit ``job``; bad input is a 400, a full queue a 429, a model not loaded yet a 503 (as ``APIError``)."""
-    model, _, name = state.require_model()
+    model, _, name = await state.resolve(job.model, job.keep_alive_s)
     state.limits.check_stops(job.sampling.get("stop"))
     raw = job.raw_prompt
 
@@ -91,7 +93,7 @@ async def start_job(state: ServerState, job: ChatJob, route: str) -> StartedJob:
 
     prepared = await prepare_off_loop(prepare)
     starter = stream_of(model, prepared, chat=raw is None)
-    gen = await start_generation([(starter, prepared.params, True)], state.metrics, route)
+    gen = await start_generation([(starter, prepared.params, True)], state.metrics_for(name), route)
     return StartedJob(gen, name, gen.choices[0].stream.prompt_info.num_tokens)
 
 
@@ -102,9 +104,8 @@ def sampling_params(model: ChatModel, overrides: dict[str, Any]) -> SamplingPara
         raise APIError(400, str(exc), "invalid_request_error") from exc
 
 
-def count_prompt_tokens(state: ServerState, job: ChatJob) -> int:
+def count_prompt_tokens(model: ChatModel, job: ChatJob) -> int:
     """Tokens of the prompt the job makes with the chat template (tools included), whole (no turn folded away)."""
-    model, _, _ = state.require_model()
     try:
         tools = ToolRequest.create(job.options.get("tools"), job.options.get("tool_choice"))
         thinking = job.options.get("thinking")

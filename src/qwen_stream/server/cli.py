@@ -10,9 +10,13 @@ import contextlib
 import ipaddress
 import os
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from qwen_stream.cli.options import SHARED_KV_WINDOWS, add_model_arguments, backend_options, load_model
+
+if TYPE_CHECKING:
+    from qwen_stream.api import ChatModel
 
 API_KEY_ENV = "QWEN_STREAM_API_KEY"
 DEFAULT_HOST = "127.0.0.1"  # loopback: the API is not on the network unless asked for
@@ -20,7 +24,8 @@ DEFAULT_PORT = 8000
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_model_arguments(parser)
+    add_model_arguments(parser, several=True)
+    _add_pool_arguments(parser)
     parser.add_argument("--host", default=DEFAULT_HOST,
                         help="address to listen on (default: %(default)s; 0.0.0.0 for every interface)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default: %(default)s)")
@@ -61,7 +66,6 @@ def run(args: argparse.Namespace) -> int:
     _check_args(args)
     import uvicorn
 
-    from qwen_stream.api import ChatModel
     from qwen_stream.server.app import create_app
 
     api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
@@ -69,32 +73,79 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: listening on {args.host} without an API key (set --api-key or ${API_KEY_ENV})",
               file=sys.stderr)
 
-    def load() -> ChatModel:
-        model = load_model(args, max_waiting=args.max_waiting, progress=True, kv_windows=SHARED_KV_WINDOWS)
-        model.tool_parser = args.tool_parser
-        return model
-
     from qwen_stream.server.limits import RequestLimits
+    from qwen_stream.server.model_pool import PoolEntry
+    from qwen_stream.server.model_specs import parse_model_specs, source_size
+
+    specs = parse_model_specs(args.model, args.models_dir)
+    several = len(specs) > 1
+    if several and (args.served_model_name or args.model_alias or args.web):
+        raise ValueError("--served-model-name, --model-alias and --web serve one model; with several, name each "
+                         "one with -c NAME=PATH")
 
     limits = RequestLimits(max_body_bytes=args.max_request_bytes, max_stop_strings=args.max_stop_strings,
                            max_stop_chars=args.max_stop_chars)
     options: dict[str, Any] = {"api_key": api_key, "cors_origins": args.cors_origin,
-                               "served_model_name": args.served_model_name,
-                               "response_store_size": args.responses_store_size, "model_aliases": args.model_alias,
-                               "limits": limits, "max_tokens_cap": args.max_tokens_cap}
+                               "response_store_size": args.responses_store_size, "limits": limits,
+                               "max_tokens_cap": args.max_tokens_cap, "max_loaded_models": args.max_loaded_models,
+                               "keep_alive_s": _keep_alive(args, several), "load_wait_s": args.load_wait}
     if args.web:
-        # The web page needs the model when it is mounted, so load first, then serve.
-        model = load()
+        # The web page needs the model when it is mounted, so load first, then serve (never unloaded).
+        model = _loader(args, specs[0].source)()
         try:
-            app = create_app(model, **options)
+            app = create_app(model, served_model_name=args.served_model_name,
+                             model_aliases=[*args.model_alias, specs[0].name], **options)
             _mount_web(app, model)
             _serve(uvicorn, app, args)
         finally:
             model.close()
     else:
         # Load in the background: the port opens at once and /health answers 503 "loading" until ready.
-        _serve(uvicorn, create_app(load, **options), args)
+        if several:
+            entries = [PoolEntry(_loader(args, s.source), s.name, size=source_size(s.source)) for s in specs]
+            print(f"serving {', '.join(s.name for s in specs)} (loaded on first use, {specs[0].name} now; at most "
+                  f"{args.max_loaded_models} at once)", file=sys.stderr)
+        else:
+            # One model: named by --served-model-name or its own name, as before; its -c name is an alias.
+            entries = [PoolEntry(_loader(args, specs[0].source), args.served_model_name,
+                                 frozenset([*args.model_alias, specs[0].name]), size=source_size(specs[0].source))]
+        _serve(uvicorn, create_app(entries, **options), args)
     return 0
+
+
+def _add_pool_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--models-dir", default=None, metavar="DIR",
+                        help="also serve every .gguf file in DIR, each named by its file's stem")
+    parser.add_argument("--max-loaded-models", type=int, default=3, metavar="N",
+                        help="models loaded at once at most; loading another first unloads the least recently used "
+                             "idle one (default: %(default)s)")
+    parser.add_argument("--keep-alive", default=None, metavar="DURATION",
+                        help="how long a model stays loaded after its last request, as Ollama's keep_alive: '5m', "
+                             "'1h', seconds, 0 (unload at once) or negative (never); a request's keep_alive wins "
+                             "(default: never with one model, 5m with several)")
+    parser.add_argument("--load-wait", type=float, default=120.0, metavar="SECONDS",
+                        help="how long a request waits for its model to load before a 503 with Retry-After "
+                             "(default: %(default)s)")
+
+
+def _loader(args: argparse.Namespace, source: str | None) -> Callable[[], ChatModel]:
+    """Load ``source`` with the launch options every model of this server shares."""
+    options = argparse.Namespace(**{**vars(args), "model": source})
+
+    def load() -> ChatModel:
+        model = load_model(options, max_waiting=args.max_waiting, progress=True, kv_windows=SHARED_KV_WINDOWS)
+        model.tool_parser = args.tool_parser
+        return model
+
+    return load
+
+
+def _keep_alive(args: argparse.Namespace, several: bool) -> float:
+    from qwen_stream.server.keep_alive import FOREVER, parse_duration
+
+    if args.keep_alive is None:
+        return 300.0 if several else FOREVER
+    return parse_duration(args.keep_alive)
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -116,6 +167,11 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--max-tokens-cap must be >= 1, got {args.max_tokens_cap}")
     if args.shutdown_timeout < 0:
         raise ValueError(f"--shutdown-timeout must be >= 0, got {args.shutdown_timeout}")
+    if args.max_loaded_models < 1:
+        raise ValueError(f"--max-loaded-models must be >= 1, got {args.max_loaded_models}")
+    if args.load_wait < 0:
+        raise ValueError(f"--load-wait must be >= 0, got {args.load_wait}")
+    _keep_alive(args, several=False)  # a bad duration fails now, with its message
 
 
 def _serve(uvicorn: Any, app: Any, args: argparse.Namespace) -> None:

@@ -32,7 +32,7 @@ ROUTE = "/v1/completions"
 
 
 async def fim_completions(state: ServerState, request: Request, body: CompletionRequest) -> Response:
-    model, strings, name = state.require_model(body.model)
+    model, strings, name = await state.resolve(body.model)
     if body.echo:
         raise unsupported("echo", "echo is not supported with suffix")
     state.limits.check_stops(body.stop)
@@ -48,7 +48,7 @@ async def fim_completions(state: ServerState, request: Request, body: Completion
 
     prepared = await prepare_off_loop(prepare)
     starters = [(stream_of(model, p, chat=False), p.params, first) for p, first in prepared]
-    gen = await start_generation(starters, state.metrics, ROUTE)
+    gen = await start_generation(starters, state.metrics_for(name), ROUTE)
     reply = CompletionReply(model=name, include_usage=body.include_usage, want_logprobs=body.logprobs is not None)
     if body.stream:
         return SSEResponse(stream_completion(gen, reply, strings))

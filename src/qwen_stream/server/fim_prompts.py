@@ -45,9 +45,10 @@ def answer_limit(model: ChatModel, sampling: dict[str, Any]) -> int:
     return int(sampling.get("max_new_tokens") or model.default_params.max_new_tokens)
 
 
-async def fim_job(model: ChatModel, sampling: dict[str, Any],
-                  build: Callable[[FimPrompter, FimBudget], FimPrompt]) -> tuple[ChatJob, FimPrompt]:
-    """A job that continues the FIM prompt ``build`` makes within the context window left by the answer."""
+async def fim_job(model: ChatModel, sampling: dict[str, Any], build: Callable[[FimPrompter, FimBudget], FimPrompt],
+                  name: str, keep_alive_s: float | None = None) -> tuple[ChatJob, FimPrompt]:
+    """A job for the model served as ``name`` that continues the FIM prompt ``build`` makes within the context
+    window left by the answer."""
     budget = FimBudget(total=model.context_length - answer_limit(model, sampling))
     if budget.total < 3:
         raise APIError(400, f"max tokens {answer_limit(model, sampling)} leave no room for a prompt in the context "
@@ -61,7 +62,9 @@ async def fim_job(model: ChatModel, sampling: dict[str, Any],
 
     prompt = await prepare_off_loop(prepare)
     stops = tuple(dict.fromkeys([*sampling.get("stop_token_ids", ()), *prompter_for(model).tokens.stop_ids]))
-    return ChatJob([], {**sampling, "stop_token_ids": stops}, raw_prompt=prompt.ids), prompt
+    job = ChatJob([], {**sampling, "stop_token_ids": stops}, raw_prompt=prompt.ids, model=name,
+                  keep_alive_s=keep_alive_s)
+    return job, prompt
 
 
 def supports_fim(model: ChatModel) -> bool:

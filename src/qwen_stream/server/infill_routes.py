@@ -45,9 +45,9 @@ def infill_router(state: ServerState) -> APIRouter:
     async def infill(request: Request) -> Response:
         body = await parse_body(request, InfillRequest)
         body.check_supported()
-        model, _, name = state.require_model(body.model)
+        model, _, name = await state.resolve(body.model)
         state.limits.check_stops(body.stop)
-        job, prompt = await fim_job(model, body.sampling(), body.build)
+        job, prompt = await fim_job(model, body.sampling(), body.build, name)
         started = await start_job(state, job, ROUTE)
         run = InfillRun(started.gen, body, name, prompt.truncated, len(prompt.ids))
         if body.stream:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -58,6 +60,18 @@ class ServerMetrics:
             lambda: float(getattr(stats(), "accepted_draft_tokens", 0)))
         self.acceptance.labels(self.model_name).set_function(
             lambda: float(getattr(stats(), "draft_acceptance", None) or 0.0))
+
+    def untrack_engine(self) -> None:
+        """The model was unloaded: drop its engine gauges (they would keep its engine alive, and lie)."""
+        for gauge in (self.running, self.waiting, self.drafted, self.accepted, self.acceptance):
+            with contextlib.suppress(KeyError):
+                gauge.remove(self.model_name)
+
+    def for_model(self, model_name: str) -> ServerMetrics:
+        """The same series (one registry, one page), labelled with another model: one view per served model."""
+        view = copy.copy(self)
+        view.model_name = model_name
+        return view
 
     def tracker(self, route: str) -> RequestTracker:
         return RequestTracker(self, route)

@@ -1,5 +1,6 @@
-"""Ollama's API under ``/api`` over the one engine: chat and generate (NDJSON lines when streamed), the model
-list, show, version and running models; the routes that manage models answer that this server serves one.
+"""Ollama's API under ``/api``: chat and generate (NDJSON lines when streamed) on the model the request names
+(loaded on demand, kept ``keep_alive``), the model list, show, version and running models; the routes that
+manage model files answer that this server serves the models it was started with.
 
 A stream is one JSON object per line; the last has ``done: true``, ``done_reason`` and the counts and timings
 Ollama's clients read (nanoseconds): ``total_duration``, ``load_duration`` (0: the model was loaded at start),
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import AsyncGenerator, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal
@@ -27,6 +29,7 @@ from qwen_stream.server.chat_job import ChatJob, start_job
 from qwen_stream.server.error_shapes import shaped_route
 from qwen_stream.server.errors import APIError
 from qwen_stream.server.fim_prompts import fim_job, supports_fim
+from qwen_stream.server.keep_alive import FOREVER, keep_alive_seconds
 from qwen_stream.server.ollama_protocol import ChatRequest, GenerateRequest, ModelRequest, ollama_error
 from qwen_stream.server.protocol import Usage
 from qwen_stream.server.sse import SSEResponse
@@ -34,6 +37,7 @@ from qwen_stream.types import FinishReason, StreamEvent
 
 if TYPE_CHECKING:
     from qwen_stream.api import ChatModel
+    from qwen_stream.server.model_pool import PoolEntry
     from qwen_stream.server.state import ServerState
 
 # The Ollama API level these routes follow (clients check it before using newer fields); not our own version.
@@ -55,34 +59,35 @@ def ollama_router(state: ServerState) -> APIRouter:
     @router.post("/chat")
     async def chat(body: ChatRequest, request: Request) -> Response:
         body.check_supported()
-        job = ChatJob(body.chat_messages(), body.sampling(), body.chat_options())
+        job = ChatJob(body.chat_messages(), body.sampling(), body.chat_options(), model=body.model,
+                      keep_alive_s=keep_alive_seconds(body.keep_alive))
         return await _answer(state, request, "chat", body.stream, job)
 
     @router.post("/generate")
     async def generate(body: GenerateRequest, request: Request) -> Response:
         body.check_supported()
         if body.suffix:  # fill in the middle (Continue's autocomplete)
-            job, _ = await fim_job(state.require_model()[0], body.sampling(), body.build)
+            keep_alive = keep_alive_seconds(body.keep_alive)
+            model, _, name = await state.resolve(body.model, keep_alive)
+            job, _ = await fim_job(model, body.sampling(), body.build, name, keep_alive)
             return await _answer(state, request, "generate", body.stream, job)
         job = ChatJob([] if not body.prompt else body.chat_messages(), body.sampling(),
                       {"thinking": body.thinking()} if not body.raw else {},
-                      raw_prompt=body.prompt if body.raw and body.prompt else None)
+                      raw_prompt=body.prompt if body.raw and body.prompt else None, model=body.model,
+                      keep_alive_s=keep_alive_seconds(body.keep_alive))
         return await _answer(state, request, "generate", body.stream, job)
 
     @router.get("/tags")
     async def tags() -> JSONResponse:
-        return JSONResponse({"models": [_model_entry(state)]})
+        return JSONResponse({"models": [_model_entry(e) for e in state.pool.servable()]})
 
     @router.get("/ps")
     async def running() -> JSONResponse:
-        model, _, _ = state.require_model()
-        entry = {**_model_entry(state), "expires_at": "2262-04-11T23:47:16Z", "size_vram": 0,
-                 "context_length": model.context_length}  # never unloaded: the far-future date Ollama uses
-        return JSONResponse({"models": [entry]})
+        return JSONResponse({"models": [_running_entry(e) for e in state.pool.loaded()]})
 
     @router.post("/show")
     async def show(body: ModelRequest) -> JSONResponse:
-        model, _, name = state.require_model()
+        model, _, name = await state.resolve(body.model or body.name)
         return JSONResponse({
             "modelfile": f"FROM {name}\n", "parameters": "", "template": _template(model),
             "details": _details(), "model_info": {"general.name": name, "context_length": model.context_length},
@@ -101,8 +106,11 @@ def ollama_router(state: ServerState) -> APIRouter:
 
 async def _answer(state: ServerState, request: Request, kind: Kind, stream: bool, job: ChatJob) -> Response:
     if not job.messages and job.raw_prompt is None:
-        # Ollama's way to load a model: nothing to answer. Ours is loaded (or this is a 503).
-        _, _, name = state.require_model()
+        # Ollama's way to load a model (or, with keep_alive 0, to unload it): nothing to answer.
+        if job.keep_alive_s == 0:
+            entry = state.pool.expire(job.model)
+            return JSONResponse(OllamaRenderer(kind, entry.display_name or str(job.model)).loaded("unload"))
+        _, _, name = await state.resolve(job.model, job.keep_alive_s)
         return JSONResponse(OllamaRenderer(kind, name).loaded())
     started = await start_job(state, job, f"/api/{kind}")
     renderer = OllamaRenderer(kind, started.model_name)
@@ -140,8 +148,8 @@ class OllamaRenderer:
         calls = [block for block in blocks if block.kind == "tool_call"]
         return {**self._final, **self._chunk(text, thinking, calls), "done": True}
 
-    def loaded(self) -> Event:
-        return {**self._chunk(), "done": True, "done_reason": "load"}
+    def loaded(self, reason: str = "load") -> Event:
+        return {**self._chunk(), "done": True, "done_reason": reason}
 
     def _on_block(self, event: BlockEvent) -> Event | None:
         """Text and thinking stream as they come; a tool call goes out whole once written, as Ollama sends it."""
@@ -199,7 +207,11 @@ def _failed(message: str) -> list[Event]:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return _at(time.time())
+
+
+def _at(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def _capabilities(model: ChatModel) -> list[str]:
@@ -228,18 +240,28 @@ def _details() -> dict[str, Any]:
             "quantization_level": ""}
 
 
-def _model_entry(state: ServerState) -> dict[str, Any]:
-    _, _, name = state.require_model()
+def _model_entry(entry: PoolEntry) -> dict[str, Any]:
+    name = entry.display_name or ""
     # A stable id for the served name (Ollama's is the manifest's hash; this server has no manifest).
     digest = hashlib.sha256(name.encode()).hexdigest()
-    return {"name": name, "model": name, "modified_at": _now(), "size": 0, "digest": digest,
+    return {"name": name, "model": name, "modified_at": _now(), "size": entry.size, "digest": digest,
             "details": _details()}
+
+
+def _running_entry(entry: PoolEntry) -> dict[str, Any]:
+    """A loaded model as /api/ps shows it: when it unloads if no request comes (Go's far future: never)."""
+    left = entry.seconds_left(time.monotonic())
+    expires = "2262-04-11T23:47:16Z" if left == FOREVER else _at(time.time() + left)
+    context = entry.model.context_length if entry.model is not None else 0
+    return {**_model_entry(entry), "expires_at": expires, "size_vram": 0, "context_length": context}
 
 
 def _refuse(state: ServerState, path: str) -> Any:
     async def refuse() -> Response:
-        served = state.served_name or "its model"
-        raise APIError(400, f"/api{path} is not supported: this server serves one model ({served}), chosen when "
-                            "it started (qwen-stream serve --model ...)", "invalid_request_error")
+        names = state.pool.names()
+        served = (f"one model ({names[0] if names else 'its model'})" if len(state.pool.entries) == 1
+                  else f"the models it was started with ({', '.join(names)})")
+        raise APIError(400, f"/api{path} is not supported: this server serves {served}, chosen when "
+                            "it started (qwen-stream serve -c ...)", "invalid_request_error")
 
     return refuse

@@ -383,5 +383,6 @@ class ErrorResponse(_Response):
 class HealthResponse(_Response):
     # ok; loading / failed (the model); draining (shutting down); stalled / dead / stopped (the engine loop)
     status: Literal["ok", "loading", "failed", "draining", "stalled", "dead", "stopped"]
-    model: str | None = None
+    model: str | None = None  # the default model (several served: the one a request without "model" gets)
     detail: str | None = None
+    models: dict[str, str] | None = None  # several served: each one's state ("loaded", "not loaded", ...)

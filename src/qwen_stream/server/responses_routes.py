@@ -31,7 +31,7 @@ def responses_router(state: ServerState, store: ResponseStore) -> APIRouter:
         body.check_supported()
         conversation = _conversation(body, store)
         system = [{"role": "system", "content": body.instructions}] if body.instructions is not None else []
-        job = ChatJob(system + conversation, body.sampling(), body.chat_options())
+        job = ChatJob(system + conversation, body.sampling(), body.chat_options(), model=body.model)
         started = await start_job(state, job, ROUTE)
         builder = ResponseBuilder(body, started.model_name)
         events = _stored(render(started.gen, builder), builder, store, conversation)

@@ -1,16 +1,16 @@
-"""What the server serves: the model (or its loading), the names it answers to, limits, metrics and draining."""
+"""What the server serves: the model pool (what may be loaded, what is), limits, metrics and draining."""
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from qwen_stream.server.errors import APIError
 from qwen_stream.server.generation import TokenStrings
 from qwen_stream.server.limits import RequestLimits
 from qwen_stream.server.metrics import ServerMetrics
+from qwen_stream.server.model_pool import EntryState, ModelLoader, ModelPool, PoolEntry
 from qwen_stream.server.protocol import HealthResponse
 
 if TYPE_CHECKING:
@@ -18,44 +18,76 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("qwen_stream.server")
 
-ModelLoader = Callable[[], "ChatModel"]
+__all__ = ["ModelLoader", "ServerState"]
+Served = tuple["ChatModel", TokenStrings, str]  # the model, its token strings, the name answers carry
 
 
 class ServerState:
-    """The model (or the loading of it) and what hangs off it: metrics, token strings, the served name."""
+    """The model pool and what hangs off it: metrics per model, limits, the API key, draining."""
 
-    def __init__(self, served_model_name: str | None, api_key: str | None, *, aliases: Sequence[str] = (),
-                 limits: RequestLimits | None = None, max_tokens_cap: int | None = None) -> None:
-        self.model: ChatModel | None = None
-        self.load_error: str | None = None
-        self.served_name = served_model_name
+    def __init__(self, pool: ModelPool, api_key: str | None, *, limits: RequestLimits | None = None,
+                 max_tokens_cap: int | None = None) -> None:
+        self.pool = pool
         self.api_key = api_key
-        self.metrics = ServerMetrics(served_model_name or "unknown")
-        self.strings: TokenStrings | None = None
-        self.owns_model = False
-        self.aliases = frozenset(aliases)  # more names a request's "model" may give (--model-alias)
+        self.metrics = ServerMetrics(pool.entries[0].display_name or "unknown")
+        self._metric_views: dict[str, ServerMetrics] = {}
         self.limits = limits or RequestLimits()
         self.max_tokens_cap = max_tokens_cap  # the answer length of a request without max_tokens, at most
         self.draining = False  # SIGTERM received: finishing running requests, refusing new ones
         self._drain_timer: threading.Timer | None = None
+        pool.on_loaded, pool.on_unloading = self._track, self._untrack
+        for entry in pool.entries:
+            if entry.model is not None:
+                self._track(entry)
 
-    def set_model(self, model: ChatModel) -> None:
-        self.served_name = self.served_name or model.name
-        self.metrics.model_name = self.served_name
-        self.metrics.track_engine(model.engine.stats)
-        self.strings = TokenStrings(model.tokenizer)
-        self.model = model  # last: a request that sees the model sees everything above
+    @property
+    def served_name(self) -> str | None:
+        """The default model's name (None until a model named by its own name has loaded)."""
+        return self.pool.entries[0].display_name
 
-    def load_in_background(self, loader: ModelLoader) -> None:
-        def load() -> None:
-            try:
-                self.set_model(loader())
-            except Exception as exc:  # reported by /health and by every generating route
-                log.exception("loading the model failed")
-                self.load_error = f"{type(exc).__name__}: {exc}"
+    def metrics_for(self, name: str) -> ServerMetrics:
+        """The metrics labelled with model ``name`` (the served name a route got from ``resolve``)."""
+        if name == self.metrics.model_name:
+            return self.metrics
+        return self._metric_views.setdefault(name, self.metrics.for_model(name))
 
-        self.owns_model = True
-        threading.Thread(target=load, name="qwen-stream-load", daemon=True).start()
+    def _track(self, entry: PoolEntry) -> None:
+        name = entry.display_name or "unknown"
+        if entry is self.pool.entries[0]:
+            self.metrics.model_name = name
+        if entry.model is not None:
+            self.metrics_for(name).track_engine(entry.model.engine.stats)
+
+    def _untrack(self, entry: PoolEntry) -> None:
+        self.metrics_for(entry.display_name or "unknown").untrack_engine()
+
+    def require_model(self, name: str | None = None) -> Served:
+        """The loaded model a request's ``model`` names (absent: the default), held until the request ends; a
+        model not loaded starts loading and this is a 503 with Retry-After; 404 for a name not served; 503 while
+        draining. ``resolve`` waits for the loading instead."""
+        self._refuse_if_draining()
+        return self._served(self.pool.acquire_now(name))
+
+    async def resolve(self, name: str | None = None, keep_alive_s: float | None = None) -> Served:
+        """As ``require_model``, waiting up to the pool's ``load_wait_s`` for the model to load; ``keep_alive_s``
+        (Ollama's keep_alive): how long it stays loaded after this request (None: the server's default)."""
+        self._refuse_if_draining()
+        return self._served(await self.pool.acquire(name, keep_alive_s))
+
+    async def model_for(self, name: str | None = None) -> ChatModel:
+        return (await self.resolve(name))[0]
+
+    def _refuse_if_draining(self) -> None:
+        if self.draining:
+            raise APIError(503, "the server is shutting down", "server_error", code="shutting_down")
+
+    @staticmethod
+    def _served(entry: PoolEntry) -> Served:
+        model, strings, name = entry.model, entry.strings, entry.display_name
+        if model is None or strings is None or name is None:  # acquire hands out loaded entries only
+            raise APIError(503, "the model is not loaded, retry shortly", "server_error", code="model_loading",
+                           headers={"Retry-After": "5"})
+        return model, strings, name
 
     def begin_drain(self, timeout_s: float) -> None:
         """Graceful shutdown: refuse new requests (503) now; after ``timeout_s`` abort those still running, so each
@@ -66,10 +98,11 @@ class ServerState:
         log.warning("shutting down: no new requests; running ones get %.0f s to finish", timeout_s)
 
         def abort_rest() -> None:
-            if self.model is not None:
-                aborted = self.model.engine.abort_all()
-                if aborted:
-                    log.warning("shutdown timeout: %d running requests aborted", aborted)
+            for entry in self.pool.entries:
+                model = entry.model
+                aborted = model.engine.abort_all() if model is not None else 0
+                if model is not None and aborted:
+                    log.warning("shutdown timeout: %d running requests of %s aborted", aborted, model.name)
 
         self._drain_timer = threading.Timer(timeout_s, abort_rest)
         self._drain_timer.daemon = True
@@ -80,35 +113,42 @@ class ServerState:
         if self._drain_timer is not None:
             self._drain_timer.cancel()
 
-    def accepts(self, name: str | None) -> bool:
-        """Whether a request's ``model`` names what we serve (absent: yes, as most local servers allow)."""
-        if name is None or name == self.served_name or name in self.aliases:
-            return True
-        return self.model is not None and name == self.model.name
-
-    def require_model(self, name: str | None = None) -> tuple[ChatModel, TokenStrings, str]:
-        """The model, or the APIError to answer with: 503 while loading, failed or draining; 404 for a ``name``
-        (an OpenAI request's ``model``) that is not what this server serves."""
-        if self.draining:
-            raise APIError(503, "the server is shutting down", "server_error", code="shutting_down")
-        if self.model is None or self.strings is None or self.served_name is None:
-            if self.load_error is not None:
-                raise APIError(503, f"the model failed to load: {self.load_error}", "server_error", code="model_failed")
-            raise APIError(503, "the model is still loading, retry shortly", "server_error", code="model_loading",
-                           headers={"Retry-After": "5"})
-        if not self.accepts(name):
-            raise APIError(404, f"The model `{name}` does not exist: this server serves `{self.served_name}`",
-                           param="model", code="model_not_found")
-        return self.model, self.strings, self.served_name
-
     def health(self) -> HealthResponse:
-        """The truth about serving: loading, failed to load, draining, or what the engine says of its loop."""
-        if self.model is None:
-            return HealthResponse(status="failed" if self.load_error else "loading", model=self.served_name,
-                                  detail=self.load_error)
+        """The truth about serving. One model: loading, failed, or what its engine says. Several: ok while the
+        pool can serve (models not loaded yet load on demand), the worst loaded engine's state otherwise, and
+        each model's state in ``models``."""
         if self.draining:
             return HealthResponse(status="draining", model=self.served_name, detail="shutting down")
-        report = self.model.engine.health()
-        if report.status == "stopped":  # loaded, but the engine stopped: probes must see it, not only requests
-            return HealthResponse(status="failed", model=self.served_name, detail="the engine is not running")
-        return HealthResponse(status=report.status, model=self.served_name, detail=report.detail)
+        states = {entry: _entry_health(entry) for entry in self.pool.entries}
+        if len(states) == 1:
+            [(status, detail)] = states.values()
+            return HealthResponse(status=status, model=self.served_name, detail=detail)  # type: ignore[arg-type]
+        models = {e.display_name or "?": e.state.value if status == "ok" else f"{status}: {detail}" if detail
+                  else status for e, (status, detail) in states.items()}
+        return HealthResponse(status=_pool_status(states), model=self.served_name,  # type: ignore[arg-type]
+                              models=models)
+
+
+def _entry_health(entry: PoolEntry) -> tuple[str, str | None]:
+    if entry.state is EntryState.FAILED:
+        return "failed", entry.error
+    if entry.state is EntryState.LOADING:
+        return "loading", None
+    if entry.model is None:  # loads on its next request
+        return "ok", "not loaded"
+    report = entry.model.engine.health()
+    if report.status == "stopped":  # loaded, but the engine stopped: probes must see it, not only requests
+        return "failed", "the engine is not running"
+    return report.status, report.detail
+
+
+def _pool_status(states: dict[PoolEntry, tuple[str, str | None]]) -> str:
+    broken = [status for entry, (status, _) in states.items() if entry.model is not None and status != "ok"]
+    if broken:
+        return broken[0]  # a loaded engine stalled, died or stopped
+    if all(entry.state is EntryState.FAILED for entry in states):
+        return "failed"
+    default = next(iter(states))
+    if default.state is EntryState.LOADING and not any(entry.model is not None for entry in states):
+        return "loading"  # the default model loads at start, and nothing else is loaded yet
+    return "ok"

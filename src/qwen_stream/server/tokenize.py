@@ -6,7 +6,7 @@ chat template, without generating anything.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter
@@ -54,12 +54,13 @@ class DetokenizeResponse(_Response):
     prompt: str
 
 
-def tokenize_routes(require_model: Callable[[], ChatModel]) -> APIRouter:
+def tokenize_routes(require_model: Callable[[str | None], Awaitable[ChatModel]]) -> APIRouter:
+    """The routes; ``require_model(name)`` resolves a request's ``model`` (absent: the default) to the model."""
     router = APIRouter()
 
     @router.post("/tokenize", response_model=TokenizeResponse, response_model_exclude_none=True)
     async def tokenize(body: TokenizeRequest) -> TokenizeResponse:
-        model = require_model()
+        model = await require_model(body.model)
         try:
             ids = _ids(model, body)
         except (ValueError, TypeError) as exc:
@@ -69,7 +70,7 @@ def tokenize_routes(require_model: Callable[[], ChatModel]) -> APIRouter:
 
     @router.post("/detokenize", response_model=DetokenizeResponse)
     async def detokenize(body: DetokenizeRequest) -> DetokenizeResponse:
-        model = require_model()
+        model = await require_model(body.model)
         vocab = len(model.tokenizer)
         bad = [t for t in body.tokens if not 0 <= t < vocab]
         if bad:
