@@ -12,7 +12,7 @@ import os
 import sys
 from typing import Any
 
-from qwen_stream.cli.options import SHARED_KV_WINDOWS, add_model_arguments, backend_options, load_model
+from qwen_stream.launch import SHARED_KV_WINDOWS, add_model_arguments, backend_options, load_model
 
 API_KEY_ENV = "QWEN_STREAM_API_KEY"
 DEFAULT_HOST = "127.0.0.1"  # loopback: the API is not on the network unless asked for
