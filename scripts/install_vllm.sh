@@ -4,7 +4,7 @@
 # plus its own fastapi/openai ranges), and its torchvision breaks next to a CPU torch. Run vLLM commands and tests
 # from .venv-vllm/bin; the main .venv never sees vLLM.
 #   bash scripts/install_vllm.sh [EXTRAS]   qwen-stream extras to install beside vLLM (e.g. test,bench)
-# Takes about 2-3 minutes on 2 cores when the wheels are cached (README: "Scaling out with vLLM").
+# Takes about 2-3 minutes on 2 cores when the wheels are cached (docs/vllm.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${1:-}"

@@ -115,7 +115,7 @@ class ChatModel:
         automatically for ``runner="auto"``. ``prefix_cache``: a finished request's KV stays in its slot, and a
         later prompt that starts the same way (the next turn of a conversation) prefills only what is new.
         ``backend="vllm"``: vLLM's engine instead of ours (many GPUs and hosts: ``vllm_options``); needs the vllm
-        package (see README, "Scaling out with vLLM").
+        package (see docs/vllm.md).
         ``speculate``: draft up to ``draft_max`` tokens per step from the prompt and answer so far and check them
         in the step's one forward (same text, faster on answers that repeat their prompt; see engine/drafting.py).
         ``kv_budget``: on the llama.cpp runner, KV cells (tokens) shared by all slots, filled as requests need
