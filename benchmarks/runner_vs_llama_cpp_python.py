@@ -61,7 +61,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
 
-    from qwen_stream.engine.llamacpp_runner import LlamaCppRunner, open_reference_llama, physical_cores
+    from qwen_stream.bench.reference_llama import open_reference_llama
+    from qwen_stream.engine.llamacpp_runner import LlamaCppRunner, physical_cores
     from qwen_stream.models.registry import ensure_alias, is_alias
 
     path = ensure_alias(args.model) if is_alias(args.model) else Path(args.model)

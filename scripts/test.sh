@@ -16,7 +16,7 @@ fi
 mkdir -p test-output
 .venv/bin/ruff check src tests benchmarks
 .venv/bin/mypy
-.venv/bin/python -m pytest "$@"
+.venv/bin/python -m pytest --all "$@"  # --all: the slow and browser tests too (plain pytest is the fast tier)
 # The vLLM backend lives in its own venv (scripts/install_vllm.sh); its tests run there, the rest were run above.
 # VLLM_TESTS=0 skips this part. It adds the venv (1.5-11 min) and three vLLM start-ups with their tests
 # (12 min measured on the shared 2-core machine at load average 13; less on an idle one).

@@ -9,6 +9,30 @@ from typing import Any
 
 import pytest
 
+# The default run is the fast tier: no real models, no browser (a few minutes). `pytest --all` (scripts/test.sh,
+# CI) runs everything; naming a file or test, or giving -m, runs what was asked.
+SLOW_MARKERS = ("slow", "browser")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--all", action="store_true", dest="run_all",
+                     help="also run the slow (real models) and browser tests; the default run skips them")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("run_all") or config.option.markexpr or _names_tests(config):
+        return
+    slow = {item for item in items if any(item.get_closest_marker(m) for m in SLOW_MARKERS)}
+    if slow:
+        config.hook.pytest_deselected(items=[item for item in items if item in slow])
+        items[:] = [item for item in items if item not in slow]
+
+
+def _names_tests(config: pytest.Config) -> bool:
+    """Whether the command line names files or tests (not only folders)."""
+    return any("::" in arg or Path(arg).is_file() for arg in config.args)
+
+
 # Tests never reach for a model hub. Aliases fetched from PyPI land in the usual cache (QWEN_STREAM_CACHE or
 # ~/.cache/qwen-stream), so a second run starts warm instead of converting GGUF files again.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

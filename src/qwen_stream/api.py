@@ -118,7 +118,7 @@ class ChatModel:
         runner, KV cells (tokens) shared by all slots, idle slots' cached prefixes evicted first (default:
         ``kv_windows`` context windows); ``kv_type="q8_0"``: an 8-bit KV cache there.
         ``backend="vllm"``: vLLM's engine instead of ours (many GPUs and hosts: ``vllm_options``); needs the vllm
-        package (see docs, "Scaling out with vLLM")."""
+        package (see docs/vllm.md)."""
         config = (config or EngineConfig()).with_(**options)
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")

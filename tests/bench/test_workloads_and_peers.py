@@ -64,8 +64,8 @@ def test_peak_rss_of_another_process() -> None:
                 if current_rss_mb(child.pid) > 200:
                     break
                 subprocess.run(["sleep", "0.05"], check=True)
-        assert rss.peak_mb > 200
-        assert current_rss_mb() < rss.peak_mb or current_rss_mb() > 0  # this process is measured separately
+        # the child's 200 MB block plus a bare interpreter (~10 MB): its memory, not this process's or a sum
+        assert 200 < rss.peak_mb < 300, rss.peak_mb
     finally:
         child.kill()
         child.wait()

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
+from real_runners import RUNNERS  # (same folder)
 
 from qwen_stream.api import ChatModel
 
 pytestmark = pytest.mark.slow
-
-RUNNERS = ["torch", pytest.param("llamacpp", marks=pytest.mark.skipif(
-    importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python is not installed"))]
 
 
 @pytest.mark.parametrize("runner", RUNNERS)

@@ -70,3 +70,31 @@ def test_the_tool_loop_example_runs() -> None:
                           capture_output=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "-> get_weather({'city': 'Paris'})" in done.stdout and "Qwen: " in done.stdout, done.stdout
+
+
+def test_a_tool_conversation_over_the_openai_client_never_leaks_a_call_as_content() -> None:
+    """Two turns as agent frameworks (openai-agents, pydantic-ai) drive them: tools stay offered after the result.
+    Qwen2.5-Coder-1.5B then often calls again, as a bare JSON object (measured on this GGUF: greedy and sampled,
+    `{"name": "weather", "arguments": {...}}`, fenced or not); whatever it writes, a call is never content."""
+    pytest.importorskip("llama_cpp")
+    openai = pytest.importorskip("openai")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
+    from server_harness import LiveServer  # the server tests' real-uvicorn harness
+
+    from qwen_stream.server.app import create_app
+
+    with ChatModel.load(MODEL, runner="llamacpp", max_batch_size=2, context_length=2048, progress=False) as model, \
+            LiveServer(create_app(model)) as live:
+        client = openai.OpenAI(base_url=f"{live.url}/v1", api_key="unused")
+        messages: list[Any] = [{"role": "system", "content": "You are a helpful agent. Use tools when needed."}, *ASK]
+        first = client.chat.completions.create(model=MODEL, messages=messages, tools=TOOLS, temperature=0)
+        call = first.choices[0].message.tool_calls[0]
+        assert call.function.name == "get_weather" and "paris" in call.function.arguments.lower()
+        messages += [first.choices[0].message.model_dump(exclude_none=True),
+                     {"role": "tool", "tool_call_id": call.id, "content": "Sunny, 22 C."}]
+        for seed in (0, 1, 2):
+            second = client.chat.completions.create(model=MODEL, messages=messages, tools=TOOLS, seed=seed,
+                                                    temperature=0 if seed == 0 else 0.7, max_tokens=80)
+            message = second.choices[0].message
+            assert '"arguments"' not in (message.content or ""), message
+            assert message.tool_calls or message.content, message

@@ -7,7 +7,7 @@ import json
 
 import jsonschema
 import pytest
-from test_real_model import RUNNERS
+from real_runners import RUNNERS
 
 from qwen_stream.api import ChatModel
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import torch
-from test_engine import CountingRunner  # the scripted runner of the engine tests (same folder)
+from scripted_runners import CountingRunner  # the scripted runner of the engine tests (same folder)
 
 from qwen_stream.api import ChatModel
 from qwen_stream.engine.backend import EngineBackend

@@ -49,6 +49,23 @@ def test_tools_and_a_tool_turn_render_as_the_template_writes_them(templated_mode
     assert text.endswith("<|im_start|>assistant\n")
 
 
+EXAMPLE = '<tool_call>\n{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call>'
+
+
+@pytest.mark.parametrize("name", ["qwen2_5", "qwen3"])
+def test_the_call_format_is_shown_in_single_braces(templated_model: Any, name: str) -> None:
+    """Qwen2.5's template shows the example as {{"name": ...}} (braces in a Jinja string are text); the prompt
+    the model sees has Qwen3's single braces, and nothing else of the template's text changes."""
+    model = templated_model(name)
+    ask = [{"role": "user", "content": "Weather in Paris?"}]
+    text = model.prompter.build(ask, max_prompt_tokens=4000, tools=TOOLS).text
+    assert EXAMPLE in text and "{{" not in text
+    shipped = model.tokenizer.apply_chat_template(ask, tools=TOOLS, tokenize=False, add_generation_prompt=True)
+    doubled = EXAMPLE.replace("{", "{{", 1).replace("}\n", "}}\n", 1)
+    assert (doubled in shipped) == (name == "qwen2_5")
+    assert shipped.replace(doubled, EXAMPLE) == text
+
+
 def test_qwen3_thinking_switch_and_earlier_reasoning_dropped(templated_model: Any) -> None:
     model = templated_model("qwen3")
     history = [{"role": "user", "content": "2+2?"},

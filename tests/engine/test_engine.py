@@ -12,49 +12,13 @@ from collections.abc import Sequence
 
 import pytest
 import torch
+from scripted_runners import VOCAB, CountingRunner  # the engine tests' scripted runners (same folder)
 
 from qwen_stream.engine.engine import Engine, wait_idle
 from qwen_stream.engine.runner import ModelRunner, SeqChunk
 from qwen_stream.types import EngineOverloadedError, FinishReason, SamplingParams, TokenOutput
 
-VOCAB = 64
 EOS = 0
-
-
-class CountingRunner:
-    """Next token = (last fed token + 1) % VOCAB; remembers every batch it saw and which slots were freed."""
-
-    name = "scripted"
-    vocab_size = VOCAB
-
-    def __init__(self, max_slots: int = 4, max_seq_len: int = 64, step_delay: float = 0.0) -> None:
-        self.max_slots = max_slots
-        self.max_seq_len = max_seq_len
-        self.batches: list[list[SeqChunk]] = []
-        self.freed: list[int] = []
-        self.step_delay = step_delay
-        self.lengths: dict[int, int] = {}
-
-    def forward(self, chunks: Sequence[SeqChunk]) -> torch.Tensor:
-        self.batches.append(list(chunks))
-        for chunk in chunks:
-            if self.lengths.get(chunk.slot, 0) != chunk.start_pos:
-                raise AssertionError(f"slot {chunk.slot} fed at {chunk.start_pos}, has {self.lengths.get(chunk.slot)}")
-            self.lengths[chunk.slot] = chunk.start_pos + len(chunk.token_ids)
-        rows = [c for c in chunks if c.want_logits]
-        logits = torch.zeros(len(rows), VOCAB)
-        for i, chunk in enumerate(rows):
-            logits[i, (chunk.token_ids[-1] + 1) % VOCAB] = 10.0
-        if self.step_delay:
-            time.sleep(self.step_delay)
-        return logits
-
-    def free_slot(self, slot: int) -> None:
-        self.freed.append(slot)
-        self.lengths[slot] = 0
-
-    def close(self) -> None:
-        pass
 
 
 GREEDY = SamplingParams(temperature=0.0, max_new_tokens=5)

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 import torch
-from test_prefix_reuse import RewindingRunner
-from test_torch_runner import qwen2, tokens
+from scripted_runners import RewindingRunner
+from tiny_models import qwen2, tokens
 
 from qwen_stream.engine.engine import Engine, wait_idle
 from qwen_stream.engine.runner import SeqChunk

@@ -8,13 +8,14 @@ multi-turn ChatModel conversation.
 from __future__ import annotations
 
 import queue
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from test_torch_runner import qwen2, tokens  # the tiny random models of the runner tests (same folder)
+from scripted_runners import RewindingRunner  # (same folder)
+from tiny_models import qwen2, tokens  # the tiny random models of the runner tests (same folder)
 
 from qwen_stream.engine.engine import Engine, wait_idle
 from qwen_stream.engine.runner import SeqChunk
@@ -22,42 +23,7 @@ from qwen_stream.engine.scheduler import Scheduler
 from qwen_stream.engine.torch_runner import build_torch_runner
 from qwen_stream.types import SamplingParams, TokenOutput
 
-VOCAB = 64
 GREEDY = SamplingParams(temperature=0.0, max_new_tokens=3, ignore_eos=True)
-
-
-class RewindingRunner:
-    """Next token = fed token + 1 (a row for every position asked for); checks every chunk continues (or rewinds
-    into) what its slot holds. The speculative-decoding tests use it too."""
-
-    name = "scripted-rewind"
-    vocab_size = VOCAB
-    can_rewind = True
-
-    def __init__(self, max_slots: int = 2, max_seq_len: int = 128) -> None:
-        self.max_slots, self.max_seq_len = max_slots, max_seq_len
-        self.held: dict[int, list[int]] = {}
-        self.fed: list[SeqChunk] = []
-
-    def forward(self, chunks: Sequence[SeqChunk]) -> torch.Tensor:
-        rows = []
-        for chunk in chunks:
-            held = self.held.setdefault(chunk.slot, [])
-            assert chunk.start_pos <= len(held), "a gap in the slot's KV"
-            self.held[chunk.slot] = held[:chunk.start_pos] + list(chunk.token_ids)
-            self.fed.append(SeqChunk(chunk.slot, list(chunk.token_ids), chunk.start_pos, chunk.want_logits,
-                                     chunk.n_logits))
-            for token in chunk.token_ids[len(chunk.token_ids) - chunk.logit_rows:]:  # a row per position asked for
-                row = torch.zeros(VOCAB)
-                row[(token + 1) % VOCAB] = 10.0
-                rows.append(row)
-        return torch.stack(rows) if rows else torch.zeros(0, VOCAB)
-
-    def free_slot(self, slot: int) -> None:
-        self.held[slot] = []
-
-    def close(self) -> None:
-        pass
 
 
 def run(engine: Engine, prompt: list[int], params: SamplingParams = GREEDY) -> list[int]:
@@ -167,14 +133,6 @@ def test_llama_cpp_runner_rewinds_into_a_slot(gguf_path: Path) -> None:
         reused = continue_after(runner, 0, shared + old_tail, len(shared), new_tail)
         assert int(reused.argmax()) == int(fresh.argmax())
         assert torch.corrcoef(torch.stack([reused, fresh]))[0, 1] > 0.999
-
-
-@pytest.fixture(scope="module")
-def gguf_path() -> Path:
-    pytest.importorskip("llama_cpp")
-    from qwen_stream.models.registry import ensure_alias
-
-    return ensure_alias("smollm2-135m", progress=False)
 
 
 def test_multi_turn_chat_reuses_the_conversation(gguf_path: Path) -> None:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_prefix_reuse import RewindingRunner, gguf_path  # noqa: F401  (gguf_path: a fixture)
-from test_torch_runner import qwen2, tokens
+from scripted_runners import RewindingRunner
+from tiny_models import qwen2, tokens
 
 from qwen_stream.engine.core import EngineCore
 from qwen_stream.engine.runner import SeqChunk
@@ -117,7 +117,7 @@ def test_native_runner_copies_a_prefix_exactly() -> None:
         runner.copy_prefix(1, 2, 30)
 
 
-def test_llama_cpp_runner_copies_a_prefix(gguf_path: Path) -> None:  # noqa: F811
+def test_llama_cpp_runner_copies_a_prefix(gguf_path: Path) -> None:
     from qwen_stream.engine.llamacpp_runner import LlamaCppRunner
 
     def same(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -139,7 +139,7 @@ def test_llama_cpp_runner_copies_a_prefix(gguf_path: Path) -> None:  # noqa: F81
             runner.copy_prefix(0, 1, 99)
 
 
-def test_concurrent_chats_share_the_system_prompt(gguf_path: Path) -> None:  # noqa: F811
+def test_concurrent_chats_share_the_system_prompt(gguf_path: Path) -> None:
     from qwen_stream.api import ChatModel
 
     model = ChatModel.load(str(gguf_path), context_length=256, max_batch_size=4, threads=1, progress=False)

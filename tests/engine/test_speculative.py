@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 import torch
-from test_prefix_reuse import RewindingRunner  # scripted: next token = fed token + 1 (same folder)
-from test_torch_runner import qwen2, tokens  # the tiny random models of the runner tests (same folder)
+from scripted_runners import RewindingRunner  # scripted: next token = fed token + 1 (same folder)
+from tiny_models import qwen2, tokens  # the tiny random models of the runner tests (same folder)
 
 from qwen_stream.engine.drafting import SpeculationConfig
 from qwen_stream.engine.engine import Engine, wait_idle

@@ -4,21 +4,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any, TypeVar
 
 import pytest
 import torch
+from tiny_models import SMALL, VOCAB, gpt2, llama_linear_rope, llama_tied, qwen2, qwen3, randomize, tokens
 from torch import Tensor, nn
 from transformers import (
-    GPT2Config,
-    GPT2LMHeadModel,
     LlamaConfig,
     LlamaForCausalLM,
     PreTrainedModel,
-    Qwen2Config,
-    Qwen2ForCausalLM,
-    Qwen3Config,
-    Qwen3ForCausalLM,
 )
 
 from qwen_stream.engine.hf_runner import HFRunner
@@ -26,45 +20,7 @@ from qwen_stream.engine.quantize import quantize_int8
 from qwen_stream.engine.runner import ModelRunner, SeqChunk
 from qwen_stream.engine.torch_runner import build_torch_runner
 
-VOCAB = 1000
-SMALL: dict[str, Any] = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-             num_key_value_heads=2, vocab_size=VOCAB, max_position_embeddings=256)
 ATOL, RTOL = 2e-5, 1e-4
-
-
-M = TypeVar("M", bound=nn.Module)
-
-
-def _randomize(model: M, seed: int) -> M:
-    """Weights large enough that a wrong rotation, mask or bias changes the logits visibly."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.1 + (1.0 if "norm" in name else 0.0))
-    return model.eval()
-
-
-def qwen2() -> PreTrainedModel:  # q/k/v biases and an untied lm_head, like Qwen2.5-1.5B
-    return _randomize(Qwen2ForCausalLM(Qwen2Config(**SMALL, tie_word_embeddings=False)), 1)
-
-
-def llama_tied() -> PreTrainedModel:  # SmolLM2: llama with tied embeddings
-    return _randomize(LlamaForCausalLM(LlamaConfig(**SMALL, tie_word_embeddings=True)), 2)
-
-
-def qwen3() -> PreTrainedModel:  # per-head q_norm / k_norm
-    return _randomize(Qwen3ForCausalLM(Qwen3Config(**SMALL, head_dim=16, tie_word_embeddings=True)), 3)
-
-
-def llama_linear_rope() -> PreTrainedModel:
-    rope = {"rope_type": "linear", "factor": 2.0, "rope_theta": 5000.0}
-    return _randomize(LlamaForCausalLM(LlamaConfig(**SMALL, rope_parameters=rope)), 4)
-
-
-def gpt2() -> PreTrainedModel:  # an architecture the native runner does not know
-    config = GPT2Config(n_embd=64, n_layer=2, n_head=4, vocab_size=VOCAB, n_positions=256)
-    return _randomize(GPT2LMHeadModel(config), 5)
-
 
 NATIVE = [qwen2, llama_tied, qwen3, llama_linear_rope]
 
@@ -73,10 +29,6 @@ def reference(model: nn.Module, ids: list[int]) -> Tensor:
     """HF logits for every position of one sequence, no cache: [len, vocab]."""
     with torch.inference_mode():
         return model(torch.tensor([ids])).logits[0].float()
-
-
-def tokens(n: int, seed: int) -> list[int]:
-    return torch.randint(0, VOCAB, (n,), generator=torch.Generator().manual_seed(seed)).tolist()
 
 
 def close(a: Tensor, b: Tensor) -> bool:
@@ -179,8 +131,8 @@ def test_dynamic_rope_matches_hf_incremental_forward() -> None:
     """Length-dependent RoPE is recomputed per step, as transformers does with its own cache."""
     rope = {"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0}
     config = LlamaConfig(**{**SMALL, "max_position_embeddings": 8}, rope_parameters=rope)
-    native = build_torch_runner(_randomize(LlamaForCausalLM(config), 6), max_slots=1, max_seq_len=32)
-    reference_runner = HFRunner(_randomize(LlamaForCausalLM(config), 6), max_slots=1, max_seq_len=32)
+    native = build_torch_runner(randomize(LlamaForCausalLM(config), 6), max_slots=1, max_seq_len=32)
+    reference_runner = HFRunner(randomize(LlamaForCausalLM(config), 6), max_slots=1, max_seq_len=32)
     ids = tokens(14, seed=60)
     for a, b in zip(feed(native, 0, ids, 5), feed(reference_runner, 0, ids, 5), strict=True):
         assert close(a, b)

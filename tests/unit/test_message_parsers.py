@@ -218,3 +218,29 @@ def test_json_or_code_that_is_not_a_call_stays_content() -> None:
     assert parser.push("```python\nprint(1)")[0] == "```python\nprint(1)"
     parser = make_tool_parser("hermes")  # without tool schemas nothing can be matched: no holding back
     assert parser.push('{"name": "get_weather"')[0] == '{"name": "get_weather"'
+
+
+# What Qwen2.5-Coder-1.5B writes after a tool result when its template shows the call format in doubled braces
+# ({{"name": <function-name>, ...}}, tests/fixtures/chat_templates/qwen2_5.jinja): the example copied as written.
+DOUBLED = [
+    '{{"name": "get_weather", "arguments": {"city": "Paris"}}}',  # the outer pair doubled
+    '{{"name": "get_weather", "arguments": {{"city": "Paris"}}}}',  # every brace doubled
+    '```json\n{{"name": "get_weather", "arguments": {"city": "Paris"}}}\n```',
+    '<tool_call>\n{{"name": "get_weather", "arguments": {"city": "Paris"}}}\n</tool_call>',
+    '<tool_call>\n{{"name": "get_weather", "arguments": {{"city": "Paris"}}}}\n</tool_call>',
+]
+
+
+@pytest.mark.parametrize("text", DOUBLED)
+def test_a_call_in_the_templates_doubled_braces_is_a_call(text: str) -> None:
+    for pieces in splits(text):
+        total, parser = run(_hermes, pieces)
+        assert total.content == "", pieces
+        assert [(c.name, json.loads(c.arguments)) for c in parser.calls] == [("get_weather", {"city": "Paris"})]
+        check_deltas(total, parser)
+
+
+def test_doubled_braces_that_are_not_a_call_stay_content() -> None:
+    for text in ('{{"name": "someone else", "arguments": {}}}', "{{ jinja }}", '{{"city": "Paris"}}'):
+        total, parser = run(_hermes, list(text))
+        assert total.content == text and parser.calls == []

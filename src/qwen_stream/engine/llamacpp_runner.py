@@ -66,22 +66,6 @@ def safe_model_params(make_default: Callable[[], Any]) -> Any:
     return params
 
 
-def open_reference_llama(model_path: Path | str, **kwargs: Any) -> Any:
-    """llama-cpp-python's own ``Llama`` (the reference in benchmarks and tests), loaded with ``safe_model_params``.
-
-    ``Llama`` reads ``llama_model_default_params()`` and has no argument to turn the AMX buffers off, so the
-    binding's default is swapped for the safe one while it loads."""
-    ll: Any = import_llama_cpp()
-    from llama_cpp import Llama
-
-    default = ll.llama_model_default_params
-    ll.llama_model_default_params = lambda: safe_model_params(default)
-    try:
-        return Llama(model_path=str(model_path), **kwargs)
-    finally:
-        ll.llama_model_default_params = default
-
-
 def _positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")

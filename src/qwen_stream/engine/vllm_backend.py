@@ -52,7 +52,7 @@ def require_vllm() -> None:
     if not vllm_available():
         raise ImportError("the vLLM backend needs the vllm package, which lives in its own virtual environment: "
                           "EXTRAS=vllm bash scripts/install.sh, then run .venv-vllm/bin/qwen-stream "
-                          "(see README, 'Scaling out with vLLM')")
+                          "(see docs/vllm.md)")
 
 
 class VllmBackend:

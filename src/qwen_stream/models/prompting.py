@@ -12,7 +12,8 @@ are left to the tokenizer: they are meant to appear in message text.
 Tool use: an assistant message keeps its ``tool_calls`` (arguments parsed into objects for the template) and a
 ``tool`` message its ``tool_call_id``; a turn runs from a user message to the next one, so a call and its
 results are always kept or dropped together. ``tools`` and any ``template_kwargs`` (``enable_thinking`` ...)
-go to the template as variables.
+go to the template as variables. Known slips in a shipped template (Qwen2.5's doubled-brace tool-call example)
+are corrected before rendering (models/template_fixes.py).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from qwen_stream.models.template_fixes import corrected_template
 from qwen_stream.models.tools import normalize_tool_calls
 
 ROLES = frozenset({"system", "user", "assistant", "tool"})
@@ -139,8 +141,11 @@ class ChatPrompter:
         self.default_system = default_system
         self.has_template = bool(getattr(tokenizer, "chat_template", None))
         template = getattr(tokenizer, "chat_template", None)
+        # The template rendered: the tokenizer's own, corrected where it is known to mislead the model (a
+        # tokenizer with several named templates keeps its own choice among them).
+        self._template = corrected_template(template) if isinstance(template, str) else None
         # Some tokenizers carry several named templates; what matters here is what any of them mentions.
-        self.template_text = " ".join(template.values()) if isinstance(template, dict) else str(template or "")
+        self.template_text = " ".join(template.values()) if isinstance(template, dict) else (self._template or "")
         self.supports_tools = "tools" in self.template_text
         self._specials = special_token_ids(tokenizer)
         self._special_id_set = frozenset(self._specials.values())
@@ -289,7 +294,7 @@ class ChatPrompter:
         """The prompt text; ``variables`` (tools, enable_thinking, ...) are passed to the template."""
         if self.has_template:
             text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
-                                                      **dict(variables or {}))
+                                                      chat_template=self._template, **dict(variables or {}))
             if not isinstance(text, str):
                 raise TypeError(f"the chat template rendered {type(text).__name__}, expected a string")
             return text

@@ -10,6 +10,12 @@ Small Qwen2.5-Coder models often skip the tags and answer with the bare call, ``
 or the same inside a ```` ```json ```` fence. The Hermes parser reads that too when it is the whole answer and names
 one of the request's tools: an answer that starts like that is held back until it ends (it may be a plain JSON
 answer after all, then it is content), so such a call arrives whole in one piece.
+
+Qwen2.5's chat template shows the model its call format as ``{{"name": <function-name>, ...}}`` (doubled braces
+inside a Jinja string literal are not Jinja syntax, so they reach the model as written; models/template_fixes.py
+corrects the text), and Qwen2.5-Coder copies it, mostly after a tool result: ``{{"name": "f", "arguments":
+{...}}}``, with or without the tags. Inside the tags such a call is read whole when it closes (its arguments, if
+doubled too, would not stream as JSON); without them it is a bare call, read by the bare call's rules.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from typing import Any, ClassVar
 from qwen_stream.output.tags import split_at_tag
 from qwen_stream.types import ToolCall, ToolCallDelta
 
-__all__ = ["HermesToolParser", "ToolCallParser", "new_call_id"]
+__all__ = ["HermesToolParser", "ToolCallParser", "load_call_json", "new_call_id"]
 
 # The start of an answer that may be a bare call: optional ```json fence, then an object (or a list of them).
 _BARE_START = re.compile(r"(?:```(?:json)?\s*)?\[?\s*\{")
@@ -121,10 +127,7 @@ class ToolCallParser:
         """Report ``text`` as calls if it is one call object (or a list of them) naming the request's tools."""
         body = text.strip()
         fenced = _FENCE.match(body)
-        try:
-            value = json.loads(fenced.group(1) if fenced else body)
-        except ValueError:
-            return False
+        value = load_call_json(fenced.group(1) if fenced else body)
         items = value if isinstance(value, list) else [value]
         if not items or not all(isinstance(i, dict) and i.get("name") in self._schemas for i in items):
             return False
@@ -301,6 +304,10 @@ class HermesToolParser(ToolCallParser):
         call = self._current
         if call is None or self._deferred:
             return
+        start = body.lstrip()
+        if start.startswith("{{"):  # the template's doubled braces: its arguments cannot stream as JSON
+            self._deferred = True
+            return
         if call.name is None:
             arguments = _ARGUMENTS.search(body)
             match = _NAME.search(body, 0, arguments.start() if arguments else len(body))
@@ -327,10 +334,7 @@ class HermesToolParser(ToolCallParser):
         return True
 
     def _finish(self, body: str, deltas: list[ToolCallDelta]) -> bool:
-        try:
-            whole = json.loads(body)
-        except ValueError:
-            whole = None
+        whole = load_call_json(body.strip())
         call = self._current
         if isinstance(whole, dict) and isinstance(whole.get("name"), str) and call is not None:
             self._announce(whole["name"], deltas)
@@ -343,6 +347,21 @@ class HermesToolParser(ToolCallParser):
                 self._arguments("{}", deltas)
             return True
         return False
+
+
+def load_call_json(text: str) -> Any:
+    """The JSON value of a call's text, also when written in the doubled braces of Qwen2.5's template; None if
+    neither reading is JSON. ``{{...}}`` is tried as one outer pair doubled (``{{"name": "f", "arguments":
+    {"a": 1}}}``), then as every brace doubled (``{{"name": "f", "arguments": {{"a": 1}}}}``)."""
+    candidates = [text]
+    if text.startswith("{{") and text.endswith("}}"):
+        candidates += [text[1:-1], text.replace("{{", "{").replace("}}", "}")]
+    for candidate in candidates:
+        try:
+            return json.loads(candidate)
+        except ValueError:
+            continue
+    return None
 
 
 def _json_string(escaped: str) -> str:

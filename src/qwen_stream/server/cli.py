@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from qwen_stream.cli.options import SHARED_KV_WINDOWS, add_model_arguments, backend_options, load_model
+from qwen_stream.launch import SHARED_KV_WINDOWS, add_model_arguments, backend_options, load_model
 
 if TYPE_CHECKING:
     from qwen_stream.api import ChatModel

@@ -1,0 +1,84 @@
+"""Scripted runners for the engine tests: the "model" is a rule (next token = fed token + 1), so every expected
+sequence is known exactly. Used by test_engine, test_backend, test_prefix_reuse, test_prefix_sharing,
+test_speculative and test_kv_memory."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import torch
+
+from qwen_stream.engine.runner import SeqChunk
+
+VOCAB = 64
+
+
+class CountingRunner:
+    """Next token = (last fed token + 1) % VOCAB; remembers every batch it saw and which slots were freed."""
+
+    name = "scripted"
+    vocab_size = VOCAB
+
+    def __init__(self, max_slots: int = 4, max_seq_len: int = 64, step_delay: float = 0.0) -> None:
+        self.max_slots = max_slots
+        self.max_seq_len = max_seq_len
+        self.batches: list[list[SeqChunk]] = []
+        self.freed: list[int] = []
+        self.step_delay = step_delay
+        self.lengths: dict[int, int] = {}
+
+    def forward(self, chunks: Sequence[SeqChunk]) -> torch.Tensor:
+        self.batches.append(list(chunks))
+        for chunk in chunks:
+            if self.lengths.get(chunk.slot, 0) != chunk.start_pos:
+                raise AssertionError(f"slot {chunk.slot} fed at {chunk.start_pos}, has {self.lengths.get(chunk.slot)}")
+            self.lengths[chunk.slot] = chunk.start_pos + len(chunk.token_ids)
+        rows = [c for c in chunks if c.want_logits]
+        logits = torch.zeros(len(rows), VOCAB)
+        for i, chunk in enumerate(rows):
+            logits[i, (chunk.token_ids[-1] + 1) % VOCAB] = 10.0
+        if self.step_delay:
+            time.sleep(self.step_delay)
+        return logits
+
+    def free_slot(self, slot: int) -> None:
+        self.freed.append(slot)
+        self.lengths[slot] = 0
+
+    def close(self) -> None:
+        pass
+
+
+class RewindingRunner:
+    """Next token = fed token + 1 (a row for every position asked for); checks every chunk continues (or rewinds
+    into) what its slot holds. The speculative-decoding tests use it too."""
+
+    name = "scripted-rewind"
+    vocab_size = VOCAB
+    can_rewind = True
+
+    def __init__(self, max_slots: int = 2, max_seq_len: int = 128) -> None:
+        self.max_slots, self.max_seq_len = max_slots, max_seq_len
+        self.held: dict[int, list[int]] = {}
+        self.fed: list[SeqChunk] = []
+
+    def forward(self, chunks: Sequence[SeqChunk]) -> torch.Tensor:
+        rows = []
+        for chunk in chunks:
+            held = self.held.setdefault(chunk.slot, [])
+            assert chunk.start_pos <= len(held), "a gap in the slot's KV"
+            self.held[chunk.slot] = held[:chunk.start_pos] + list(chunk.token_ids)
+            self.fed.append(SeqChunk(chunk.slot, list(chunk.token_ids), chunk.start_pos, chunk.want_logits,
+                                     chunk.n_logits))
+            for token in chunk.token_ids[len(chunk.token_ids) - chunk.logit_rows:]:  # a row per position asked for
+                row = torch.zeros(VOCAB)
+                row[(token + 1) % VOCAB] = 10.0
+                rows.append(row)
+        return torch.stack(rows) if rows else torch.zeros(0, VOCAB)
+
+    def free_slot(self, slot: int) -> None:
+        self.held[slot] = []
+
+    def close(self) -> None:
+        pass
