@@ -5,23 +5,25 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 
-from qwen_stream.server.admission import prepare_off_loop, respond_json, start_generation, stream_of
-from qwen_stream.server.anthropic_routes import anthropic_router
+from qwen_stream.server.answer_stream import Wire, answer
+from qwen_stream.server.anthropic_routes import ANTHROPIC_BODIES, anthropic_router
 from qwen_stream.server.auth import api_key_dependency
 from qwen_stream.server.bodies import document_bodies, openapi_body, parse_body
-from qwen_stream.server.chat import ChatReply, collect_chat, stream_chat
-from qwen_stream.server.completions import CompletionReply, collect_completion, stream_completion
+from qwen_stream.server.chat import ChatRenderer, openai_stream_error
+from qwen_stream.server.chat_job import ChatJob, start_job
+from qwen_stream.server.completions import CompletionRenderer
+from qwen_stream.server.error_shapes import error_responses
 from qwen_stream.server.errors import install_error_handlers
-from qwen_stream.server.generation import build_params
-from qwen_stream.server.limits import BodySizeLimit, RequestLimits, check_encodable
+from qwen_stream.server.limits import BodySizeLimit, RequestLimits
 from qwen_stream.server.metrics import CONTENT_TYPE
-from qwen_stream.server.ollama_routes import ollama_router
+from qwen_stream.server.ollama_routes import OLLAMA_BODIES, ollama_router
 from qwen_stream.server.protocol import (
     ChatCompletionRequest,
     ChatCompletionResponse,
@@ -34,8 +36,8 @@ from qwen_stream.server.protocol import (
     now,
 )
 from qwen_stream.server.response_store import DEFAULT_RESPONSE_STORE_SIZE, ResponseStore
-from qwen_stream.server.responses_routes import responses_router
-from qwen_stream.server.sse import SSEResponse
+from qwen_stream.server.responses_routes import RESPONSES_BODIES, responses_router
+from qwen_stream.server.sse import DONE, sse_frame
 from qwen_stream.server.state import ModelLoader, ServerState
 from qwen_stream.server.tokenize import tokenize_routes
 
@@ -44,9 +46,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("qwen_stream.server")
 
-_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 429, 500, 503)
-}
+# OpenAI's chunks as SSE data frames, an error after the start as an {"error": ...} frame, then data: [DONE].
+OPENAI_WIRE: Wire[BaseModel] = Wire(sse_frame, openai_stream_error, end=DONE)
+_ERROR_RESPONSES = error_responses(ErrorResponse)
 
 
 def create_app(model: ChatModel | ModelLoader, *, api_key: str | None = None,
@@ -98,7 +100,8 @@ def create_app(model: ChatModel | ModelLoader, *, api_key: str | None = None,
                        responses=_ERROR_RESPONSES)
     app.include_router(anthropic_router(state))
     app.include_router(ollama_router(state))
-    document_bodies(app, [ChatCompletionRequest, CompletionRequest])
+    document_bodies(app, [ChatCompletionRequest, CompletionRequest, *RESPONSES_BODIES, *ANTHROPIC_BODIES,
+                          *OLLAMA_BODIES])
     return app
 
 
@@ -134,53 +137,22 @@ def _v1_routes(state: ServerState) -> APIRouter:
                  ChatCompletionRequest), responses={200: {"content": {"text/event-stream": {}}}})
     async def chat_completions(request: Request) -> Response:
         body = await parse_body(request, ChatCompletionRequest)
-        model, strings, name = state.require_model(body.model)
-        state.limits.check_stops(body.stop)
-        check_encodable((f"messages.{i}.content", m.text()) for i, m in enumerate(body.messages))
-        messages = [message.as_dict() for message in body.messages]
-
-        def prepare() -> list[Any]:  # templating and tokenizing: CPU work, off the event loop
-            return [model.prepare_chat(messages, params=p, open_ended=body.token_limit is None, **body.chat_options)
-                    for p in _params(model, body, state)]
-
-        prepared = await prepare_off_loop(prepare)
-        starters = [(stream_of(model, p), p.params, i == 0) for i, p in enumerate(prepared)]
-        gen = await start_generation(starters, state.metrics, "/v1/chat/completions")
-        reply = ChatReply(model=name, include_usage=body.include_usage, want_logprobs=body.logprobs)
-        if body.stream:
-            return SSEResponse(stream_chat(gen, reply, strings))
-        return await respond_json(request, collect_chat(gen, reply, strings))
+        job = ChatJob([message.as_dict() for message in body.messages], body.sampling(), body.chat_options,
+                      model=body.model, n=body.n)
+        started = await start_job(state, job, "/v1/chat/completions")
+        renderer = ChatRenderer(started.model_name, body.n, started.strings, include_usage=body.include_usage,
+                                want_logprobs=body.logprobs)
+        return await answer(request, started.gen, renderer, OPENAI_WIRE, stream=body.stream)
 
     @router.post("/completions", response_model=CompletionResponse, openapi_extra=openapi_body(CompletionRequest),
                  responses={200: {"content": {"text/event-stream": {}}}})
     async def completions(request: Request) -> Response:
         body = await parse_body(request, CompletionRequest)
-        model, strings, name = state.require_model(body.model)
-        state.limits.check_stops(body.stop)
-        check_encodable((f"prompt.{i}", prompt) for i, prompt in enumerate(body.prompts))
-
-        def prepare() -> list[tuple[Any, bool]]:
-            params = _params(model, body, state)
-            return [(model.prepare_completion(prompt, params=p, open_ended=body.token_limit is None), j == 0)
-                    for prompt in body.prompts for j, p in enumerate(params)]
-
-        prepared = await prepare_off_loop(prepare)
-        starters = [(stream_of(model, p, chat=False), p.params, first) for p, first in prepared]
-        gen = await start_generation(starters, state.metrics, "/v1/completions")
-        echo = [prompt for prompt in body.prompts for _ in range(body.n)] if body.echo else None
-        reply = CompletionReply(model=name, include_usage=body.include_usage,
-                                want_logprobs=body.logprobs is not None, echo_prompts=echo)
-        if body.stream:
-            return SSEResponse(stream_completion(gen, reply, strings))
-        return await respond_json(request, collect_completion(gen, reply, strings))
+        job = ChatJob([], body.sampling(), model=body.model, prompts=body.prompts, n=body.n)
+        started = await start_job(state, job, "/v1/completions")
+        renderer = CompletionRenderer(started.model_name, body.prompts, body.n, started.strings, echo=body.echo,
+                                      include_usage=body.include_usage, want_logprobs=body.logprobs is not None)
+        return await answer(request, started.gen, renderer, OPENAI_WIRE, stream=body.stream)
 
     return router
 
-
-def _params(model: ChatModel, body: ChatCompletionRequest | CompletionRequest, state: ServerState) -> list[Any]:
-    """One SamplingParams per choice; without max_tokens the answer may take the rest of the window (capped)."""
-    params = build_params(model, body)
-    if body.token_limit is None:
-        cap = state.max_tokens_cap or model.context_length
-        params = [p.with_(max_new_tokens=cap) for p in params]
-    return params

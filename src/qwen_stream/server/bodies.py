@@ -1,7 +1,8 @@
 """Request bodies parsed and validated in a worker thread, with their schemas still in the OpenAPI document.
 
 FastAPI validates a declared body model on the event loop: a 4.5 MB body of 100,000 messages held it for two
-seconds, and /health and every stream with it. Routes here read the raw bytes (cheap) and validate off the loop.
+seconds, and /health and every stream with it. Routes here read the raw bytes (cheap) and validate off the loop,
+on every protocol's routes.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, ValidationError
+
+from qwen_stream.server.limits import check_encodable
 
 M = TypeVar("M", bound=BaseModel)
 _REF = "#/components/schemas/{model}"
@@ -36,11 +39,12 @@ def _validate(model: type[M], raw: bytes) -> M:
         if not any(error["type"] == "json_invalid" for error in exc.errors()):
             raise
         # pydantic's parser refuses a lone surrogate escape ("\ud800") with "unexpected end of hex escape";
-        # Python's accepts it, and the route then names the field holding the broken text (check_encodable).
+        # Python's accepts it, so the 400 can name the field holding the broken text, for every protocol.
         try:
             data = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise exc from None
+        check_encodable(data)
         return model.model_validate(data)
 
 

@@ -8,7 +8,7 @@ cannot get past it), so memory taken by a refused request stays bounded and is g
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -27,10 +27,9 @@ class RequestLimits:
     max_stop_strings: int = 16
     max_stop_chars: int = 1024  # per stop string
 
-    def check_stops(self, stops: str | list[str] | None) -> None:
-        if stops is None:
+    def check_stops(self, items: Sequence[str] | None) -> None:
+        if not items:
             return
-        items = [stops] if isinstance(stops, str) else stops
         if len(items) > self.max_stop_strings:
             raise APIError(400, f"stop: at most {self.max_stop_strings} stop strings, got {len(items)}",
                            param="stop")
@@ -40,14 +39,28 @@ class RequestLimits:
                            f"got {longest}", param="stop")
 
 
-def check_encodable(texts: Iterable[tuple[str, str]]) -> None:
-    """Refuse text with a lone UTF-16 surrogate (JSON allows ``"\\ud800"``, Unicode text does not): 400 naming it."""
-    for param, text in texts:
-        found = _SURROGATE.search(text)
-        if found is not None:
-            raise APIError(400, f"{param}: invalid text: a lone surrogate \\u{ord(found.group()):04x} at character "
-                           f"{found.start()} is not a Unicode character (fix the client's string encoding)",
-                           param=param, code="invalid_text")
+def check_encodable(data: object) -> None:
+    """Refuse text with a lone UTF-16 surrogate anywhere in a JSON body (JSON allows ``"\\ud800"``, Unicode text
+    does not): a 400 naming the field by its dotted path (``messages.0.content``), whatever the protocol."""
+    pending: list[tuple[str, object]] = [("", data)]  # a stack, not recursion: bodies may nest deeply
+    while pending:
+        path, value = pending.pop()
+        if isinstance(value, str):
+            _check_text(path or "body", value)
+        elif isinstance(value, dict):
+            for key in value:
+                _check_text(path or "body", key)
+            pending += [(f"{path}.{k}" if path else str(k), v) for k, v in reversed(value.items())]
+        elif isinstance(value, list):
+            pending += [(f"{path}.{i}" if path else str(i), v) for i, v in reversed(list(enumerate(value)))]
+
+
+def _check_text(where: str, text: str) -> None:
+    found = _SURROGATE.search(text)
+    if found is not None:
+        raise APIError(400, f"{where}: invalid text: a lone surrogate \\u{ord(found.group()):04x} at character "
+                       f"{found.start()} is not a Unicode character (fix the client's string encoding)",
+                       param=where, code="invalid_text")
 
 
 class BodySizeLimit:
