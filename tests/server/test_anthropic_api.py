@@ -73,7 +73,7 @@ def test_x_api_key_and_bearer_both_work_and_errors_have_anthropics_shape(tiny_ch
     from qwen_stream.server.app import create_app
 
     body = {"model": "m", "max_tokens": 2, "messages": MESSAGES}
-    with LiveServer(create_app(tiny_chat_model, api_key="s3cret")) as live:
+    with LiveServer(create_app(tiny_chat_model, api_key="s3cret", model_aliases=["m"])) as live:
         with anthropic.Anthropic(base_url=live.url, api_key="s3cret", max_retries=0) as client:
             assert client.messages.create(**body).content
         with anthropic.Anthropic(base_url=live.url, api_key="wrong", max_retries=0) as client, \

@@ -49,7 +49,7 @@ def small_server(tiny_model_dir: Path) -> Any:
     model = ChatModel.load(str(tiny_model_dir), runner="torch", max_batch_size=1, max_waiting=1, context_length=512,
                            progress=False)
     try:
-        with LiveServer(create_app(model, api_key="k3y")) as live:
+        with LiveServer(create_app(model, api_key="k3y", model_aliases=["m"])) as live:
             yield live, model
     finally:
         model.close()

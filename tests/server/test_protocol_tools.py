@@ -32,7 +32,7 @@ def tool_server(templated_model: Any) -> Iterator[LiveServer]:
     default = model.default_params
     model.default_params = default.with_(logit_bias=blank, temperature=0.0)
     try:
-        with LiveServer(create_app(model, served_model_name="tiny-tools")) as live:
+        with LiveServer(create_app(model, served_model_name="tiny-tools", model_aliases=["m"])) as live:
             yield live
         assert wait_until_idle(model)
     finally:

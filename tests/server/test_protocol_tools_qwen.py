@@ -34,7 +34,7 @@ RESULT = json.dumps({"city": "Paris", "temperature_c": 18})
 def qwen_server() -> Iterator[LiveServer]:
     # The PyTorch runner, which every machine runs; bfloat16 halves float32's 7 GB on a shared machine.
     with ChatModel.load("qwen2.5-coder-1.5b", runner="torch", dtype="bfloat16", max_batch_size=2,
-                        context_length=2048, progress=False) as model, LiveServer(create_app(model)) as live:
+                        context_length=2048, progress=False) as model, LiveServer(create_app(model, model_aliases=["m"])) as live:
         yield live
 
 

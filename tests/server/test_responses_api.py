@@ -91,7 +91,7 @@ def test_unknown_unstored_and_deleted_ids_are_404(client: openai.OpenAI) -> None
 def test_the_store_keeps_the_most_recent_responses(tiny_chat_model: Any) -> None:
     from qwen_stream.server.app import create_app
 
-    with LiveServer(create_app(tiny_chat_model, response_store_size=2)) as live:
+    with LiveServer(create_app(tiny_chat_model, response_store_size=2, model_aliases=["m"])) as live:
         client = openai.OpenAI(base_url=f"{live.url}/v1", api_key="x", max_retries=0)
         ids = [client.responses.create(model="m", input=f"Hi {i}", max_output_tokens=2).id for i in range(3)]
         with pytest.raises(openai.NotFoundError):
