@@ -26,7 +26,7 @@ from qwen_stream.server.anthropic_protocol import (
     anthropic_error_event,
 )
 from qwen_stream.server.auth import api_key_dependency
-from qwen_stream.server.bodies import openapi_body, parse_body
+from qwen_stream.server.bodies import openapi_body, parse_body_and
 from qwen_stream.server.chat_job import ChatJob, count_prompt_tokens, start_job
 from qwen_stream.server.error_shapes import error_responses, shaped_route
 from qwen_stream.server.protocol import Usage
@@ -50,20 +50,26 @@ def anthropic_router(state: ServerState) -> APIRouter:
     @router.post("/v1/messages", openapi_extra=openapi_body(MessagesRequest),
                  responses={200: {"content": {"text/event-stream": {}}}})
     async def create_message(request: Request) -> Response:
-        body = await parse_body(request, MessagesRequest)
-        job = ChatJob(body.chat_messages(), body.sampling(), body.chat_options(), model=body.model)
+        body, job = await parse_body_and(request, MessagesRequest, _message_job)
         started = await start_job(state, job, ROUTE)
         builder = MessageBuilder(started.model_name, started.prompt_tokens)
         return await answer(request, started.gen, builder, _WIRE, stream=body.stream)
 
     @router.post("/v1/messages/count_tokens", openapi_extra=openapi_body(CountTokensRequest))
     async def count_tokens(request: Request) -> JSONResponse:
-        body = await parse_body(request, CountTokensRequest)
-        job = ChatJob(body.chat_messages(), options=body.chat_options(), model=body.model)
+        _, job = await parse_body_and(request, CountTokensRequest, _count_job)
         # Templating and tokenizing are CPU work: off the event loop, as for generating routes.
         return JSONResponse({"input_tokens": await prepare_off_loop(lambda: count_prompt_tokens(state, job))})
 
     return router
+
+
+def _message_job(body: MessagesRequest) -> ChatJob:
+    return ChatJob(body.chat_messages(), body.sampling(), body.chat_options(), model=body.model)
+
+
+def _count_job(body: CountTokensRequest) -> ChatJob:
+    return ChatJob(body.chat_messages(), options=body.chat_options(), model=body.model)
 
 
 class MessageBuilder:

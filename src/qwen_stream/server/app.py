@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from qwen_stream.server.answer_stream import Wire, answer
 from qwen_stream.server.anthropic_routes import ANTHROPIC_BODIES, anthropic_router
 from qwen_stream.server.auth import api_key_dependency
-from qwen_stream.server.bodies import document_bodies, openapi_body, parse_body
+from qwen_stream.server.bodies import document_bodies, openapi_body, parse_body_and
 from qwen_stream.server.chat import ChatRenderer, openai_stream_error
 from qwen_stream.server.chat_job import ChatJob, start_job
 from qwen_stream.server.completions import CompletionRenderer
@@ -136,9 +136,7 @@ def _v1_routes(state: ServerState) -> APIRouter:
     @router.post("/chat/completions", response_model=ChatCompletionResponse, openapi_extra=openapi_body(
                  ChatCompletionRequest), responses={200: {"content": {"text/event-stream": {}}}})
     async def chat_completions(request: Request) -> Response:
-        body = await parse_body(request, ChatCompletionRequest)
-        job = ChatJob([message.as_dict() for message in body.messages], body.sampling(), body.chat_options,
-                      model=body.model, n=body.n)
+        body, job = await parse_body_and(request, ChatCompletionRequest, _chat_job)
         started = await start_job(state, job, "/v1/chat/completions")
         renderer = ChatRenderer(started.model_name, body.n, started.strings, include_usage=body.include_usage,
                                 want_logprobs=body.logprobs)
@@ -147,8 +145,7 @@ def _v1_routes(state: ServerState) -> APIRouter:
     @router.post("/completions", response_model=CompletionResponse, openapi_extra=openapi_body(CompletionRequest),
                  responses={200: {"content": {"text/event-stream": {}}}})
     async def completions(request: Request) -> Response:
-        body = await parse_body(request, CompletionRequest)
-        job = ChatJob([], body.sampling(), model=body.model, prompts=body.prompts, n=body.n)
+        body, job = await parse_body_and(request, CompletionRequest, _completion_job)
         started = await start_job(state, job, "/v1/completions")
         renderer = CompletionRenderer(started.model_name, body.prompts, body.n, started.strings, echo=body.echo,
                                       include_usage=body.include_usage, want_logprobs=body.logprobs is not None)
@@ -156,3 +153,11 @@ def _v1_routes(state: ServerState) -> APIRouter:
 
     return router
 
+
+def _chat_job(body: ChatCompletionRequest) -> ChatJob:
+    return ChatJob([message.as_dict() for message in body.messages], body.sampling(), body.chat_options,
+                   model=body.model, n=body.n)
+
+
+def _completion_job(body: CompletionRequest) -> ChatJob:
+    return ChatJob([], body.sampling(), model=body.model, prompts=body.prompts, n=body.n)

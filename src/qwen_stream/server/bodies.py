@@ -8,6 +8,7 @@ on every protocol's routes.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import anyio
@@ -19,17 +20,34 @@ from pydantic import BaseModel, ValidationError
 from qwen_stream.server.limits import check_encodable
 
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 _REF = "#/components/schemas/{model}"
 
 
 async def parse_body(request: Request, model: type[M]) -> M:
     """The request's JSON body as ``model``; invalid bodies raise RequestValidationError (our 400 handler)."""
+    body, _ = await parse_body_and(request, model, _nothing)
+    return body
+
+
+async def parse_body_and(request: Request, model: type[M], then: Callable[[M], T]) -> tuple[M, T]:
+    """The body as ``model`` and what ``then`` makes of it (a protocol's translation into a ChatJob: 100,000
+    messages take half a second), both in one worker thread."""
     raw = await request.body()
     try:
-        return await anyio.to_thread.run_sync(_validate, model, raw)
+        return await anyio.to_thread.run_sync(_validate_then, model, raw, then)
     except ValidationError as exc:
         # include_input=False: the offending value may be megabytes of text
         raise RequestValidationError(exc.errors(include_url=False, include_input=False)) from None
+
+
+def _nothing(_body: object) -> None:
+    return None
+
+
+def _validate_then(model: type[M], raw: bytes, then: Callable[[M], T]) -> tuple[M, T]:
+    body = _validate(model, raw)
+    return body, then(body)
 
 
 def _validate(model: type[M], raw: bytes) -> M:

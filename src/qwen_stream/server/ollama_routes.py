@@ -23,7 +23,7 @@ from qwen_stream.output.message import template_thinks
 from qwen_stream.server.answer_blocks import AnswerBlocks, Block, BlockEvent
 from qwen_stream.server.answer_stream import Event, Wire, answer
 from qwen_stream.server.auth import api_key_dependency
-from qwen_stream.server.bodies import openapi_body, parse_body
+from qwen_stream.server.bodies import openapi_body, parse_body, parse_body_and
 from qwen_stream.server.chat_job import ChatJob, start_job
 from qwen_stream.server.error_shapes import error_responses, shaped_route
 from qwen_stream.server.errors import APIError
@@ -57,19 +57,12 @@ def ollama_router(state: ServerState) -> APIRouter:
 
     @router.post("/chat", openapi_extra=openapi_body(ChatRequest), responses=_ANSWERS)
     async def chat(request: Request) -> Response:
-        body = await parse_body(request, ChatRequest)
-        body.check_supported()
-        job = ChatJob(body.chat_messages(), body.sampling(), body.chat_options(), model=body.model)
+        body, job = await parse_body_and(request, ChatRequest, _chat_job)
         return await _answer(state, request, "chat", body.stream, job)
 
     @router.post("/generate", openapi_extra=openapi_body(GenerateRequest), responses=_ANSWERS)
     async def generate(request: Request) -> Response:
-        body = await parse_body(request, GenerateRequest)
-        body.check_supported()
-        raw = body.raw and bool(body.prompt)  # continue the prompt as is: no template, no chat options
-        job = ChatJob([] if not body.prompt else body.chat_messages(), body.sampling(),
-                      {"thinking": body.thinking()} if not body.raw else {}, model=body.model,
-                      prompts=[body.prompt] if raw else None)
+        body, job = await parse_body_and(request, GenerateRequest, _generate_job)
         return await _answer(state, request, "generate", body.stream, job)
 
     @router.get("/tags")
@@ -102,6 +95,19 @@ def ollama_router(state: ServerState) -> APIRouter:
                          ("/delete", "DELETE"), ("/embed", "POST"), ("/embeddings", "POST")):
         router.add_api_route(path, _refuse(state, path), methods=[method])
     return router
+
+
+def _chat_job(body: ChatRequest) -> ChatJob:
+    body.check_supported()
+    return ChatJob(body.chat_messages(), body.sampling(), body.chat_options(), model=body.model)
+
+
+def _generate_job(body: GenerateRequest) -> ChatJob:
+    body.check_supported()
+    raw = body.raw and bool(body.prompt)  # continue the prompt as is: no template, no chat options
+    return ChatJob([] if not body.prompt else body.chat_messages(), body.sampling(),
+                   {"thinking": body.thinking()} if not body.raw else {}, model=body.model,
+                   prompts=[body.prompt] if raw else None)
 
 
 async def _answer(state: ServerState, request: Request, kind: Kind, stream: bool, job: ChatJob) -> Response:
