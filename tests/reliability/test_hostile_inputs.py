@@ -240,12 +240,15 @@ def assert_still_serving(http: httpx.Client, wire: Wire = WIRES[0]) -> None:
 # ---- bodies too big: refused before they cost memory or time -----------------------------------------------------
 
 
-def test_a_declared_50_mb_body_is_413_before_a_byte_is_read(server: Any, http: httpx.Client) -> None:
-    head = (f"POST {CHAT} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+@pytest.mark.parametrize("wire", WIRES, ids=[wire.name for wire in WIRES])
+def test_a_declared_50_mb_body_is_413_before_a_byte_is_read(server: Any, http: httpx.Client, wire: Wire) -> None:
+    head = (f"POST {wire.path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             f"Content-Length: {50 * 1024 * 1024}\r\n\r\n").encode()
     status, text = raw_exchange(server.port, head, [])
-    assert status == 413 and "request_too_large" in text
-    assert_still_serving(http)
+    assert status == 413 and "too large" in text
+    body = json.loads(text[text.index("\r\n\r\n") + 4:])
+    wire.error(httpx.Response(413, json=body))  # in the protocol's own error shape
+    assert_still_serving(http, wire)
 
 
 def test_a_chunked_body_over_the_limit_is_413(server: Any, http: httpx.Client) -> None:
@@ -266,11 +269,11 @@ def raw_exchange(port: int, head: bytes, chunks: list[bytes]) -> tuple[int, str]
         for chunk in chunks:
             sock.sendall(chunk)
         data = b""
-        while b"\r\n\r\n" not in data or len(data) < data.index(b"\r\n\r\n") + 10:
-            part = sock.recv(65536)
-            if not part:
-                break
-            data += part
+        try:
+            while part := sock.recv(65536):  # to the end: the server closes the connection after a 413
+                data += part
+        except ConnectionResetError:  # closed while our unread body was still arriving: what came is the answer
+            pass
     status = int(data.split(b" ", 2)[1])
     return status, data.decode(errors="replace")
 

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
 from qwen_stream.server.answer_stream import Wire, answer
+from qwen_stream.server.anthropic_protocol import anthropic_error
 from qwen_stream.server.anthropic_routes import ANTHROPIC_BODIES, anthropic_router
 from qwen_stream.server.auth import api_key_dependency
 from qwen_stream.server.bodies import document_bodies, openapi_body, parse_body_and
@@ -23,6 +24,7 @@ from qwen_stream.server.error_shapes import error_responses
 from qwen_stream.server.errors import install_error_handlers
 from qwen_stream.server.limits import BodySizeLimit, RequestLimits
 from qwen_stream.server.metrics import CONTENT_TYPE
+from qwen_stream.server.ollama_protocol import ollama_error
 from qwen_stream.server.ollama_routes import OLLAMA_BODIES, ollama_router
 from qwen_stream.server.protocol import (
     ChatCompletionRequest,
@@ -87,7 +89,8 @@ def create_app(model: ChatModel | ModelLoader, *, api_key: str | None = None,
                   description="OpenAI-compatible streaming API for Qwen-family chat models.")
     app.state.server = state
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimit, max_bytes=state.limits.max_body_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=state.limits.max_body_bytes,
+                       shapes=[("/v1/messages", anthropic_error), ("/api/", ollama_error)])
     if cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["*"],
                            allow_headers=["*"], allow_credentials=False)

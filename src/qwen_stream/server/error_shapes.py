@@ -11,7 +11,7 @@ shape in the OpenAPI document, so clients (and schemathesis) can check every rou
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from fastapi.exceptions import RequestValidationError
@@ -22,11 +22,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from qwen_stream.server.errors import APIError, describe_validation_errors
+from qwen_stream.server.limits import ErrorRenderer
 
 log = logging.getLogger("qwen_stream.server")
 
-# (status, message, OpenAI-style error type, headers) -> the response a client of this protocol understands.
-ErrorRenderer = Callable[[int, str, str, Mapping[str, str]], Response]
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 # Every status a route may answer with besides 200: bad input, no key, unknown model, too big, queue full, bug,
 # loading or draining.

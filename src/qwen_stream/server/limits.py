@@ -8,14 +8,17 @@ cannot get past it), so memory taken by a refused request stays bounded and is g
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qwen_stream.server.errors import APIError, error_response
 from qwen_stream.server.protocol import ErrorDetail
 
+# (status, message, OpenAI-style error type, headers) -> a protocol's error response (error_shapes.ErrorRenderer)
+ErrorRenderer = Callable[[int, str, str, Mapping[str, str]], Response]
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -66,9 +69,10 @@ def _check_text(where: str, text: str) -> None:
 class BodySizeLimit:
     """ASGI middleware: a request body over ``max_bytes`` gets 413 before the app sees any of it."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, shapes: Sequence[tuple[str, ErrorRenderer]] = ()) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.shapes = shapes  # (path prefix, error renderer): the protocols whose errors are not OpenAI-shaped
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -100,10 +104,15 @@ class BodySizeLimit:
                 return messages
 
     async def _refuse(self, scope: Scope, send: Send) -> None:
-        detail = ErrorDetail(message=f"request body too large: the limit is {self.max_bytes} bytes "
-                                     f"(qwen-stream serve --max-request-bytes)",
-                             type="invalid_request_error", code="request_too_large")
-        response = error_response(413, detail, {"Connection": "close"})
+        message = f"request body too large: the limit is {self.max_bytes} bytes (qwen-stream serve --max-request-bytes)"
+        headers = {"Connection": "close"}
+        path = str(scope.get("path", ""))
+        render = next((r for prefix, r in self.shapes if path.startswith(prefix)), None)
+        if render is not None:
+            response = render(413, message, "invalid_request_error", headers)
+        else:
+            detail = ErrorDetail(message=message, type="invalid_request_error", code="request_too_large")
+            response = error_response(413, detail, headers)
         await response(scope, _no_receive, send)
 
 
