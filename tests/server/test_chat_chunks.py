@@ -1,12 +1,13 @@
 """Chat events to OpenAI wire chunks (no model, no HTTP): reasoning_content and tool-call deltas as clients
-expect them, and the whole message built from the same events. A Qwen3 answer is scripted here (no Qwen3 weights)."""
+expect them, and the whole answer folded from those same chunks. A Qwen3 answer is scripted here (no Qwen3
+weights)."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from qwen_stream.server.chat import ChatReply, _event_chunks, _message
+from qwen_stream.server.chat import ChatRenderer
 from qwen_stream.types import FinishReason, StreamEvent, ToolCall, ToolCallDelta
 
 CALL = ToolCall("call_1", "get_weather", '{"city": "Paris"}')
@@ -24,13 +25,24 @@ def events() -> list[StreamEvent]:
     ]
 
 
-def wire(event: StreamEvent) -> list[dict[str, Any]]:
-    chunks = _event_chunks(ChatReply(model="m"), 0, event, strings=None)  # type: ignore[arg-type]
-    return [json.loads(chunk.model_dump_json()) for chunk in chunks]
+def renderer() -> ChatRenderer:
+    return ChatRenderer("m", 1, strings=None)  # type: ignore[arg-type]  # no logprobs: no token strings needed
+
+
+def wire(chat: ChatRenderer, event: StreamEvent) -> list[dict[str, Any]]:
+    return [json.loads(chunk.model_dump_json()) for chunk in chat.feed(event)]
+
+
+def whole_message(stream: list[StreamEvent]) -> dict[str, Any]:
+    chat = renderer()
+    for event in stream:
+        chat.feed(event)
+    return json.loads(chat.whole().model_dump_json(exclude_none=True))["choices"][0]["message"]
 
 
 def test_stream_chunks_carry_reasoning_then_the_call_in_pieces() -> None:
-    frames = [frame for event in events() for frame in wire(event)]
+    chat = renderer()
+    frames = [frame for event in events() for frame in wire(chat, event)]
     deltas = [f["choices"][0]["delta"] for f in frames]
     assert deltas[0] == {"reasoning_content": "Need weather."}
     assert deltas[1] == {"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
@@ -39,10 +51,12 @@ def test_stream_chunks_carry_reasoning_then_the_call_in_pieces() -> None:
     assert deltas[3] == {} and frames[3]["choices"][0]["finish_reason"] == "tool_calls"
 
 
-def test_the_whole_message_matches_the_stream() -> None:
-    message = json.loads(_message(events()[-1]).model_dump_json(exclude_none=True))
-    assert message == {"role": "assistant", "reasoning_content": "Need weather.",
-                       "tool_calls": [{"id": "call_1", "type": "function",
-                                       "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]}
-    plain = StreamEvent(delta="Hi", text="Hi", token_ids=[1], finish_reason=FinishReason.STOP)
-    assert json.loads(_message(plain).model_dump_json(exclude_none=True)) == {"role": "assistant", "content": "Hi"}
+def test_the_whole_message_is_the_stream_folded() -> None:
+    assert whole_message(events()) == {"role": "assistant", "reasoning_content": "Need weather.",
+                                       "tool_calls": [{"id": "call_1", "type": "function",
+                                                       "function": {"name": "get_weather",
+                                                                    "arguments": '{"city": "Paris"}'}}]}
+    plain = [StreamEvent(delta="H", text="H", token_ids=[1]),
+             StreamEvent(delta="i", text="Hi", token_ids=[2], finish_reason=FinishReason.STOP)]
+    assert whole_message(plain) == {"role": "assistant", "content": "Hi"}
+    assert whole_message([]) == {"role": "assistant", "content": ""}

@@ -21,8 +21,9 @@ def test_chat_request_reads_openai_fields_and_ignores_unknown_ones() -> None:
     })
     assert [m.as_dict() for m in req.messages] == [{"role": "system", "content": "Be brief"},
                                                    {"role": "user", "content": "hi"}]
-    assert (req.token_limit, req.num_logprobs, req.include_usage, req.n) == (7, 2, True, 1)
-    assert ChatCompletionRequest.model_validate({"messages": [{"role": "user", "content": "x"}]}).num_logprobs is None
+    fields = req.sampling()
+    assert (fields.max_tokens, fields.logprobs, req.include_usage, req.n) == (7, 2, True, 1)
+    assert ChatCompletionRequest.model_validate({"messages": [{"role": "user", "content": "x"}]}).sampling().logprobs is None
 
 
 @pytest.mark.parametrize("bad", [{"max_tokens": "5"}, {"stream": 1}, {"temperature": "0.5"}, {"n": 1.0}])

@@ -132,7 +132,7 @@ def test_anthropic_messages_become_chat_messages() -> None:
 def test_ollama_options_map_to_sampling_parameters() -> None:
     options = Options.model_validate({"temperature": 0.2, "num_predict": -1, "stop": ["\n"], "repeat_penalty": 1.1,
                                       "num_ctx": 8192})
-    sampling = options.sampling()
-    assert sampling["temperature"] == 0.2 and sampling["max_new_tokens"] is None  # -1: no limit of its own
+    sampling = options.sampling().overrides()
+    assert sampling["temperature"] == 0.2 and "max_new_tokens" not in sampling  # -1: no limit of its own
     assert sampling["stop"] == ("\n",) and sampling["repetition_penalty"] == 1.1
-    assert Options.model_validate({"num_predict": 7}).sampling()["max_new_tokens"] == 7
+    assert Options.model_validate({"num_predict": 7}).sampling().overrides()["max_new_tokens"] == 7

@@ -13,11 +13,12 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from fastapi.responses import JSONResponse
-from pydantic import Field
+from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from qwen_stream.server.chat_job import StrictBody, parse_part, unsupported
 from qwen_stream.server.errors import APIError
+from qwen_stream.server.sampling_fields import SamplingFields
 
 Message = dict[str, Any]
 
@@ -30,6 +31,18 @@ def anthropic_error(status: int, message: str, _kind: str, headers: Mapping[str,
     kind = _ERROR_TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
     return JSONResponse({"type": "error", "error": {"type": kind, "message": message}}, status_code=status,
                         headers=dict(headers))
+
+
+class AnthropicErrorDetail(BaseModel):
+    type: str
+    message: str
+
+
+class AnthropicError(BaseModel):
+    """Anthropic's error body, as the OpenAPI document declares it."""
+
+    type: Literal["error"]
+    error: AnthropicErrorDetail
 
 
 def anthropic_error_event(message: str) -> dict[str, Any]:
@@ -74,20 +87,20 @@ class MessagesRequest(_Prompt):
     metadata: dict[str, Any] | None = None
     seed: int | None = None  # an extension (extra_body={"seed": ...}): the same seed gives the same answer
 
-    def sampling(self) -> dict[str, Any]:
-        stop = tuple(self.stop_sequences) if self.stop_sequences else None
-        return {"max_new_tokens": self.max_tokens, "temperature": self.temperature, "top_p": self.top_p,
-                "top_k": self.top_k, "seed": self.seed, "stop": stop, **self._constraint()}
+    def sampling(self) -> SamplingFields:
+        return SamplingFields(max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p,
+                              top_k=self.top_k, seed=self.seed, stop=self.stop_sequences,
+                              json_schema=self._schema())
 
-    def _constraint(self) -> dict[str, Any]:
-        """``output_config.format`` ({"type": "json_schema", "schema": ...}) as grammar-constrained decoding."""
+    def _schema(self) -> dict[str, Any] | None:
+        """``output_config.format`` ({"type": "json_schema", "schema": ...}), for grammar-constrained decoding."""
         output_format = (self.output_config or {}).get("format")
         if output_format is None:
-            return {}
+            return None
         if not isinstance(output_format, dict) or output_format.get("type") != "json_schema" \
                 or not isinstance(output_format.get("schema"), dict):
             raise unsupported("output_config.format", 'expected {"type": "json_schema", "schema": {...}}')
-        return {"json_schema": output_format["schema"]}
+        return dict(output_format["schema"])
 
 
 class CountTokensRequest(_Prompt):

@@ -9,59 +9,68 @@ usage) and ``message_stop``. The whole message is built from the same blocks.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 
-from qwen_stream.server.admission import prepare_off_loop, respond_json
+from qwen_stream.server.admission import prepare_off_loop
 from qwen_stream.server.answer_blocks import AnswerBlocks, Block, BlockEvent
-from qwen_stream.server.answer_stream import Event, frames, render, run_to_end
+from qwen_stream.server.answer_stream import Event, Wire, answer
 from qwen_stream.server.anthropic_protocol import (
+    AnthropicError,
     CountTokensRequest,
     MessagesRequest,
     anthropic_error,
     anthropic_error_event,
 )
 from qwen_stream.server.auth import api_key_dependency
+from qwen_stream.server.bodies import openapi_body, parse_body_and
 from qwen_stream.server.chat_job import ChatJob, count_prompt_tokens, start_job
-from qwen_stream.server.error_shapes import shaped_route
+from qwen_stream.server.error_shapes import error_responses, shaped_route
 from qwen_stream.server.protocol import Usage
-from qwen_stream.server.sse import SSEResponse, sse_event
+from qwen_stream.server.sse import sse_event
 from qwen_stream.types import FinishReason, StreamEvent
 
 if TYPE_CHECKING:
     from qwen_stream.server.state import ServerState
 
 ROUTE = "/v1/messages"
+ANTHROPIC_BODIES: list[type[BaseModel]] = [MessagesRequest, CountTokensRequest]  # documented in the OpenAPI schema (see bodies.py)
 _DELTA_TYPES = {"text": ("text_delta", "text"), "reasoning": ("thinking_delta", "thinking"),
                 "tool_call": ("input_json_delta", "partial_json")}
 
 
 def anthropic_router(state: ServerState) -> APIRouter:
     """The routes, with Anthropic's error shape and the API key from ``x-api-key`` or ``Authorization``."""
-    router = APIRouter(route_class=shaped_route(anthropic_error),
+    router = APIRouter(route_class=shaped_route(anthropic_error), responses=error_responses(AnthropicError),
                        dependencies=[Depends(api_key_dependency(state.api_key))])
 
-    @router.post("/v1/messages", responses={200: {"content": {"text/event-stream": {}}}})
-    async def create_message(body: MessagesRequest, request: Request) -> Response:
-        job = ChatJob(body.chat_messages(), body.sampling(), body.chat_options(), model=body.model)
+    @router.post("/v1/messages", openapi_extra=openapi_body(MessagesRequest),
+                 responses={200: {"content": {"text/event-stream": {}}}})
+    async def create_message(request: Request) -> Response:
+        body, job = await parse_body_and(request, MessagesRequest, _message_job)
         started = await start_job(state, job, ROUTE)
         builder = MessageBuilder(started.model_name, started.prompt_tokens)
-        events = render(started.gen, builder)
-        if body.stream:
-            return SSEResponse(frames(events, _encode, _failed))
-        return await respond_json(request, _whole(events, builder))
+        return await answer(request, started.gen, builder, _WIRE, stream=body.stream)
 
-    @router.post("/v1/messages/count_tokens")
-    async def count_tokens(body: CountTokensRequest) -> JSONResponse:
-        job = ChatJob(body.chat_messages(), options=body.chat_options())
-        model = await state.model_for(body.model)
+    @router.post("/v1/messages/count_tokens", openapi_extra=openapi_body(CountTokensRequest))
+    async def count_tokens(request: Request) -> JSONResponse:
+        _, job = await parse_body_and(request, CountTokensRequest, _count_job)
+        model = await state.model_for(job.model)
         # Templating and tokenizing are CPU work: off the event loop, as for generating routes.
         return JSONResponse({"input_tokens": await prepare_off_loop(lambda: count_prompt_tokens(model, job))})
 
     return router
+
+
+def _message_job(body: MessagesRequest) -> ChatJob:
+    return ChatJob(body.chat_messages(), body.sampling(), body.chat_options(), model=body.model)
+
+
+def _count_job(body: CountTokensRequest) -> ChatJob:
+    return ChatJob(body.chat_messages(), options=body.chat_options(), model=body.model)
 
 
 class MessageBuilder:
@@ -80,7 +89,7 @@ class MessageBuilder:
     def start(self) -> list[Event]:
         return [{"type": "message_start", "message": self.message()}, {"type": "ping"}]
 
-    def feed(self, event: StreamEvent) -> list[Event]:
+    def feed(self, event: StreamEvent, index: int = 0) -> list[Event]:
         return [e for block_event in self._blocks.feed(event) for e in self._on_block(block_event)]
 
     def finish(self, final: StreamEvent | None, usage: Usage) -> list[Event]:
@@ -93,6 +102,9 @@ class MessageBuilder:
         delta = {"stop_reason": self.stop_reason, "stop_sequence": self.stop_sequence}
         return [*events, {"type": "message_delta", "delta": delta, "usage": dict(self.usage)},
                 {"type": "message_stop"}]
+
+    def whole(self) -> dict[str, Any]:
+        return self.message()
 
     def message(self) -> dict[str, Any]:
         return {"id": self.id, "type": "message", "role": "assistant", "model": self.model,
@@ -144,10 +156,8 @@ def _stop(final: StreamEvent | None, blocks: list[Block]) -> tuple[str, str | No
     return "end_turn", None
 
 
-async def _whole(events: AsyncGenerator[Event, None], builder: MessageBuilder) -> dict[str, Any]:
-    await run_to_end(events)
-    return builder.message()
-
-
 def _failed(message: str) -> list[Event]:
     return [anthropic_error_event(message)]
+
+
+_WIRE: Wire[Event] = Wire(_encode, _failed)

@@ -6,28 +6,32 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 
-from qwen_stream.server.admission import prepare_off_loop, respond_json, start_generation, stream_of
-from qwen_stream.server.anthropic_routes import anthropic_router
+from qwen_stream.server.answer_stream import Wire, answer
+from qwen_stream.server.anthropic_protocol import anthropic_error
+from qwen_stream.server.anthropic_routes import ANTHROPIC_BODIES, anthropic_router
 from qwen_stream.server.auth import api_key_dependency
-from qwen_stream.server.bodies import document_bodies, openapi_body, parse_body
-from qwen_stream.server.chat import ChatReply, collect_chat, stream_chat
-from qwen_stream.server.completions import CompletionReply, collect_completion, stream_completion
+from qwen_stream.server.bodies import document_bodies, openapi_body, parse_body_and
+from qwen_stream.server.chat import ChatRenderer, openai_stream_error
+from qwen_stream.server.chat_job import ChatJob, start_job
+from qwen_stream.server.completions import CompletionRenderer
+from qwen_stream.server.error_shapes import error_responses
 from qwen_stream.server.errors import install_error_handlers
-from qwen_stream.server.fim_completions import fim_completions
-from qwen_stream.server.generation import build_params
+from qwen_stream.server.fim_completions import fim_completion_job
 from qwen_stream.server.infill_routes import infill_router
 from qwen_stream.server.keep_alive import FOREVER
-from qwen_stream.server.limits import BodySizeLimit, RequestLimits, check_encodable
+from qwen_stream.server.limits import BodySizeLimit, RequestLimits
 from qwen_stream.server.metrics import CONTENT_TYPE
 from qwen_stream.server.model_leases import ModelLeases
 from qwen_stream.server.model_pool import ModelPool, PoolEntry
-from qwen_stream.server.ollama_routes import ollama_router
+from qwen_stream.server.ollama_protocol import ollama_error
+from qwen_stream.server.ollama_routes import OLLAMA_BODIES, ollama_router
 from qwen_stream.server.protocol import (
     ChatCompletionRequest,
     ChatCompletionResponse,
@@ -40,8 +44,8 @@ from qwen_stream.server.protocol import (
     now,
 )
 from qwen_stream.server.response_store import DEFAULT_RESPONSE_STORE_SIZE, ResponseStore
-from qwen_stream.server.responses_routes import responses_router
-from qwen_stream.server.sse import SSEResponse
+from qwen_stream.server.responses_routes import RESPONSES_BODIES, responses_router
+from qwen_stream.server.sse import DONE, sse_frame
 from qwen_stream.server.state import ModelLoader, ServerState
 from qwen_stream.server.tokenize import tokenize_routes
 
@@ -50,9 +54,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("qwen_stream.server")
 
-_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 429, 500, 503)
-}
+# OpenAI's chunks as SSE data frames, an error after the start as an {"error": ...} frame, then data: [DONE].
+OPENAI_WIRE: Wire[BaseModel] = Wire(sse_frame, openai_stream_error, end=DONE)
+_ERROR_RESPONSES = error_responses(ErrorResponse)
 
 
 def create_app(model: ChatModel | ModelLoader | Sequence[PoolEntry], *, api_key: str | None = None,
@@ -95,7 +99,8 @@ def create_app(model: ChatModel | ModelLoader | Sequence[PoolEntry], *, api_key:
                   description="OpenAI-compatible streaming API for Qwen-family chat models.")
     app.state.server = state
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimit, max_bytes=state.limits.max_body_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=state.limits.max_body_bytes,
+                       shapes=[("/v1/messages", anthropic_error), ("/api/", ollama_error)])
     app.add_middleware(ModelLeases, release=pool.release)  # a model is never unloaded under a request
     if cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["*"],
@@ -110,7 +115,8 @@ def create_app(model: ChatModel | ModelLoader | Sequence[PoolEntry], *, api_key:
     app.include_router(anthropic_router(state))
     app.include_router(ollama_router(state))
     app.include_router(infill_router(state), responses=_ERROR_RESPONSES)
-    document_bodies(app, [ChatCompletionRequest, CompletionRequest])
+    document_bodies(app, [ChatCompletionRequest, CompletionRequest, *RESPONSES_BODIES, *ANTHROPIC_BODIES,
+                          *OLLAMA_BODIES])
     return app
 
 
@@ -143,48 +149,22 @@ def _v1_routes(state: ServerState) -> APIRouter:
     @router.post("/chat/completions", response_model=ChatCompletionResponse, openapi_extra=openapi_body(
                  ChatCompletionRequest), responses={200: {"content": {"text/event-stream": {}}}})
     async def chat_completions(request: Request) -> Response:
-        body = await parse_body(request, ChatCompletionRequest)
-        model, strings, name = await state.resolve(body.model)
-        state.limits.check_stops(body.stop)
-        check_encodable((f"messages.{i}.content", m.text()) for i, m in enumerate(body.messages))
-        messages = [message.as_dict() for message in body.messages]
-
-        def prepare() -> list[Any]:  # templating and tokenizing: CPU work, off the event loop
-            return [model.prepare_chat(messages, params=p, open_ended=body.token_limit is None, **body.chat_options)
-                    for p in _params(model, body, state)]
-
-        prepared = await prepare_off_loop(prepare)
-        starters = [(stream_of(model, p), p.params, i == 0) for i, p in enumerate(prepared)]
-        gen = await start_generation(starters, state.metrics_for(name), "/v1/chat/completions")
-        reply = ChatReply(model=name, include_usage=body.include_usage, want_logprobs=body.logprobs)
-        if body.stream:
-            return SSEResponse(stream_chat(gen, reply, strings))
-        return await respond_json(request, collect_chat(gen, reply, strings))
+        body, job = await parse_body_and(request, ChatCompletionRequest, _chat_job)
+        started = await start_job(state, job, "/v1/chat/completions")
+        renderer = ChatRenderer(started.model_name, body.n, started.strings, include_usage=body.include_usage,
+                                want_logprobs=body.logprobs)
+        return await answer(request, started.gen, renderer, OPENAI_WIRE, stream=body.stream)
 
     @router.post("/completions", response_model=CompletionResponse, openapi_extra=openapi_body(CompletionRequest),
                  responses={200: {"content": {"text/event-stream": {}}}})
     async def completions(request: Request) -> Response:
-        body = await parse_body(request, CompletionRequest)
-        if body.suffix:
-            return await fim_completions(state, request, body)
-        model, strings, name = await state.resolve(body.model)
-        state.limits.check_stops(body.stop)
-        check_encodable((f"prompt.{i}", prompt) for i, prompt in enumerate(body.prompts))
-
-        def prepare() -> list[tuple[Any, bool]]:
-            params = _params(model, body, state)
-            return [(model.prepare_completion(prompt, params=p, open_ended=body.token_limit is None), j == 0)
-                    for prompt in body.prompts for j, p in enumerate(params)]
-
-        prepared = await prepare_off_loop(prepare)
-        starters = [(stream_of(model, p, chat=False), p.params, first) for p, first in prepared]
-        gen = await start_generation(starters, state.metrics_for(name), "/v1/completions")
-        echo = [prompt for prompt in body.prompts for _ in range(body.n)] if body.echo else None
-        reply = CompletionReply(model=name, include_usage=body.include_usage,
-                                want_logprobs=body.logprobs is not None, echo_prompts=echo)
-        if body.stream:
-            return SSEResponse(stream_completion(gen, reply, strings))
-        return await respond_json(request, collect_completion(gen, reply, strings))
+        body, job = await parse_body_and(request, CompletionRequest, _completion_job)
+        if body.suffix:  # fill in the middle (Tabby, Continue's OpenAI provider)
+            job = await fim_completion_job(state, body, job)
+        started = await start_job(state, job, "/v1/completions")
+        renderer = CompletionRenderer(started.model_name, body.prompts, body.n, started.strings, echo=body.echo,
+                                      include_usage=body.include_usage, want_logprobs=body.logprobs is not None)
+        return await answer(request, started.gen, renderer, OPENAI_WIRE, stream=body.stream)
 
     return router
 
@@ -206,10 +186,10 @@ def _card(entry: PoolEntry, name: str) -> ModelCard:
     return ModelCard(id=name, created=now(), context_length=loaded.context_length if loaded is not None else None)
 
 
-def _params(model: ChatModel, body: ChatCompletionRequest | CompletionRequest, state: ServerState) -> list[Any]:
-    """One SamplingParams per choice; without max_tokens the answer may take the rest of the window (capped)."""
-    params = build_params(model, body)
-    if body.token_limit is None:
-        cap = state.max_tokens_cap or model.context_length
-        params = [p.with_(max_new_tokens=cap) for p in params]
-    return params
+def _chat_job(body: ChatCompletionRequest) -> ChatJob:
+    return ChatJob([message.as_dict() for message in body.messages], body.sampling(), body.chat_options,
+                   model=body.model, n=body.n)
+
+
+def _completion_job(body: CompletionRequest) -> ChatJob:
+    return ChatJob([], body.sampling(), model=body.model, prompts=body.prompts, n=body.n)

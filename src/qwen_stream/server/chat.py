@@ -1,11 +1,12 @@
-"""``POST /v1/chat/completions``: engine events to OpenAI chat chunks (SSE) or one chat.completion object."""
+"""``POST /v1/chat/completions``: engine events to OpenAI chat chunks, and the chat.completion object folded from
+those same chunks (so a whole answer is always what its stream adds up to)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
-from qwen_stream.server.generation import Generation, TokenStrings
+from qwen_stream.server.generation import TokenStrings
 from qwen_stream.server.protocol import (
     AssistantMessage,
     ChatChoice,
@@ -14,28 +15,19 @@ from qwen_stream.server.protocol import (
     ChatCompletionResponse,
     ChatLogprobs,
     DeltaMessage,
+    ErrorDetail,
+    ErrorResponse,
     FunctionCallOut,
     FunctionDelta,
     TokenLogprobInfo,
     ToolCallDeltaOut,
     ToolCallOut,
     TopLogprob,
+    Usage,
     new_id,
     now,
 )
-from qwen_stream.server.sse import DONE, sse_frame, stream_error_frame
-from qwen_stream.types import StreamEvent, TokenLogprob, ToolCall, ToolCallDelta
-
-
-@dataclass(slots=True)
-class ChatReply:
-    """Identity of one chat answer: the same id/created/model on every chunk."""
-
-    model: str
-    include_usage: bool = False
-    want_logprobs: bool = False
-    id: str = field(default_factory=lambda: new_id("chatcmpl"))
-    created: int = field(default_factory=now)
+from qwen_stream.types import StreamEvent, TokenLogprob, ToolCallDelta
 
 
 def chat_logprobs(entries: list[TokenLogprob] | None, strings: TokenStrings) -> ChatLogprobs | None:
@@ -53,46 +45,85 @@ def _token_info(entry: TokenLogprob, strings: TokenStrings) -> TokenLogprobInfo:
     return TokenLogprobInfo(token=text, logprob=entry.logprob, bytes=list(raw), top_logprobs=top)
 
 
-async def stream_chat(gen: Generation, reply: ChatReply, strings: TokenStrings) -> AsyncIterator[bytes]:
-    """SSE frames: a role chunk per choice, content chunks, a finish chunk per choice, usage, [DONE]."""
-    try:
-        for choice in gen.choices:
-            yield _chunk(reply, ChatChunkChoice(index=choice.index, delta=DeltaMessage(role="assistant", content="")))
-        async for index, event in gen.events():
-            for frame in _event_chunks(reply, index, event, strings):
-                yield sse_frame(frame)
-        if reply.include_usage:
-            yield sse_frame(ChatCompletionChunk(id=reply.id, created=reply.created, model=reply.model, choices=[],
-                                                usage=gen.usage))
-        yield DONE
-    except Exception as exc:  # headers are sent: the error can only travel as an event, as OpenAI does
-        yield stream_error_frame(exc)
-        yield DONE  # the stream still ends as every stream does: clients waiting for [DONE] stop waiting
-    finally:
-        # Runs on normal end, on an engine error and when the client disconnects (the generator is closed).
-        await gen.aclose()
+@dataclass(slots=True)
+class _Folded:
+    """One choice's message so far, folded from its chunks."""
+
+    content: str = ""
+    reasoning: str = ""
+    calls: dict[int, ToolCallOut] = field(default_factory=dict)  # tool call index -> the call so far
+    finish_reason: Any = None
+    logprobs: list[TokenLogprobInfo] = field(default_factory=list)
+
+    def add(self, choice: ChatChunkChoice) -> None:
+        delta = choice.delta
+        self.content += delta.content or ""
+        self.reasoning += delta.reasoning_content or ""
+        for piece in delta.tool_calls or ():
+            call = self.calls.setdefault(piece.index, ToolCallOut(id=piece.id or "", function=FunctionCallOut(
+                name=piece.function.name or "", arguments="")))
+            call.function.arguments += piece.function.arguments or ""
+        if choice.logprobs is not None:
+            self.logprobs += choice.logprobs.content
+        self.finish_reason = choice.finish_reason or self.finish_reason
+
+    def message(self) -> AssistantMessage:
+        calls = [self.calls[i] for i in sorted(self.calls)]
+        return AssistantMessage(content=self.content if self.content or not calls else None,
+                                reasoning_content=self.reasoning or None, tool_calls=calls or None)
 
 
-def _chunk(reply: ChatReply, choice: ChatChunkChoice) -> bytes:
-    return sse_frame(ChatCompletionChunk(id=reply.id, created=reply.created, model=reply.model, choices=[choice]))
+class ChatRenderer:
+    """A chat answer of ``n`` choices: a role chunk per choice, content chunks, a finish chunk per choice, usage
+    (when asked for); ``whole()`` is the chat.completion those chunks make."""
 
+    def __init__(self, model: str, n: int, strings: TokenStrings, *, include_usage: bool = False,
+                 want_logprobs: bool = False) -> None:
+        self.model = model
+        self.id = new_id("chatcmpl")
+        self.created = now()
+        self.include_usage = include_usage
+        self.want_logprobs = want_logprobs
+        self.usage = Usage()
+        self._strings = strings
+        self._choices = [_Folded() for _ in range(n)]
 
-def _event_chunks(reply: ChatReply, index: int, event: StreamEvent,
-                  strings: TokenStrings) -> list[ChatCompletionChunk]:
-    chunks = []
-    # An event may carry no text yet (held back for a possible stop string) but still carry logprobs.
-    if event.delta or event.reasoning_delta or event.tool_call_deltas or (reply.want_logprobs and event.logprobs):
-        delta = DeltaMessage(content=event.delta or None, reasoning_content=event.reasoning_delta or None,
-                             tool_calls=[_tool_call_delta(d) for d in event.tool_call_deltas] or None)
-        if delta.content is None and delta.reasoning_content is None and delta.tool_calls is None:
-            delta.content = ""  # a logprobs-only chunk, as before
-        choice = ChatChunkChoice(index=index, delta=delta,
-                                 logprobs=chat_logprobs(event.logprobs, strings) if reply.want_logprobs else None)
-        chunks.append(ChatCompletionChunk(id=reply.id, created=reply.created, model=reply.model, choices=[choice]))
-    if event.finish_reason is not None:
-        finish = ChatChunkChoice(index=index, delta=DeltaMessage(), finish_reason=event.finish_reason.value)
-        chunks.append(ChatCompletionChunk(id=reply.id, created=reply.created, model=reply.model, choices=[finish]))
-    return chunks
+    def start(self) -> list[ChatCompletionChunk]:
+        return [self._chunk(ChatChunkChoice(index=i, delta=DeltaMessage(role="assistant", content="")))
+                for i in range(len(self._choices))]
+
+    def feed(self, event: StreamEvent, index: int = 0) -> list[ChatCompletionChunk]:
+        chunks = []
+        # An event may carry no text yet (held back for a possible stop string) but still carry logprobs.
+        if event.delta or event.reasoning_delta or event.tool_call_deltas or (self.want_logprobs and event.logprobs):
+            delta = DeltaMessage(content=event.delta or None, reasoning_content=event.reasoning_delta or None,
+                                 tool_calls=[_tool_call_delta(d) for d in event.tool_call_deltas] or None)
+            if delta.content is None and delta.reasoning_content is None and delta.tool_calls is None:
+                delta.content = ""  # a logprobs-only chunk
+            logprobs = chat_logprobs(event.logprobs, self._strings) if self.want_logprobs else None
+            chunks.append(self._chunk(ChatChunkChoice(index=index, delta=delta, logprobs=logprobs)))
+        if event.finish_reason is not None:
+            finish = ChatChunkChoice(index=index, delta=DeltaMessage(), finish_reason=event.finish_reason.value)
+            chunks.append(self._chunk(finish))
+        for chunk in chunks:
+            self._choices[index].add(chunk.choices[0])
+        return chunks
+
+    def finish(self, final: StreamEvent | None, usage: Usage) -> list[ChatCompletionChunk]:
+        self.usage = usage
+        if not self.include_usage:
+            return []
+        return [ChatCompletionChunk(id=self.id, created=self.created, model=self.model, choices=[], usage=usage)]
+
+    def whole(self) -> ChatCompletionResponse:
+        choices = [ChatChoice(index=i, message=c.message(), finish_reason=c.finish_reason,
+                              logprobs=ChatLogprobs(content=c.logprobs) if self.want_logprobs else None)
+                   for i, c in enumerate(self._choices)]
+        return ChatCompletionResponse(id=self.id, created=self.created, model=self.model, choices=choices,
+                                      usage=self.usage)
+
+    def _chunk(self, choice: ChatChunkChoice) -> ChatCompletionChunk:
+        return ChatCompletionChunk(id=self.id, created=self.created, model=self.model, choices=[choice])
 
 
 def _tool_call_delta(delta: ToolCallDelta) -> ToolCallDeltaOut:
@@ -102,35 +133,6 @@ def _tool_call_delta(delta: ToolCallDelta) -> ToolCallDeltaOut:
     return ToolCallDeltaOut(index=delta.index, function=FunctionDelta(arguments=delta.arguments))
 
 
-def _message(event: StreamEvent | None) -> AssistantMessage:
-    if event is None:
-        return AssistantMessage(content="")
-    calls: list[ToolCall] = event.tool_calls
-    return AssistantMessage(
-        content=event.text if event.text or not calls else None,
-        reasoning_content=event.reasoning or None,
-        tool_calls=[ToolCallOut(id=c.id, function=FunctionCallOut(name=c.name, arguments=c.arguments))
-                    for c in calls] or None)
-
-
-async def collect_chat(gen: Generation, reply: ChatReply, strings: TokenStrings) -> ChatCompletionResponse:
-    """Run every choice to the end and build one chat.completion object."""
-    last: list[StreamEvent | None] = [None] * len(gen.choices)
-    finish: list[str | None] = [None] * len(gen.choices)
-    logprobs: list[list[TokenLogprobInfo]] = [[] for _ in gen.choices]
-    try:
-        async for index, event in gen.events():
-            last[index] = event
-            if event.finish_reason is not None:
-                finish[index] = event.finish_reason.value
-            if reply.want_logprobs and event.logprobs:
-                logprobs[index].extend(_token_info(entry, strings) for entry in event.logprobs)
-    finally:
-        await gen.aclose()
-    choices = [
-        ChatChoice(index=i, message=_message(last[i]), finish_reason=finish[i],  # type: ignore[arg-type]
-                   logprobs=ChatLogprobs(content=logprobs[i]) if reply.want_logprobs else None)
-        for i in range(len(gen.choices))
-    ]
-    return ChatCompletionResponse(id=reply.id, created=reply.created, model=reply.model, choices=choices,
-                                  usage=gen.usage)
+def openai_stream_error(message: str) -> list[ErrorResponse]:
+    """An error after the stream started, as an ``{"error": ...}`` event (the OpenAI client raises it)."""
+    return [ErrorResponse(error=ErrorDetail(message=message, type="server_error"))]

@@ -1,8 +1,11 @@
-"""What every protocol's request becomes: OpenAI-style chat messages plus sampling overrides, run on the one
-engine through the same path as ``/v1/chat/completions`` (``ChatModel.astream``, the same limits and metrics).
+"""What every protocol's request becomes, and the one way it reaches the engine.
 
-The Responses, Anthropic and Ollama routes only translate their request into a ``ChatJob`` and the resulting
-``StreamEvent``s into their own wire format; nothing here knows any of those formats.
+A ``ChatJob`` is a request in the engine's terms: OpenAI-style chat messages (or raw prompts), ``SamplingFields``,
+chat options, the model it names and how many choices. ``start_job`` applies every rule once, for every protocol:
+the model's name (404), stop string limits, the answer length (no max_tokens: the rest of the window, at most
+``--max-tokens-cap``), templating and tokenizing off the event loop (bad values a 400 naming the field), then
+submission (429 when the queue is full, 503 when the engine is down). The OpenAI, Responses, Anthropic and Ollama
+routes only translate their body into a ``ChatJob`` and the resulting events into their own wire format.
 """
 
 from __future__ import annotations
@@ -14,9 +17,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from qwen_stream.models.tools import ToolRequest
-from qwen_stream.server.admission import prepare_off_loop, start_generation, stream_of
+from qwen_stream.server.admission import Starter, prepare_off_loop, start_generation, stream_of
 from qwen_stream.server.errors import APIError
-from qwen_stream.server.generation import Generation
+from qwen_stream.server.generation import Generation, TokenStrings
+from qwen_stream.server.sampling_fields import SamplingFields
+from qwen_stream.types import wrap_seed
 
 if TYPE_CHECKING:
     from qwen_stream.api import ChatModel, PreparedRequest
@@ -24,8 +29,6 @@ if TYPE_CHECKING:
     from qwen_stream.types import SamplingParams
 
 BodyT = TypeVar("BodyT", bound=BaseModel)
-# Output formats go to astream with the chat options (see ChatJob.chat_overrides), not into SamplingParams first.
-_FORMAT_KEYS = ("json_schema", "response_format")
 
 
 class StrictBody(BaseModel):
@@ -53,55 +56,74 @@ def unsupported(field_name: str, why: str) -> APIError:
 
 @dataclass(slots=True)
 class ChatJob:
-    """One answer, in the engine's terms."""
+    """One request's answers, in the engine's terms."""
 
     messages: list[dict[str, Any]]  # OpenAI chat messages: system/user/assistant (tool_calls)/tool
-    sampling: dict[str, Any] = field(default_factory=dict)  # SamplingParams overrides; None keeps the default
+    sampling: SamplingFields = field(default_factory=SamplingFields)
     # What ChatModel.astream takes besides sampling: tools (OpenAI function specs), tool_choice,
-    # parallel_tool_calls, thinking; None keeps the default.
+    # parallel_tool_calls, thinking, chat_template_kwargs; None keeps the default.
     options: dict[str, Any] = field(default_factory=dict)
-    # Continue this text as is, no chat template (Ollama's raw generate), or these token ids (a FIM prompt).
-    raw_prompt: str | list[int] | None = None
-    model: str | None = None  # the request's model name (None: the server's default)
+    model: str | None = None  # the name the request gave: one this server serves, or a 404
     keep_alive_s: float | None = None  # Ollama's keep_alive: how long the model stays loaded after this
+    # Raw prompts, each continued as is (no chat template, no chat options): text, or token ids (a FIM prompt).
+    prompts: list[str] | list[list[int]] | None = None
+    n: int = 1  # choices per conversation (per prompt): choice i samples with seed + i
 
     def chat_overrides(self) -> dict[str, Any]:
-        """The keyword arguments for astream: chat options and output formats (which the model compiles into a
+        """The keyword arguments for prepare_chat: chat options and output formats (which the model compiles into a
         grammar, and checks against a forced tool call)."""
-        formats = {k: self.sampling.get(k) for k in _FORMAT_KEYS}
-        return {k: v for k, v in {**self.options, **formats}.items() if v is not None}
+        return {k: v for k, v in {**self.options, **self.sampling.formats()}.items() if v is not None}
 
 
 @dataclass(slots=True)
 class StartedJob:
     gen: Generation
-    model_name: str
+    model_name: str  # the name answers carry: the served name
+    strings: TokenStrings  # token texts, for logprobs
     prompt_tokens: int  # known at submission, before the first token (Anthropic's message_start needs it)
 
 
 async def start_job(state: ServerState, job: ChatJob, route: str) -> StartedJob:
-    """Submit ``job``; bad input is a 400, a full queue a 429, a model not loaded yet a 503 (as ``APIError``)."""
-    model, _, name = await state.resolve(job.model, job.keep_alive_s)
-    state.limits.check_stops(job.sampling.get("stop"))
-    raw = job.raw_prompt
-
-    def prepare() -> PreparedRequest:  # templating and tokenizing: CPU work, off the event loop
-        if raw is not None:  # no template, no chat options: an output format goes straight into the params
-            return model.prepare_completion(raw, params=sampling_params(model, job.sampling))
-        params = sampling_params(model, {k: v for k, v in job.sampling.items() if k not in _FORMAT_KEYS})
-        return model.prepare_chat(job.messages, params=params, **job.chat_overrides())
-
-    prepared = await prepare_off_loop(prepare)
-    starter = stream_of(model, prepared, chat=raw is None)
-    gen = await start_generation([(starter, prepared.params, True)], state.metrics_for(name), route)
-    return StartedJob(gen, name, gen.choices[0].stream.prompt_info.num_tokens)
+    """Submit ``job`` (every choice of it); refusals are ``APIError``s, raised before any byte is sent."""
+    model, strings, name = await state.resolve(job.model, job.keep_alive_s)
+    state.limits.check_stops(job.sampling.stops)
+    cap = state.max_tokens_cap or model.context_length
+    prepared = await prepare_off_loop(lambda: _prepare(model, job, cap))
+    gen = await start_generation(prepared, state.metrics_for(name), route)
+    return StartedJob(gen, name, strings, gen.choices[0].stream.prompt_info.num_tokens)
 
 
-def sampling_params(model: ChatModel, overrides: dict[str, Any]) -> SamplingParams:
-    try:
-        return model.sampling_params(**{k: v for k, v in overrides.items() if v is not None})
-    except (ValueError, TypeError) as exc:
-        raise APIError(400, str(exc), "invalid_request_error") from exc
+def _prepare(model: ChatModel, job: ChatJob, cap: int) -> list[Starter]:
+    """Templating and tokenizing, every choice: CPU work, run in a worker thread. With n > 1 (or several prompts)
+    the prompt is counted once per conversation in usage, as OpenAI does."""
+    open_ended = job.sampling.max_tokens is None
+    if job.prompts is None:
+        params = choice_params(model, job, cap, with_formats=False)
+        chats = [model.prepare_chat(job.messages, params=p, open_ended=open_ended, **job.chat_overrides())
+                 for p in params]
+        return [_starter(model, p, i == 0, chat=True) for i, p in enumerate(chats)]
+    params = choice_params(model, job, cap, with_formats=True)  # no template: the format goes into the params
+    return [_starter(model, model.prepare_completion(prompt, params=p, open_ended=open_ended), j == 0, chat=False)
+            for prompt in job.prompts for j, p in enumerate(params)]
+
+
+def _starter(model: ChatModel, prepared: PreparedRequest, counts_prompt: bool, *, chat: bool) -> Starter:
+    return stream_of(model, prepared, chat=chat), prepared.params, counts_prompt
+
+
+def choice_params(model: ChatModel, job: ChatJob, cap: int, *, with_formats: bool) -> list[SamplingParams]:
+    """One SamplingParams per choice: the model's defaults, the job's fields, seed + i for choice i; without
+    max_tokens the answer may run to ``cap`` (prepare_* then bound it by the room the prompt leaves)."""
+    overrides = job.sampling.overrides()
+    if with_formats:
+        overrides.update(job.sampling.formats())
+    if job.sampling.max_tokens is None:
+        overrides["max_new_tokens"] = cap
+    base = model.sampling_params(**overrides)
+    if base.seed is None:
+        return [base] * job.n
+    # Distinct seeds, or the n choices of a sampled request would all be the same text.
+    return [base.with_(seed=wrap_seed(base.seed + i)) for i in range(job.n)]
 
 
 def count_prompt_tokens(model: ChatModel, job: ChatJob) -> int:
@@ -115,4 +137,3 @@ def count_prompt_tokens(model: ChatModel, job: ChatJob) -> int:
     except (ValueError, TypeError) as exc:
         raise APIError(400, str(exc), "invalid_request_error") from exc
     return prompt.num_tokens
-

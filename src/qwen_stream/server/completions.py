@@ -1,28 +1,13 @@
-"""``POST /v1/completions``: raw prompts (no chat template) to text_completion objects or SSE chunks."""
+"""``POST /v1/completions``: raw prompts (no chat template) to text_completion chunks, and the whole
+text_completion folded from those same chunks."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from typing import Any
 
-from qwen_stream.server.generation import Generation, TokenStrings
-from qwen_stream.server.protocol import CompletionChoice, CompletionLogprobs, CompletionResponse, new_id, now
-from qwen_stream.server.sse import DONE, sse_frame, stream_error_frame
-from qwen_stream.types import TokenLogprob
-
-
-@dataclass(slots=True)
-class CompletionReply:
-    model: str
-    include_usage: bool = False
-    want_logprobs: bool = False
-    echo_prompts: list[str] | None = None  # per choice: the prompt to put before the text (echo=true)
-    id: str = field(default_factory=lambda: new_id("cmpl"))
-    created: int = field(default_factory=now)
-
-    def response(self, choices: list[CompletionChoice], usage: object = None) -> CompletionResponse:
-        return CompletionResponse(id=self.id, created=self.created, model=self.model, choices=choices,
-                                  usage=usage)  # type: ignore[arg-type]
+from qwen_stream.server.generation import TokenStrings
+from qwen_stream.server.protocol import CompletionChoice, CompletionLogprobs, CompletionResponse, Usage, new_id, now
+from qwen_stream.types import StreamEvent, TokenLogprob
 
 
 class LogprobsBuilder:
@@ -44,47 +29,57 @@ class LogprobsBuilder:
         return out
 
 
-async def stream_completion(gen: Generation, reply: CompletionReply, strings: TokenStrings) -> AsyncIterator[bytes]:
-    builders = [LogprobsBuilder(strings) for _ in gen.choices]
-    try:
-        if reply.echo_prompts:
-            for index, prompt in enumerate(reply.echo_prompts):
-                yield sse_frame(reply.response([CompletionChoice(index=index, text=prompt)]))
-        async for index, event in gen.events():
-            logprobs = builders[index].build(event.logprobs) if reply.want_logprobs and event.logprobs else None
-            finish = event.finish_reason.value if event.finish_reason is not None else None
-            if event.delta or logprobs is not None or finish is not None:
-                choice = CompletionChoice(index=index, text=event.delta, finish_reason=finish,  # type: ignore[arg-type]
-                                          logprobs=logprobs)
-                yield sse_frame(reply.response([choice]))
-        if reply.include_usage:
-            yield sse_frame(reply.response([], usage=gen.usage))
-        yield DONE
-    except Exception as exc:  # headers are sent: the error can only travel as an event
-        yield stream_error_frame(exc)
-        yield DONE  # the stream still ends as every stream does: clients waiting for [DONE] stop waiting
-    finally:
-        await gen.aclose()
+class CompletionRenderer:
+    """Completions of ``len(prompts)`` prompts x ``n`` choices each (choice index = prompt * n + j). With ``echo``
+    each choice's text starts with its prompt, sent first when streamed; logprobs' text offsets count it."""
 
+    def __init__(self, model: str, prompts: list[str], n: int, strings: TokenStrings, *, echo: bool = False,
+                 include_usage: bool = False, want_logprobs: bool = False) -> None:
+        self.model = model
+        self.id = new_id("cmpl")
+        self.created = now()
+        self.include_usage = include_usage
+        self.want_logprobs = want_logprobs
+        self.usage = Usage()
+        self._echoes = [prompt for prompt in prompts for _ in range(n)] if echo else []
+        count = len(prompts) * n
+        self._builders = [LogprobsBuilder(strings, len(self._echoes[i]) if echo else 0) for i in range(count)]
+        self._texts = [""] * count
+        self._finish: list[Any] = [None] * count
+        self._logprobs = [CompletionLogprobs() for _ in range(count)]
 
-async def collect_completion(gen: Generation, reply: CompletionReply, strings: TokenStrings) -> CompletionResponse:
-    texts = [""] * len(gen.choices)
-    finish: list[str | None] = [None] * len(gen.choices)
-    entries: list[list[TokenLogprob]] = [[] for _ in gen.choices]
-    try:
-        async for index, event in gen.events():
-            texts[index] = event.text
-            if event.finish_reason is not None:
-                finish[index] = event.finish_reason.value
-            if event.logprobs:
-                entries[index].extend(event.logprobs)
-    finally:
-        await gen.aclose()
-    prefixes = reply.echo_prompts or [""] * len(gen.choices)
-    choices = [
-        CompletionChoice(index=i, text=prefixes[i] + texts[i], finish_reason=finish[i],  # type: ignore[arg-type]
-                         logprobs=LogprobsBuilder(strings, len(prefixes[i])).build(entries[i])
-                         if reply.want_logprobs else None)
-        for i in range(len(gen.choices))
-    ]
-    return reply.response(choices, usage=gen.usage)
+    def start(self) -> list[CompletionResponse]:
+        return [self._fold(self._response([CompletionChoice(index=i, text=prompt)]))
+                for i, prompt in enumerate(self._echoes)]
+
+    def feed(self, event: StreamEvent, index: int = 0) -> list[CompletionResponse]:
+        logprobs = self._builders[index].build(event.logprobs) if self.want_logprobs and event.logprobs else None
+        finish = event.finish_reason.value if event.finish_reason is not None else None
+        if not (event.delta or logprobs is not None or finish is not None):
+            return []
+        choice = CompletionChoice(index=index, text=event.delta, finish_reason=finish,  # type: ignore[arg-type]
+                                  logprobs=logprobs)
+        return [self._fold(self._response([choice]))]
+
+    def finish(self, final: StreamEvent | None, usage: Usage) -> list[CompletionResponse]:
+        self.usage = usage
+        return [self._response([], usage)] if self.include_usage else []
+
+    def whole(self) -> CompletionResponse:
+        choices = [CompletionChoice(index=i, text=text, finish_reason=self._finish[i],
+                                    logprobs=self._logprobs[i] if self.want_logprobs else None)
+                   for i, text in enumerate(self._texts)]
+        return self._response(choices, self.usage)
+
+    def _fold(self, chunk: CompletionResponse) -> CompletionResponse:
+        for choice in chunk.choices:
+            i = choice.index
+            self._texts[i] += choice.text
+            self._finish[i] = choice.finish_reason or self._finish[i]
+            if choice.logprobs is not None:
+                for name in ("tokens", "token_logprobs", "top_logprobs", "text_offset"):
+                    getattr(self._logprobs[i], name).extend(getattr(choice.logprobs, name))
+        return chunk
+
+    def _response(self, choices: list[CompletionChoice], usage: Usage | None = None) -> CompletionResponse:
+        return CompletionResponse(id=self.id, created=self.created, model=self.model, choices=choices, usage=usage)

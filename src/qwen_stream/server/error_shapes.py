@@ -4,28 +4,37 @@ The app's handlers answer in OpenAI's shape (``{"error": {"message", "type", ...
 ``{"type": "error", "error": {"type", "message"}}`` and Ollama's ``{"error": "message"}``, so a router for those
 routes uses ``shaped_route(render)`` as its route class: every error raised while handling one of its requests
 (the body failing validation, a missing API key, a refusal, a bug) is answered by ``render`` instead. Errors
-after a stream has started travel inside the stream, in each protocol's own event.
+after a stream has started travel inside the stream, in each protocol's own event. ``error_responses`` declares a
+shape in the OpenAPI document, so clients (and schemathesis) can check every route's errors against it.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
 from qwen_stream.server.errors import APIError, describe_validation_errors
+from qwen_stream.server.limits import ErrorRenderer
 
 log = logging.getLogger("qwen_stream.server")
 
-# (status, message, OpenAI-style error type, headers) -> the response a client of this protocol understands.
-ErrorRenderer = Callable[[int, str, str, Mapping[str, str]], Response]
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
+# Every status a route may answer with besides 200: bad input, no key, unknown model, too big, queue full, bug,
+# loading or draining.
+ERROR_STATUSES = (400, 401, 404, 413, 429, 500, 503)
+
+
+def error_responses(shape: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
+    """FastAPI ``responses=``: every error status answers with a body of ``shape``."""
+    return {status: {"model": shape} for status in ERROR_STATUSES}
 
 
 def shaped_route(render: ErrorRenderer) -> type[APIRoute]:

@@ -10,12 +10,14 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from qwen_stream.models.fim import FimBudget, FimPrompt, FimPrompter, NoFimError, fim_tokens
 from qwen_stream.server.admission import prepare_off_loop
 from qwen_stream.server.chat_job import ChatJob
 from qwen_stream.server.errors import APIError
+from qwen_stream.server.sampling_fields import SamplingFields
 
 if TYPE_CHECKING:
     from qwen_stream.api import ChatModel
@@ -40,31 +42,32 @@ def prompter_for(model: ChatModel) -> FimPrompter:
     return found
 
 
-def answer_limit(model: ChatModel, sampling: dict[str, Any]) -> int:
-    """The answer's token limit the job will run with (the request's, else the model's default)."""
-    return int(sampling.get("max_new_tokens") or model.default_params.max_new_tokens)
+def answer_limit(model: ChatModel, sampling: SamplingFields) -> int:
+    """The answer's token limit the job runs with: the request's, else the model's default (never the rest of the
+    window, as for chats: the file fills that)."""
+    return int(sampling.max_tokens or model.default_params.max_new_tokens)
 
 
-async def fim_job(model: ChatModel, sampling: dict[str, Any], build: Callable[[FimPrompter, FimBudget], FimPrompt],
-                  name: str, keep_alive_s: float | None = None) -> tuple[ChatJob, FimPrompt]:
-    """A job for the model served as ``name`` that continues the FIM prompt ``build`` makes within the context
-    window left by the answer."""
-    budget = FimBudget(total=model.context_length - answer_limit(model, sampling))
+async def fim_job(model: ChatModel, job: ChatJob,
+                  build: Callable[[FimPrompter, FimBudget], list[FimPrompt]]) -> tuple[ChatJob, list[FimPrompt]]:
+    """``job`` made to continue the FIM prompts ``build`` makes (one per raw prompt), each within the context window
+    the answer leaves, ending also at the model's FIM tokens."""
+    limit = answer_limit(model, job.sampling)
+    budget = FimBudget(total=model.context_length - limit)
     if budget.total < 3:
-        raise APIError(400, f"max tokens {answer_limit(model, sampling)} leave no room for a prompt in the context "
-                            f"window of {model.context_length}", "invalid_request_error", code="context_length_exceeded")
+        raise APIError(400, f"max tokens {limit} leave no room for a prompt in the context window of "
+                            f"{model.context_length}", "invalid_request_error", code="context_length_exceeded")
 
-    def prepare() -> FimPrompt:
+    def prepare() -> list[FimPrompt]:
         try:
             return build(prompter_for(model), budget)
         except NoFimError as exc:
             raise APIError(400, str(exc), "invalid_request_error", code="fim_not_supported") from exc
 
-    prompt = await prepare_off_loop(prepare)
-    stops = tuple(dict.fromkeys([*sampling.get("stop_token_ids", ()), *prompter_for(model).tokens.stop_ids]))
-    job = ChatJob([], {**sampling, "stop_token_ids": stops}, raw_prompt=prompt.ids, model=name,
-                  keep_alive_s=keep_alive_s)
-    return job, prompt
+    prompts = await prepare_off_loop(prepare)
+    stops = tuple(dict.fromkeys([*job.sampling.stop_token_ids, *prompter_for(model).tokens.stop_ids]))
+    sampling = replace(job.sampling, max_tokens=limit, stop_token_ids=stops)
+    return replace(job, messages=[], options={}, sampling=sampling, prompts=[p.ids for p in prompts]), prompts
 
 
 def supports_fim(model: ChatModel) -> bool:

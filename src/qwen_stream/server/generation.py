@@ -1,5 +1,5 @@
-"""What every generating endpoint shares: request fields to SamplingParams, ``n`` engine requests merged into one
-event stream, client-disconnect handling and token strings for logprobs."""
+"""What every generating endpoint shares: ``n`` engine requests merged into one event stream, client-disconnect
+handling and token strings for logprobs."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ import anyio
 from starlette.requests import Request
 
 from qwen_stream.server.metrics import RequestTracker, ServerMetrics
-from qwen_stream.server.protocol import ChatCompletionRequest, CompletionRequest, Usage
-from qwen_stream.types import SamplingParams, StreamEvent, wrap_seed
+from qwen_stream.server.protocol import Usage
+from qwen_stream.types import SamplingParams, StreamEvent
 
 if TYPE_CHECKING:
-    from qwen_stream.api import AsyncRequestStream, ChatModel
+    from qwen_stream.api import AsyncRequestStream
 
 T = TypeVar("T")
 StreamStarter = Callable[[SamplingParams], "AsyncRequestStream"]
@@ -25,43 +25,6 @@ StreamStarter = Callable[[SamplingParams], "AsyncRequestStream"]
 
 class ClientDisconnected(Exception):
     """The client went away before a non-streaming answer was ready; its requests were aborted."""
-
-
-def build_params(model: ChatModel, req: ChatCompletionRequest | CompletionRequest) -> list[SamplingParams]:
-    """One SamplingParams per choice: the model's defaults, the request's overrides, seed + i for choice i.
-
-    Raises ValueError (from SamplingParams) for values out of range, e.g. a negative temperature.
-    """
-    overrides: dict[str, Any] = {
-        "max_new_tokens": req.token_limit,
-        "temperature": req.temperature,
-        "top_p": req.top_p,
-        "top_k": req.top_k,
-        "min_p": req.min_p,
-        "seed": req.seed,
-        "presence_penalty": req.presence_penalty,
-        "frequency_penalty": req.frequency_penalty,
-        "repetition_penalty": req.repetition_penalty,
-        "logprobs": req.num_logprobs,
-        "ignore_eos": req.ignore_eos or None,
-        "response_format": req.response_format,
-    }
-    if req.logit_bias:
-        overrides["logit_bias"] = _logit_bias(req.logit_bias)
-    if req.stop is not None:
-        overrides["stop"] = (req.stop,) if isinstance(req.stop, str) else tuple(req.stop)
-    base = model.sampling_params(**{k: v for k, v in overrides.items() if v is not None})
-    if base.seed is None:
-        return [base] * req.n
-    # Distinct seeds, or the n choices of a sampled request would all be the same text.
-    return [base.with_(seed=wrap_seed(base.seed + i)) for i in range(req.n)]
-
-
-def _logit_bias(bias: dict[str, float]) -> dict[int, float]:
-    try:
-        return {int(token_id): value for token_id, value in bias.items()}
-    except ValueError:
-        raise ValueError("logit_bias keys must be token ids (integers written as strings)") from None
 
 
 @dataclass(slots=True)

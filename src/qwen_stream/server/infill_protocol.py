@@ -20,6 +20,7 @@ from pydantic import ConfigDict, Field
 
 from qwen_stream.models.fim import DEFAULT_FILENAME, ExtraFile, FimBudget, FimPrompt, FimPrompter
 from qwen_stream.server.chat_job import StrictBody, unsupported
+from qwen_stream.server.sampling_fields import SamplingFields
 from qwen_stream.types import StreamEvent
 
 SAMPLERS = ("top_k", "top_p", "min_p", "temperature", "infill", "penalties")
@@ -78,20 +79,19 @@ class InfillRequest(StrictBody):
         """``n_predict: 0``: fill the prompt cache and answer nothing (llama.vscode sends one as the file opens)."""
         return self.n_predict == 0
 
-    def sampling(self) -> dict[str, Any]:
+    def sampling(self) -> SamplingFields:
         on = set(SAMPLERS if self.samplers is None else self.samplers)
         penalties = "penalties" in on or self.samplers is None
         limit = 1 if self.warm_up else (self.n_predict if self.n_predict > 0 else None)
-        return {"max_new_tokens": limit,
-                "temperature": max(0.0, self.temperature) if "temperature" in on else 1.0,
-                "top_k": self.top_k if "top_k" in on and self.top_k > 0 else 0,
-                "top_p": self.top_p if "top_p" in on and 0 < self.top_p < 1 else 1.0,
-                "min_p": self.min_p if "min_p" in on and self.min_p > 0 else 0.0,
-                "repetition_penalty": self.repeat_penalty if penalties else 1.0,
-                "presence_penalty": self.presence_penalty if penalties else 0.0,
-                "frequency_penalty": self.frequency_penalty if penalties else 0.0,
-                "seed": self.seed if self.seed >= 0 else None, "stop": tuple(self.stop) or None,
-                "ignore_eos": self.ignore_eos or None}
+        return SamplingFields(
+            max_tokens=limit, temperature=max(0.0, self.temperature) if "temperature" in on else 1.0,
+            top_k=self.top_k if "top_k" in on and self.top_k > 0 else 0,
+            top_p=self.top_p if "top_p" in on and 0 < self.top_p < 1 else 1.0,
+            min_p=self.min_p if "min_p" in on and self.min_p > 0 else 0.0,
+            repetition_penalty=self.repeat_penalty if penalties else 1.0,
+            presence_penalty=self.presence_penalty if penalties else 0.0,
+            frequency_penalty=self.frequency_penalty if penalties else 0.0,
+            seed=self.seed if self.seed >= 0 else None, stop=tuple(self.stop) or None, ignore_eos=self.ignore_eos)
 
     def build(self, prompter: FimPrompter, budget: FimBudget) -> FimPrompt:
         extra = [ExtraFile(c.filename, c.text) for c in self.input_extra]

@@ -25,7 +25,7 @@ from qwen_stream.output.editor_stops import IndentStop, TimeStop
 from qwen_stream.server.admission import respond_json
 from qwen_stream.server.auth import api_key_dependency
 from qwen_stream.server.bodies import parse_body
-from qwen_stream.server.chat_job import start_job
+from qwen_stream.server.chat_job import ChatJob, start_job
 from qwen_stream.server.fim_prompts import fim_job
 from qwen_stream.server.generation import Generation
 from qwen_stream.server.infill_protocol import InfillRequest, pick_fields, timings
@@ -46,8 +46,9 @@ def infill_router(state: ServerState) -> APIRouter:
         body = await parse_body(request, InfillRequest)
         body.check_supported()
         model, _, name = await state.resolve(body.model)
-        state.limits.check_stops(body.stop)
-        job, prompt = await fim_job(model, body.sampling(), body.build, name)
+        job, prompts = await fim_job(model, ChatJob([], body.sampling(), model=body.model),
+                                     lambda prompter, budget: [body.build(prompter, budget)])
+        prompt = prompts[0]
         started = await start_job(state, job, ROUTE)
         run = InfillRun(started.gen, body, name, prompt.truncated, len(prompt.ids))
         if body.stream:

@@ -8,14 +8,17 @@ cannot get past it), so memory taken by a refused request stays bounded and is g
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qwen_stream.server.errors import APIError, error_response
 from qwen_stream.server.protocol import ErrorDetail
 
+# (status, message, OpenAI-style error type, headers) -> a protocol's error response (error_shapes.ErrorRenderer)
+ErrorRenderer = Callable[[int, str, str, Mapping[str, str]], Response]
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -27,10 +30,9 @@ class RequestLimits:
     max_stop_strings: int = 16
     max_stop_chars: int = 1024  # per stop string
 
-    def check_stops(self, stops: str | list[str] | None) -> None:
-        if stops is None:
+    def check_stops(self, items: Sequence[str] | None) -> None:
+        if not items:
             return
-        items = [stops] if isinstance(stops, str) else stops
         if len(items) > self.max_stop_strings:
             raise APIError(400, f"stop: at most {self.max_stop_strings} stop strings, got {len(items)}",
                            param="stop")
@@ -40,22 +42,37 @@ class RequestLimits:
                            f"got {longest}", param="stop")
 
 
-def check_encodable(texts: Iterable[tuple[str, str]]) -> None:
-    """Refuse text with a lone UTF-16 surrogate (JSON allows ``"\\ud800"``, Unicode text does not): 400 naming it."""
-    for param, text in texts:
-        found = _SURROGATE.search(text)
-        if found is not None:
-            raise APIError(400, f"{param}: invalid text: a lone surrogate \\u{ord(found.group()):04x} at character "
-                           f"{found.start()} is not a Unicode character (fix the client's string encoding)",
-                           param=param, code="invalid_text")
+def check_encodable(data: object) -> None:
+    """Refuse text with a lone UTF-16 surrogate anywhere in a JSON body (JSON allows ``"\\ud800"``, Unicode text
+    does not): a 400 naming the field by its dotted path (``messages.0.content``), whatever the protocol."""
+    pending: list[tuple[str, object]] = [("", data)]  # a stack, not recursion: bodies may nest deeply
+    while pending:
+        path, value = pending.pop()
+        if isinstance(value, str):
+            _check_text(path or "body", value)
+        elif isinstance(value, dict):
+            for key in value:
+                _check_text(path or "body", key)
+            pending += [(f"{path}.{k}" if path else str(k), v) for k, v in reversed(value.items())]
+        elif isinstance(value, list):
+            pending += [(f"{path}.{i}" if path else str(i), v) for i, v in reversed(list(enumerate(value)))]
+
+
+def _check_text(where: str, text: str) -> None:
+    found = _SURROGATE.search(text)
+    if found is not None:
+        raise APIError(400, f"{where}: invalid text: a lone surrogate \\u{ord(found.group()):04x} at character "
+                       f"{found.start()} is not a Unicode character (fix the client's string encoding)",
+                       param=where, code="invalid_text")
 
 
 class BodySizeLimit:
     """ASGI middleware: a request body over ``max_bytes`` gets 413 before the app sees any of it."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, shapes: Sequence[tuple[str, ErrorRenderer]] = ()) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.shapes = shapes  # (path prefix, error renderer): the protocols whose errors are not OpenAI-shaped
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -87,10 +104,15 @@ class BodySizeLimit:
                 return messages
 
     async def _refuse(self, scope: Scope, send: Send) -> None:
-        detail = ErrorDetail(message=f"request body too large: the limit is {self.max_bytes} bytes "
-                                     f"(qwen-stream serve --max-request-bytes)",
-                             type="invalid_request_error", code="request_too_large")
-        response = error_response(413, detail, {"Connection": "close"})
+        message = f"request body too large: the limit is {self.max_bytes} bytes (qwen-stream serve --max-request-bytes)"
+        headers = {"Connection": "close"}
+        path = str(scope.get("path", ""))
+        render = next((r for prefix, r in self.shapes if path.startswith(prefix)), None)
+        if render is not None:
+            response = render(413, message, "invalid_request_error", headers)
+        else:
+            detail = ErrorDetail(message=message, type="invalid_request_error", code="request_too_large")
+            response = error_response(413, detail, headers)
         await response(scope, _no_receive, send)
 
 

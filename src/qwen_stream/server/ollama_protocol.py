@@ -2,7 +2,7 @@
 and Ollama's error shape ``{"error": "message"}``.
 
 ``stream`` defaults to true, as Ollama's does. ``options`` read: ``temperature``, ``top_p``, ``top_k``,
-``num_predict`` (-1 and -2, "no limit", keep the model's default length), ``seed``, ``stop``, ``repeat_penalty``,
+``num_predict`` (absent, -1 and -2: no limit, so the rest of the window), ``seed``, ``stop``, ``repeat_penalty``,
 ``presence_penalty``, ``frequency_penalty``; ``format`` ("json" or a JSON schema) by grammar-constrained decoding;
 ``suffix`` on ``/api/generate`` fills the middle between ``prompt`` and it, on the model's FIM tokens;
 options about loading (``num_ctx``, ``num_gpu``, ``num_thread``, ...)
@@ -16,17 +16,24 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from fastapi.responses import JSONResponse
-from pydantic import Field
+from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from qwen_stream.models.fim import FimBudget, FimPrompt, FimPrompter
 from qwen_stream.server.chat_job import StrictBody, parse_part, unsupported
+from qwen_stream.server.sampling_fields import SamplingFields
 
 Message = dict[str, Any]
 
 
 def ollama_error(status: int, message: str, _kind: str, headers: Mapping[str, str]) -> Response:
     return JSONResponse({"error": message}, status_code=status, headers=dict(headers))
+
+
+class OllamaError(BaseModel):
+    """Ollama's error body, as the OpenAPI document declares it."""
+
+    error: str
 
 
 class Options(StrictBody):
@@ -40,12 +47,12 @@ class Options(StrictBody):
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
 
-    def sampling(self) -> dict[str, Any]:
+    def sampling(self, **formats: Any) -> SamplingFields:
         limit = self.num_predict if self.num_predict is not None and self.num_predict > 0 else None
-        return {"max_new_tokens": limit, "temperature": self.temperature, "top_p": self.top_p,
-                "top_k": self.top_k, "seed": self.seed, "stop": tuple(self.stop) if self.stop else None,
-                "repetition_penalty": self.repeat_penalty, "presence_penalty": self.presence_penalty,
-                "frequency_penalty": self.frequency_penalty}
+        return SamplingFields(max_tokens=limit, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
+                              seed=self.seed, stop=self.stop, repetition_penalty=self.repeat_penalty,
+                              presence_penalty=self.presence_penalty, frequency_penalty=self.frequency_penalty,
+                              **formats)
 
 
 class _Generating(StrictBody):
@@ -65,16 +72,15 @@ class _Generating(StrictBody):
             return self.think not in ("", "false", "none")
         return self.think
 
-    def sampling(self) -> dict[str, Any]:
-        """``options`` and ``format`` ("json", or a JSON schema) as sampling overrides."""
-        constraint: dict[str, Any] = {}
+    def sampling(self) -> SamplingFields:
+        """``options`` and ``format`` ("json", or a JSON schema)."""
         if self.format == "json":
-            constraint = {"response_format": {"type": "json_object"}}
-        elif isinstance(self.format, dict):
-            constraint = {"json_schema": self.format}
-        elif self.format:
+            return self.options.sampling(response_format={"type": "json_object"})
+        if isinstance(self.format, dict):
+            return self.options.sampling(json_schema=self.format)
+        if self.format:
             raise unsupported("format", f'expected "json" or a JSON schema object, got {self.format!r:.40}')
-        return {**self.options.sampling(), **constraint}
+        return self.options.sampling()
 
 
 class ChatRequest(_Generating):

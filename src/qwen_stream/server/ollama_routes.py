@@ -13,24 +13,25 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 
 from qwen_stream.output.message import template_thinks
-from qwen_stream.server.admission import respond_json
 from qwen_stream.server.answer_blocks import AnswerBlocks, Block, BlockEvent
-from qwen_stream.server.answer_stream import Event, frames, render, run_to_end
+from qwen_stream.server.answer_stream import Event, Wire, answer
 from qwen_stream.server.auth import api_key_dependency
+from qwen_stream.server.bodies import openapi_body, parse_body, parse_body_and
 from qwen_stream.server.chat_job import ChatJob, start_job
-from qwen_stream.server.error_shapes import shaped_route
+from qwen_stream.server.error_shapes import error_responses, shaped_route
 from qwen_stream.server.errors import APIError
 from qwen_stream.server.fim_prompts import fim_job, supports_fim
 from qwen_stream.server.keep_alive import FOREVER, keep_alive_seconds
-from qwen_stream.server.ollama_protocol import ChatRequest, GenerateRequest, ModelRequest, ollama_error
+from qwen_stream.server.ollama_protocol import ChatRequest, GenerateRequest, ModelRequest, OllamaError, ollama_error
 from qwen_stream.server.protocol import Usage
 from qwen_stream.server.sse import SSEResponse
 from qwen_stream.types import FinishReason, StreamEvent
@@ -44,6 +45,9 @@ if TYPE_CHECKING:
 OLLAMA_API_VERSION = "0.12.0"
 _NS = 1_000_000_000
 Kind = Literal["chat", "generate"]
+OLLAMA_BODIES: list[type[BaseModel]] = [ChatRequest, GenerateRequest, ModelRequest]  # documented in the OpenAPI schema (see bodies.py)
+# A whole answer is JSON; a streamed one (the default) NDJSON lines.
+_ANSWERS: dict[int | str, dict[str, Any]] = {200: {"content": {"application/x-ndjson": {}}}}
 
 
 class NDJSONResponse(SSEResponse):
@@ -53,28 +57,20 @@ class NDJSONResponse(SSEResponse):
 
 
 def ollama_router(state: ServerState) -> APIRouter:
-    router = APIRouter(prefix="/api", route_class=shaped_route(ollama_error),
+    router = APIRouter(prefix="/api", route_class=shaped_route(ollama_error), responses=error_responses(OllamaError),
                        dependencies=[Depends(api_key_dependency(state.api_key))])
 
-    @router.post("/chat")
-    async def chat(body: ChatRequest, request: Request) -> Response:
-        body.check_supported()
-        job = ChatJob(body.chat_messages(), body.sampling(), body.chat_options(), model=body.model,
-                      keep_alive_s=keep_alive_seconds(body.keep_alive))
+    @router.post("/chat", openapi_extra=openapi_body(ChatRequest), responses=_ANSWERS)
+    async def chat(request: Request) -> Response:
+        body, job = await parse_body_and(request, ChatRequest, _chat_job)
         return await _answer(state, request, "chat", body.stream, job)
 
-    @router.post("/generate")
-    async def generate(body: GenerateRequest, request: Request) -> Response:
-        body.check_supported()
+    @router.post("/generate", openapi_extra=openapi_body(GenerateRequest), responses=_ANSWERS)
+    async def generate(request: Request) -> Response:
+        body, job = await parse_body_and(request, GenerateRequest, _generate_job)
         if body.suffix:  # fill in the middle (Continue's autocomplete)
-            keep_alive = keep_alive_seconds(body.keep_alive)
-            model, _, name = await state.resolve(body.model, keep_alive)
-            job, _ = await fim_job(model, body.sampling(), body.build, name, keep_alive)
-            return await _answer(state, request, "generate", body.stream, job)
-        job = ChatJob([] if not body.prompt else body.chat_messages(), body.sampling(),
-                      {"thinking": body.thinking()} if not body.raw else {},
-                      raw_prompt=body.prompt if body.raw and body.prompt else None, model=body.model,
-                      keep_alive_s=keep_alive_seconds(body.keep_alive))
+            model, _, _ = await state.resolve(job.model, job.keep_alive_s)
+            job, _ = await fim_job(model, job, lambda prompter, budget: [body.build(prompter, budget)])
         return await _answer(state, request, "generate", body.stream, job)
 
     @router.get("/tags")
@@ -85,8 +81,9 @@ def ollama_router(state: ServerState) -> APIRouter:
     async def running() -> JSONResponse:
         return JSONResponse({"models": [_running_entry(e) for e in state.pool.loaded()]})
 
-    @router.post("/show")
-    async def show(body: ModelRequest) -> JSONResponse:
+    @router.post("/show", openapi_extra=openapi_body(ModelRequest))
+    async def show(request: Request) -> JSONResponse:
+        body = await parse_body(request, ModelRequest)
         model, _, name = await state.resolve(body.model or body.name)
         return JSONResponse({
             "modelfile": f"FROM {name}\n", "parameters": "", "template": _template(model),
@@ -104,8 +101,22 @@ def ollama_router(state: ServerState) -> APIRouter:
     return router
 
 
+def _chat_job(body: ChatRequest) -> ChatJob:
+    body.check_supported()
+    return ChatJob(body.chat_messages(), body.sampling(), body.chat_options(), model=body.model,
+                   keep_alive_s=keep_alive_seconds(body.keep_alive))
+
+
+def _generate_job(body: GenerateRequest) -> ChatJob:
+    body.check_supported()
+    raw = body.raw and bool(body.prompt)  # continue the prompt as is: no template, no chat options
+    return ChatJob([] if not body.prompt else body.chat_messages(), body.sampling(),
+                   {"thinking": body.thinking()} if not body.raw else {}, model=body.model,
+                   keep_alive_s=keep_alive_seconds(body.keep_alive), prompts=[body.prompt] if raw else None)
+
+
 async def _answer(state: ServerState, request: Request, kind: Kind, stream: bool, job: ChatJob) -> Response:
-    if not job.messages and job.raw_prompt is None:
+    if not job.messages and job.prompts is None:
         # Ollama's way to load a model (or, with keep_alive 0, to unload it): nothing to answer.
         if job.keep_alive_s == 0:
             entry = state.pool.expire(job.model)
@@ -113,11 +124,7 @@ async def _answer(state: ServerState, request: Request, kind: Kind, stream: bool
         _, _, name = await state.resolve(job.model, job.keep_alive_s)
         return JSONResponse(OllamaRenderer(kind, name).loaded())
     started = await start_job(state, job, f"/api/{kind}")
-    renderer = OllamaRenderer(kind, started.model_name)
-    events = render(started.gen, renderer)
-    if stream:
-        return NDJSONResponse(frames(events, _encode, _failed))
-    return await respond_json(request, _whole(events, renderer))
+    return await answer(request, started.gen, OllamaRenderer(kind, started.model_name), _WIRE, stream=stream)
 
 
 class OllamaRenderer:
@@ -132,7 +139,7 @@ class OllamaRenderer:
     def start(self) -> list[Event]:
         return []
 
-    def feed(self, event: StreamEvent) -> list[Event]:
+    def feed(self, event: StreamEvent, index: int = 0) -> list[Event]:
         return [chunk for e in self._blocks.feed(event) if (chunk := self._on_block(e)) is not None]
 
     def finish(self, final: StreamEvent | None, usage: Usage) -> list[Event]:
@@ -193,17 +200,15 @@ def _timings(final: StreamEvent | None) -> dict[str, int]:
             "eval_count": final.num_generated_tokens, "eval_duration": round((final.elapsed_s - ttft) * _NS)}
 
 
-async def _whole(events: AsyncGenerator[Event, None], renderer: OllamaRenderer) -> Event:
-    await run_to_end(events)
-    return renderer.whole()
-
-
 def _encode(event: Event) -> bytes:
     return (json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
 
 
 def _failed(message: str) -> list[Event]:
     return [{"error": message}]
+
+
+_WIRE: Wire[Event] = Wire(_encode, _failed, response=NDJSONResponse)
 
 
 def _now() -> str:

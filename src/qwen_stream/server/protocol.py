@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
+from qwen_stream.server.sampling_fields import SamplingFields
 from qwen_stream.types import SEED_MAX, SEED_MIN
 
 Role = Literal["system", "developer", "user", "assistant", "tool"]
@@ -135,6 +136,14 @@ class _SamplingFields(_Request):
     def include_usage(self) -> bool:
         return self.stream_options is not None and self.stream_options.include_usage
 
+    def sampling_fields(self, token_limit: int | None, num_logprobs: int | None) -> SamplingFields:
+        return SamplingFields(
+            max_tokens=token_limit, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
+            min_p=self.min_p, seed=self.seed, stop=self.stop, presence_penalty=self.presence_penalty,
+            frequency_penalty=self.frequency_penalty, repetition_penalty=self.repetition_penalty,
+            logprobs=num_logprobs, logit_bias=self.logit_bias, ignore_eos=self.ignore_eos,
+            response_format=self.response_format)
+
 
 # Fields that would change what a request means but that this server does not do: refused by name (400), never
 # silently dropped. Fields that only tune delivery (store, metadata, service_tier, ...) stay ignored.
@@ -178,14 +187,10 @@ class ChatCompletionRequest(_SamplingFields):
         return {"tools": self.tools, "tool_choice": self.tool_choice, "parallel_tool_calls": self.parallel_tool_calls,
                 "chat_template_kwargs": self.chat_template_kwargs}
 
-    @property
-    def token_limit(self) -> int | None:
-        return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
-
-    @property
-    def num_logprobs(self) -> int | None:
-        """How many alternatives per token the engine must report (None: no logprobs at all)."""
-        return (self.top_logprobs or 0) if self.logprobs else None
+    def sampling(self) -> SamplingFields:
+        limit = self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+        # How many alternatives per token the engine must report (None: no logprobs at all).
+        return self.sampling_fields(limit, (self.top_logprobs or 0) if self.logprobs else None)
 
 
 class CompletionRequest(_SamplingFields):
@@ -204,13 +209,8 @@ class CompletionRequest(_SamplingFields):
     def prompts(self) -> list[str]:
         return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
 
-    @property
-    def token_limit(self) -> int | None:
-        return self.max_tokens
-
-    @property
-    def num_logprobs(self) -> int | None:
-        return self.logprobs
+    def sampling(self) -> SamplingFields:
+        return self.sampling_fields(self.max_tokens, self.logprobs)
 
 
 # ---------------------------------------------------------------------------------------------- responses

@@ -44,7 +44,7 @@ class ResponseBuilder:
         return [self._event("response.created", response=self.response()),
                 self._event("response.in_progress", response=self.response())]
 
-    def feed(self, event: StreamEvent) -> list[Event]:
+    def feed(self, event: StreamEvent, index: int = 0) -> list[Event]:
         return [e for block_event in self._blocks.feed(event) for e in self._on_block(block_event)]
 
     def finish(self, final: StreamEvent | None, usage: Usage) -> list[Event]:
@@ -68,6 +68,9 @@ class ResponseBuilder:
         error = {"code": "server_error", "message": message}
         return [self._event("error", code="server_error", message=message, param=None),
                 self._event("response.failed", response={**self.response(), "error": error})]
+
+    def whole(self) -> dict[str, Any]:
+        return self.response()
 
     def response(self) -> dict[str, Any]:
         """The Response object as it stands."""

@@ -13,6 +13,7 @@ from pydantic import Field
 
 from qwen_stream.server.chat_job import StrictBody, parse_part, unsupported
 from qwen_stream.server.errors import APIError
+from qwen_stream.server.sampling_fields import SamplingFields
 
 Message = dict[str, Any]
 
@@ -24,7 +25,7 @@ class TextFormat(StrictBody):
     strict: bool | None = None
 
     def constraint(self) -> dict[str, Any]:
-        """The sampling override that makes the output this format (grammar-constrained decoding)."""
+        """The SamplingFields that make the output this format (grammar-constrained decoding)."""
         if self.type == "json_schema":
             if self.schema_ is None:
                 raise unsupported("text.format.schema", "a json_schema format needs a schema")
@@ -73,10 +74,9 @@ class ResponsesRequest(StrictBody):
     top_k: int | None = None
     stop: str | list[str] | None = None
 
-    def sampling(self) -> dict[str, Any]:
-        stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop) if self.stop else None
-        return {"max_new_tokens": self.max_output_tokens, "temperature": self.temperature, "top_p": self.top_p,
-                "top_k": self.top_k, "seed": self.seed, "stop": stop, **self.text.format.constraint()}
+    def sampling(self) -> SamplingFields:
+        return SamplingFields(max_tokens=self.max_output_tokens, temperature=self.temperature, top_p=self.top_p,
+                              top_k=self.top_k, seed=self.seed, stop=self.stop, **self.text.format.constraint())
 
     def chat_options(self) -> dict[str, Any]:
         """Tools, tool_choice and the thinking switch in ChatModel's terms (OpenAI chat's function specs)."""

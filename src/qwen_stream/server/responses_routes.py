@@ -2,42 +2,45 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 
-from qwen_stream.server.admission import respond_json
-from qwen_stream.server.answer_stream import Event, frames, render, run_to_end
+from qwen_stream.server.answer_stream import Event, Wire, answer
+from qwen_stream.server.bodies import openapi_body, parse_body
 from qwen_stream.server.chat_job import ChatJob, start_job
+from qwen_stream.server.protocol import Usage
 from qwen_stream.server.response_store import ResponseStore, StoredResponse
 from qwen_stream.server.responses_events import ResponseBuilder
 from qwen_stream.server.responses_protocol import ResponsesRequest, input_messages
-from qwen_stream.server.sse import SSEResponse, sse_event
+from qwen_stream.server.sse import sse_event
+from qwen_stream.types import StreamEvent
 
 if TYPE_CHECKING:
     from qwen_stream.server.state import ServerState
 
 ROUTE = "/v1/responses"
+RESPONSES_BODIES: list[type[BaseModel]] = [ResponsesRequest]  # documented in the OpenAPI schema (see bodies.py)
 
 
 def responses_router(state: ServerState, store: ResponseStore) -> APIRouter:
     """The routes, to be included under ``/v1`` (with the OpenAI error shape and the API key check)."""
     router = APIRouter()
 
-    @router.post("/responses", responses={200: {"content": {"text/event-stream": {}}}})
-    async def create_response(body: ResponsesRequest, request: Request) -> Response:
+    @router.post("/responses", openapi_extra=openapi_body(ResponsesRequest),
+                 responses={200: {"content": {"text/event-stream": {}}}})
+    async def create_response(request: Request) -> Response:
+        body = await parse_body(request, ResponsesRequest)
         body.check_supported()
         conversation = _conversation(body, store)
         system = [{"role": "system", "content": body.instructions}] if body.instructions is not None else []
         job = ChatJob(system + conversation, body.sampling(), body.chat_options(), model=body.model)
         started = await start_job(state, job, ROUTE)
         builder = ResponseBuilder(body, started.model_name)
-        events = _stored(render(started.gen, builder), builder, store, conversation)
-        if body.stream:
-            return SSEResponse(frames(events, _encode, builder.failed))
-        return await respond_json(request, _whole(events, builder))
+        renderer = _Storing(builder, store, conversation)
+        return await answer(request, started.gen, renderer, Wire(_encode, builder.failed), stream=body.stream)
 
     @router.get("/responses/{response_id}")
     async def retrieve_response(response_id: str) -> JSONResponse:
@@ -58,18 +61,30 @@ def _conversation(body: ResponsesRequest, store: ResponseStore) -> list[dict[str
     return earlier + input_messages(body)
 
 
-async def _stored(events: AsyncGenerator[Event, None], builder: ResponseBuilder, store: ResponseStore,
-                  conversation: list[dict[str, Any]]) -> AsyncGenerator[Event, None]:
-    """The events, then the finished response stored (when asked to) for a later previous_response_id."""
-    async for event in events:
-        yield event
-    if builder.body.store:
-        store.put(builder.id, StoredResponse(conversation + _output_messages(builder), builder.response()))
+class _Storing:
+    """The builder's events; once the answer is finished, the response stored (when asked to) for a later
+    previous_response_id."""
 
+    def __init__(self, builder: ResponseBuilder, store: ResponseStore, conversation: list[dict[str, Any]]) -> None:
+        self.builder = builder
+        self._store = store
+        self._conversation = conversation
 
-async def _whole(events: AsyncGenerator[Event, None], builder: ResponseBuilder) -> dict[str, Any]:
-    await run_to_end(events)
-    return builder.response()
+    def start(self) -> list[Event]:
+        return self.builder.start()
+
+    def feed(self, event: StreamEvent, index: int = 0) -> list[Event]:
+        return self.builder.feed(event)
+
+    def finish(self, final: StreamEvent | None, usage: Usage) -> list[Event]:
+        events = self.builder.finish(final, usage)
+        if self.builder.body.store:
+            turns = self._conversation + _output_messages(self.builder)
+            self._store.put(self.builder.id, StoredResponse(turns, self.builder.response()))
+        return events
+
+    def whole(self) -> dict[str, Any]:
+        return self.builder.response()
 
 
 def _encode(event: Event) -> bytes:
