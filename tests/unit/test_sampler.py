@@ -5,16 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
+from qwen_stream.engine.batch_sampler import TOP_P_CANDIDATES
 from qwen_stream.engine.sampler import (
-    TOP_P_CANDIDATES,
     SamplingState,
     apply_penalties,
     candidate_distribution,
     nucleus,
-    sample_batch,
     sample_row,
     token_logprobs,
 )
+from qwen_stream.engine.step_sampler import sample_batch
 from qwen_stream.types import SamplingParams
 
 
@@ -73,7 +73,7 @@ def test_same_seed_same_tokens_and_seeds_differ() -> None:
 def test_batch_rows_are_independent_of_neighbours() -> None:
     torch.manual_seed(1)
     logits = torch.randn(4, 300)
-    alone = [sample_row(logits[i], state(300, temperature=1.0, seed=i)) for i in range(4)]
+    alone = [sample_batch(logits[i:i + 1], [state(300, temperature=1.0, seed=i)])[0] for i in range(4)]
     batched = sample_batch(logits, [state(300, temperature=1.0, seed=i) for i in range(4)])
     assert batched == alone
 
@@ -113,8 +113,6 @@ def test_stop_accepts_a_single_string() -> None:
 
 
 def test_logit_bias_moves_greedy_and_ignores_ids_past_the_vocabulary() -> None:
-    from qwen_stream.engine.sampler import SamplingState, sample_batch
-
     logits = torch.tensor([[3.0, 1.0, 0.0, -1.0]])
     plain = SamplingState.create(SamplingParams(temperature=0.0), [], 4)
     biased = SamplingState.create(SamplingParams(temperature=0.0, logit_bias={2: 100, 99: 5}), [], 4)
