@@ -147,9 +147,12 @@ class EngineCore:
     def _accept(self, seq: Sequence, sampled: list[int | Exception]) -> list[int]:
         """The tokens seq keeps: sampled[i] is the model's token after the fed token and i drafts, chosen exactly
         as plain decoding would choose it (same penalties, same per-position random stream), so the drafts agreeing
-        with it are kept up to the first that does not, and the text does not depend on drafting."""
+        with it are kept up to the first that does not, and the text does not depend on drafting. A row that failed
+        (NaN logits) fails the request even past a rejected draft: the model is broken there too."""
         draft = seq.draft
         kept: list[int] = []
+        for failure in (token for token in sampled if isinstance(token, Exception)):
+            raise failure
         for i, token in enumerate(sampled):
             if isinstance(token, Exception):
                 raise token

@@ -31,7 +31,8 @@ def sample_rows(logits: torch.Tensor, rows: Sequence[SampleRow]) -> list[int | E
         return []
     vocab = logits.shape[-1]
     params = row_params(rows, vocab, logits.device)
-    tokens, status = sample_tokens(logits, params, build_overlay(rows, vocab, logits.device))
+    with torch.inference_mode():  # runners' logits are inference tensors, which only change in place in this mode
+        tokens, status = sample_tokens(logits, params, build_overlay(rows, vocab, logits.device))
     out: list[int | Exception] = []
     for r, (token, code) in enumerate(zip(*torch.stack([tokens, status]).tolist(), strict=True)):
         if code == NAN:
