@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from torch.nn.utils.rnn import pad_sequence
 
 from qwen_stream.engine.batch_sampler import NAN, REDO, Overlay, RowParams, sample_tokens
 from qwen_stream.engine.sampler import NonFiniteLogitsError, SamplingState, sample_row
@@ -86,17 +87,26 @@ def _uniform(row: SampleRow) -> float:
 
 def build_overlay(rows: Sequence[SampleRow], vocab: int, device: torch.device) -> Overlay | None:
     """The entries penalties and logit_bias rewrite in each row, or None when no row has any."""
-    entries = [_row_entries(row, vocab) for row in rows]
-    width = max(len(ids) for ids, *_ in entries)
-    if width == 0:
+    entries = [_row_entries(row, vocab) for row in rows]  # (ids, counts, bias or None, history length)
+    lengths = torch.tensor([len(ids) for ids, *_ in entries])
+    if int(lengths.max()) == 0:
         return None
-    padded = [[_pad(t, width) for t in entry] for entry in entries]
-    ids, bias, counts, seen = (torch.stack([row[i] for row in padded]).to(device) for i in range(4))
-    factors = [_factors(row) if len(entry[0]) else (1.0, 0.0, 0.0) for row, entry in zip(rows, entries, strict=True)]
-    rep, presence, frequency = (torch.tensor([[f[i]] for f in factors], dtype=torch.float32, device=device)
-                                for i in range(3))
-    return Overlay(ids=ids, bias=bias, counts=counts, seen=seen, repetition=rep, presence=presence,
-                   frequency=frequency)
+    positions = torch.arange(int(lengths.max()))[None, :]
+    real = positions < lengths[:, None]  # [R, S]; elsewhere a row repeats its first entry
+
+    def padded(values: list[torch.Tensor]) -> torch.Tensor:
+        out = pad_sequence(values, batch_first=True)
+        return torch.where(real, out, out[:, :1])
+
+    ids = padded([e[0] for e in entries])
+    counts = padded([e[1] for e in entries])
+    bias = padded([e[2] if e[2] is not None else torch.zeros(len(e[0])) for e in entries])
+    history = torch.tensor([e[3] for e in entries])[:, None]
+    seen = torch.where(real, positions < history, history > 0)
+    factors = [_factors(row) if len(e[0]) else (1.0, 0.0, 0.0) for row, e in zip(rows, entries, strict=True)]
+    rep, presence, frequency = (torch.tensor([[f[i]] for f in factors], dtype=torch.float32) for i in range(3))
+    return Overlay(ids=ids.to(device), bias=bias.to(device), counts=counts.to(device), seen=seen.to(device),
+                   repetition=rep.to(device), presence=presence.to(device), frequency=frequency.to(device))
 
 
 def _factors(row: SampleRow) -> tuple[float, float, float]:
@@ -106,32 +116,23 @@ def _factors(row: SampleRow) -> tuple[float, float, float]:
     return p.repetition_penalty, p.presence_penalty, p.frequency_penalty
 
 
-def _row_entries(row: SampleRow, vocab: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(ids, bias, counts, seen) [n] of one row: its history's ids, then logit_bias ids not already in it."""
+def _row_entries(row: SampleRow, vocab: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, int]:
+    """(ids, counts, bias, n) of one row: its history's n ids, then the logit_bias ids not already among them."""
     history = row.state.history
     if history is not None:
         ids, counts = history.tensors(row.drafted)
     else:
         ids, counts = torch.zeros(0, dtype=torch.long), torch.zeros(0)
-    seen = torch.ones(len(ids), dtype=torch.bool)
-    bias = torch.zeros(len(ids))
+    n = len(ids)
     pairs = [(t, b) for t, b in row.state.params.logit_bias if t < vocab]
-    if pairs:
-        slot = {t: i for i, t in enumerate(ids.tolist())}
-        new = [(t, b) for t, b in pairs if t not in slot]
-        for t, b in pairs:
-            if t in slot:
-                bias[slot[t]] = b
-        ids = torch.cat([ids, torch.tensor([t for t, _ in new], dtype=torch.long)])
-        bias = torch.cat([bias, torch.tensor([b for _, b in new])])
-        counts = torch.cat([counts, torch.zeros(len(new))])
-        seen = torch.cat([seen, torch.zeros(len(new), dtype=torch.bool)])
-    return ids, bias, counts, seen
-
-
-def _pad(values: torch.Tensor, width: int) -> torch.Tensor:
-    """Repeat the first entry up to width: a padded entry rewrites its id to the value the real entry gives it."""
-    if len(values) == width:
-        return values
-    fill = values[:1] if len(values) else torch.zeros(1, dtype=values.dtype)
-    return torch.cat([values, fill.expand(width - len(values))])
+    if not pairs:
+        return ids, counts, None, n
+    slot = {t: i for i, t in enumerate(ids.tolist())}
+    new = [(t, b) for t, b in pairs if t not in slot]
+    bias = torch.zeros(n + len(new))
+    for t, b in pairs:
+        if t in slot:
+            bias[slot[t]] = b
+    bias[n:] = torch.tensor([b for _, b in new])
+    ids = torch.cat([ids, torch.tensor([t for t, _ in new], dtype=torch.long)])
+    return ids, torch.cat([counts, torch.zeros(len(new))]), bias, n
