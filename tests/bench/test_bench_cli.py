@@ -66,3 +66,14 @@ def test_bad_arguments_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
         main(["bench", "--concurrency", "0,4"])
     assert main(["bench", "--which", "hf", "--max-tokens", "1"]) == 2
     assert main(["bench", "--which", "hf", "--repeats", "0"]) == 2
+
+
+def test_bench_with_qwen_sampling_runs_ours_and_skips_greedy_only_peers(tiny_model_dir: Path, tmp_path: Path) -> None:
+    rc = main(["bench", "--model", str(tiny_model_dir), "--which", "ours-torch,hf", "--concurrency", "2",
+               "--max-tokens", "4", "--context-length", "128", "--threads", "1", "--sampling", "qwen",
+               "--out", str(tmp_path), "--no-progress"])
+    assert rc == 0
+    data = json.loads((tmp_path / "bench.json").read_text())
+    assert data["config"]["sampling"] == "qwen"
+    assert [(r["system"], r["tokens"]) for r in data["results"]] == [("ours-torch", 8)]
+    assert "greedy only" in data["skipped"]["hf"]  # never benched greedy under a sampled heading

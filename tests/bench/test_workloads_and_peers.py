@@ -71,3 +71,17 @@ def test_peak_rss_of_another_process() -> None:
         child.wait()
     assert current_rss_mb(child.pid) != current_rss_mb(child.pid)  # NaN once the process is gone
     assert current_rss_mb(os.getpid()) > 0
+
+
+def test_llama_server_samples_as_we_do() -> None:
+    from qwen_stream.bench import sampling
+
+    messages = [{"role": "user", "content": "hi"}]
+    ours = sampling.ours("qwen", messages)
+    peer = sampling.llama_server("qwen", messages, context_length=1024)
+    assert ours["seed"] == peer["seed"] == sampling.request_seed(messages)
+    assert (peer["temperature"], peer["top_k"], peer["top_p"]) == (ours["temperature"], ours["top_k"], ours["top_p"])
+    assert peer["repeat_penalty"] == ours["repetition_penalty"] == 1.05
+    assert peer["repeat_last_n"] == 1024 and peer["min_p"] == 0.0  # the whole window, not its default 64; no min_p
+    greedy = sampling.llama_server("greedy", messages, 1024)
+    assert greedy["temperature"] == 0.0 and greedy["repeat_penalty"] == 1.0 and "seed" not in greedy

@@ -5,16 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
+from qwen_stream.engine.batch_sampler import TOP_P_CANDIDATES
 from qwen_stream.engine.sampler import (
-    TOP_P_CANDIDATES,
     SamplingState,
     apply_penalties,
     candidate_distribution,
     nucleus,
-    sample_batch,
     sample_row,
     token_logprobs,
 )
+from qwen_stream.engine.step_sampler import sample_batch
 from qwen_stream.types import SamplingParams
 
 
@@ -73,7 +73,7 @@ def test_same_seed_same_tokens_and_seeds_differ() -> None:
 def test_batch_rows_are_independent_of_neighbours() -> None:
     torch.manual_seed(1)
     logits = torch.randn(4, 300)
-    alone = [sample_row(logits[i], state(300, temperature=1.0, seed=i)) for i in range(4)]
+    alone = [sample_batch(logits[i:i + 1], [state(300, temperature=1.0, seed=i)])[0] for i in range(4)]
     batched = sample_batch(logits, [state(300, temperature=1.0, seed=i) for i in range(4)])
     assert batched == alone
 
@@ -113,8 +113,6 @@ def test_stop_accepts_a_single_string() -> None:
 
 
 def test_logit_bias_moves_greedy_and_ignores_ids_past_the_vocabulary() -> None:
-    from qwen_stream.engine.sampler import SamplingState, sample_batch
-
     logits = torch.tensor([[3.0, 1.0, 0.0, -1.0]])
     plain = SamplingState.create(SamplingParams(temperature=0.0), [], 4)
     biased = SamplingState.create(SamplingParams(temperature=0.0, logit_bias={2: 100, 99: 5}), [], 4)
@@ -182,3 +180,175 @@ def test_seed_extremes_seed_a_generator() -> None:
     for seed in (2**63 - 1, -(2**63), wrap_seed(2**63 - 1 + 1), 0):
         assert 0 <= sample_row(torch.zeros(5), state(5, temperature=1.0, seed=seed)) < 5
     assert wrap_seed(2**63) == -(2**63) and wrap_seed(5) == 5
+
+
+# ---- the batch sampler (batch_sampler.py) against the per-row reference ------------------------------------------
+
+from qwen_stream.engine.batch_sampler import (  # noqa: E402
+    CHUNK,
+    RowParams,
+    argmax_rows,
+    chunk_maxima,
+    sample_tokens,
+    topk_rows,
+)
+from qwen_stream.engine.step_sampler import SampleRow, build_overlay, row_params, sample_rows  # noqa: E402
+
+
+@pytest.mark.parametrize("vocab", [50, 8 * CHUNK, 8000, 8000 + 37])
+def test_argmax_through_chunk_maxima_is_torch_argmax_ties_included(vocab: int) -> None:
+    torch.manual_seed(vocab)
+    logits = torch.randint(0, 6, (12, vocab)).float()  # many ties: the first best index must win
+    logits[3, -1] = 99.0  # the best in the tail
+    logits[4] = float("-inf")
+    assert torch.equal(argmax_rows(logits, chunk_maxima(logits)), torch.argmax(logits, dim=-1))
+
+
+@pytest.mark.parametrize(("vocab", "k"), [(8000, 1), (8000, 20), (8000 + 37, 20), (151_936 // 4, 256), (300, 20)])
+def test_topk_through_chunk_maxima_keeps_torch_topk_values(vocab: int, k: int) -> None:
+    torch.manual_seed(k)
+    logits = torch.randn(6, vocab) * 4
+    logits[2, -5:] = 50.0  # the best few in the tail
+    values, ids = topk_rows(logits, chunk_maxima(logits), k)
+    expected, _ = torch.topk(logits, k)
+    assert torch.equal(values, expected)
+    assert torch.equal(logits.gather(1, ids), values)  # the ids are where those values are
+
+
+def grid(logits: torch.Tensor, params: SamplingParams, n: int = 4000, prompt: tuple[int, ...] = (),
+         output: tuple[int, ...] = ()) -> torch.Tensor:
+    """Token frequencies over n evenly spaced uniforms: the batch sampler's distribution, to within 1/n."""
+    st = state(logits.shape[-1], prompt, **{f: getattr(params, f) for f in _FIELDS})
+    for t in output:
+        st.record(t)
+    rows = [SampleRow(st)] * n
+    p = row_params(rows, logits.shape[-1], logits.device)
+    p.uniform = (torch.arange(n, dtype=torch.float32) + 0.5) / n
+    tokens, status = sample_tokens(logits.expand(n, -1).clone(), p, build_overlay(rows, logits.shape[-1],
+                                                                                     logits.device))
+    assert bool((status == 0).all())
+    return torch.bincount(tokens, minlength=logits.shape[-1]).float() / n
+
+
+_FIELDS = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty",
+           "logit_bias")
+
+
+def reference(logits: torch.Tensor, params: SamplingParams, prompt: tuple[int, ...] = (),
+              output: tuple[int, ...] = ()) -> torch.Tensor:
+    """The per-row reference's exact distribution over the vocabulary."""
+    from qwen_stream.engine.sampler import apply_logit_bias, finite_scores
+
+    st = SamplingState.create(params, list(prompt), logits.shape[-1])
+    for t in output:
+        st.record(t)
+    probs, ids = candidate_distribution(finite_scores(apply_penalties(apply_logit_bias(logits, params), st)), params)
+    dense = torch.zeros(logits.shape[-1])
+    dense[ids if ids is not None else torch.arange(logits.shape[-1])] = probs
+    return dense / dense.sum()
+
+
+QWEN = SamplingParams(temperature=0.7, top_p=0.8, top_k=20, repetition_penalty=1.05)
+
+
+@pytest.mark.parametrize("params", [
+    QWEN, SamplingParams(temperature=1.3, top_k=7), SamplingParams(temperature=0.9, top_p=0.9),
+    SamplingParams(temperature=1.0), SamplingParams(temperature=0.8, min_p=0.1),
+    SamplingParams(temperature=1.0, top_k=30, top_p=0.5, min_p=0.05, presence_penalty=1.5, frequency_penalty=0.5),
+    SamplingParams(temperature=1.0, repetition_penalty=3.0, logit_bias={5: 4.0, 6: -100.0, 7: 2.0}),
+    SamplingParams(temperature=2.0, top_p=0.99),  # a flat row: the nucleus is wider than the candidates
+])
+def test_batched_distribution_equals_the_reference(params: SamplingParams) -> None:
+    torch.manual_seed(0)
+    vocab = 3000
+    logits = torch.randn(vocab) * (0.5 if params.top_p == 0.99 else 3.0)
+    logits[:10] += 6.0  # a head the prompt and output below repeat
+    prompt, output = (0, 1, 2, 5), (3, 3, 4, 7)
+    got = grid(logits[None, :], params, prompt=prompt, output=output)
+    want = reference(logits, params, prompt, output)
+    assert float((got - want).abs().max()) <= 2.5 / 4000
+    assert set(got.nonzero().flatten().tolist()) <= set(want.nonzero().flatten().tolist())
+
+
+def test_greedy_and_top_k_1_rows_equal_the_reference_exactly() -> None:
+    torch.manual_seed(2)
+    vocab = 5000
+    logits = torch.randn(16, vocab) * 3
+    params = [SamplingParams(temperature=0.0), SamplingParams(temperature=0.9, top_k=1, seed=4),
+              SamplingParams(temperature=0.0, repetition_penalty=1.5, frequency_penalty=1.0),
+              SamplingParams(temperature=0.0, logit_bias={11: 30.0})]
+    states = [SamplingState.create(params[i % 4], [int(t) for t in logits[i].topk(3).indices], vocab)
+              for i in range(16)]
+    for i, st in enumerate(states):
+        st.record(int(logits[i].argmax()))  # penalties must move these rows off their argmax
+    want = [sample_row(logits[i], st) for i, st in enumerate(states)]
+    assert sample_batch(logits, states) == want
+
+
+def test_a_seeded_row_gets_its_tokens_whatever_its_batch_mates() -> None:
+    torch.manual_seed(3)
+    vocab = 4000
+    logits = torch.randn(5, vocab) * 2
+
+    def run(mates: bool) -> list[int]:
+        mine = state(vocab, (1, 2, 3), temperature=0.7, top_p=0.8, top_k=20, repetition_penalty=1.05, seed=11)
+        others = [state(vocab, temperature=0.0), state(vocab, (9,), temperature=1.2, presence_penalty=2.0, seed=1),
+                  state(vocab, temperature=0.6, top_p=0.95)]
+        tokens = []
+        for position in range(30):
+            rows = [SampleRow(mine, seed=1000 + position)]
+            if mates:
+                rows = [SampleRow(others[0]), rows[0], *(SampleRow(o, seed=position) for o in others[1:])]
+            batch = logits[[1, 0, 2, 3] if mates else [0]] + position / 10  # my row's logits are always row 0
+            token = sample_rows(batch, rows)[1 if mates else 0]
+            assert isinstance(token, int)
+            mine.record(token)
+            tokens.append(token)
+        return tokens
+
+    alone = run(mates=False)
+    assert alone == run(mates=True)
+    assert len(set(alone)) > 3  # really sampled
+
+
+def test_a_drafted_row_sees_earlier_drafts_as_generated() -> None:
+    logits = torch.zeros(1, 8)
+    logits[0, 2] = 1.0
+    st = state(8, temperature=0.0, presence_penalty=2.0)
+    assert sample_rows(logits, [SampleRow(st)]) == [2]
+    assert sample_rows(logits, [SampleRow(st, drafted=(2,))]) == [0]  # 2 was drafted before this position
+    assert len(st.history or ()) == 0  # the state itself is unchanged
+
+
+def test_penalties_leave_the_callers_logits_as_they_came() -> None:
+    torch.manual_seed(4)
+    logits = torch.randn(3, 2000)
+    before = logits.clone()
+    states = [state(2000, (1, 5, 9), temperature=0.7, top_k=20, repetition_penalty=1.3, seed=1),
+              state(2000, temperature=0.0, logit_bias={3: 50.0}), state(2000, temperature=1.0)]
+    tokens = sample_batch(logits, states)
+    assert tokens[1] == 3
+    assert torch.equal(logits, before)
+
+
+def test_nan_at_a_penalised_id_still_fails_its_row_alone() -> None:
+    logits = torch.zeros(3, 500)
+    logits[1, 7] = float("nan")  # 7 is in the prompt: the penalty rewrites it
+    states = [state(500, (7,), temperature=0.7, top_k=20, repetition_penalty=1.05, seed=s) for s in range(3)]
+    tokens = sample_batch(logits, states)
+    assert isinstance(tokens[1], ValueError) and "NaN" in str(tokens[1])
+    assert all(isinstance(t, int) for t in (tokens[0], tokens[2]))
+
+
+def test_penalties_that_overflow_every_score_fall_back_to_the_raw_row() -> None:
+    logits = torch.tensor([[-1.0, -2.0, -3.0], [1.0, 2.0, 0.5]])
+    states = [state(3, (0, 1, 2), temperature=0.0, repetition_penalty=1e300), state(3, temperature=0.0)]
+    assert sample_batch(logits, states) == [0, 1]  # every score -inf after the penalty: as if there were none
+
+
+def test_row_params_plan_each_row() -> None:
+    rows = [SampleRow(state(100, temperature=0.0)), SampleRow(state(100, temperature=1.0, top_k=5)),
+            SampleRow(state(100, temperature=1.0, top_p=0.5)), SampleRow(state(100, temperature=1.0)),
+            SampleRow(state(100, temperature=1.0, top_k=100))]  # top_k >= vocab: off
+    p: RowParams = row_params(rows, 100, torch.device("cpu"))
+    assert p.plan == ["greedy", "top_k", "top_p", "full", "full"] and p.k == [0, 5, 0, 0, 0]

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from qwen_stream.bench.sampling import SAMPLINGS
 from qwen_stream.bench.systems import SYSTEMS, BenchConfig
 from qwen_stream.bench.workloads import WORKLOADS
 
@@ -55,6 +56,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: 12)")
     parser.add_argument("--max-tokens", type=int, default=None,
                         help="new tokens per answer (default: 64; 16 for the fim workload)")
+    parser.add_argument("--sampling", choices=SAMPLINGS, default="greedy",
+                        help="greedy, or qwen: Qwen's defaults (temperature 0.7, top_p 0.8, top_k 20, repetition "
+                             "penalty 1.05 over prompt + output) with a seed per prompt, every system alike "
+                             "(default: greedy)")
     parser.add_argument("--repeats", type=int, default=3,
                         help="requests served one after another for the single-stream level, whose TTFT and decode "
                              "speed are medians over them (default: 3)")
@@ -112,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     config = BenchConfig(model=args.model, max_tokens=args.max_tokens, threads=args.threads,
                          max_batch_size=max(args.concurrency), context_length=args.context_length,
                          force_length=not args.natural_stop, dtype=args.dtype, prefix_cache=not args.no_prefix_cache,
-                         workload=args.workload)
+                         workload=args.workload, sampling=args.sampling)
     payload = run_bench(systems, args.concurrency, config, progress=not args.no_progress, single_repeats=args.repeats)
     _report(payload, args.out)
     return 0 if payload["results"] else 1
@@ -223,6 +228,7 @@ def _config_dict(config: BenchConfig, systems: list[str], levels: list[int]) -> 
     return {"model": config.model, "systems": systems, "concurrency": levels, "max_tokens": config.max_tokens,
             "force_length": config.force_length, "threads": config.threads, "dtype": config.dtype,
             "context_length": config.context_length, "workload": config.workload,
+            "sampling": config.sampling,
             "python": platform.python_version(), "machine": platform.machine(),
             "time": time.strftime("%Y-%m-%d %H:%M:%S")}
 
@@ -234,7 +240,7 @@ def _report(payload: dict[str, Any], out: Path | None) -> None:
     rows = ratios(summaries)
     cfg = payload["config"]
     title = (f"qwen-stream bench: {cfg['model'] or 'default model'}, {cfg['workload']} workload, "
-             f"{cfg['max_tokens']} tokens")
+             f"{cfg['max_tokens']} tokens, {cfg.get('sampling', 'greedy')} sampling")
     print_tables(summaries, rows, title)
     for name, seconds in payload.get("load_s", {}).items():
         print(f"{name}: model loaded in {seconds:.1f} s")

@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from qwen_stream.bench import sampling as bench_sampling
 from qwen_stream.bench.server import HttpServerSystem, free_port
 from qwen_stream.bench.systems import BenchConfig
 
@@ -71,6 +72,9 @@ class LlamaServerSystem(HttpServerSystem):
         self.slots = config.max_batch_size
         super().__init__(config, server_command(binary, Path(source.path), config, port, speculative=speculative),
                          port)
+
+    def _sampling(self, messages: list[dict[str, str]]) -> dict[str, Any]:
+        return bench_sampling.llama_server(self.config.sampling, messages, self.config.context_length)
 
     def _record(self, chunk: dict[str, Any]) -> None:
         timings = chunk.get("timings") or {}

@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from qwen_stream.bench import sampling as bench_sampling
 from qwen_stream.bench.metrics import StreamTrace, now
 from qwen_stream.bench.systems import BenchConfig, Messages
 
@@ -100,12 +101,16 @@ class HttpServerSystem:
             raise self.exit_error() from None
 
     def _body(self, messages: Messages) -> dict[str, Any]:
-        body: dict[str, Any] = {"model": SERVED_NAME, "messages": messages, "max_tokens": self.config.max_tokens, "temperature": 0.0,
-                                "repetition_penalty": 1.0,  # plain greedy, as the in-process systems
-                                "stream": True, "stream_options": {"include_usage": True}}
+        body: dict[str, Any] = {"model": SERVED_NAME, "messages": messages, "max_tokens": self.config.max_tokens,
+                                "stream": True, "stream_options": {"include_usage": True},
+                                **self._sampling(messages)}  # as the in-process systems get it
         if self.config.force_length:
             body["ignore_eos"] = True  # vLLM's and llama-server's extension
         return body
+
+    def _sampling(self, messages: Messages) -> dict[str, Any]:
+        """The body's sampling fields (OpenAI's names plus top_k and repetition_penalty, as vLLM and ours take)."""
+        return bench_sampling.ours(self.config.sampling, messages)
 
     def serve(self, messages: Messages, trace: StreamTrace) -> None:
         usage_tokens = None

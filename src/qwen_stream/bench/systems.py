@@ -8,7 +8,7 @@
   (llama_server.py), ``ours-server``, `qwen-stream serve`, and ``ours-vllm`` / ``vllm-serve``, our server over
   vLLM and vLLM's own (server.py): child processes driven over HTTP.
 
-Every system gets the same chat messages, greedy decoding, and (with ``force_length``) exactly ``max_tokens`` new
+Every system gets the same chat messages, the same sampling (greedy unless ``--sampling qwen``: sampling.py), and (with ``force_length``) exactly ``max_tokens`` new
 tokens: end-of-turn tokens are disabled so no system wins by stopping early.
 
 Prompt caches stay on as each system ships (our prefix reuse and sharing; llama-cpp-python's reuse of the previous
@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from qwen_stream.bench import sampling as bench_sampling
 from qwen_stream.bench.metrics import StreamTrace, now
 
 Messages = list[dict[str, str]]
@@ -42,6 +43,7 @@ class BenchConfig:
     dtype: str | None = None
     prefix_cache: bool = True  # False: every request computes its whole prompt
     workload: str = "free"  # "free" answers or "edit" (rewrite a module): see workloads.py
+    sampling: str = "greedy"  # "greedy" or "qwen" (Qwen's own defaults): see sampling.py
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -53,6 +55,12 @@ class BenchSystem(Protocol):
     def reset_cache(self) -> None: ...
     def stats(self) -> dict[str, float]: ...
     def close(self) -> None: ...
+
+
+def greedy_only(name: str, config: BenchConfig) -> None:
+    """A system whose serve() decodes greedily refuses another sampling (the bench then skips it, saying why)."""
+    if config.sampling != "greedy":
+        raise ValueError(f"{name} is benched greedy only, not with --sampling {config.sampling}")
 
 
 class OursSystem:
@@ -77,10 +85,10 @@ class OursSystem:
 
     def serve(self, messages: Messages, trace: StreamTrace) -> None:
         seen = 0
-        # plain greedy like the peers: no repetition penalty from the model's generation defaults (Qwen: 1.05)
-        with self.model.stream(messages=messages, temperature=0.0, max_new_tokens=self.config.max_tokens,
-                               ignore_eos=self.config.force_length, repetition_penalty=1.0, presence_penalty=0.0,
-                               frequency_penalty=0.0) as stream:
+        # every setting explicit, as the peers get it: nothing from the model's generation defaults (Qwen: 1.05)
+        with self.model.stream(messages=messages, max_new_tokens=self.config.max_tokens,
+                               ignore_eos=self.config.force_length,
+                               **bench_sampling.ours(self.config.sampling, messages)) as stream:
             for event in stream:
                 t = now()
                 trace.add_tokens(t, event.num_generated_tokens - seen)
@@ -108,6 +116,7 @@ class HFSystem:
     concurrent = False
 
     def __init__(self, config: BenchConfig) -> None:
+        greedy_only(self.name, config)
         import torch
 
         from qwen_stream.cpu import physical_cores
@@ -175,6 +184,7 @@ class LlamaCppPythonSystem:
     concurrent = False
 
     def __init__(self, config: BenchConfig) -> None:
+        greedy_only(self.name, config)
         from qwen_stream.bench.reference_llama import open_reference_llama
         from qwen_stream.cpu import physical_cores
         from qwen_stream.models import loader

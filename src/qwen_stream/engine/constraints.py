@@ -13,14 +13,14 @@ import torch
 from qwen_stream.engine.sampler import SamplingState
 
 
-def mask_constrained(logits: torch.Tensor, states: Sequence[SamplingState]) -> int:
+def mask_constrained(logits: torch.Tensor, states: Sequence[SamplingState | None]) -> int:
     """Forbid, in place, what each constrained row's grammar forbids next; returns how many rows were masked.
 
-    logits: [B, vocab], rows paired with states in order. Runs before penalties, temperature and argmax, so a
+    logits: [B, vocab], rows paired with states in order (None: a row to leave alone). Runs before penalties, temperature and argmax, so a
     forbidden token can never be chosen, greedy or sampled."""
     masked = 0
     for row, state in enumerate(states):
-        if state.matcher is not None:
+        if state is not None and state.matcher is not None:
             state.matcher.mask_logits(logits[row])
             masked += 1
     return masked

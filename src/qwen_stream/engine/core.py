@@ -18,9 +18,10 @@ from qwen_stream.engine.constraints import mask_constrained
 from qwen_stream.engine.drafting import SpeculationConfig
 from qwen_stream.engine.kv_budget import KVBudget
 from qwen_stream.engine.runner import ModelRunner
-from qwen_stream.engine.sampler import SamplingState, check_logits, sample_batch, sample_row, token_logprobs
+from qwen_stream.engine.sampler import SamplingState, token_logprobs
 from qwen_stream.engine.scheduler import ScheduledBatch, Scheduler, SeqStatus, Sequence
-from qwen_stream.engine.verify import accept_greedy, position_seed
+from qwen_stream.engine.step_sampler import SampleRow, sample_rows
+from qwen_stream.engine.verify import position_seed
 from qwen_stream.types import SamplingParams, TokenLogprob, TokenOutput
 
 logger = logging.getLogger(__name__)
@@ -117,66 +118,47 @@ class EngineCore:
 
     def _sample(self, logits: torch.Tensor, seqs: list[Sequence], forwarded: float
                 ) -> tuple[list[list[int]], list[list[TokenLogprob | None]], dict[Sequence, str]]:
-        """The tokens each sampled sequence keeps (one, or 1..k+1 after drafts) and their logprobs; a row that
-        fails fails its own request only."""
+        """The tokens each sampled sequence keeps (one, or 1..k+1 after drafts) and their logprobs. Every row of
+        the step, drafted or not, is sampled in one batch; a row that fails fails its own request only."""
         pairs = _rows_by_seq(logits, seqs)
-        results: list[list[int] | int | Exception]
-        if any(seq.draft for seq in seqs):
-            results = [self._verify_guarded(seq, rows) for seq, rows in pairs]
-        else:
-            results = list(self._sample_one_each(logits, seqs, forwarded))
+        # drafts are never made for constrained sequences (scheduler), so a grammar masks a sequence's only row
+        row_states = [row for seq in seqs for row in [None if seq.draft else seq.sampling, *[None] * len(seq.draft)]]
+        if mask_constrained(logits, row_states):
+            self.timings.constrain_s += time.perf_counter() - forwarded
+        results = sample_rows(logits, [row for seq in seqs for row in _sample_rows(seq)])
         tokens: list[list[int]] = []
         logprobs: list[list[TokenLogprob | None]] = []
         failed: dict[Sequence, str] = {}
-        for (seq, rows), result in zip(pairs, results, strict=True):
+        start = 0
+        for seq, rows in pairs:
             try:
-                if isinstance(result, Exception):
-                    raise result
-                kept = result if isinstance(result, list) else [result]
+                kept = self._accept(seq, results[start:start + len(rows)])
                 kept_logprobs = self._logprobs(rows, seq, kept)
             except Exception as exc:
                 logger.warning("sampling failed for request %s: %s", seq.request_id, exc)
                 failed[seq] = f"sampling failed: {exc}"
                 continue
+            finally:
+                start += len(rows)
             tokens.append(kept)
             logprobs.append(kept_logprobs)
         return tokens, logprobs, failed
 
-    def _sample_one_each(self, logits: torch.Tensor, seqs: list[Sequence], forwarded: float) -> list[int | Exception]:
-        """No drafts this step: one row per sequence, sampled together (greedy rows in one argmax)."""
-        states = [seq.sampling for seq in seqs]
-        if mask_constrained(logits, states):
-            self.timings.constrain_s += time.perf_counter() - forwarded
-        for seq in seqs:
-            _seed_position(seq, len(seq.output_ids))
-        return sample_batch(logits, states)
-
-    def _verify_guarded(self, seq: Sequence, rows: torch.Tensor) -> list[int] | Exception:
-        try:
-            return self._verify(seq, rows)
-        except Exception as exc:  # this sequence's failure is its own
-            return exc
-
-    def _verify(self, seq: Sequence, rows: torch.Tensor) -> list[int]:
-        """The tokens seq keeps this step: rows [1 + len(draft), vocab] are the model's logits after the fed token
-        and after each draft. Each position is sampled exactly as plain decoding would sample it (same penalties,
-        same per-position random stream) and compared with the draft, so the text does not depend on drafting."""
-        draft, state = seq.draft, seq.sampling
-        if not draft:
-            mask_constrained(rows, [state])
-        if state.params.greedy and state.output_counts is None and not state.params.logit_bias:
-            check_logits(rows)  # as sample_row does: argmax would pick a NaN as the best token
-            kept = accept_greedy(draft, rows.argmax(dim=-1).tolist())
-        else:
-            kept = []
-            for i in range(len(rows)):
-                _seed_position(seq, len(seq.output_ids) + i)
-                token = sample_row(rows[i], state)
-                kept.append(token)
-                if i == len(draft) or token != draft[i]:
-                    break
-                state.record(token)  # the next position's penalties see it, as in plain decoding
-            _unrecord(state, kept[:-1])  # the scheduler records every kept token once more
+    def _accept(self, seq: Sequence, sampled: list[int | Exception]) -> list[int]:
+        """The tokens seq keeps: sampled[i] is the model's token after the fed token and i drafts, chosen exactly
+        as plain decoding would choose it (same penalties, same per-position random stream), so the drafts agreeing
+        with it are kept up to the first that does not, and the text does not depend on drafting. A row that failed
+        (NaN logits) fails the request even past a rejected draft: the model is broken there too."""
+        draft = seq.draft
+        kept: list[int] = []
+        for failure in (token for token in sampled if isinstance(token, Exception)):
+            raise failure
+        for i, token in enumerate(sampled):
+            if isinstance(token, Exception):
+                raise token
+            kept.append(token)
+            if i == len(draft) or token != draft[i]:
+                break
         if draft:
             self.timings.drafted += len(draft)
             self.timings.accepted += len(kept) - 1
@@ -224,13 +206,9 @@ def _rows_by_seq(logits: torch.Tensor, seqs: list[Sequence]) -> list[tuple[Seque
     return pairs
 
 
-def _seed_position(seq: Sequence, position: int) -> None:
-    """A sampled sequence draws the token at each position from that position's own random stream."""
-    if not seq.sampling.params.greedy:
-        seq.sampling.generator.manual_seed(position_seed(seq.seed, position))
-
-
-def _unrecord(state: SamplingState, tokens: list[int]) -> None:
-    if state.output_counts is not None:
-        for token in tokens:
-            state.output_counts[token] -= 1
+def _sample_rows(seq: Sequence) -> list[SampleRow]:
+    """The rows seq samples this step: position i counts drafts before it as generated, as if they were kept,
+    and draws from that position's own random stream."""
+    first, state = len(seq.output_ids), seq.sampling
+    seeds = [None if state.params.greedy else position_seed(seq.seed, first + i) for i in range(1 + len(seq.draft))]
+    return [SampleRow(state, seq.draft[:i], seed) for i, seed in enumerate(seeds)]

@@ -1,4 +1,6 @@
-"""Token choice as small pure functions over one row of logits, plus per-sequence sampling state.
+"""Per-sequence sampling state, and token choice over one row of logits: the reference the batch sampler
+(batch_sampler.py, which the engine uses) is tested against, and its fallback for a row whose penalties overflowed
+every score.
 
 Each sequence owns its torch.Generator, so the text a request gets depends on its seed alone, never on what
 else shares the batch.
@@ -12,11 +14,9 @@ from dataclasses import dataclass
 
 import torch
 
+from qwen_stream.engine.batch_sampler import TOP_P_CANDIDATES, finite_scores
+from qwen_stream.engine.history import TokenHistory
 from qwen_stream.types import SamplingParams, TokenLogprob, TokenMatcher
-
-# top-p alone needs the tokens sorted by probability; sorting a 151k vocabulary costs milliseconds, so we first
-# look at the best few hundred: when they already hold top_p of the mass the nucleus is among them (exact).
-TOP_P_CANDIDATES = 256
 
 
 @dataclass(slots=True)
@@ -25,8 +25,7 @@ class SamplingState:
 
     params: SamplingParams
     generator: torch.Generator
-    prompt_mask: torch.Tensor | None = None  # [vocab] bool: tokens seen in the prompt (repetition_penalty)
-    output_counts: torch.Tensor | None = None  # [vocab] float32: how often each token was generated
+    history: TokenHistory | None = None  # prompt + output ids and their output counts, when penalties are used
     matcher: TokenMatcher | None = None  # this sequence's place in its grammar (params.constraint)
 
     @classmethod
@@ -38,26 +37,27 @@ class SamplingState:
         if params.constraint is not None:
             state.matcher = params.constraint.new_matcher()
         if params.uses_penalties:
-            state.prompt_mask = torch.zeros(vocab_size, dtype=torch.bool)
-            ids = torch.tensor([i for i in prompt_ids if 0 <= i < vocab_size], dtype=torch.long)
-            state.prompt_mask[ids] = True
-            state.output_counts = torch.zeros(vocab_size, dtype=torch.float32)
+            state.history = TokenHistory(prompt_ids, vocab_size)
         return state
 
     def record(self, token_id: int) -> None:
         """O(1) per token: penalties read these tensors instead of rescanning the history."""
-        if self.output_counts is not None and 0 <= token_id < self.output_counts.numel():
-            self.output_counts[token_id] += 1
+        if self.history is not None:
+            self.history.record(token_id)
+
+    @property
+    def plain_greedy(self) -> bool:
+        """Greedy with nothing to add to the logits first: the model's argmax is the token."""
+        return self.params.greedy and self.history is None and not self.params.logit_bias
 
 
 def apply_penalties(logits: torch.Tensor, state: SamplingState) -> torch.Tensor:
     """HF repetition penalty over prompt + output, OpenAI presence/frequency penalties over the output."""
     params = state.params
-    if state.output_counts is None or state.prompt_mask is None:
+    if state.history is None:
         return logits
-    counts = state.output_counts
+    seen, counts = state.history.dense(logits.shape[-1])
     if params.repetition_penalty != 1.0:
-        seen = state.prompt_mask | (counts > 0)
         penalised = torch.where(logits > 0, logits / params.repetition_penalty, logits * params.repetition_penalty)
         logits = torch.where(seen, penalised, logits)
     if params.frequency_penalty != 0.0:
@@ -130,14 +130,6 @@ def check_logits(logits: torch.Tensor) -> None:
         raise NonFiniteLogitsError("the model produced NaN logits")
 
 
-def finite_scores(logits: torch.Tensor) -> torch.Tensor:
-    """Scores multinomial and softmax can take: NaN -> -inf, +inf -> the largest float.
-
-    Extreme penalties or temperatures can overflow float32 (a repetition_penalty of 1e-300 becomes 0 in float32,
-    and 0/0 is NaN); such a token is then never chosen (NaN) or always among the best (+inf)."""
-    return torch.nan_to_num(logits, nan=float("-inf"), posinf=torch.finfo(logits.dtype).max)
-
-
 def sample_row(logits: torch.Tensor, state: SamplingState) -> int:
     """Pick one token from one row of float32 logits [vocab]; raises NonFiniteLogitsError on NaN logits."""
     check_logits(logits)
@@ -163,20 +155,3 @@ def token_logprobs(logits: torch.Tensor, token_id: int, top_n: int) -> TokenLogp
         values, ids = torch.topk(log_probs, top_n)
         top = [(i, v) for i, v in zip(ids.tolist(), values.tolist(), strict=True) if v > float("-inf")]
     return TokenLogprob(token_id=token_id, logprob=float(log_probs[token_id]), top=top)
-
-
-def sample_batch(logits: torch.Tensor, states: Sequence[SamplingState]) -> list[int | Exception]:
-    """One token per row of logits [B, vocab]; rows pair with states in order.
-
-    A row that cannot be sampled (NaN logits, a failure in its own parameters) gives its exception instead of a
-    token, so only that request fails and the rest of the batch goes on."""
-    if all(s.params.greedy and s.output_counts is None and not s.params.logit_bias for s in states) and \
-             bool(torch.isfinite(logits.sum())):
-        return list(torch.argmax(logits, dim=-1).tolist())  # one call for the whole (finite) batch
-    tokens: list[int | Exception] = []
-    for i, state in enumerate(states):
-        try:
-            tokens.append(sample_row(logits[i], state))
-        except Exception as exc:  # this row's failure is this request's alone
-            tokens.append(exc)
-    return tokens
