@@ -18,7 +18,7 @@ import torch
 
 from qwen_stream.consumer import RequestConsumer
 from qwen_stream.engine.backend import EngineBackend
-from qwen_stream.engine.drafting import DEFAULT_MAX_DRAFT, SpeculationConfig
+from qwen_stream.engine.drafting import DEFAULT_MAX_DRAFT, DEFAULT_MODEL_DRAFT, SpeculationConfig
 from qwen_stream.engine.engine import Engine
 from qwen_stream.engine.runner import ModelRunner
 from qwen_stream.models.prompting import ChatPrompter, history_pairs, make_messages
@@ -108,7 +108,8 @@ class ChatModel:
              system: str | None = None, prefix_cache: bool = True, backend: str = "native",
              vllm_options: VllmOptions | None = None, speculate: bool = True,
              draft_max: int = DEFAULT_MAX_DRAFT, kv_budget: int | None = None, kv_windows: int = 1,
-             kv_type: str | None = None) -> ChatModel:
+             kv_type: str | None = None, draft_model: str | None = None,
+             draft_model_max: int = DEFAULT_MODEL_DRAFT) -> ChatModel:
         """Load a built-in alias, a local HF directory, a .gguf file or a hub id (default: the default alias).
 
         ``quantize="int8"``: the PyTorch runner with int8 weights (CPU, float32 activations; approximate), chosen
@@ -118,11 +119,17 @@ class ChatModel:
         package (see README, "Scaling out with vLLM").
         ``speculate``: draft up to ``draft_max`` tokens per step from the prompt and answer so far and check them
         in the step's one forward (same text, faster on answers that repeat their prompt; see engine/drafting.py).
+        ``draft_model``: also draft up to ``draft_model_max`` tokens per step with this smaller model of the same
+        tokenizer (an alias such as qwen2.5-coder-0.5b or a .gguf file; llama.cpp runner only), where lookup finds
+        nothing and the measured cost pays (one stream of free text; see docs/speculation.md).
         ``kv_budget``: on the llama.cpp runner, KV cells (tokens) shared by all slots, filled as requests need
         them, idle slots' cached prefixes evicted first (default: ``kv_windows`` context windows; one is what one
         user needs, a server wants more); ``kv_type="q8_0"``: an 8-bit KV cache there (half the memory of f16)."""
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        if draft_model is not None and (backend != "native" or not speculate or runner == "torch"):
+            raise ValueError("a draft model drafts for the native engine's speculation on the llama.cpp runner: it "
+                             "needs backend native, speculate on and runner auto or llamacpp")
         if backend == "vllm":
             if kv_budget is not None or kv_type is not None:
                 raise ValueError("--kv-budget and --kv-type size the native engine's KV pool; vLLM sizes its own "
@@ -136,10 +143,12 @@ class ChatModel:
 
         parts = load_components(model, runner=runner, device=device, dtype=dtype, max_slots=max_batch_size,
                                 context_length=context_length, threads=threads, quantize=quantize,
-                                progress=progress, kv_budget=kv_budget, kv_windows=kv_windows, kv_type=kv_type)
+                                progress=progress, kv_budget=kv_budget, kv_windows=kv_windows, kv_type=kv_type,
+                                draft_model=draft_model)
+        config = SpeculationConfig(max_draft=draft_max, model_max_draft=draft_model_max) if speculate else None
         engine = Engine(parts.runner, eos_token_ids=parts.eos_token_ids, max_running=max_batch_size,
                         max_waiting=max_waiting, max_model_len=parts.context_length, reuse_prefix=prefix_cache,
-                        speculate=SpeculationConfig(max_draft=draft_max) if speculate else None)
+                        speculate=config, drafter=parts.drafter)
         logger.info("%s runs on %s (context %d tokens, %d slots)", parts.name, engine.name, engine.max_model_len,
                     engine.max_running)
         return cls(name=parts.name, tokenizer=parts.tokenizer, engine=engine, default_params=parts.default_params,

@@ -16,6 +16,7 @@ from qwen_stream.heap import release_free_heap
 from qwen_stream.types import SamplingParams
 
 if TYPE_CHECKING:
+    from qwen_stream.engine.draft_model import ModelDrafter
     from qwen_stream.engine.vllm_backend import VllmBackend
     from qwen_stream.engine.vllm_mapping import VllmOptions
     from qwen_stream.models.loader import ModelSource
@@ -29,13 +30,17 @@ class ModelComponents:
     default_params: SamplingParams
     eos_token_ids: tuple[int, ...]
     context_length: int
+    drafter: ModelDrafter | None = None  # a draft model for speculation (draft_model.py), if one was asked for
 
 
 def load_components(model: str | None, *, runner: str = "auto", device: str | None = "cpu",
                     dtype: str | None = None, max_slots: int = 16, context_length: int | None = None,
                     threads: int | None = None, quantize: str | None = None, progress: bool = True,
-                    kv_budget: int | None = None, kv_windows: int = 1, kv_type: str | None = None) -> ModelComponents:
-    """Load ``model`` (alias, HF directory, .gguf file or hub id) and build its runner (see engine/build.py)."""
+                    kv_budget: int | None = None, kv_windows: int = 1, kv_type: str | None = None,
+                    draft_model: str | None = None) -> ModelComponents:
+    """Load ``model`` (alias, HF directory, .gguf file or hub id) and build its runner (see engine/build.py);
+    ``draft_model``: also a smaller model of the same tokenizer that drafts tokens for speculation (GGUF on
+    llama.cpp only)."""
     from qwen_stream.engine.build import build_runner, check_runner_options
     from qwen_stream.engine.devices import configure_threads, resolve_device
 
@@ -47,9 +52,24 @@ def load_components(model: str | None, *, runner: str = "auto", device: str | No
                          context_length=context_length, threads=threads, quantize=quantize,
                          calibration=_calibration(tokenizer) if quantize else None, progress=progress,
                          kv_budget=kv_budget, kv_windows=kv_windows, kv_type=kv_type)
+    try:
+        drafter = _drafter(draft_model, built, threads, progress) if draft_model else None
+    except BaseException:
+        built.close()
+        raise
     release_free_heap()  # what loading freed (the tokenizer's parsed JSON, say) leaves our RSS: see heap.py
     return ModelComponents(name=source.name, tokenizer=tokenizer, runner=built, default_params=defaults,
-                           eos_token_ids=eos_ids, context_length=built.max_seq_len)
+                           eos_token_ids=eos_ids, context_length=built.max_seq_len, drafter=drafter)
+
+
+def _drafter(name: str, target: ModelRunner, threads: int, progress: bool) -> ModelDrafter:
+    from qwen_stream.engine.build import build_drafter
+    from qwen_stream.models import loader
+
+    if target.name != "llamacpp":  # said before the draft model is fetched
+        raise ValueError(f"a draft model runs on the llama.cpp runner with GGUF files only; the model runs on "
+                         f"{target.name}")
+    return build_drafter(loader.resolve_source(name, progress=progress), target, threads=threads)
 
 
 @dataclass(slots=True)
