@@ -155,7 +155,7 @@ def test_tiny_model_text_is_the_same_with_a_draft_model(draft_seed: str, params:
     plain = Engine(build_torch_runner(model, max_slots=4, max_seq_len=128), eos_token_ids=[0])
     spec = Engine(build_torch_runner(model, max_slots=4, max_seq_len=128), eos_token_ids=[0],
                   speculate=SpeculationConfig(),
-                  drafter=FreeDrafter(build_torch_runner(draft, max_slots=4, max_seq_len=128)))
+                  drafter=FreeDrafter(build_torch_runner(draft, max_slots=4, max_seq_len=128), min_confidence=0.0))
     try:
         expected = [run(plain, p, params) for p in prompts]
         got = [run(spec, p, params) for p in prompts]

@@ -32,6 +32,9 @@ from qwen_stream.engine.runner import ModelRunner, SeqChunk
 logger = logging.getLogger(__name__)
 
 CALIBRATION_SIZES = (1, 2, 4, 8, 16)  # forward sizes timed at start-up: a draft step's width is one per sequence
+# A draft stops at a token the draft model gives less than this probability (llama.cpp's --draft-p-min): such a
+# token is mostly wrong, and each further token costs a draft forward and a row of the target's check.
+DEFAULT_MIN_CONFIDENCE = 0.5
 
 
 class ModelDrafter:
@@ -39,10 +42,14 @@ class ModelDrafter:
 
     Not thread-safe: the engine thread alone calls it, between the target's forwards."""
 
-    def __init__(self, runner: ModelRunner, *, max_tokens: int = DEFAULT_STEP_TOKENS, calibrate: bool = True) -> None:
+    def __init__(self, runner: ModelRunner, *, max_tokens: int = DEFAULT_STEP_TOKENS, calibrate: bool = True,
+                 min_confidence: float = DEFAULT_MIN_CONFIDENCE) -> None:
         if not getattr(runner, "can_rewind", False):
             raise ValueError(f"a draft model needs a runner that can rewind a slot; {runner.name} cannot")
+        if not 0.0 <= min_confidence < 1.0:
+            raise ValueError(f"min_confidence must be in [0, 1), got {min_confidence}")
         self.runner = runner
+        self.min_confidence = min_confidence
         self.max_slots = runner.max_slots
         self.max_seq_len = runner.max_seq_len
         self.cost = StepCost(max_tokens)  # seconds of one draft forward by tokens fed
@@ -78,7 +85,8 @@ class ModelDrafter:
 
     def propose(self, wants: Sequence[tuple[int, Sequence[int], int]]) -> list[list[int]]:
         """Greedy drafts: for each ``(slot, history, k)`` up to k tokens that follow ``history`` (the sequence's
-        prompt and output so far). Fewer where the slot's window ends."""
+        prompt and output so far). Fewer where the slot's window ends or the draft model is unsure (below
+        ``min_confidence``; possibly none)."""
         drafts: list[list[int]] = [[] for _ in wants]
         chunks, owners = [], []
         for i, (slot, history, k) in enumerate(wants):
@@ -90,9 +98,11 @@ class ModelDrafter:
                 self._held[slot] = list(history)
         while chunks:
             logits = self._timed(chunks)  # [len(chunks), vocab]: one row per chunk, its last position's
-            tokens = logits.argmax(dim=-1).tolist()
+            tokens, sure = self._choose(logits)
             next_chunks, next_owners = [], []
-            for chunk, i, token in zip(chunks, owners, tokens, strict=True):
+            for chunk, i, token, confident in zip(chunks, owners, tokens, sure, strict=True):
+                if not confident:
+                    continue
                 drafts[i].append(int(token))
                 slot, k = wants[i][0], min(wants[i][2], self.max_seq_len - len(wants[i][1]))
                 if len(drafts[i]) < k:  # feed it to get the next one
@@ -102,6 +112,14 @@ class ModelDrafter:
             chunks, owners = next_chunks, next_owners
         self.drafted += sum(len(d) for d in drafts)
         return drafts
+
+    def _choose(self, logits: torch.Tensor) -> tuple[list[int], list[bool]]:
+        """Each row's greedy token, and whether the draft model gives it at least ``min_confidence``."""
+        top = logits.max(dim=-1)
+        if self.min_confidence <= 0.0:
+            return top.indices.tolist(), [True] * len(logits)
+        confidence = torch.exp(top.values - torch.logsumexp(logits, dim=-1))  # softmax's largest probability
+        return top.indices.tolist(), (confidence >= self.min_confidence).tolist()
 
     def free_slot(self, slot: int) -> None:
         """The target forgot this slot's KV: forget the draft's too (memory, and a KV pool shared by slots)."""

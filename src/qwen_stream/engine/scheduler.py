@@ -14,9 +14,10 @@ prompt from another user, the new sequence waits until that prefix is computed, 
 only the rest. Sixteen requests with one system prompt then compute it once, not sixteen times.
 
 Speculation (``speculate``, for runners that can rewind): a decoding sequence's chunk becomes ``[last token,
-drafts...]`` with logits for every position (drafting.py says how drafts are found and how many); postprocess
-takes the 1..k+1 tokens the check kept, and the KV of rejected drafts is simply overwritten by the next chunk,
-which starts right after the last kept token (both runners rewind a slot on demand).
+drafts...]`` with logits for every position (speculator.py says where drafts come from, prompt lookup or a draft
+model, and how many are worth it); postprocess takes the 1..k+1 tokens the check kept, and the KV of rejected
+drafts is simply overwritten by the next chunk, which starts right after the last kept token (both runners rewind a
+slot on demand).
 """
 
 from __future__ import annotations
