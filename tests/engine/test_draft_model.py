@@ -197,3 +197,12 @@ def test_real_draft_model_gives_the_plain_greedy_text() -> None:
             model.close()
     assert texts[0] == texts[1]
     assert drafted > 0
+
+
+@pytest.mark.parametrize("options", [dict(runner="torch"), dict(speculate=False), dict(backend="vllm")])
+def test_a_draft_model_outside_llama_cpp_speculation_is_refused_before_loading(options: dict[str, object]) -> None:
+    from qwen_stream.api import ChatModel
+
+    with pytest.raises(ValueError, match="draft model"):
+        ChatModel.load("qwen2.5-coder-1.5b", draft_model="qwen2.5-coder-0.5b", progress=False,
+                       **options)  # type: ignore[arg-type]
