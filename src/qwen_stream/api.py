@@ -118,10 +118,15 @@ class ChatModel:
         runner, KV cells (tokens) shared by all slots, idle slots' cached prefixes evicted first (default:
         ``kv_windows`` context windows); ``kv_type="q8_0"``: an 8-bit KV cache there.
         ``backend="vllm"``: vLLM's engine instead of ours (many GPUs and hosts: ``vllm_options``); needs the vllm
-        package (see docs/vllm.md)."""
+        package (see docs/vllm.md). ``draft_model``: also draft up to ``draft_model_max`` tokens per step with
+        this smaller model of the same tokenizer (an alias such as qwen2.5-coder-0.5b or a .gguf file; llama.cpp
+        runner only), where lookup finds nothing and the measured cost pays (see docs/speculation.md)."""
         config = (config or EngineConfig()).with_(**options)
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        if config.draft_model is not None and backend != "native":
+            raise ValueError("a draft model drafts for the native engine's speculation on the llama.cpp runner: it "
+                             "needs backend native")
         if backend == "vllm":
             return cls._load_vllm(model, config, progress=progress, system=system, options=vllm_options)
         if vllm_options is not None:
@@ -129,10 +134,11 @@ class ChatModel:
         from qwen_stream.loading import load_components
 
         parts = load_components(model, config, progress=progress)
+        speculation = (SpeculationConfig(max_draft=config.draft_max, model_max_draft=config.draft_model_max)
+                       if config.speculate else None)
         engine = Engine(parts.runner, eos_token_ids=parts.eos_token_ids, max_running=config.max_batch_size,
                         max_waiting=config.max_waiting, max_model_len=parts.context_length,
-                        reuse_prefix=config.prefix_cache,
-                        speculate=SpeculationConfig(max_draft=config.draft_max) if config.speculate else None)
+                        reuse_prefix=config.prefix_cache, speculate=speculation, drafter=parts.drafter)
         logger.info("%s runs on %s (context %d tokens, %d slots)", parts.name, engine.name, engine.max_model_len,
                     engine.max_running)
         return cls(name=parts.name, tokenizer=parts.tokenizer, engine=engine, default_params=parts.default_params,

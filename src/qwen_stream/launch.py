@@ -10,7 +10,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from qwen_stream.engine.drafting import DEFAULT_MAX_DRAFT
+from qwen_stream.engine.drafting import DEFAULT_MAX_DRAFT, DEFAULT_MODEL_DRAFT
 
 SHARED_KV_WINDOWS = 4  # serve and web: KV for four full-length conversations by default, shared by all users
 
@@ -48,6 +48,14 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, several: bool = Fals
                              "say will pay, so free text and full batches draft little or nothing (default: on)")
     parser.add_argument("--draft-max", type=int, default=DEFAULT_MAX_DRAFT,
                         help=f"most tokens a sequence drafts per step (default: {DEFAULT_MAX_DRAFT})")
+    parser.add_argument("--draft-model", default=None, metavar="MODEL",
+                        help="speculate with a smaller model of the same tokenizer too (an alias such as "
+                             "qwen2.5-coder-0.5b or a .gguf file; llama.cpp runner only): it drafts where lookup "
+                             "finds nothing, as on free text, when its measured cost pays; one stream gains, a full "
+                             "batch drafts nothing (default: none)")
+    parser.add_argument("--draft-model-max", type=int, default=DEFAULT_MODEL_DRAFT,
+                        help=f"most tokens the draft model drafts per sequence and step (default: "
+                             f"{DEFAULT_MODEL_DRAFT})")
     parser.add_argument("--kv-budget", type=int, default=None,
                         help="llama.cpp runner: KV cache size in tokens, shared by all slots and filled as requests "
                              f"need it (like llama-server's -c; default: one context window, serve and web: "
@@ -119,7 +127,8 @@ def engine_config(args: argparse.Namespace, **changes: Any) -> EngineConfig:
     return EngineConfig(runner=args.runner, device=device_from_args(args), dtype=args.dtype, threads=args.threads,
                         quantize=args.quantize, prefix_cache=args.prefix_cache, context_length=args.context_length,
                         max_batch_size=args.max_batch_size, speculate=args.speculate, draft_max=args.draft_max,
-                        kv_budget=args.kv_budget, kv_type=args.kv_type).with_(**changes)
+                        kv_budget=args.kv_budget, kv_type=args.kv_type, draft_model=args.draft_model,
+                        draft_model_max=args.draft_model_max).with_(**changes)
 
 
 def load_model(args: argparse.Namespace, *, progress: bool = True, **changes: Any) -> ChatModel:

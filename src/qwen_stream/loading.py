@@ -17,6 +17,7 @@ from qwen_stream.heap import release_free_heap
 from qwen_stream.types import SamplingParams
 
 if TYPE_CHECKING:
+    from qwen_stream.engine.draft_model import ModelDrafter
     from qwen_stream.engine.vllm_backend import VllmBackend
     from qwen_stream.engine.vllm_mapping import VllmOptions
     from qwen_stream.models.loader import ModelSource
@@ -30,6 +31,7 @@ class ModelComponents:
     default_params: SamplingParams
     eos_token_ids: tuple[int, ...]
     context_length: int
+    drafter: ModelDrafter | None = None  # a draft model for speculation (draft_model.py), if one was asked for
 
 
 def load_components(model: str | None, config: EngineConfig | None = None, *,
@@ -45,9 +47,24 @@ def load_components(model: str | None, config: EngineConfig | None = None, *,
     source, tokenizer, defaults, eos_ids = _files(model, progress)
     built = build_runner(source, config, threads=threads, progress=progress,
                          calibration=_calibration(tokenizer) if config.quantize else None)
+    try:
+        drafter = _drafter(config.draft_model, built, threads, progress) if config.draft_model else None
+    except BaseException:
+        built.close()
+        raise
     release_free_heap()  # what loading freed (the tokenizer's parsed JSON, say) leaves our RSS: see heap.py
     return ModelComponents(name=source.name, tokenizer=tokenizer, runner=built, default_params=defaults,
-                           eos_token_ids=eos_ids, context_length=built.max_seq_len)
+                           eos_token_ids=eos_ids, context_length=built.max_seq_len, drafter=drafter)
+
+
+def _drafter(name: str, target: ModelRunner, threads: int, progress: bool) -> ModelDrafter:
+    from qwen_stream.engine.build import build_drafter
+    from qwen_stream.models import loader
+
+    if target.name != "llamacpp":  # said before the draft model is fetched
+        raise ValueError(f"a draft model runs on the llama.cpp runner with GGUF files only; the model runs on "
+                         f"{target.name}")
+    return build_drafter(loader.resolve_source(name, progress=progress), target, threads=threads)
 
 
 @dataclass(slots=True)

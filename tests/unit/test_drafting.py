@@ -183,3 +183,21 @@ def test_plan_bad_arguments() -> None:
         SpeculationConfig(min_gain=0.5)
     with pytest.raises(ValueError):
         StepCost(0)
+
+
+def test_a_draft_model_drafts_where_its_price_pays() -> None:
+    cost = _priced(**CPU)
+    good = [_rate(0.9, 0.9)]
+    free = plan_drafts(good, [8], fed=1, sampled=1, cost=cost, max_tokens=64)
+    cheap = plan_drafts(good, [8], fed=1, sampled=1, cost=cost, max_tokens=64,
+                        drafting_cost=lambda counts: 0.005 * max(counts))
+    dear = plan_drafts(good, [8], fed=1, sampled=1, cost=cost, max_tokens=64,
+                       drafting_cost=lambda counts: 0.06 * max(counts))
+    assert 0 < cheap[0] <= free[0] and dear == [0]
+
+
+def test_a_draft_model_drafts_for_the_sequences_it_suits() -> None:
+    cost = _priced(**CPU)
+    counts = plan_drafts([_rate(0.9, 0.9), _rate(0.1, 0.3)], [8, 8], fed=2, sampled=2, cost=cost, max_tokens=64,
+                         drafting_cost=lambda counts: 0.01 * max(counts) + 0.002 * sum(counts))
+    assert counts[0] > 0 and counts[1] == 0

@@ -12,10 +12,13 @@ import logging
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qwen_stream.engine.config import EngineConfig
 from qwen_stream.engine.runner import ModelRunner
+
+if TYPE_CHECKING:
+    from qwen_stream.engine.draft_model import ModelDrafter
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +59,31 @@ def _llamacpp_runner(path: Path, config: EngineConfig, threads: int) -> ModelRun
     kv_budget = config.kv_budget or max(1, config.kv_windows) * window
     return LlamaCppRunner(path, max_slots=config.max_batch_size, max_seq_len=window, threads=threads,
                           kv_budget=kv_budget, kv_type=config.kv_type)
+
+
+def build_drafter(source: Any, target: ModelRunner, *, threads: int) -> ModelDrafter:
+    """A draft model (``source``, a models.loader.ModelSource) for ``target``: its own llama.cpp context with the
+    target's slots, window and KV pool, timed at start-up (see draft_model.py). GGUF on the llama.cpp runner only:
+    the draft's slots follow the target's through the same rewind-and-refeed path, built for llama.cpp here."""
+    from qwen_stream.engine.draft_model import ModelDrafter
+    from qwen_stream.engine.llamacpp_runner import LlamaCppRunner
+
+    if target.name != "llamacpp" or source.kind != "gguf":
+        raise ValueError(f"a draft model runs on the llama.cpp runner with GGUF files only (the model runs on "
+                         f"{target.name}, the draft is a {source.kind} model)")
+    # torch's threads were limited by the target's runner, which also gives them back when it closes
+    runner = LlamaCppRunner(Path(source.path), max_slots=target.max_slots, max_seq_len=target.max_seq_len,
+                            threads=threads, kv_budget=getattr(target, "kv_budget", None),
+                            kv_type=getattr(target, "kv_type", None), limit_torch_threads=False)
+    try:
+        if runner.vocab_size != target.vocab_size or runner.max_seq_len < target.max_seq_len:
+            raise ValueError(f"the draft model must share the model's tokenizer and window: vocabulary "
+                             f"{runner.vocab_size} vs {target.vocab_size}, window {runner.max_seq_len} vs "
+                             f"{target.max_seq_len}")
+        return ModelDrafter(runner)
+    except BaseException:
+        runner.close()
+        raise
 
 
 def _torch_runner(source: Any, config: EngineConfig, *, device: str, calibration: Sequence[int] | None,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from qwen_stream.engine.drafting import DEFAULT_MAX_DRAFT
+from qwen_stream.engine.drafting import DEFAULT_MAX_DRAFT, DEFAULT_MODEL_DRAFT
 
 RUNNERS = ("auto", "llamacpp", "torch")
 QUANTIZE_MODES = (None, "int8")
@@ -31,6 +31,8 @@ class EngineConfig:
     kv_budget: int | None = None  # llama.cpp runner: KV cells shared by all slots (None: kv_windows windows)
     kv_windows: int = 1
     kv_type: str | None = None  # llama.cpp runner: "q8_0" for an 8-bit KV cache
+    draft_model: str | None = None  # a smaller model of the same tokenizer drafting for speculation (llama.cpp)
+    draft_model_max: int = DEFAULT_MODEL_DRAFT  # most tokens it drafts per sequence per step
 
     def __post_init__(self) -> None:
         """ValueError for options no runner accepts, before anything loads."""
@@ -45,6 +47,9 @@ class EngineConfig:
             raise ValueError(f"max_batch_size must be >= 1, got {self.max_batch_size}")
         if self.context_length is not None and self.context_length < 16:
             raise ValueError(f"context_length must be >= 16, got {self.context_length}")
+        if self.draft_model is not None and (not self.speculate or self.runner == "torch" or self.quantize):
+            raise ValueError("a draft model drafts for the native engine's speculation on the llama.cpp runner: it "
+                             "needs speculate on and runner auto or llamacpp")
 
     def with_(self, **changes: Any) -> EngineConfig:
         """A copy with ``changes`` (EngineConfig field names; TypeError for any other)."""

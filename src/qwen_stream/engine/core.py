@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from qwen_stream.engine.constraints import mask_constrained
+from qwen_stream.engine.draft_model import ModelDrafter
 from qwen_stream.engine.drafting import SpeculationConfig
 from qwen_stream.engine.kv_budget import KVBudget
 from qwen_stream.engine.runner import ModelRunner
@@ -44,7 +45,7 @@ class StepTimings:
 class EngineCore:
     def __init__(self, runner: ModelRunner, *, eos_token_ids: Seq[int], max_running: int,
                  max_model_len: int, prefill_chunk: int = 512, reuse_prefix: bool = True,
-                 speculate: SpeculationConfig | None = None) -> None:
+                 speculate: SpeculationConfig | None = None, drafter: ModelDrafter | None = None) -> None:
         self.runner = runner
         self.stop_ids = frozenset(int(t) for t in eos_token_ids)
         # Only a runner that can restart a slot inside its cached part can keep finished slots' KV for reuse.
@@ -57,7 +58,9 @@ class EngineCore:
         budget = KVBudget(total, slack=self.speculate.max_draft if self.speculate else 0) if total else None
         self.scheduler = Scheduler(max_slots=min(max_running, runner.max_slots), max_model_len=max_model_len,
                                    prefill_chunk=prefill_chunk, reuse_prefix=reuse_prefix, share_prefix=share_prefix,
-                                   speculate=self.speculate, kv_budget=budget)
+                                   speculate=self.speculate, kv_budget=budget,
+                                   drafter=drafter if self.speculate else None)
+        self.drafter = self.scheduler.speculator.drafter if self.scheduler.speculator else None
         self.timings = StepTimings()
 
     def add(self, request_id: str, prompt_ids: list[int], params: SamplingParams) -> None:
@@ -65,8 +68,6 @@ class EngineCore:
         stop_ids = self.stop_ids | frozenset(params.stop_token_ids)
         seq = Sequence(request_id, prompt_ids, params, sampling, stop_ids)
         seq.seed = params.seed if params.seed is not None else int.from_bytes(os.urandom(8), "little") >> 1
-        if self.speculate is not None:
-            seq.drafting = self.scheduler.draft_rate.successor()
         self.scheduler.add(seq)
 
     def abort(self, request_ids: list[str]) -> list[TokenOutput]:
@@ -104,8 +105,8 @@ class EngineCore:
             logger.exception("model step failed")
             return self.fail_running(f"model step failed: {exc}")
         forwarded = time.perf_counter()
-        if self.speculate is not None:  # what a forward of this many tokens costs: the drafting plan's prices
-            self.scheduler.step_cost.record(sum(len(c.token_ids) for c in batch.chunks), forwarded - before)
+        if self.scheduler.speculator is not None:  # what a forward of this many tokens costs: drafting's prices
+            self.scheduler.speculator.step_cost.record(sum(len(c.token_ids) for c in batch.chunks), forwarded - before)
         tokens, logprobs, failed = self._sample(logits, batch.sampled, forwarded)
         outputs: list[TokenOutput] = []
         if failed:
@@ -185,6 +186,8 @@ class EngineCore:
     def _free_slots(self) -> None:
         for slot in self.scheduler.slots.take_freed():
             self.runner.free_slot(slot)
+            if self.drafter is not None:  # the draft model's slot holds the same tokens
+                self.drafter.free_slot(slot)
 
     def _account(self, started: float, forwarded: float, n_tokens: int) -> None:
         now = time.perf_counter()

@@ -24,7 +24,7 @@ wide batch (16 streams) drafts only if this machine's forward is still cheap per
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -34,6 +34,7 @@ DEFAULT_NGRAM_MIN = 3  # shortest: in free text one or two tokens match often, a
 DEFAULT_MAX_DRAFT = 31  # a step of 32 tokens: two of llama.cpp's 16-row blocks (StepCost)
 DEFAULT_STEP_TOKENS = 64  # tokens a step may feed at most once drafts are added (StepCost learns up to here)
 DEFAULT_MIN_GAIN = 1.05  # drafts must promise 5% more tokens per second than plain decoding (the plan is an estimate)
+DEFAULT_MODEL_DRAFT = 8  # a draft model's tokens per sequence and step at most (each costs a draft forward)
 
 
 @dataclass(slots=True, frozen=True)
@@ -46,9 +47,10 @@ class SpeculationConfig:
     ngram_max: int = DEFAULT_NGRAM_MAX
     ngram_min: int = DEFAULT_NGRAM_MIN
     min_gain: float = DEFAULT_MIN_GAIN
+    model_max_draft: int = DEFAULT_MODEL_DRAFT  # with a draft model (draft_model.py): its tokens per step at most
 
     def __post_init__(self) -> None:
-        if (self.max_draft < 1 or self.step_tokens < 1 or not 1 <= self.ngram_min <= self.ngram_max
+        if (self.max_draft < 1 or self.step_tokens < 1 or self.model_max_draft < 1 or not 1 <= self.ngram_min <= self.ngram_max
                 or not self.min_gain >= 1.0):
             raise ValueError(f"bad speculation settings: {self}")
 
@@ -192,30 +194,30 @@ class StepCost:
         return float(self._seconds[hi] * n_tokens / hi)
 
 
-def plan_drafts(rates: Sequence[DraftRate], available: Sequence[int], *, fed: int, sampled: int, cost: StepCost,
-                max_tokens: int, min_gain: float = DEFAULT_MIN_GAIN) -> list[int]:
+def plan_drafts(rates: Sequence[DraftRate], available: Sequence[int], *, fed: int, sampled: float, cost: StepCost,
+                max_tokens: int, min_gain: float = DEFAULT_MIN_GAIN,
+                drafting_cost: Callable[[list[int]], float] | None = None) -> list[int]:
     """How many of its ``available`` drafted tokens each decoding sequence should have checked this step.
 
     ``rates[i]``: sequence i's :class:`DraftRate`; its j-th drafted token yields ``rates[i].gain(j)`` tokens on
-    average. The step already feeds ``fed`` tokens and yields ``sampled`` tokens without drafts. For each total
-    number of drafted tokens the best split takes the highest expected yields first (each sequence's in order, as
-    a draft's later tokens count only after its earlier ones); the total chosen maximises expected tokens per
-    estimated second, provided that beats the plain step by ``min_gain``; otherwise nothing is drafted.
+    average. The step already feeds ``fed`` tokens and yields ``sampled`` tokens (expected) without these drafts.
+    For each total number of drafted tokens the best split takes the highest expected yields first (each
+    sequence's in order, as a draft's later tokens count only after its earlier ones); the total chosen maximises
+    expected tokens per estimated second, provided that beats the plain step by ``min_gain``; otherwise nothing is
+    drafted. ``drafting_cost(counts)``: seconds it takes to make the drafts (a draft model's forwards), added to
+    the step's; None for drafts that cost nothing to find (prompt lookup).
     """
     if len(rates) != len(available) or fed < 1 or sampled < 0 or any(a < 0 for a in available):
         raise ValueError("need one rate per sequence, fed >= 1, sampled >= 0 and available counts >= 0")
     room = max(0, min(max_tokens, cost.max_tokens) - fed)
     gains = sorted(((r.gain(j), j, i) for i, (r, n) in enumerate(zip(rates, available, strict=True))
                     for j in range(1, n + 1)), key=lambda g: (-g[0], g[1]))[:room]
-    if not gains:
-        return [0] * len(rates)
-    best_total, best_speed, expected = 0, min_gain * sampled / cost.estimate(fed), float(sampled)
-    for total, (gain, _, _) in enumerate(gains, start=1):
-        expected += gain
-        speed = expected / cost.estimate(fed + total)
-        if speed > best_speed:
-            best_total, best_speed = total, speed
     counts = [0] * len(rates)
-    for _, _, i in gains[:best_total]:
+    best, best_speed, expected = list(counts), min_gain * sampled / cost.estimate(fed), float(sampled)
+    for total, (gain, _, i) in enumerate(gains, start=1):
+        expected += gain
         counts[i] += 1
-    return counts
+        seconds = cost.estimate(fed + total) + (drafting_cost(counts) if drafting_cost else 0.0)
+        if expected / seconds > best_speed:
+            best, best_speed = list(counts), expected / seconds
+    return best

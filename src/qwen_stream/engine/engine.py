@@ -26,6 +26,7 @@ from qwen_stream.engine.backend import (
     check_prompt,
 )
 from qwen_stream.engine.core import EngineCore
+from qwen_stream.engine.draft_model import ModelDrafter
 from qwen_stream.engine.drafting import SpeculationConfig
 from qwen_stream.engine.runner import ModelRunner
 from qwen_stream.types import EngineError, FinishReason, SamplingParams, TokenOutput
@@ -58,7 +59,7 @@ class Engine:
     def __init__(self, runner: ModelRunner, *, eos_token_ids: Sequence[int], max_running: int = 16,
                  max_waiting: int = 64, max_model_len: int | None = None, prefill_chunk: int = 512,
                  reuse_prefix: bool = True, stall_after_s: float = 60.0,
-                 speculate: SpeculationConfig | None = None) -> None:
+                 speculate: SpeculationConfig | None = None, drafter: ModelDrafter | None = None) -> None:
         if max_running < 1 or max_waiting < 0:
             raise ValueError("max_running must be >= 1 and max_waiting >= 0")
         self.max_model_len = min(max_model_len or runner.max_seq_len, runner.max_seq_len)
@@ -68,7 +69,8 @@ class Engine:
         self.vocab_size = runner.vocab_size
         self.core = EngineCore(runner, eos_token_ids=eos_token_ids, max_running=self.max_running,
                                max_model_len=self.max_model_len, prefill_chunk=prefill_chunk,
-                               reuse_prefix=reuse_prefix, speculate=speculate)
+                               reuse_prefix=reuse_prefix, speculate=speculate, drafter=drafter)
+        self.drafter = drafter  # the engine owns it: closed at shutdown
         self.speculate = self.core.speculate  # None when off, or when the runner cannot rewind a slot
         self._inbox: queue.SimpleQueue[_Submit | _Abort | _ResetPrefixCache | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -160,6 +162,8 @@ class Engine:
         self._inbox.put(None)
         self._thread.join(timeout)
         self.core.runner.close()
+        if self.drafter is not None:
+            self.drafter.close()
 
     # ---- the engine thread ------------------------------------------------------------------------------------
 

@@ -14,9 +14,10 @@ prompt from another user, the new sequence waits until that prefix is computed, 
 only the rest. Sixteen requests with one system prompt then compute it once, not sixteen times.
 
 Speculation (``speculate``, for runners that can rewind): a decoding sequence's chunk becomes ``[last token,
-drafts...]`` with logits for every position (drafting.py says how drafts are found and how many); postprocess
-takes the 1..k+1 tokens the check kept, and the KV of rejected drafts is simply overwritten by the next chunk,
-which starts right after the last kept token (both runners rewind a slot on demand).
+drafts...]`` with logits for every position (speculator.py says where drafts come from, prompt lookup or a draft
+model, and how many are worth it); postprocess takes the 1..k+1 tokens the check kept, and the KV of rejected
+drafts is simply overwritten by the next chunk, which starts right after the last kept token (both runners rewind a
+slot on demand).
 """
 
 from __future__ import annotations
@@ -26,14 +27,19 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from qwen_stream.engine.constraints import advance, grammar_ended
-from qwen_stream.engine.drafting import DraftRate, SpeculationConfig, StepCost, ngram_draft, plan_drafts
+from qwen_stream.engine.drafting import DraftRate, SpeculationConfig
 from qwen_stream.engine.kv_budget import KVBudget
 from qwen_stream.engine.runner import SeqChunk
 from qwen_stream.engine.sampler import SamplingState
 from qwen_stream.engine.slot_pool import SlotPool, shared_prefix
+from qwen_stream.engine.speculator import Speculator
 from qwen_stream.types import FinishReason, SamplingParams, TokenLogprob, TokenOutput
+
+if TYPE_CHECKING:
+    from qwen_stream.engine.draft_model import ModelDrafter
 
 
 class SeqStatus(enum.Enum):
@@ -59,7 +65,9 @@ class Sequence:
     prefix_len: int = 0  # ... this many tokens of it, once the source has computed them
     seed: int = 0  # picks the random stream of each sampled position (verify.position_seed)
     drafting: DraftRate | None = None  # None: this sequence never speculates
+    model_drafting: DraftRate | None = None  # its draft model's acceptance (None: no draft model)
     draft: list[int] = field(default_factory=list)  # the tokens drafted for this step
+    draft_from_model: bool = False  # ... by the draft model (else by prompt lookup)
 
     @property
     def num_tokens(self) -> int:
@@ -103,7 +111,7 @@ class Scheduler:
     def __init__(self, *, max_slots: int, max_model_len: int, prefill_chunk: int = 512,
                  max_batched_tokens: int = 2048, reuse_prefix: bool = False, share_prefix: bool = False,
                  min_shared_tokens: int = 16, speculate: SpeculationConfig | None = None,
-                 kv_budget: KVBudget | None = None) -> None:
+                 kv_budget: KVBudget | None = None, drafter: ModelDrafter | None = None) -> None:
         self.max_slots = max_slots
         self.max_model_len = max_model_len
         self.prefill_chunk = prefill_chunk
@@ -117,9 +125,7 @@ class Scheduler:
         self.slots = SlotPool(max_slots, reuse_prefix=reuse_prefix, kv_budget=kv_budget)
         self.reused_tokens = 0  # prompt tokens served from a slot's KV instead of prefilled, in total
         self.speculate = speculate  # only for runners that rewind a slot: that is how rejected drafts are undone
-        # forward time by tokens fed, measured by the core: what drafting costs on this machine (drafting.py)
-        self.step_cost = StepCost(speculate.step_tokens if speculate else 1)
-        self.draft_rate = DraftRate()  # every draft this engine checked: where a new sequence's rate starts
+        self.speculator = Speculator(speculate, max_model_len, drafter) if speculate else None
         self.kv_budget = kv_budget  # None: every slot owns a full window of KV (kv_budget.py)
 
     @property
@@ -127,6 +133,8 @@ class Scheduler:
         return bool(self.waiting or self.running)
 
     def add(self, seq: Sequence) -> None:
+        if self.speculator is not None:
+            self.speculator.start(seq)
         self.waiting.append(seq)
 
     def schedule(self) -> ScheduledBatch:
@@ -141,47 +149,9 @@ class Scheduler:
         for seq in self.running:
             if seq.in_prefill and budget > 0 and self._prefix_ready(seq, batch):
                 budget -= self._schedule_prefill(seq, batch, budget)
-        if self.speculate is not None:
-            self._add_drafts(batch)
+        if self.speculator is not None:
+            self.speculator.add_drafts(batch)
         return batch
-
-    def _add_drafts(self, batch: ScheduledBatch) -> None:
-        """Extend decode chunks with the drafted tokens that plan_drafts finds worth checking this step."""
-        config = self.speculate
-        if config is None:
-            return
-        fed = sum(len(c.token_ids) for c in batch.chunks)
-        speculating: list[tuple[Sequence, SeqChunk, DraftRate, list[int]]] = []  # with what lookup proposes
-        for seq, chunk in zip(batch.owners, batch.chunks, strict=True):
-            seq.draft = []
-            if seq.drafting is not None and not seq.in_prefill:
-                draft = self._candidate_draft(seq) if fed < config.step_tokens else []
-                speculating.append((seq, chunk, seq.drafting, draft))
-        counts = [0] * len(speculating)
-        if any(draft for *_, draft in speculating):
-            counts = plan_drafts([rate for _, _, rate, _ in speculating], [len(draft) for *_, draft in speculating],
-                                 fed=fed, sampled=len(batch.sampled), cost=self.step_cost,
-                                 max_tokens=config.step_tokens, min_gain=config.min_gain)
-        for (seq, chunk, rate, draft), n in zip(speculating, counts, strict=True):
-            if n > 0:
-                seq.draft = draft[:n]
-                chunk.token_ids.extend(seq.draft)
-                chunk.n_logits = 1 + n
-            else:
-                rate.rest()
-
-    def _candidate_draft(self, seq: Sequence) -> list[int]:
-        """What prompt lookup proposes for seq: never past its token limit or the context, and nothing for a
-        sequence whose grammar checks one token at a time."""
-        config = self.speculate
-        if config is None or seq.sampling.matcher is not None:
-            return []
-        room = min(config.max_draft, seq.params.max_new_tokens - len(seq.output_ids) - 1,
-                   self.max_model_len - seq.num_tokens)
-        if room <= 0:
-            return []
-        return ngram_draft(seq.prompt_ids + seq.output_ids, room, ngram_max=config.ngram_max,
-                           ngram_min=config.ngram_min)
 
     def _prefix_ready(self, seq: Sequence, batch: ScheduledBatch) -> bool:
         """Whether seq may prefill now: it waits for no shared prefix, or that prefix is computed (and copied)."""
@@ -277,9 +247,8 @@ class Scheduler:
             if seq.draft:
                 # the KV holds the fed token and the accepted drafts; rejected drafts' cells get overwritten
                 seq.num_computed -= len(seq.draft) + 1 - len(kept)
-                if seq.drafting is not None:
-                    seq.drafting.update(len(seq.draft), len(kept) - 1)
-                    self.draft_rate.update(len(seq.draft), len(kept) - 1)
+                if self.speculator is not None:
+                    self.speculator.record(seq, len(seq.draft), len(kept) - 1)
             outputs.append(self._append_all(seq, kept, kept_logprobs))
         self.running = [s for s in self.running if s.status is SeqStatus.RUNNING]
         return outputs
