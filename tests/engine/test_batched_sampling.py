@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from test_speculative import PROMPTS, run  # the engine helpers and self-repeating prompts (same folder)
-from test_torch_runner import qwen2  # the tiny random qwen2 (same folder)
+from engine_runs import PROMPTS, run  # the engine helper and self-repeating prompts (same folder)
+from tiny_models import qwen2  # the tiny random qwen2 (same folder)
 
 from qwen_stream.engine.drafting import SpeculationConfig
 from qwen_stream.engine.engine import Engine, wait_idle

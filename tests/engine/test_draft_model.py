@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 import pytest
 import torch
-from test_prefix_reuse import VOCAB, RewindingRunner  # scripted: next token = fed token + 1 (same folder)
-from test_torch_runner import qwen2  # the tiny random model of the runner tests (same folder)
+from scripted_runners import VOCAB, RewindingRunner  # scripted: next token = fed token + 1 (same folder)
+from tiny_models import qwen2  # the tiny random model of the runner tests (same folder)
 
 from qwen_stream.engine.draft_model import ModelDrafter
 from qwen_stream.engine.drafting import SpeculationConfig

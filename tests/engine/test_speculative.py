@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import torch
+from engine_runs import PROMPTS, run  # same folder
 from scripted_runners import RewindingRunner  # scripted: next token = fed token + 1 (same folder)
 from tiny_models import qwen2, tokens  # the tiny random models of the runner tests (same folder)
 
@@ -22,20 +23,6 @@ from qwen_stream.engine.engine import Engine, wait_idle
 from qwen_stream.engine.runner import SeqChunk
 from qwen_stream.engine.torch_runner import build_torch_runner
 from qwen_stream.types import FinishReason, SamplingParams, TokenOutput
-
-
-def run(engine: Engine, prompt: list[int], params: SamplingParams) -> tuple[list[int], list[TokenOutput]]:
-    outputs: queue.SimpleQueue[TokenOutput] = queue.SimpleQueue()
-    engine.submit(prompt, params, outputs.put)
-    got, seen = [], []
-    while True:
-        out = outputs.get(timeout=30)
-        seen.append(out)
-        got += out.new_token_ids
-        if out.finish_reason is not None:
-            assert wait_idle(engine)
-            return got, seen
-
 
 COUNTING_PROMPT = [5, 6, 7, 8, 9, 10, 11, 12, 20, 21, 5, 6, 7]  # the answer continues 8, 9, 10, ... as before
 
@@ -169,7 +156,6 @@ def engines() -> Any:
     spec.shutdown()
 
 
-PROMPTS = [tokens(24, seed=s) * 2 for s in range(4)]  # a prompt that repeats itself invites drafts
 
 
 @pytest.mark.parametrize("params", [
