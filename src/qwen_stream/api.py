@@ -113,8 +113,9 @@ class ChatModel:
         ``quantize="int8"``: the PyTorch runner with int8 weights (CPU, float32 activations; approximate).
         ``prefix_cache``: a finished request's KV stays in its slot, and a later prompt that starts the same way
         (the next turn of a conversation) prefills only what is new. ``speculate``: draft up to ``draft_max``
-        tokens per step from the prompt and answer so far and check them in the step's one forward (same text,
-        faster on answers that repeat their prompt; see engine/drafting.py). ``kv_budget``: on the llama.cpp
+        tokens per step from the prompt and answer so far and check them in the step's one forward (the greedy
+        text, up to llama.cpp's chunk-size-dependent kernels: docs/speculation.md; faster on answers that repeat
+        their prompt; see engine/drafting.py). ``kv_budget``: on the llama.cpp
         runner, KV cells (tokens) shared by all slots, idle slots' cached prefixes evicted first (default:
         ``kv_windows`` context windows); ``kv_type="q8_0"``: an 8-bit KV cache there.
         ``backend="vllm"``: vLLM's engine instead of ours (many GPUs and hosts: ``vllm_options``); needs the vllm

@@ -43,8 +43,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, several: bool = Fals
     parser.add_argument("--max-batch-size", type=int, default=16, help="sequences decoded together at most")
     parser.add_argument("--speculate", action=argparse.BooleanOptionalAction, default=True,
                         help="speculative decoding: draft tokens from the prompt and the answer so far and check them "
-                             "in the step's one forward (same text; faster when the answer repeats the prompt, as "
-                             "edits do). Each step drafts only what its measured cost and each answer's acceptance "
+                             "in the step's one forward (the text greedy decoding gives, up to llama.cpp's kernels for "
+                             "chunks of 4+ tokens, see docs/speculation.md; faster when the answer repeats the "
+                             "prompt, as edits do). Each step drafts only what its measured cost and each answer's acceptance "
                              "say will pay, so free text and full batches draft little or nothing (default: on)")
     parser.add_argument("--draft-max", type=int, default=DEFAULT_MAX_DRAFT,
                         help=f"most tokens a sequence drafts per step (default: {DEFAULT_MAX_DRAFT})")

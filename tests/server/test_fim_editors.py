@@ -29,14 +29,19 @@ VSCODE = {"input_prefix": HEAD, "input_suffix": TAIL, "input_extra": EXTRA, "pro
           "cache_prompt": True, "n_indent": 4, "t_max_prompt_ms": 500, "t_max_predict_ms": 5000}
 WARM_UP = {"input_prefix": "", "input_suffix": "", "input_extra": EXTRA, "prompt": "", "n_predict": 0,
            "samplers": [], "cache_prompt": True, "t_max_prompt_ms": 500, "t_max_predict_ms": 1}
-GREEDY = {**VSCODE, "top_k": 1}
+# Greedy, and ended by the text alone (n_indent, end of text), not by the clock: on a busy machine the time limit
+# ends at an earlier newline than on an idle one, and a token limit can end mid-expression.
+GREEDY = {**VSCODE, "top_k": 1, "n_predict": 160, "t_max_predict_ms": 0}
 
 
 @pytest.fixture(scope="module")
 def coder_server() -> Iterator[LiveServer]:
     from qwen_stream.api import ChatModel
 
-    model = ChatModel.load("qwen2.5-coder-0.5b", max_batch_size=2, context_length=4096, progress=False)
+    # No speculation: llama.cpp computes chunks of 4+ tokens with other kernels than single tokens, so drafted steps
+    # can part greedy text from an earlier run's (docs/speculation.md); these tests compare answers across requests.
+    model = ChatModel.load("qwen2.5-coder-0.5b", max_batch_size=2, context_length=4096, speculate=False,
+                           progress=False)
     try:
         with LiveServer(create_app(model, served_model_name="coder")) as live:
             yield live
@@ -63,9 +68,9 @@ def test_llama_vscode_warm_up_then_completion(http: httpx.Client) -> None:
     assert isinstance(sampled["content"], str) and sampled["stop"] is True and sampled["truncated"] is False
     for line in sampled["content"].split("\n")[1:]:  # n_indent: later lines keep the body's indentation
         assert len(line) - len(line.lstrip(" \t")) >= 4 or not line.strip(), sampled["content"]
-    answer = http.post("/infill", json=GREEDY).json()
-    assert_fills(answer["content"])
-    assert answer["stop_type"] in ("eos", "limit") and 0 < answer["tokens_predicted"] <= 48
+    answer = http.post("/infill", json={**GREEDY, "prompt": "    return "}).json()  # the cursor after `return `
+    assert_fills(answer["content"], HEAD + "    return ")
+    assert answer["stop_type"] in ("eos", "limit") and 0 < answer["tokens_predicted"] <= 160
     timings = answer["timings"]
     assert timings["predicted_n"] == answer["tokens_predicted"] and timings["prompt_ms"] > 0
     assert timings["prompt_n"] + timings["cache_n"] == answer["tokens_evaluated"]
@@ -81,10 +86,8 @@ def test_keystrokes_reuse_the_cached_prompt(http: httpx.Client) -> None:
 
 
 def test_streamed_infill_equals_whole(http: httpx.Client) -> None:
-    # No time limit here: on a busy machine it would end one of the two answers at an earlier newline.
-    body = {**GREEDY, "t_max_predict_ms": 0}
-    whole = http.post("/infill", json=body).json()
-    with http.stream("POST", "/infill", json={**body, "stream": True}) as response:
+    whole = http.post("/infill", json=GREEDY).json()
+    with http.stream("POST", "/infill", json={**GREEDY, "stream": True}) as response:
         assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
         chunks = [json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: ")]
     assert "".join(c["content"] for c in chunks) == whole["content"]

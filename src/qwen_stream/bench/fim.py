@@ -15,7 +15,6 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from qwen_stream.bench.server import HttpServerSystem, free_port
@@ -149,17 +148,10 @@ class LlamaServerInfill(InfillServer):
     keepalive = False  # see LlamaServerSystem
 
     def __init__(self, config: BenchConfig) -> None:
-        from qwen_stream.bench.llama_server import BUILD_HINT, find_llama_server, server_command
-        from qwen_stream.models import loader
+        from qwen_stream.bench.llama_server import command_for
 
-        binary = find_llama_server()
-        if binary is None:
-            raise FileNotFoundError(BUILD_HINT)
-        source = loader.resolve_source(config.model, progress=False)
-        if source.kind != "gguf":
-            raise ValueError("llama-server needs a .gguf model")
         port = free_port()
-        super().__init__(config, server_command(binary, Path(source.path), config, port, speculative=False), port)
+        super().__init__(config, command_for(config, port, speculative=False), port)
 
 
 @dataclass(slots=True)

@@ -59,19 +59,23 @@ class LlamaServerSystem(HttpServerSystem):
     # on it was cut without an answer ("Server disconnected"). A new connection per request costs well under 1 ms.
     keepalive = False
     def __init__(self, config: BenchConfig, *, speculative: bool) -> None:
-        from qwen_stream.models import loader
-
         self.name = "llama-server-ngram" if speculative else "llama-server"
-        binary = find_llama_server()
-        if binary is None:
-            raise FileNotFoundError(BUILD_HINT)
-        source = loader.resolve_source(config.model, progress=False)
-        if source.kind != "gguf":
-            raise ValueError("llama-server needs a .gguf model")
         port = free_port()
         self.slots = config.max_batch_size
-        super().__init__(config, server_command(binary, Path(source.path), config, port, speculative=speculative),
-                         port)
+        super().__init__(config, command_for(config, port, speculative=speculative), port)
+
+
+def command_for(config: BenchConfig, port: int, *, speculative: bool) -> list[str]:
+    """The llama-server command serving the bench's model (a GGUF) on ``port``; FileNotFoundError without one."""
+    from qwen_stream.models import loader
+
+    binary = find_llama_server()
+    if binary is None:
+        raise FileNotFoundError(BUILD_HINT)
+    source = loader.resolve_source(config.model, progress=False)
+    if source.kind != "gguf":
+        raise ValueError("llama-server needs a .gguf model")
+    return server_command(binary, Path(source.path), config, port, speculative=speculative)
 
     def _sampling(self, messages: list[dict[str, str]]) -> dict[str, Any]:
         return bench_sampling.llama_server(self.config.sampling, messages, self.config.context_length)
