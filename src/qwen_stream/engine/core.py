@@ -22,7 +22,7 @@ from qwen_stream.engine.runner import ModelRunner
 from qwen_stream.engine.sampler import SamplingState, token_logprobs
 from qwen_stream.engine.scheduler import ScheduledBatch, Scheduler, SeqStatus, Sequence
 from qwen_stream.engine.step_sampler import SampleRow, sample_rows
-from qwen_stream.engine.verify import position_seed
+from qwen_stream.engine.verify import accept_greedy, position_seed
 from qwen_stream.types import SamplingParams, TokenLogprob, TokenOutput
 
 logger = logging.getLogger(__name__)
@@ -151,15 +151,12 @@ class EngineCore:
         with it are kept up to the first that does not, and the text does not depend on drafting. A row that failed
         (NaN logits) fails the request even past a rejected draft: the model is broken there too."""
         draft = seq.draft
-        kept: list[int] = []
-        for failure in (token for token in sampled if isinstance(token, Exception)):
-            raise failure
-        for i, token in enumerate(sampled):
+        tokens: list[int] = []
+        for token in sampled:
             if isinstance(token, Exception):
                 raise token
-            kept.append(token)
-            if i == len(draft) or token != draft[i]:
-                break
+            tokens.append(token)
+        kept = accept_greedy(draft, tokens)  # per position the model's own choice, sampled or argmax alike
         if draft:
             self.timings.drafted += len(draft)
             self.timings.accepted += len(kept) - 1

@@ -59,7 +59,7 @@ def _reference(logits: torch.Tensor, row: SampleRow) -> int | Exception:
 
 def row_params(rows: Sequence[SampleRow], vocab: int, device: torch.device) -> RowParams:
     """Per-row parameter tensors and the host-side plan; each sampled row draws its one random number here."""
-    plans, ks, temps, top_ks, top_ps, min_ps, uniforms = [], [], [], [], [], [], []
+    plans, ks, temps, top_ps, min_ps, uniforms = [], [], [], [], [], []
     for row in rows:
         p = row.state.params
         k = p.top_k if 0 < p.top_k < vocab else 0
@@ -67,14 +67,14 @@ def row_params(rows: Sequence[SampleRow], vocab: int, device: torch.device) -> R
         plans.append(plan)
         ks.append(k)
         temps.append(1.0 if p.greedy else p.temperature)
-        top_ks.append(k)
         top_ps.append(p.top_p)
         min_ps.append(p.min_p)
         uniforms.append(0.0 if p.greedy else _uniform(row))
+
     def f32(values: list[float]) -> torch.Tensor:
         return torch.tensor(values, dtype=torch.float32, device=device)
 
-    return RowParams(temperature=f32(temps), top_k=torch.tensor(top_ks, device=device), top_p=f32(top_ps),
+    return RowParams(temperature=f32(temps), top_k=torch.tensor(ks, device=device), top_p=f32(top_ps),
                      min_p=f32(min_ps), uniform=f32(uniforms), plan=plans, k=ks)
 
 
