@@ -139,16 +139,9 @@ class ModelPool:
     def names(self) -> list[str]:
         return [name for entry in self.entries if (name := entry.display_name) is not None]
 
-    def acquire_now(self, name: str | None, keep_alive_s: float | None = None) -> PoolEntry:
-        """The loaded entry, held for the current request; if it is not loaded, its loading starts and the answer
-        is a 503 with Retry-After (as ``APIError``)."""
-        entry = self.lookup(name)
-        if not self._advance(entry):
-            raise self._not_ready(entry)
-        return self._hold(entry, keep_alive_s)
-
     async def acquire(self, name: str | None, keep_alive_s: float | None = None) -> PoolEntry:
-        """As ``acquire_now``, but waits up to ``load_wait_s`` for the model to load (or for room to load it)."""
+        """The entry, held for the current request, once it can serve: a model not loaded starts loading (or waits
+        for room to load); past ``load_wait_s`` (0: at once) the answer is a 503 with Retry-After (as ``APIError``)."""
         entry = self.lookup(name)
         deadline = time.monotonic() + self.load_wait_s
         entry.waiters += 1

@@ -61,16 +61,11 @@ class ServerState:
     def _untrack(self, entry: PoolEntry) -> None:
         self.metrics_for(entry.display_name or "unknown").untrack_engine()
 
-    def require_model(self, name: str | None = None) -> Served:
-        """The loaded model a request's ``model`` names (absent: the default), held until the request ends; a
-        model not loaded starts loading and this is a 503 with Retry-After; 404 for a name not served; 503 while
-        draining. ``resolve`` waits for the loading instead."""
-        self._refuse_if_draining()
-        return self._served(self.pool.acquire_now(name))
-
     async def resolve(self, name: str | None = None, keep_alive_s: float | None = None) -> Served:
-        """As ``require_model``, waiting up to the pool's ``load_wait_s`` for the model to load; ``keep_alive_s``
-        (Ollama's keep_alive): how long it stays loaded after this request (None: the server's default)."""
+        """The loaded model a request's ``model`` names (absent: the default), held until the request ends: 404 for
+        a name not served, 503 while draining; a model not loaded starts loading, and the request waits up to the
+        pool's ``load_wait_s`` for it, then gets a 503 with Retry-After. ``keep_alive_s`` (Ollama's keep_alive): how
+        long it stays loaded after this request (None: the server's default)."""
         self._refuse_if_draining()
         return self._served(await self.pool.acquire(name, keep_alive_s))
 
