@@ -22,6 +22,7 @@ from qwen_stream.engine.config import EngineConfig
 from qwen_stream.engine.drafting import SpeculationConfig
 from qwen_stream.engine.engine import Engine
 from qwen_stream.engine.runner import ModelRunner
+from qwen_stream.models.fim import FimPrompter, NoFimError
 from qwen_stream.models.prompting import ChatPrompter, history_pairs, make_messages
 from qwen_stream.models.tools import ToolRequest
 from qwen_stream.output.grammar import Grammars
@@ -101,6 +102,7 @@ class ChatModel:
         # The tool-call format: None reads it from the chat template; "hermes" or "qwen3_coder" forces one.
         self.tool_parser: str | None = None
         self._max_token_chars: int | None = None  # the longest token's length, for the cheap too-long check
+        self._fim: FimPrompter | NoFimError | None = None  # made on first use: see fim_prompter
 
     @classmethod
     def load(cls, model: str | None = None, config: EngineConfig | None = None, *, progress: bool = True,
@@ -171,6 +173,18 @@ class ChatModel:
         return getattr(self.engine, "runner", None)
 
     # ---- parameters and prompts -----------------------------------------------------------------------------
+
+    def fim_prompter(self) -> FimPrompter:
+        """The model's fill-in-the-middle prompt builder, made on first use (it copies the tokenizer's backend);
+        NoFimError when the model has no FIM tokens. Blocking: servers call it off the event loop."""
+        if self._fim is None:
+            try:
+                self._fim = FimPrompter(self.tokenizer, self.name)
+            except NoFimError as exc:
+                self._fim = exc
+        if isinstance(self._fim, NoFimError):
+            raise self._fim
+        return self._fim
 
     def sampling_params(self, params: SamplingParams | None = None, **overrides: Any) -> SamplingParams:
         """Validated parameters: the model's defaults, then ``params``, then keyword overrides (None = keep)."""

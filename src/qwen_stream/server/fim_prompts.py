@@ -7,11 +7,9 @@ loop, as every other prompt does.
 
 from __future__ import annotations
 
-import threading
-import weakref
 from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from qwen_stream.models.fim import FimBudget, FimPrompt, FimPrompter, NoFimError, fim_tokens
 from qwen_stream.server.admission import prepare_off_loop
@@ -21,26 +19,6 @@ from qwen_stream.server.sampling_fields import SamplingFields
 
 if TYPE_CHECKING:
     from qwen_stream.api import ChatModel
-
-_prompters: weakref.WeakKeyDictionary[Any, FimPrompter | NoFimError] = weakref.WeakKeyDictionary()
-_lock = threading.Lock()
-
-
-def prompter_for(model: ChatModel) -> FimPrompter:
-    """The model's FimPrompter, made on first use (NoFimError when it has no FIM tokens). Blocking: call it off
-    the event loop."""
-    with _lock:
-        found = _prompters.get(model)
-        if found is None:
-            try:
-                found = FimPrompter(model.tokenizer, model.name)
-            except NoFimError as exc:
-                found = exc
-            _prompters[model] = found
-    if isinstance(found, NoFimError):
-        raise found
-    return found
-
 
 def answer_limit(model: ChatModel, sampling: SamplingFields) -> int:
     """The answer's token limit the job runs with: the request's, else the model's default (never the rest of the
@@ -60,12 +38,12 @@ async def fim_job(model: ChatModel, job: ChatJob,
 
     def prepare() -> list[FimPrompt]:
         try:
-            return build(prompter_for(model), budget)
+            return build(model.fim_prompter(), budget)
         except NoFimError as exc:
             raise APIError(400, str(exc), "invalid_request_error", code="fim_not_supported") from exc
 
     prompts = await prepare_off_loop(prepare)
-    stops = tuple(dict.fromkeys([*job.sampling.stop_token_ids, *prompter_for(model).tokens.stop_ids]))
+    stops = tuple(dict.fromkeys([*job.sampling.stop_token_ids, *model.fim_prompter().tokens.stop_ids]))
     sampling = replace(job.sampling, max_tokens=limit, stop_token_ids=stops)
     return replace(job, messages=[], options={}, sampling=sampling, prompts=[p.ids for p in prompts]), prompts
 
