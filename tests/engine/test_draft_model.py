@@ -94,10 +94,16 @@ def test_a_wrong_draft_model_changes_nothing_and_is_rolled_back() -> None:
         engine.shutdown()
     assert got == plain_answer(FREE_PROMPT)
     assert stats.drafted_tokens > 0 and stats.accepted_draft_tokens == 0
-    # after a rejection the draft's next chunk restarts where the target's accepted tokens end: the rejected
-    # draft's KV was dropped (the scripted runner asserts a chunk never leaves a gap)
-    held = draft_runner.held[0]
-    assert held[:len(FREE_PROMPT)] == FREE_PROMPT and held[len(FREE_PROMPT):] == got[:len(held) - len(FREE_PROMPT)]
+    # After a rejection the draft's next chunk restarts where the target's accepted tokens end, so the rejected
+    # draft's KV is dropped (the scripted runner keeps a slot's tokens up to a chunk's start, and asserts a chunk
+    # never leaves a gap). The draft slot therefore holds accepted text, then at most the last draft: the one of a
+    # sequence's last drafting step, which no later catch-up rolled back. Where the planner stopped drafting is a
+    # matter of measured time, so the test allows any such end.
+    held, text = draft_runner.held[0], FREE_PROMPT + got
+    common = next((i for i, (a, b) in enumerate(zip(held, text, strict=False)) if a != b), min(len(held), len(text)))
+    tail = held[common:]
+    assert common >= len(FREE_PROMPT) and len(tail) <= SpeculationConfig().model_max_draft
+    assert all(b == a + 2 for a, b in zip(held[common - 1:], tail, strict=False))  # the draft's own guesses, in a row
 
 
 def test_drafts_are_batched_one_forward_per_position() -> None:
