@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -23,6 +22,7 @@ from qwen_stream.engine.kv_cache import SlotKVCache, SlotTable
 from qwen_stream.engine.quantize import int8_available, quantize_int8
 from qwen_stream.engine.runner import ModelRunner, SeqChunk
 from qwen_stream.engine.smooth import calibrate, default_calibration_ids, smoothing_scales
+from qwen_stream.engine.torch_attention import Heads, StepPlan, plan_step
 from qwen_stream.engine.torch_layers import (
     LayerWeights,
     RMSNorm,
@@ -72,21 +72,6 @@ def native_unsupported_reason(hf_model: nn.Module) -> str | None:
 
 
 
-@dataclass(slots=True)
-class _DecodePlan:
-    """Where the rows of one batched decode step read and write the cache (built once per step)."""
-
-    slots: Tensor  # [B] slot of each row
-    pos: Tensor  # [B] position of each row's token
-    single: tuple[int, int] | None  # (slot, pos) when B == 1: plain slices, no index tensors
-    lo: int  # rows attend over the window cache[lo:hi] (a view) ...
-    hi: int
-    gather: bool  # ... or, when the slots are too scattered, over a gathered copy cache[slots]
-    rows: Tensor | None  # [B] row of each sequence inside the window; None when the window is the batch itself
-    length: int  # keys to read: max(pos) + 1
-    mask: Tensor | None  # [rows, 1, 1, length] 0 where a row may attend, -inf elsewhere; None when all may
-
-
 class NativeRunner:
     """Lean qwen2/llama/qwen3 forward on the HF model's own weights, with a slot KV cache."""
 
@@ -105,7 +90,7 @@ class NativeRunner:
         self._group = self._heads // self._kv_heads
         self._hidden = int(config.hidden_size)
         self._eps = float(config.rms_norm_eps)
-        self._scale = self._head_dim**-0.5
+        self._attn_heads = Heads(self._kv_heads, self._group, self._head_dim, self._head_dim**-0.5)
         self._device, self._dtype = base.embed_tokens.weight.device, base.embed_tokens.weight.dtype
         self._rms = RMSNorm(self._hidden, self._eps, self._dtype, self._device)
         self._head_rms = RMSNorm(self._head_dim, self._eps, self._dtype, self._device)
@@ -146,25 +131,22 @@ class NativeRunner:
 
     # -- public API ---------------------------------------------------------------------------------------
     def forward(self, chunks: Sequence[SeqChunk]) -> Tensor:
+        """One pass over the layers for every chunk: their rows stacked, attention split by chunk (see plan_step)."""
         if not self._cache.k:
             raise RuntimeError("this runner is closed")
         self._table.check(chunks, self._embed.shape[0])
         self._cache.ensure(max((c.start_pos + len(c.token_ids) for c in chunks), default=0))
+        if not chunks:
+            return self._no_logits()
         with torch.inference_mode():
-            parts, order = [], []  # hidden rows of each chunk wanting logits, in execution order
-            decodes = [c for c in chunks if len(c.token_ids) == 1]
-            for c in chunks:
-                if len(c.token_ids) > 1:
-                    hidden = self._prefill(c)  # [logit_rows, hidden]
-                    if c.want_logits:
-                        parts.append(hidden)
-                        order.append(c)
-            if decodes:
-                parts.append(self._decode(decodes))
-                order.extend(decodes)
+            plan = plan_step(chunks, self._attn_heads, self._arange, self._dtype)
+            cos, sin = self._rope_rows(plan)
+            k_cache, v_cache = self._cache.k, self._cache.v
+            x = self._layers_forward(plan.ids, cos, sin,
+                                     lambda i, q, k, v: plan.attend(k_cache[i], v_cache[i], q, k, v))  # [T, hidden]
             for c in chunks:
                 self._table.advance(c)
-            return self._logits(chunks, parts, order)
+            return self._logits(x[plan.logit_rows])
 
     def free_slot(self, slot: int) -> None:
         # Nothing to zero: positions at or past a sequence's length are never attended to.
@@ -186,104 +168,12 @@ class NativeRunner:
     def kv_cache_bytes(self) -> int:
         return self._cache.nbytes
 
-    # -- steps ----------------------------------------------------------------------------------------------
-    def _prefill(self, chunk: SeqChunk) -> Tensor:
-        """One sequence, many tokens. Returns the hidden states of its last ``n_logits`` tokens [n, hidden]."""
-        start, end = chunk.start_pos, chunk.start_pos + len(chunk.token_ids)
-        ids = torch.tensor(chunk.token_ids, device=self._device)  # [S]
-        cos, sin = self._rope_for(self._arange[start:end], start, end)
-        # Row (g, s) of the folded query attends to key j when j <= start + s: a causal mask shifted by start.
-        causal = self._arange[:end][None, :] <= self._arange[start:end][:, None]  # [S, end]
-        mask = self._additive(causal.repeat(self._group, 1))  # [G * S, end]
-        slot = chunk.slot
-        x = self._layers_forward(ids, cos, sin, lambda i, q, k, v: self._prefill_attn(i, q, k, v, slot, start, mask))
-        return x[-chunk.n_logits:]
-
-    def _prefill_attn(self, i: int, q: Tensor, k: Tensor, v: Tensor, slot: int, start: int, mask: Tensor) -> Tensor:
-        """q: [S, H, D], k/v: [S, KV, D] -> [S, H * D]."""
-        seq, kv, group, dim = q.shape[0], self._kv_heads, self._group, self._head_dim
-        end = start + seq
-        kc, vc = self._cache.k[i], self._cache.v[i]
-        kc[slot, :, start:end] = k.transpose(0, 1)  # [KV, S, D]
-        vc[slot, :, start:end] = v.transpose(0, 1)
-        # The G query heads sharing a kv head become G * S query rows: grouped attention without repeating keys.
-        folded = q.view(seq, kv, group, dim).permute(1, 2, 0, 3).reshape(1, kv, group * seq, dim)
-        out = F.scaled_dot_product_attention(
-            folded, kc[slot : slot + 1, :, :end], vc[slot : slot + 1, :, :end], attn_mask=mask, scale=self._scale
-        )  # [1, KV, G * S, D]
-        return out.view(kv, group, seq, dim).permute(2, 0, 1, 3).reshape(seq, self._heads * dim)
-
-    def _decode(self, chunks: list[SeqChunk]) -> Tensor:
-        """Many sequences, one token each, at their own positions, as one batch. Returns [B, hidden]."""
-        plan = self._plan(chunks)
-        ids = torch.tensor([c.token_ids[0] for c in chunks], device=self._device)  # [B]
-        if plan.single is not None:
-            pos = plan.single[1]
-            cos, sin = self._rope_for(self._arange[pos : pos + 1], pos, pos + 1)
-        else:
-            cos, sin = self._rope_for(plan.pos, None, None)
-        return self._layers_forward(ids, cos, sin, lambda i, q, k, v: self._decode_attn(i, q, k, v, plan))
-
-    def _plan(self, chunks: list[SeqChunk]) -> _DecodePlan:
-        slots = [c.slot for c in chunks]
-        pos = [c.start_pos for c in chunks]
-        length = max(pos) + 1
-        lo, hi = min(slots), max(slots) + 1
-        dev = self._device
-        slots_t, pos_t = torch.tensor(slots, device=dev), torch.tensor(pos, device=dev)
-        if len(chunks) == 1:
-            return _DecodePlan(slots_t, pos_t, (slots[0], pos[0]), lo, hi, False, None, length, None)
-        # A window over neighbouring slots is a view; reading a few idle slots beats copying when they are few.
-        gather = hi - lo > 2 * len(chunks)
-        rows = None
-        if gather or slots == list(range(lo, hi)):
-            row_pos = pos_t
-        else:
-            rows = slots_t - lo
-            row_pos = torch.zeros(hi - lo, dtype=pos_t.dtype, device=dev).index_copy_(0, rows, pos_t)
-        mask = None
-        if min(pos) != max(pos) or rows is not None:
-            mask = self._additive(self._arange[:length][None, :] <= row_pos[:, None])[:, None, None, :]
-        return _DecodePlan(slots_t, pos_t, None, lo, hi, gather, rows, length, mask)
-
-    def _additive(self, allowed: Tensor) -> Tensor:
-        """A bool mask as the float one SDPA adds to its scores, made once per step rather than once per layer."""
-        return torch.zeros(allowed.shape, dtype=self._dtype, device=self._device).masked_fill_(~allowed, -torch.inf)
-
-    def _decode_attn(self, i: int, q: Tensor, k: Tensor, v: Tensor, plan: _DecodePlan) -> Tensor:
-        """q: [B, H, D], k/v: [B, KV, D] -> [B, H * D]."""
-        kc, vc, n = self._cache.k[i], self._cache.v[i], plan.length
-        if plan.single is not None:
-            slot, pos = plan.single
-            kc[slot, :, pos] = k[0]  # [KV, D]
-            vc[slot, :, pos] = v[0]
-            return self._attend_one(q, kc[slot : slot + 1, :, :n], vc[slot : slot + 1, :, :n], None)
-        kc[plan.slots, :, plan.pos] = k  # [B, KV, D]
-        vc[plan.slots, :, plan.pos] = v
-        if plan.gather:
-            return self._attend_one(q, kc[plan.slots, :, :n], vc[plan.slots, :, :n], plan.mask)
-        keys, values = kc[plan.lo : plan.hi, :, :n], vc[plan.lo : plan.hi, :, :n]
-        if plan.rows is None:
-            return self._attend_one(q, keys, values, plan.mask)
-        # Idle slots inside the window get a zero query that attends to position 0 only; their rows are dropped.
-        window_q = q.new_zeros((plan.hi - plan.lo, *q.shape[1:])).index_copy_(0, plan.rows, q)
-        return self._attend_one(window_q, keys, values, plan.mask).index_select(0, plan.rows)
-
-    def _attend_one(self, q: Tensor, keys: Tensor, values: Tensor, mask: Tensor | None) -> Tensor:
-        """One query token per row. q: [B, H, D]; keys/values: [B, KV, L, D] -> [B, H * D].
-
-        The G query heads sharing a kv head are G query rows ([B, KV, G, D], a view): no repeated keys."""
-        batch = q.shape[0]
-        folded = q.view(batch, self._kv_heads, self._group, self._head_dim)
-        out = F.scaled_dot_product_attention(folded, keys, values, attn_mask=mask, scale=self._scale)
-        return out.view(batch, self._heads * self._head_dim)
-
     # -- the model --------------------------------------------------------------------------------------------
     def _layers_forward(self, ids: Tensor, cos: Tensor, sin: Tensor, attn: Any) -> Tensor:
         """ids: [T] -> hidden states [T, hidden] after the last layer (before the final norm).
 
-        Tokens are rows of 2-D tensors throughout (a decode batch or one prefill chunk): the fewest ops per layer,
-        which is what a small model on a CPU pays for."""
+        Tokens are rows of 2-D tensors throughout (every chunk of the step stacked): one matmul per projection for
+        all of them, and the fewest ops per layer, which is what a small model on a CPU pays for."""
         heads, kv, dim, rms = self._heads, self._kv_heads, self._head_dim, self._rms
         x = F.embedding(ids, self._embed)  # [T, hidden]
         for i, layer in enumerate(self._layers):
@@ -306,14 +196,18 @@ class NativeRunner:
         rotated = torch.addcmul(qk * cos, qk.roll(self._head_dim // 2, dims=-1), sin)
         return rotated[:, :heads], rotated[:, heads:]
 
-    def _rope_for(self, positions: Tensor, start: int | None, end: int | None) -> tuple[Tensor, Tensor]:
-        """cos/sin for positions [T] as [T, 1, D]; a slice of the table when the positions are a range."""
-        if self._rope_table is None:
-            return self._rope(positions)
+    def _rope_rows(self, plan: StepPlan) -> tuple[Tensor, Tensor]:
+        """cos/sin for every row of the step, [T, 1, D]: a slice of the table for one chunk, else a gather."""
+        if self._rope_table is None:  # length-dependent RoPE: computed per chunk (one decode batch) as if alone
+            parts = [self._rope(p) for p in plan.positions]
+            if len(parts) == 1:
+                return parts[0]
+            return torch.cat([c for c, _ in parts]), torch.cat([s for _, s in parts])
         cos, sin = self._rope_table
-        if start is not None:
-            return cos[start:end], sin[start:end]
-        return cos[positions], sin[positions]
+        if plan.span is not None:
+            return cos[plan.span[0] : plan.span[1]], sin[plan.span[0] : plan.span[1]]
+        pos = plan.positions[0] if len(plan.positions) == 1 else torch.cat(plan.positions)
+        return cos[pos], sin[pos]
 
     def _rope(self, positions: Tensor) -> tuple[Tensor, Tensor]:
         """The HF model's own rotary module (honours rope_theta and scaling); sin gets rotate_half's sign."""
@@ -323,21 +217,14 @@ class NativeRunner:
         sin = torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)
         return cos[0].unsqueeze(1), sin[0].unsqueeze(1)
 
-    def _logits(self, chunks: Sequence[SeqChunk], parts: list[Tensor], order: list[SeqChunk]) -> Tensor:
-        """Final norm and lm_head on the rows that want logits only, returned in chunk order: [n, vocab] float32."""
-        if not parts:
-            return torch.empty((0, self.vocab_size), dtype=torch.float32, device=self._device)
-        hidden = parts[0] if len(parts) == 1 else torch.cat(parts)  # [n_exec, hidden]
-        wanted = [c for c in chunks if c.want_logits]
-        if len(order) != len(wanted) or any(a is not b for a, b in zip(order, wanted, strict=True)):
-            first, row = {}, 0  # each chunk's first row in execution order; a chunk owns logit_rows rows
-            for c in order:
-                first[id(c)] = row
-                row += c.logit_rows
-            index = torch.tensor([first[id(c)] + j for c in wanted for j in range(c.logit_rows)], device=self._device)
-            hidden = hidden.index_select(0, index)
-        hidden = self._rms(hidden, self._norm)
-        return mm(hidden, self._lm_t, self._lm_b).float()
+    def _logits(self, hidden: Tensor) -> Tensor:
+        """Final norm and lm_head on the rows that want logits only (already in chunk order): [n, vocab] float32."""
+        if not hidden.shape[0]:
+            return self._no_logits()
+        return mm(self._rms(hidden, self._norm), self._lm_t, self._lm_b).float()
+
+    def _no_logits(self) -> Tensor:
+        return torch.empty((0, self.vocab_size), dtype=torch.float32, device=self._device)
 
 
 def _check_quantize(quantize: str | None, dtype: torch.dtype, device: torch.device) -> bool:
