@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
 from qwen_stream.engine.runner import SeqChunk
-from qwen_stream.engine.torch_attention import PACKED_MAX_TOKENS
+from qwen_stream.engine.torch_attention import PACKED_MAX_TOKENS, plan_packed
 from qwen_stream.engine.torch_runner import NativeRunner
 
 ATOL, RTOL = 2e-5, 1e-4  # float32
@@ -62,12 +62,14 @@ def cases(slots: list[int]) -> list[Case]:
     ]
 
 
-SCATTERED = [6, 1, 3, 0, 4, 2, 7]  # packed slots 1, 2, 4, 6, 7: their keys are gathered
-CONTIGUOUS = [3, 1, 0, 7, 2, 5, 4]  # packed slots 1..5: their keys are a view of the cache
+# Slots of the seven cases: where the packed chunks (a, b, e, f, g) sit decides how their keys are read.
+GATHERED = [15, 0, 5, 7, 9, 3, 12]  # packed slots 0, 3, 9, 12, 15: too scattered for a window, gathered
+IDLE_INSIDE = [6, 1, 3, 0, 4, 2, 7]  # packed slots 1, 2, 4, 6, 7: the window 1..7, idle slots 3 and 5 padded
+CONTIGUOUS = [3, 1, 0, 7, 2, 5, 4]  # packed slots 1..5: the window is the batch
 
 
 def runner_for(model: nn.Module, max_seq_len: int = 64) -> CountingRunner:
-    return CountingRunner(model, max_slots=8, max_seq_len=max_seq_len)
+    return CountingRunner(model, max_slots=16, max_seq_len=max_seq_len)
 
 
 def hold(runner: NativeRunner, step: list[Case]) -> None:
@@ -106,7 +108,7 @@ def assert_close(got: Tensor, want: Tensor) -> None:
     assert torch.allclose(got, want, atol=ATOL, rtol=RTOL), f"max diff {(got - want).abs().max()}"
 
 
-@pytest.mark.parametrize("slots", [SCATTERED, CONTIGUOUS], ids=["gathered", "window"])
+@pytest.mark.parametrize("slots", [GATHERED, IDLE_INSIDE, CONTIGUOUS], ids=["gathered", "idle-inside", "window"])
 @pytest.mark.parametrize("make", [qwen2, llama_tied, qwen3, llama_linear_rope])
 def test_packed_step_equals_each_chunk_alone_and_hf(make: Callable[[], PreTrainedModel], slots: list[int]) -> None:
     step = cases(slots)
@@ -129,7 +131,7 @@ def test_packed_step_equals_each_chunk_alone_and_hf(make: Callable[[], PreTraine
 @pytest.mark.parametrize("kinds", [(2,), (0, 1), (2, 5), (0, 4, 2), (3, 4)])
 def test_every_mix_of_chunk_kinds_is_one_pass(kinds: tuple[int, ...]) -> None:
     """Decodes only, drafts only, a prefill with drafts: one call of the layer loop each, the right logits."""
-    step = [cases(SCATTERED)[i] for i in kinds]
+    step = [cases(IDLE_INSIDE)[i] for i in kinds]
     model = qwen2()
     runner = runner_for(model)
     hold(runner, step)
@@ -146,7 +148,7 @@ def test_dynamic_rope_packed_equals_alone() -> None:
     alone run in the packed step's execution order: the decode, the short chunks by slot, the prompt."""
     rope = {"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0}
     config = LlamaConfig(**{**SMALL, "max_position_embeddings": 8}, rope_parameters=rope)
-    step = cases(SCATTERED)
+    step = cases(IDLE_INSIDE)
     executed = sorted(step, key=lambda c: (len(c.chunk) > 1, len(c.chunk) > PACKED_MAX_TOKENS, c.slot))
     packed = runner_for(randomize(LlamaForCausalLM(config), 6))
     single = runner_for(randomize(LlamaForCausalLM(config), 6))
@@ -157,3 +159,12 @@ def test_dynamic_rope_packed_equals_alone() -> None:
         [c.n_logits for c in executed if c.want]), strict=True))
     assert_close(out, torch.cat([rows[id(c)] for c in step if c.want]))
     assert_close(next_decode(packed, step), next_decode(single, step))
+
+
+@pytest.mark.parametrize(("slots", "window"), [(GATHERED, None), (IDLE_INSIDE, (1, 8)), (CONTIGUOUS, (1, 6))])
+def test_the_layouts_cover_every_way_of_reading_the_keys(slots: list[int], window: tuple[int, int] | None) -> None:
+    packs = sorted((c.step() for c in cases(slots) if 1 < len(c.chunk) <= PACKED_MAX_TOKENS), key=lambda c: c.slot)
+    plan = plan_packed(packs, group=2, arange=torch.arange(64), dtype=torch.float32)
+    assert plan.window == window
+    rows = 5 if window is None else window[1] - window[0]
+    assert plan.mask.shape == (rows, 1, 2 * PACKED_MAX_TOKENS, max(c.start_pos + len(c.token_ids) for c in packs))

@@ -154,17 +154,19 @@ def prefill_attn(heads: Heads, plan: PrefillPlan, kc: Tensor, vc: Tensor, q: Ten
 # -- short multi-token chunks ---------------------------------------------------------------------------------
 @dataclass(slots=True)
 class PackedPlan:
-    """B short chunks (N rows in all) as one padded batch of S = the longest chunk's query rows each."""
+    """B short chunks (N rows in all) as one padded batch of R rows of S = the longest chunk's query rows each.
+
+    R is B when the keys are gathered, or the width of the slot window when they are read as a view of it."""
 
     row_slots: Tensor  # [N] slot of each row
     row_pos: Tensor  # [N] position of each row
     slots: Tensor  # [B] slot of each chunk, ascending
-    window: tuple[int, int] | None  # (lo, hi) when the slots are exactly lo..hi-1: the keys are a view
+    window: tuple[int, int] | None  # (lo, hi): the keys are the view cache[lo:hi]; None: gathered cache[slots]
     length: int  # keys to read: the furthest chunk end
     width: int  # S
-    pad_rows: Tensor  # [B * S] the row each padded query row reads (padding repeats the chunk's last row)
+    pad_rows: Tensor  # [R * S] the row each padded query row reads (padding repeats the chunk's last row)
     keep: Tensor  # [N] padded row of each real row
-    mask: Tensor  # [B, 1, G * S, length]
+    mask: Tensor  # [R, 1, G * S, length]
 
 
 def plan_packed(chunks: Sequence[SeqChunk], group: int, arange: Tensor, dtype: torch.dtype) -> PackedPlan:
@@ -172,17 +174,23 @@ def plan_packed(chunks: Sequence[SeqChunk], group: int, arange: Tensor, dtype: t
     dev = arange.device
     lens, starts, slots = [len(c.token_ids) for c in chunks], [c.start_pos for c in chunks], [c.slot for c in chunks]
     width, length = max(lens), max(s + n for s, n in zip(starts, lens, strict=True))
+    # As for decodes: a window over neighbouring slots is a view, and padding a few idle slots beats copying the keys.
+    lo, hi = slots[0], slots[-1] + 1
+    window = (lo, hi) if hi - lo <= 2 * len(chunks) else None
+    batch_row = [slot - lo for slot in slots] if window else list(range(len(chunks)))  # chunk b's padded batch row
+    owner = dict(zip(batch_row, range(len(chunks)), strict=True))
     first = list(accumulate(lens, initial=0))  # first row of each chunk
-    pad = [first[b] + min(s, n - 1) for b, n in enumerate(lens) for s in range(width)]
-    keep = [b * width + s for b, n in enumerate(lens) for s in range(n)]
+    rows = hi - lo if window else len(chunks)
+    # An idle window row reads row 0 and starts at position 0: finite scores over cached or zero keys, dropped.
+    pad = [first[owner[r]] + min(s, lens[owner[r]] - 1) if r in owner else 0 for r in range(rows) for s in range(width)]
+    keep = [batch_row[b] * width + s for b, n in enumerate(lens) for s in range(n)]
+    row_start = [starts[owner[r]] if r in owner else 0 for r in range(rows)]
+    # Row s of chunk b sees keys j <= start_b + s. A padding row (s >= n_b) sees a few more, harmlessly (dropped).
+    q_pos = torch.tensor(row_start, device=dev)[:, None] + arange[:width][None, :]  # [R, S]
+    allowed = arange[:length][None, None, :] <= q_pos[:, :, None]  # [R, S, L]
+    mask = additive(allowed.repeat(1, group, 1), dtype)[:, None]  # [R, 1, G * S, L]: row g * S + s
     row_slots = torch.tensor([slot for slot, n in zip(slots, lens, strict=True) for _ in range(n)], device=dev)
     row_pos = torch.cat([arange[s : s + n] for s, n in zip(starts, lens, strict=True)])
-    # Row s of chunk b sees keys j <= start_b + s. A padding row (s >= n_b) sees a few more: cached or zero keys,
-    # finite, so its output is harmless, and it is dropped.
-    q_pos = torch.tensor(starts, device=dev)[:, None] + arange[:width][None, :]  # [B, S]
-    allowed = arange[:length][None, None, :] <= q_pos[:, :, None]  # [B, S, L]
-    mask = additive(allowed.repeat(1, group, 1), dtype)[:, None]  # [B, 1, G * S, L]: row g * S + s
-    window = (slots[0], slots[-1] + 1) if slots == list(range(slots[0], slots[-1] + 1)) else None
     return PackedPlan(row_slots, row_pos, torch.tensor(slots, device=dev), window, length, width,
                       torch.tensor(pad, device=dev), torch.tensor(keep, device=dev), mask)
 
@@ -191,16 +199,17 @@ def packed_attn(heads: Heads, plan: PackedPlan, kc: Tensor, vc: Tensor, q: Tenso
     """q: [N, H, D], k/v: [N, KV, D] -> [N, H * D]."""
     kc[plan.row_slots, :, plan.row_pos] = k  # [N, KV, D]
     vc[plan.row_slots, :, plan.row_pos] = v
-    batch, width, kv, group, dim, n = plan.slots.shape[0], plan.width, heads.kv, heads.group, heads.dim, plan.length
-    padded = q.index_select(0, plan.pad_rows).view(batch, width, kv, group, dim)
-    folded = padded.permute(0, 2, 3, 1, 4).reshape(batch, kv, group * width, dim)  # [B, KV, G * S, D]
+    kv, group, dim, width, n = heads.kv, heads.group, heads.dim, plan.width, plan.length
     if plan.window is not None:
         lo, hi = plan.window
-        keys, values = kc[lo:hi, :, :n], vc[lo:hi, :, :n]
+        keys, values = kc[lo:hi, :, :n], vc[lo:hi, :, :n]  # [R, KV, L, D], a view
     else:
         keys, values = kc[plan.slots, :, :n], vc[plan.slots, :, :n]  # [B, KV, L, D], a copy
+    rows = keys.shape[0]
+    padded = q.index_select(0, plan.pad_rows).view(rows, width, kv, group, dim)
+    folded = padded.permute(0, 2, 3, 1, 4).reshape(rows, kv, group * width, dim)  # [R, KV, G * S, D]
     out = F.scaled_dot_product_attention(folded, keys, values, attn_mask=plan.mask, scale=heads.scale)
-    out = out.view(batch, kv, group, width, dim).permute(0, 3, 1, 2, 4).reshape(batch * width, kv * group * dim)
+    out = out.view(rows, kv, group, width, dim).permute(0, 3, 1, 2, 4).reshape(rows * width, kv * group * dim)
     return out.index_select(0, plan.keep)
 
 
