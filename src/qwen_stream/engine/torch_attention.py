@@ -46,6 +46,12 @@ class Heads:
     scale: float
 
 
+def reads_window(lo: int, hi: int, n_seqs: int) -> bool:
+    """Whether n_seqs sequences in slots [lo, hi) read their keys as a view of that window rather than a gathered
+    copy: a view is free, and attending over a few idle slots beside them beats copying every layer's keys."""
+    return hi - lo <= 2 * n_seqs
+
+
 def additive(allowed: Tensor, dtype: torch.dtype) -> Tensor:
     """A bool mask as the float one SDPA adds to its scores, made once per step rather than once per layer."""
     return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(~allowed, -torch.inf)
@@ -76,8 +82,7 @@ def plan_decode(chunks: Sequence[SeqChunk], arange: Tensor, dtype: torch.dtype) 
     slots_t, pos_t = torch.tensor(slots, device=dev), torch.tensor(pos, device=dev)
     if len(chunks) == 1:
         return DecodePlan(slots_t, pos_t, (slots[0], pos[0]), lo, hi, False, None, length, None)
-    # A window over neighbouring slots is a view; reading a few idle slots beats copying when they are few.
-    gather = hi - lo > 2 * len(chunks)
+    gather = not reads_window(lo, hi, len(chunks))
     rows = None
     if gather or slots == list(range(lo, hi)):
         row_pos = pos_t
@@ -174,9 +179,8 @@ def plan_packed(chunks: Sequence[SeqChunk], group: int, arange: Tensor, dtype: t
     dev = arange.device
     lens, starts, slots = [len(c.token_ids) for c in chunks], [c.start_pos for c in chunks], [c.slot for c in chunks]
     width, length = max(lens), max(s + n for s, n in zip(starts, lens, strict=True))
-    # As for decodes: a window over neighbouring slots is a view, and padding a few idle slots beats copying the keys.
     lo, hi = slots[0], slots[-1] + 1
-    window = (lo, hi) if hi - lo <= 2 * len(chunks) else None
+    window = (lo, hi) if reads_window(lo, hi, len(chunks)) else None
     batch_row = [slot - lo for slot in slots] if window else list(range(len(chunks)))  # chunk b's padded batch row
     owner = dict(zip(batch_row, range(len(chunks)), strict=True))
     first = list(accumulate(lens, initial=0))  # first row of each chunk
