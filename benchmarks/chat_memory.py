@@ -14,9 +14,9 @@ import argparse
 import subprocess
 import sys
 
+from qwen_stream.bench.config import BenchConfig
 from qwen_stream.bench.llama_server import LlamaServerSystem
 from qwen_stream.bench.metrics import RssSampler, StreamTrace, now
-from qwen_stream.bench.systems import BenchConfig
 from qwen_stream.bench.workloads import FREE_PROMPTS
 
 QUESTION = FREE_PROMPTS[0]

@@ -129,10 +129,10 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=16)
     parser.add_argument("--steps", type=int, default=40)
     args = parser.parse_args()
-    from qwen_stream.models import loader
+    from qwen_stream.models import sources
     from qwen_stream.models.qwen_tokenizer import build_qwen_tokenizer
 
-    smol = loader.load_tokenizer(loader.resolve_source("smollm2-135m", progress=False), progress=False)
+    smol = sources.load_tokenizer(sources.resolve_source("smollm2-135m", progress=False), progress=False)
     tokenizers = {"smollm2-135m (49k)": (smol, 49152, smol.eos_token_id),
                   "Qwen (151k)": (build_qwen_tokenizer(), 151936, 151645)}
     for label, (tok, vocab, eos) in tokenizers.items():

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
-    from qwen_stream.models.loader import ModelSource
+    from qwen_stream.models.sources import ModelSource
 
 TEXT = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -24,11 +24,11 @@ TEXT = Path(__file__).resolve().parent.parent / "README.md"
 def teacher_forced_logits(source: ModelSource, ids: list[int], quantize: str | None) -> torch.Tensor:
     from tqdm import tqdm
 
-    from qwen_stream.engine.runner import SeqChunk
-    from qwen_stream.engine.torch_runner import build_torch_runner
-    from qwen_stream.models import loader
+    from qwen_stream.engine.runners.base import SeqChunk
+    from qwen_stream.engine.runners.torch_native import build_torch_runner
+    from qwen_stream.models import sources
 
-    model = loader.load_hf_model(source, dtype="float32", progress=False)
+    model = sources.load_hf_model(source, dtype="float32", progress=False)
     runner = build_torch_runner(model, max_slots=1, max_seq_len=len(ids) + 1, quantize=quantize)
     half = len(ids) // 2
     rows = [runner.forward([SeqChunk(0, ids[:half], 0)])[0].clone()]
@@ -45,11 +45,11 @@ def main() -> None:
     args = parser.parse_args()
 
     from qwen_stream.devices import configure_threads
-    from qwen_stream.models import loader
+    from qwen_stream.models import sources
 
     configure_threads()
-    source = loader.resolve_source(args.model, progress=True)
-    tokenizer = loader.load_tokenizer(source, progress=False)
+    source = sources.resolve_source(args.model, progress=True)
+    tokenizer = sources.load_tokenizer(source, progress=False)
     ids = tokenizer(TEXT.read_text(encoding="utf-8"))["input_ids"][: args.tokens]
     if len(ids) < 4:
         raise SystemExit(f"--tokens {args.tokens} leaves nothing to compare")

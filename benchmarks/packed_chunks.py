@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from qwen_stream.engine.runner import ModelRunner, SeqChunk
+from qwen_stream.engine.runners.base import ModelRunner, SeqChunk
 
 TEXT = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -45,14 +45,14 @@ def main() -> None:
     args = parser.parse_args()
 
     from qwen_stream.devices import configure_threads
-    from qwen_stream.engine.torch_runner import build_torch_runner
-    from qwen_stream.models import loader
+    from qwen_stream.engine.runners.torch_native import build_torch_runner
+    from qwen_stream.models import sources
 
     configure_threads()
-    source = loader.resolve_source(args.model, progress=True)
-    ids = loader.load_tokenizer(source, progress=False)(TEXT.read_text(encoding="utf-8"))["input_ids"]
+    source = sources.resolve_source(args.model, progress=True)
+    ids = sources.load_tokenizer(source, progress=False)(TEXT.read_text(encoding="utf-8"))["input_ids"]
     longest = args.prompt + 8 * (args.streams - 1) + args.chunk
-    model = loader.load_hf_model(source, dtype="float32", device=args.device, progress=False)
+    model = sources.load_hf_model(source, dtype="float32", device=args.device, progress=False)
     runner = build_torch_runner(model, max_slots=args.streams, max_seq_len=longest, device=args.device)
     print(f"{args.model} on {runner.name} ({args.device}, {torch.get_num_threads()} threads): {args.streams} chunks "
           f"of {args.chunk} tokens at positions {args.prompt}..{longest - args.chunk}")

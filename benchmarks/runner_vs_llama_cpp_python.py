@@ -25,7 +25,7 @@ Result = tuple[float, float, float, list[int]]  # TTFT s, decode tok/s, CPU ms p
 
 def ours(runner: Any, prompt: list[int], n: int) -> Result:
     """One greedy stream on slot 0."""
-    from qwen_stream.engine.runner import SeqChunk
+    from qwen_stream.engine.runners.base import SeqChunk
 
     runner.free_slot(0)
     start = time.perf_counter()
@@ -62,7 +62,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from qwen_stream.bench.reference_llama import open_reference_llama
-    from qwen_stream.engine.llamacpp_runner import LlamaCppRunner, physical_cores
+    from qwen_stream.engine.runners.llamacpp import LlamaCppRunner, physical_cores
     from qwen_stream.models.registry import ensure_alias, is_alias
 
     path = ensure_alias(args.model) if is_alias(args.model) else Path(args.model)

@@ -17,8 +17,8 @@ from collections.abc import Callable
 
 import torch
 
-from qwen_stream.engine.sampler import SamplingState, sample_row
-from qwen_stream.engine.step_sampler import SampleRow, sample_rows
+from qwen_stream.engine.sample.per_sequence import SamplingState, sample_row
+from qwen_stream.engine.sample.step_rows import SampleRow, sample_rows
 from qwen_stream.types import SamplingParams
 
 SETTINGS = {

@@ -22,9 +22,9 @@ from dataclasses import asdict
 
 from qwen_stream.api import ChatModel
 from qwen_stream.bench import sampling
+from qwen_stream.bench.config import BenchConfig
 from qwen_stream.bench.llama_server import LlamaServerSystem, find_llama_server
 from qwen_stream.bench.metrics import StreamTrace
-from qwen_stream.bench.systems import BenchConfig
 from qwen_stream.bench.workloads import prompt_messages
 
 

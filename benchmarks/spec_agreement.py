@@ -21,7 +21,7 @@ import numpy as np
 from qwen_stream.api import ChatModel
 from qwen_stream.bench.workloads import FREE_PROMPTS, edit_prompt
 from qwen_stream.engine.backend import EngineStats
-from qwen_stream.engine.runner import ModelRunner, SeqChunk
+from qwen_stream.engine.runners.base import ModelRunner, SeqChunk
 
 PROMPTS = [*FREE_PROMPTS[:6], edit_prompt("StockBook"), edit_prompt("GoodsLedger")]
 

@@ -16,7 +16,7 @@ import os
 import psutil
 
 from qwen_stream.api import ChatModel
-from qwen_stream.server.model_pool import EntryState, ModelPool, PoolEntry
+from qwen_stream.server.pool.model_pool import EntryState, ModelPool, PoolEntry
 
 
 def rss_mb() -> float:

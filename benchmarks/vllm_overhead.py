@@ -29,8 +29,9 @@ def main() -> int:
     parser.add_argument("--context-length", type=int, default=1024)
     args = parser.parse_args()
 
+    from qwen_stream.bench.config import BenchConfig
     from qwen_stream.bench.harness import bench_system
-    from qwen_stream.bench.systems import BenchConfig, make_system
+    from qwen_stream.bench.systems import make_system
 
     levels = sorted({int(n) for n in args.concurrency.split(",")})
     names = [n for n in args.which.split(",") if n]

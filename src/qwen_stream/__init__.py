@@ -14,9 +14,8 @@ from qwen_stream import openmp
 
 openmp.apply_defaults()  # before anything imports torch: see openmp.py
 
+from qwen_stream.errors import EngineError, EngineOverloadedError  # noqa: E402
 from qwen_stream.types import (  # noqa: E402
-    EngineError,
-    EngineOverloadedError,
     FinishReason,
     SamplingParams,
     StreamEvent,
@@ -27,7 +26,7 @@ from qwen_stream.types import (  # noqa: E402
 
 if TYPE_CHECKING:
     from qwen_stream.api import Answer, ChatModel
-    from qwen_stream.streams import AsyncRequestStream, RequestStream
+    from qwen_stream.client.streams import AsyncRequestStream, RequestStream
 
 __all__ = [
     "Answer",
@@ -45,8 +44,8 @@ __all__ = [
 ]
 __version__ = "0.1.0"
 
-_LAZY = {"ChatModel": "qwen_stream.api", "Answer": "qwen_stream.api", "RequestStream": "qwen_stream.streams",
-         "AsyncRequestStream": "qwen_stream.streams"}
+_LAZY = {"ChatModel": "qwen_stream.api", "Answer": "qwen_stream.api", "RequestStream": "qwen_stream.client.streams",
+         "AsyncRequestStream": "qwen_stream.client.streams"}
 
 
 def __getattr__(name: str) -> Any:

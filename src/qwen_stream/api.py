@@ -16,28 +16,28 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from qwen_stream.consumer import RequestConsumer
+from qwen_stream.client.consumer import RequestConsumer
+from qwen_stream.client.streams import AsyncRequestStream, PromptInfo, RequestStream
 from qwen_stream.engine.backend import EngineBackend
 from qwen_stream.engine.config import EngineConfig
-from qwen_stream.engine.drafting import SpeculationConfig
-from qwen_stream.engine.engine import Engine
-from qwen_stream.engine.runner import ModelRunner
-from qwen_stream.models.fim import FimPrompter, NoFimError
-from qwen_stream.models.prompting import ChatPrompter, history_pairs, make_messages
-from qwen_stream.models.tools import ToolRequest
-from qwen_stream.output.grammar import Grammars
+from qwen_stream.engine.loop import Engine
+from qwen_stream.engine.runners.base import ModelRunner
+from qwen_stream.engine.spec.drafting import SpeculationConfig
+from qwen_stream.inputs.chat_template import ChatPrompter, history_pairs, make_messages
+from qwen_stream.inputs.fim import FimPrompter, NoFimError
+from qwen_stream.inputs.grammars import Grammars
+from qwen_stream.inputs.tools import ToolRequest
 from qwen_stream.output.message import MessageParser, make_tool_parser, parser_for_template, template_thinks
 from qwen_stream.output.processor import OutputProcessor
 from qwen_stream.output.reasoning import ReasoningParser, prompt_opens_reasoning
-from qwen_stream.streams import AsyncRequestStream, PromptInfo, RequestStream
 from qwen_stream.types import FinishReason, SamplingParams, StreamEvent, TokenOutput, ToolCall
 
 if TYPE_CHECKING:
-    from qwen_stream.engine.vllm_mapping import VllmOptions
+    from qwen_stream.engine.vllm.mapping import VllmOptions
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("native", "vllm")  # our step-loop engine, or vLLM's (engine/vllm_backend.py)
+BACKENDS = ("native", "vllm")  # our step-loop engine, or vLLM's (engine/vllm/backend.py)
 
 History = Sequence[Any] | None  # (query, response) pairs or OpenAI-style messages
 
@@ -117,7 +117,7 @@ class ChatModel:
         (the next turn of a conversation) prefills only what is new. ``speculate``: draft up to ``draft_max``
         tokens per step from the prompt and answer so far and check them in the step's one forward (the greedy
         text, up to llama.cpp's chunk-size-dependent kernels: docs/speculation.md; faster on answers that repeat
-        their prompt; see engine/drafting.py). ``kv_budget``: on the llama.cpp
+        their prompt; see engine/spec/drafting.py). ``kv_budget``: on the llama.cpp
         runner, KV cells (tokens) shared by all slots, idle slots' cached prefixes evicted first (default:
         ``kv_windows`` context windows); ``kv_type="q8_0"``: an 8-bit KV cache there.
         ``backend="vllm"``: vLLM's engine instead of ours (many GPUs and hosts: ``vllm_options``); needs the vllm
@@ -134,7 +134,7 @@ class ChatModel:
             return cls._load_vllm(model, config, progress=progress, system=system, options=vllm_options)
         if vllm_options is not None:
             raise ValueError("vllm_options apply to backend='vllm'")
-        from qwen_stream.loading import load_components
+        from qwen_stream.client.loaded_model import load_components
 
         parts = load_components(model, config, progress=progress)
         speculation = (SpeculationConfig(max_draft=config.draft_max, model_max_draft=config.draft_model_max)
@@ -150,7 +150,7 @@ class ChatModel:
     @classmethod
     def _load_vllm(cls, model: str | None, config: EngineConfig, *, progress: bool, system: str | None,
                    options: VllmOptions | None) -> ChatModel:
-        from qwen_stream.loading import load_vllm_components
+        from qwen_stream.client.loaded_model import load_vllm_components
 
         if config.runner != "auto":
             raise ValueError("--runner chooses what runs under the native engine; with backend vllm, vLLM runs the "

@@ -30,12 +30,12 @@ class GenerationConfig(HFGenerationConfig):
 
     @classmethod
     def from_pretrained(cls, name: str, *args: Any, **kwargs: Any) -> GenerationConfig:  # type: ignore[override]
-        from qwen_stream.models import loader
+        from qwen_stream.models import sources
 
         kwargs.pop("trust_remote_code", None)
         kwargs.pop("resume_download", None)
-        source = loader.resolve_source(name, progress=True)
-        defaults = loader.load_generation_defaults(source)
+        source = sources.resolve_source(name, progress=True)
+        defaults = sources.load_generation_defaults(source)
         do_sample = defaults.get("temperature", 1.0) > 0
         return cls(do_sample=do_sample, **defaults)
 
@@ -112,6 +112,6 @@ class AutoModelForCausalLM:
 class AutoTokenizer:
     @staticmethod
     def from_pretrained(name: str, **kwargs: Any) -> Any:
-        from qwen_stream.models import loader
+        from qwen_stream.models import sources
 
-        return loader.load_tokenizer(loader.resolve_source(name, progress=True))
+        return sources.load_tokenizer(sources.resolve_source(name, progress=True))

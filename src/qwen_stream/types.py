@@ -12,24 +12,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from qwen_stream.errors import InvalidParameterError
+
 
 class FinishReason(str, enum.Enum):
     STOP = "stop"  # a stop token id or a stop string
     LENGTH = "length"  # max_new_tokens or the context window
     ABORT = "abort"  # cancelled by the caller, a disconnect or an error
     TOOL_CALLS = "tool_calls"  # the answer ended after calling tools (set by the output layer, never the engine)
-
-
-class EngineError(RuntimeError):
-    """The engine could not serve a request (it is shutting down, or a step failed)."""
-
-
-class EngineOverloadedError(EngineError):
-    """Too many waiting requests: refused at once rather than queued forever."""
-
-    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
 
 
 class TokenMatcher(Protocol):
@@ -48,17 +38,9 @@ class TokenMatcher(Protocol):
 class TokenConstraint(Protocol):
     """A compiled grammar (JSON schema, tool calls): immutable and shared; each request gets its own matcher.
 
-    Built at the edge from the tokenizer (qwen_stream/output/grammar.py); the core only calls ``new_matcher``."""
+    Built at the edge from the tokenizer (qwen_stream/inputs/grammars.py); the core only calls ``new_matcher``."""
 
     def new_matcher(self) -> TokenMatcher: ...
-
-
-class InvalidParameterError(ValueError):
-    """A sampling parameter out of range; ``param`` names it (the HTTP server reports it as OpenAI's ``param``)."""
-
-    def __init__(self, param: str, message: str) -> None:
-        super().__init__(message)
-        self.param = param
 
 
 # Below this temperature sampling is greedy, as in vLLM: dividing logits by a tiny number overflows float32.

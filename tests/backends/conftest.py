@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from qwen_stream.engine.vllm_backend import vllm_available
+from qwen_stream.engine.vllm.backend import vllm_available
 
 needs_vllm = pytest.mark.skipif(not vllm_available(), reason="vllm is not installed (it lives in .venv-vllm)")
 BACKENDS = ["native", pytest.param("vllm", marks=[pytest.mark.vllm, needs_vllm])]

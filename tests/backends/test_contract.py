@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from qwen_stream.types import EngineOverloadedError, FinishReason
+from qwen_stream.errors import EngineOverloadedError
+from qwen_stream.types import FinishReason
 
 GREEDY: dict[str, Any] = {"temperature": 0.0, "repetition_penalty": 1.0}
 QUESTIONS = ["Tell me a story.", "What is 2+2?", "Name a colour.", "Why is the sky blue?", "Say hello.",

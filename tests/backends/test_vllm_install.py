@@ -9,7 +9,7 @@ import importlib.util
 import pytest
 from packaging.requirements import Requirement
 
-from qwen_stream.engine.vllm_backend import vllm_available
+from qwen_stream.engine.vllm.backend import vllm_available
 
 pytestmark = [pytest.mark.vllm, pytest.mark.skipif(not vllm_available(), reason="vllm is not installed "
                                                                                    "(it lives in .venv-vllm)")]

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from qwen_stream.engine.vllm_backend import vllm_available
+from qwen_stream.engine.vllm.backend import vllm_available
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm,
               pytest.mark.skipif(not vllm_available(), reason="vllm is not installed (it lives in .venv-vllm)"),
@@ -25,7 +25,7 @@ def greedy_ids(model: Any, question: str) -> list[int]:
 
 def test_tensor_parallel_2_gives_the_native_greedy_answers(tiny_model_dir_hd32: Path) -> None:
     from qwen_stream.api import ChatModel
-    from qwen_stream.engine.vllm_mapping import VllmOptions
+    from qwen_stream.engine.vllm.mapping import VllmOptions
 
     with ChatModel.load(str(tiny_model_dir_hd32), runner="torch", context_length=256, progress=False) as native:
         expected = [greedy_ids(native, q) for q in QUESTIONS]

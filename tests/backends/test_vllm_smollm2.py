@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from qwen_stream.engine.vllm_backend import vllm_available
+from qwen_stream.engine.vllm.backend import vllm_available
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
 from server_harness import LiveServer  # the server tests' real-uvicorn harness

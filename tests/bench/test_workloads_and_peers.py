@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from qwen_stream.bench.config import BenchConfig
 from qwen_stream.bench.llama_server import find_llama_server, server_command
 from qwen_stream.bench.metrics import RssSampler, current_rss_mb
-from qwen_stream.bench.systems import BenchConfig
 from qwen_stream.bench.workloads import EDIT_OLD_NAME, EDIT_SOURCE, prompt_messages
 
 

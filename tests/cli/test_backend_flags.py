@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from qwen_stream.cli.main import build_parser, main
-from qwen_stream.engine.vllm_backend import vllm_available
-from qwen_stream.engine.vllm_mapping import VllmOptions
-from qwen_stream.launch import backend_options
+from qwen_stream.cli.model_args import backend_options
+from qwen_stream.engine.vllm.backend import vllm_available
+from qwen_stream.engine.vllm.mapping import VllmOptions
 
 
 @pytest.mark.parametrize("command", ["chat", "serve", "web"])

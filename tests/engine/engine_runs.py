@@ -6,7 +6,7 @@ import queue
 
 from tiny_models import tokens  # same folder
 
-from qwen_stream.engine.engine import Engine, wait_idle
+from qwen_stream.engine.loop import Engine, wait_idle
 from qwen_stream.types import SamplingParams, TokenOutput
 
 PROMPTS = [tokens(24, seed=s) * 2 for s in range(4)]  # a prompt that repeats itself invites drafts

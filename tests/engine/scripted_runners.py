@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import torch
 
-from qwen_stream.engine.runner import SeqChunk
+from qwen_stream.engine.runners.base import SeqChunk
 
 VOCAB = 64
 

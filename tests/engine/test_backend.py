@@ -16,9 +16,10 @@ from scripted_runners import CountingRunner  # the scripted runner of the engine
 
 from qwen_stream.api import ChatModel
 from qwen_stream.engine.backend import EngineBackend
-from qwen_stream.engine.engine import Engine, wait_idle
-from qwen_stream.engine.runner import SeqChunk
-from qwen_stream.types import EngineError, SamplingParams
+from qwen_stream.engine.loop import Engine, wait_idle
+from qwen_stream.engine.runners.base import SeqChunk
+from qwen_stream.errors import EngineError
+from qwen_stream.types import SamplingParams
 
 ENDLESS = SamplingParams(temperature=0.0, max_new_tokens=10_000, ignore_eos=True)
 

@@ -11,9 +11,9 @@ import pytest
 from engine_runs import PROMPTS, run  # the engine helper and self-repeating prompts (same folder)
 from tiny_models import qwen2  # the tiny random qwen2 (same folder)
 
-from qwen_stream.engine.drafting import SpeculationConfig
-from qwen_stream.engine.engine import Engine, wait_idle
-from qwen_stream.engine.torch_runner import build_torch_runner
+from qwen_stream.engine.loop import Engine, wait_idle
+from qwen_stream.engine.runners.torch_native import build_torch_runner
+from qwen_stream.engine.spec.drafting import SpeculationConfig
 from qwen_stream.types import SamplingParams, TokenOutput
 
 QWEN_DEFAULTS = SamplingParams(temperature=0.7, top_p=0.8, top_k=20, repetition_penalty=1.05, max_new_tokens=30,

@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from qwen_stream.api import ChatModel
-from qwen_stream.engine.engine import wait_idle
+from qwen_stream.engine.loop import wait_idle
 from qwen_stream.types import FinishReason
 
 GREEDY = dict(temperature=0.0, max_new_tokens=24, ignore_eos=True)

@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 
 from qwen_stream.api import ChatModel
-from qwen_stream.output.grammar import GrammarError
+from qwen_stream.inputs.grammars import GrammarError
 from qwen_stream.types import FinishReason
 
 SCHEMA = {"type": "object", "properties": {

@@ -15,11 +15,11 @@ import torch
 from scripted_runners import VOCAB, RewindingRunner  # scripted: next token = fed token + 1 (same folder)
 from tiny_models import qwen2  # the tiny random model of the runner tests (same folder)
 
-from qwen_stream.engine.draft_model import ModelDrafter
-from qwen_stream.engine.drafting import SpeculationConfig
-from qwen_stream.engine.engine import Engine, wait_idle
-from qwen_stream.engine.runner import SeqChunk
-from qwen_stream.engine.torch_runner import build_torch_runner
+from qwen_stream.engine.loop import Engine, wait_idle
+from qwen_stream.engine.runners.base import SeqChunk
+from qwen_stream.engine.runners.torch_native import build_torch_runner
+from qwen_stream.engine.spec.draft_model import ModelDrafter
+from qwen_stream.engine.spec.drafting import SpeculationConfig
 from qwen_stream.types import SamplingParams, TokenOutput
 
 GREEDY = SamplingParams(temperature=0.0, max_new_tokens=24, ignore_eos=True)

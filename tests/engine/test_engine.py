@@ -14,9 +14,10 @@ import pytest
 import torch
 from scripted_runners import VOCAB, CountingRunner  # the engine tests' scripted runners (same folder)
 
-from qwen_stream.engine.engine import Engine, wait_idle
-from qwen_stream.engine.runner import ModelRunner, SeqChunk
-from qwen_stream.types import EngineOverloadedError, FinishReason, SamplingParams, TokenOutput
+from qwen_stream.engine.loop import Engine, wait_idle
+from qwen_stream.engine.runners.base import ModelRunner, SeqChunk
+from qwen_stream.errors import EngineOverloadedError
+from qwen_stream.types import FinishReason, SamplingParams, TokenOutput
 
 EOS = 0
 

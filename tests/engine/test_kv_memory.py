@@ -12,9 +12,9 @@ import torch
 from scripted_runners import RewindingRunner
 from tiny_models import qwen2, tokens
 
-from qwen_stream.engine.engine import Engine, wait_idle
-from qwen_stream.engine.runner import SeqChunk
-from qwen_stream.engine.torch_runner import build_torch_runner
+from qwen_stream.engine.loop import Engine, wait_idle
+from qwen_stream.engine.runners.base import SeqChunk
+from qwen_stream.engine.runners.torch_native import build_torch_runner
 from qwen_stream.types import SamplingParams, TokenOutput
 
 
@@ -120,7 +120,7 @@ def gguf_path() -> Path:
 
 @pytest.mark.parametrize("kv_type", [None, "q8_0"])
 def test_llama_cpp_pool_serves_concurrent_streams(gguf_path: Path, kv_type: str | None) -> None:
-    from qwen_stream.engine.llamacpp_runner import LlamaCppRunner
+    from qwen_stream.engine.runners.llamacpp import LlamaCppRunner
 
     runner = LlamaCppRunner(gguf_path, max_slots=4, max_seq_len=512, threads=1, kv_budget=256, kv_type=kv_type)
     assert runner.max_seq_len == 256  # no request can need more than the whole pool

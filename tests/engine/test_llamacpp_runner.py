@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 import torch
 
-from qwen_stream.engine.runner import ModelRunner, SeqChunk
+from qwen_stream.engine.runners.base import ModelRunner, SeqChunk
 
 llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
 
 from qwen_stream.bench.reference_llama import open_reference_llama  # noqa: E402
-from qwen_stream.engine.llamacpp_runner import LlamaCppRunner  # noqa: E402
+from qwen_stream.engine.runners.llamacpp import LlamaCppRunner  # noqa: E402
 
 pytestmark = [pytest.mark.llamacpp, pytest.mark.slow]
 

@@ -14,8 +14,8 @@ import torch
 
 from qwen_stream.cpu import physical_cores
 from qwen_stream.devices import configure_threads
-from qwen_stream.models import gguf_convert, loader, registry
-from qwen_stream.models.prompting import ChatPrompter, make_messages
+from qwen_stream.inputs.chat_template import ChatPrompter, make_messages
+from qwen_stream.models import gguf_convert, registry, sources
 from qwen_stream.models.qwen_tokenizer import default_tiktoken_file
 from qwen_stream.models.tiny import make_tiny_model_dir
 
@@ -23,22 +23,22 @@ PROMPT = "请给我讲一个有趣的故事 🤖 hello"
 
 
 def test_tiny_model_dir_round_trip(tiny_model_dir: Path, qwen_tokenizer: Any) -> None:
-    source = loader.resolve_source(str(tiny_model_dir))
+    source = sources.resolve_source(str(tiny_model_dir))
     assert (source.kind, source.path, source.alias, source.legacy_qwen) == ("hf_dir", tiny_model_dir, None, False)
-    tokenizer = loader.load_tokenizer(source)
+    tokenizer = sources.load_tokenizer(source)
     assert tokenizer(PROMPT)["input_ids"] == qwen_tokenizer(PROMPT)["input_ids"]
     assert tokenizer.chat_template == qwen_tokenizer.chat_template
-    model = loader.load_hf_model(source)
+    model = sources.load_hf_model(source)
     assert not model.training and model.dtype == torch.float32
     assert model.config.model_type == "qwen2" and model.config.vocab_size >= len(qwen_tokenizer)
-    assert loader.context_length(model.config) == 4096
-    assert loader.chat_stop_token_ids(tokenizer) == (151645, 151643)  # eos <|im_end|>, then <|endoftext|>
-    assert loader.load_generation_defaults(source) == {
+    assert sources.context_length(model.config) == 4096
+    assert sources.chat_stop_token_ids(tokenizer) == (151645, 151643)  # eos <|im_end|>, then <|endoftext|>
+    assert sources.load_generation_defaults(source) == {
         "temperature": 0.7, "top_p": 0.8, "top_k": 20, "repetition_penalty": 1.05, "max_new_tokens": 512}
 
 
 def test_tiny_model_logits_are_peaked_enough_for_greedy(tiny_model_dir: Path, qwen_tokenizer: Any) -> None:
-    model = loader.load_hf_model(loader.resolve_source(str(tiny_model_dir)))
+    model = sources.load_hf_model(sources.resolve_source(str(tiny_model_dir)))
     ids = torch.tensor([qwen_tokenizer(PROMPT)["input_ids"]])
     with torch.no_grad():
         logits = model(ids).logits[0]  # [seq, vocab]
@@ -48,16 +48,16 @@ def test_tiny_model_logits_are_peaked_enough_for_greedy(tiny_model_dir: Path, qw
 
 
 def test_bfloat16_load(tiny_model_dir: Path) -> None:
-    model = loader.load_hf_model(loader.resolve_source(str(tiny_model_dir)), dtype="bfloat16")
+    model = sources.load_hf_model(sources.resolve_source(str(tiny_model_dir)), dtype="bfloat16")
     assert model.dtype == torch.bfloat16
     with pytest.raises(ValueError, match="dtype must be"):
-        loader.load_hf_model(loader.resolve_source(str(tiny_model_dir)), dtype="int3")
+        sources.load_hf_model(sources.resolve_source(str(tiny_model_dir)), dtype="int3")
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen3"])
 def test_other_tiny_architectures(tmp_path: Path, qwen_tokenizer: Any, arch: str) -> None:
     folder = make_tiny_model_dir(tmp_path, qwen_tokenizer, arch=arch, seed=1)
-    model = loader.load_hf_model(loader.resolve_source(str(folder)))
+    model = sources.load_hf_model(sources.resolve_source(str(folder)))
     assert model.config.model_type == arch
     assert model.config.num_hidden_layers == 2 and model.config.num_key_value_heads == 2
     with torch.no_grad():
@@ -77,19 +77,19 @@ def test_legacy_qwen_folder_uses_the_tiktoken_tokenizer(tmp_path: Path, qwen_tok
         "chat_format": "chatml", "eos_token_id": 151643, "max_new_tokens": 512, "do_sample": True, "top_k": 0,
         "top_p": 0.8, "repetition_penalty": 1.1}))
     os.symlink(default_tiktoken_file(), tmp_path / "qwen.tiktoken")
-    source = loader.resolve_source(str(tmp_path / "config.json"))
+    source = sources.resolve_source(str(tmp_path / "config.json"))
     assert source.kind == "hf_dir" and source.legacy_qwen
-    tokenizer = loader.load_tokenizer(source)
+    tokenizer = sources.load_tokenizer(source)
     assert tokenizer(PROMPT)["input_ids"] == qwen_tokenizer(PROMPT)["input_ids"]
-    assert loader.load_generation_defaults(source) == {
+    assert sources.load_generation_defaults(source) == {
         "top_p": 0.8, "top_k": 0, "repetition_penalty": 1.1, "max_new_tokens": 512}
-    assert loader.context_length(json.loads((tmp_path / "config.json").read_text())) == 8192
+    assert sources.context_length(json.loads((tmp_path / "config.json").read_text())) == 8192
 
 
 def test_greedy_generation_config_means_temperature_zero(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen2"}))
     (tmp_path / "generation_config.json").write_text(json.dumps({"do_sample": False, "top_p": 0, "top_k": 5}))
-    assert loader.load_generation_defaults(loader.resolve_source(str(tmp_path))) == {"temperature": 0.0, "top_k": 5}
+    assert sources.load_generation_defaults(sources.resolve_source(str(tmp_path))) == {"temperature": 0.0, "top_k": 5}
 
 
 def test_configure_threads() -> None:
@@ -114,14 +114,14 @@ def _greedy(model: Any, ids: list[int], steps: int) -> list[int]:
 
 @pytest.mark.slow
 def test_smollm2_gguf_converts_once_then_loads_from_the_cache() -> None:
-    source = loader.resolve_source("smollm2-135m", progress=False)
-    tokenizer = loader.load_tokenizer(source, progress=False)
-    model = loader.load_hf_model(source, progress=False)
+    source = sources.resolve_source("smollm2-135m", progress=False)
+    tokenizer = sources.load_tokenizer(source, progress=False)
+    model = sources.load_hf_model(source, progress=False)
     folder = gguf_convert.converted_dir(source.path, registry.cache_root(), source.sha256)
     assert gguf_convert.is_complete(folder / "model") and gguf_convert.is_complete(folder / "tokenizer")
-    assert model.config.model_type == "llama" and loader.chat_stop_token_ids(tokenizer) == (2, 0)
+    assert model.config.model_type == "llama" and sources.chat_stop_token_ids(tokenizer) == (2, 0)
     # not a Qwen model: plain nucleus sampling, no Qwen repetition penalty
-    assert loader.load_generation_defaults(source) == loader.PLAIN_GENERATION_DEFAULTS
+    assert sources.load_generation_defaults(source) == sources.PLAIN_GENERATION_DEFAULTS
 
     prompt = ChatPrompter(tokenizer).build(make_messages("What is the capital of France?"), max_prompt_tokens=512)
     assert "Paris" in tokenizer.decode(_greedy(model, prompt.ids, 12))
@@ -129,8 +129,8 @@ def test_smollm2_gguf_converts_once_then_loads_from_the_cache() -> None:
     marker = folder / "model" / "qwen_stream_converted.json"
     converted_at = marker.stat().st_mtime_ns
     started = time.perf_counter()
-    again_tokenizer = loader.load_tokenizer(source, progress=False)
-    loader.load_hf_model(source, dtype=torch.bfloat16, progress=False)
+    again_tokenizer = sources.load_tokenizer(source, progress=False)
+    sources.load_hf_model(source, dtype=torch.bfloat16, progress=False)
     assert time.perf_counter() - started < 30  # seconds from the cache, not a second conversion
     assert marker.stat().st_mtime_ns == converted_at
     assert again_tokenizer(PROMPT)["input_ids"] == tokenizer(PROMPT)["input_ids"]
@@ -138,13 +138,13 @@ def test_smollm2_gguf_converts_once_then_loads_from_the_cache() -> None:
 
 def test_a_gguf_path_resolves_to_a_path_keyed_cache() -> None:
     alias_path = registry.ensure_alias("smollm2-135m", progress=False)
-    source = loader.resolve_source(str(alias_path))
+    source = sources.resolve_source(str(alias_path))
     assert (source.kind, source.alias, source.sha256, source.name) == (
         "gguf", None, None, "SmolLM2-135M-Instruct.Q4_1")
     by_path = gguf_convert.converted_dir(source.path, registry.cache_root())
     by_sha = gguf_convert.converted_dir(source.path, registry.cache_root(), registry.ALIASES["smollm2-135m"].sha256)
     assert by_path != by_sha and by_path.parent == by_sha.parent
-    assert loader.resolve_source(str(alias_path.parent)).path == source.path  # a folder with one .gguf
+    assert sources.resolve_source(str(alias_path.parent)).path == source.path  # a folder with one .gguf
 
 
 def test_a_hub_id_in_the_local_hf_cache_loads_offline(tiny_model_dir: Path, tmp_path: Path,
@@ -160,9 +160,9 @@ def test_a_hub_id_in_the_local_hf_cache_loads_offline(tiny_model_dir: Path, tmp_
     import huggingface_hub.constants as hub_constants
 
     monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))  # read once at import
-    source = loader.resolve_source("tiny-org/tiny-qwen2")
+    source = sources.resolve_source("tiny-org/tiny-qwen2")
     assert (source.kind, source.name, source.path) == ("hf_dir", "tiny-org/tiny-qwen2", repo / "snapshots" / commit)
-    assert loader.load_hf_model(source).config.model_type == "qwen2"
+    assert sources.load_hf_model(source).config.model_type == "qwen2"
 
 
 MIXED_TEXTS = [PROMPT, "def f(x):\n    return x  # it's, they're\n\n\n  ", "<|im_start|>user\nhi<|im_end|>\n",
@@ -177,9 +177,9 @@ def test_qwen_gguf_tokenizer_is_the_lean_fast_one_with_the_same_ids() -> None:
 
     if not any(a.present for a in registry.alias_status() if a.name == "qwen2.5-coder-1.5b"):
         pytest.skip("the qwen2.5-coder-1.5b GGUF is not in the cache (1.1 GB)")
-    source = loader.resolve_source("qwen2.5-coder-1.5b", progress=False)
-    lean = loader.load_tokenizer(source, progress=False)
-    named = AutoTokenizer.from_pretrained(str(loader.hf_tokenizer_dir(source, progress=False)))
+    source = sources.resolve_source("qwen2.5-coder-1.5b", progress=False)
+    lean = sources.load_tokenizer(source, progress=False)
+    named = AutoTokenizer.from_pretrained(str(sources.hf_tokenizer_dir(source, progress=False)))
     assert type(lean) is PreTrainedTokenizerFast and not hasattr(lean, "_merges")
     assert type(named).__name__ == "Qwen2Tokenizer"
     for text in MIXED_TEXTS:
@@ -188,6 +188,6 @@ def test_qwen_gguf_tokenizer_is_the_lean_fast_one_with_the_same_ids() -> None:
     messages = make_messages("hi", [("Who are you?", "Qwen.")])
     assert ChatPrompter(lean).build(messages, max_prompt_tokens=512) == \
         ChatPrompter(named).build(messages, max_prompt_tokens=512)
-    assert loader.chat_stop_token_ids(lean) == loader.chat_stop_token_ids(named) == (151645, 151643)
+    assert sources.chat_stop_token_ids(lean) == sources.chat_stop_token_ids(named) == (151645, 151643)
     assert len(lean) == len(named) and lean.all_special_ids == named.all_special_ids
     assert lean.get_added_vocab() == named.get_added_vocab()

@@ -13,9 +13,9 @@ from tiny_models import SMALL, llama_linear_rope, llama_tied, qwen2, qwen3, rand
 from torch import Tensor, nn
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
-from qwen_stream.engine.runner import SeqChunk
-from qwen_stream.engine.torch_attention import PACKED_MAX_TOKENS, plan_packed
-from qwen_stream.engine.torch_runner import NativeRunner
+from qwen_stream.engine.runners.base import SeqChunk
+from qwen_stream.engine.runners.torch_attention import PACKED_MAX_TOKENS, plan_packed
+from qwen_stream.engine.runners.torch_native import NativeRunner
 
 ATOL, RTOL = 2e-5, 1e-4  # float32
 

@@ -17,10 +17,10 @@ import torch
 from scripted_runners import RewindingRunner  # (same folder)
 from tiny_models import qwen2, tokens  # the tiny random models of the runner tests (same folder)
 
-from qwen_stream.engine.engine import Engine, wait_idle
-from qwen_stream.engine.runner import SeqChunk
-from qwen_stream.engine.scheduler import Scheduler
-from qwen_stream.engine.torch_runner import build_torch_runner
+from qwen_stream.engine.loop import Engine, wait_idle
+from qwen_stream.engine.runners.base import SeqChunk
+from qwen_stream.engine.runners.torch_native import build_torch_runner
+from qwen_stream.engine.sched.scheduler import Scheduler
 from qwen_stream.types import SamplingParams, TokenOutput
 
 GREEDY = SamplingParams(temperature=0.0, max_new_tokens=3, ignore_eos=True)
@@ -125,7 +125,7 @@ def test_native_runner_rewinds_into_a_slot_exactly() -> None:
 
 
 def test_llama_cpp_runner_rewinds_into_a_slot(gguf_path: Path) -> None:
-    from qwen_stream.engine.llamacpp_runner import LlamaCppRunner
+    from qwen_stream.engine.runners.llamacpp import LlamaCppRunner
 
     with LlamaCppRunner(gguf_path, max_slots=2, max_seq_len=128, threads=1) as runner:
         shared, old_tail, new_tail = list(range(300, 330)), list(range(500, 510)), list(range(700, 706))

@@ -15,9 +15,9 @@ import torch
 from scripted_runners import RewindingRunner
 from tiny_models import qwen2, tokens
 
-from qwen_stream.engine.core import EngineCore
-from qwen_stream.engine.runner import SeqChunk
-from qwen_stream.engine.torch_runner import build_torch_runner
+from qwen_stream.engine.runners.base import SeqChunk
+from qwen_stream.engine.runners.torch_native import build_torch_runner
+from qwen_stream.engine.step import EngineCore
 from qwen_stream.types import SamplingParams, TokenOutput
 
 SYSTEM = list(range(1, 21))  # a 20-token "system prompt"
@@ -118,7 +118,7 @@ def test_native_runner_copies_a_prefix_exactly() -> None:
 
 
 def test_llama_cpp_runner_copies_a_prefix(gguf_path: Path) -> None:
-    from qwen_stream.engine.llamacpp_runner import LlamaCppRunner
+    from qwen_stream.engine.runners.llamacpp import LlamaCppRunner
 
     def same(a: torch.Tensor, b: torch.Tensor) -> bool:
         return int(a.argmax()) == int(b.argmax()) and float(torch.corrcoef(torch.stack([a, b]))[0, 1]) > 0.999

@@ -6,16 +6,16 @@ import pytest
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from qwen_stream.engine.quantize import quantize_int8
-from qwen_stream.engine.runner import SeqChunk
-from qwen_stream.engine.smooth import (
+from qwen_stream.engine.runners.base import SeqChunk
+from qwen_stream.engine.runners.quantize import quantize_int8
+from qwen_stream.engine.runners.smooth import (
     CALIBRATION_TEXT,
     calibrate,
     calibration_token_ids,
     default_calibration_ids,
     smoothing_scales,
 )
-from qwen_stream.engine.torch_runner import build_torch_runner
+from qwen_stream.engine.runners.torch_native import build_torch_runner
 
 
 def outlier_activations(rows: int, channels: int, seed: int) -> torch.Tensor:

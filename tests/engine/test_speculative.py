@@ -18,10 +18,10 @@ from engine_runs import PROMPTS, run  # same folder
 from scripted_runners import RewindingRunner  # scripted: next token = fed token + 1 (same folder)
 from tiny_models import qwen2, tokens  # the tiny random models of the runner tests (same folder)
 
-from qwen_stream.engine.drafting import SpeculationConfig
-from qwen_stream.engine.engine import Engine, wait_idle
-from qwen_stream.engine.runner import SeqChunk
-from qwen_stream.engine.torch_runner import build_torch_runner
+from qwen_stream.engine.loop import Engine, wait_idle
+from qwen_stream.engine.runners.base import SeqChunk
+from qwen_stream.engine.runners.torch_native import build_torch_runner
+from qwen_stream.engine.spec.drafting import SpeculationConfig
 from qwen_stream.types import FinishReason, SamplingParams, TokenOutput
 
 COUNTING_PROMPT = [5, 6, 7, 8, 9, 10, 11, 12, 20, 21, 5, 6, 7]  # the answer continues 8, 9, 10, ... as before
@@ -122,7 +122,7 @@ def test_native_runner_gives_a_row_for_every_position() -> None:
 
 
 def test_llama_cpp_runner_gives_a_row_for_every_position(gguf_path: Path) -> None:
-    from qwen_stream.engine.llamacpp_runner import LlamaCppRunner
+    from qwen_stream.engine.runners.llamacpp import LlamaCppRunner
 
     with LlamaCppRunner(gguf_path, max_slots=2, max_seq_len=128, threads=1) as runner:
         prompt, more = list(range(300, 330)), [400, 401, 402, 403]

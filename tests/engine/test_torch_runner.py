@@ -15,10 +15,10 @@ from transformers import (
     PreTrainedModel,
 )
 
-from qwen_stream.engine.hf_runner import HFRunner
-from qwen_stream.engine.quantize import quantize_int8
-from qwen_stream.engine.runner import ModelRunner, SeqChunk
-from qwen_stream.engine.torch_runner import build_torch_runner
+from qwen_stream.engine.runners.base import ModelRunner, SeqChunk
+from qwen_stream.engine.runners.quantize import quantize_int8
+from qwen_stream.engine.runners.torch_hf import HFRunner
+from qwen_stream.engine.runners.torch_native import build_torch_runner
 
 ATOL, RTOL = 2e-5, 1e-4
 
@@ -113,7 +113,7 @@ def test_free_slot_then_reuse_equals_fresh_runner() -> None:
 
 
 def test_fallback_runner_for_other_architectures_matches_hf(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="qwen_stream.engine.torch_runner"):
+    with caplog.at_level(logging.WARNING, logger="qwen_stream.engine.runners.torch_native"):
         model, runner = runner_for(gpt2)
     assert runner.name == "torch-hf"
     assert "gpt2" in caplog.text
@@ -243,7 +243,7 @@ def test_quantize_int8_round_trip() -> None:
 @pytest.mark.parametrize("rows", [1, 4, 16, 17])
 @pytest.mark.parametrize("parts", [2, 4])
 def test_split_k_weight_equals_one_matmul(rows: int, parts: int) -> None:
-    from qwen_stream.engine.torch_layers import SplitKWeight, mm, residual_mm
+    from qwen_stream.engine.runners.torch_layers import SplitKWeight, mm, residual_mm
 
     gen = torch.Generator().manual_seed(rows * parts)
     weight_t, x = torch.randn(96, 40, generator=gen), torch.randn(rows, 96, generator=gen)
@@ -255,7 +255,7 @@ def test_split_k_weight_equals_one_matmul(rows: int, parts: int) -> None:
 
 
 def test_split_k_applies_to_float32_cpu_weights_that_divide() -> None:
-    from qwen_stream.engine.torch_layers import SplitKWeight, split_k
+    from qwen_stream.engine.runners.torch_layers import SplitKWeight, split_k
 
     threads = torch.get_num_threads()
     try:

@@ -13,14 +13,14 @@ from typing import Any
 
 import pytest
 
-from qwen_stream.engine.engine import Engine
+from qwen_stream.engine.loop import Engine
 from qwen_stream.types import SamplingParams, TokenOutput
 
 
 @pytest.fixture(scope="module")
 def engine(tiny_model_dir: Path) -> Iterator[Engine]:
+    from qwen_stream.client.loaded_model import load_components
     from qwen_stream.engine.config import EngineConfig
-    from qwen_stream.loading import load_components
 
     config = EngineConfig(runner="torch", max_batch_size=2, context_length=512)
     parts = load_components(str(tiny_model_dir), config, progress=False)

@@ -11,9 +11,10 @@ from collections.abc import Callable, Sequence
 import pytest
 import torch
 
-from qwen_stream.engine.engine import Engine, wait_idle
-from qwen_stream.engine.runner import SeqChunk
-from qwen_stream.types import EngineError, FinishReason, SamplingParams, TokenOutput
+from qwen_stream.engine.loop import Engine, wait_idle
+from qwen_stream.engine.runners.base import SeqChunk
+from qwen_stream.errors import EngineError
+from qwen_stream.types import FinishReason, SamplingParams, TokenOutput
 
 VOCAB = 64
 GREEDY = SamplingParams(temperature=0.0, max_new_tokens=6)

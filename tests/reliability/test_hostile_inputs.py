@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from qwen_stream.server.limits import RequestLimits
+from qwen_stream.server.pipeline.limits import RequestLimits
 
 SERVED = "tiny-qwen"  # the served name (tests/reliability/conftest.py)
 CHAT = "/v1/chat/completions"

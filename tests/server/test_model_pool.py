@@ -19,10 +19,10 @@ import pytest
 from server_harness import LiveServer
 
 from qwen_stream.server.app import create_app
-from qwen_stream.server.errors import APIError
-from qwen_stream.server.keep_alive import keep_alive_seconds, parse_duration
-from qwen_stream.server.model_pool import PoolEntry
-from qwen_stream.server.model_specs import parse_model_specs
+from qwen_stream.server.pool.keep_alive import keep_alive_seconds, parse_duration
+from qwen_stream.server.pool.model_pool import PoolEntry
+from qwen_stream.server.pool.specs import parse_model_specs
+from qwen_stream.server.wire.errors import APIError
 
 MESSAGES = [{"role": "user", "content": "Say something."}]
 LONG = {"max_tokens": 80, "temperature": 0, "extra_body": {"ignore_eos": True}}

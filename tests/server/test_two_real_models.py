@@ -16,7 +16,7 @@ import pytest
 from server_harness import LiveServer
 
 from qwen_stream.server.app import create_app
-from qwen_stream.server.model_pool import PoolEntry
+from qwen_stream.server.pool.model_pool import PoolEntry
 
 pytestmark = pytest.mark.slow
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from qwen_stream.engine.drafting import DraftRate, SpeculationConfig, StepCost, ngram_draft, plan_drafts
+from qwen_stream.engine.spec.drafting import DraftRate, SpeculationConfig, StepCost, ngram_draft, plan_drafts
 
 
 def test_draft_continues_the_latest_earlier_occurrence() -> None:

@@ -6,8 +6,8 @@ import argparse
 
 import pytest
 
+from qwen_stream.cli.model_args import add_model_arguments, engine_config
 from qwen_stream.engine.config import EngineConfig
-from qwen_stream.launch import add_model_arguments, engine_config
 
 
 @pytest.mark.parametrize(("changes", "message"), [

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from qwen_stream.models.fim import ExtraFile, FimBudget, FimPrompter, NoFimError, fim_tokens, require_fim
+from qwen_stream.inputs.fim import ExtraFile, FimBudget, FimPrompter, NoFimError, fim_tokens, require_fim
 
 # Qwen2.5's numbering of its FIM tokens (the same in every Qwen2.5-Coder size).
 FIM_IDS = {"prefix": 151659, "middle": 151660, "suffix": 151661, "pad": 151662, "repo_name": 151663,
@@ -17,9 +17,9 @@ BIG = FimBudget(total=4096)
 
 @pytest.fixture(scope="module")
 def coder_tokenizer() -> Any:
-    from qwen_stream.models import loader
+    from qwen_stream.models import sources
 
-    return loader.load_tokenizer(loader.resolve_source("qwen2.5-coder-0.5b", progress=False), progress=False)
+    return sources.load_tokenizer(sources.resolve_source("qwen2.5-coder-0.5b", progress=False), progress=False)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import torch
 
-from qwen_stream.output.grammar import GrammarError, Grammars
+from qwen_stream.inputs.grammars import GrammarError, Grammars
 
 VOCAB = 151936  # the Qwen2.5 models' logits width: wider than the tokenizer (151665 ids), so padding is masked too
 IM_END = 151645

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from qwen_stream.engine.kv_budget import KVBudget
+from qwen_stream.engine.sched.kv_budget import KVBudget
 
 
 def test_a_request_reserves_its_prompt_and_answer_within_the_window() -> None:

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
+from qwen_stream.client.streams import merge_events
 from qwen_stream.output.detokenizer import token_bytes_table
 from qwen_stream.output.message import MessageParser, make_tool_parser
 from qwen_stream.output.processor import OutputProcessor
 from qwen_stream.output.reasoning import ReasoningParser
-from qwen_stream.streams import merge_events
 from qwen_stream.types import FinishReason, SamplingParams, StreamEvent, TokenOutput
 
 IM_END = 151645

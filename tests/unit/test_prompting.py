@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from transformers import PreTrainedTokenizerFast
 
-from qwen_stream.models.prompting import ChatPrompter, make_messages, normalize_history, render_chatml
+from qwen_stream.inputs.chat_template import ChatPrompter, make_messages, normalize_history, render_chatml
 
 PAIRS = [("你好", "你好！有什么可以帮你的吗？"), ("What is 2+2?", "4")]
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from qwen_stream.server.anthropic_routes import MessageBuilder
-from qwen_stream.server.ollama_routes import OllamaRenderer
-from qwen_stream.server.protocol import Usage
-from qwen_stream.server.responses_events import ResponseBuilder
-from qwen_stream.server.responses_protocol import ResponsesRequest
+from qwen_stream.server.protocols.anthropic.routes import MessageBuilder
+from qwen_stream.server.protocols.ollama.routes import OllamaRenderer
+from qwen_stream.server.protocols.openai.protocol import Usage
+from qwen_stream.server.protocols.responses.events import ResponseBuilder
+from qwen_stream.server.protocols.responses.protocol import ResponsesRequest
 from qwen_stream.types import FinishReason, StreamEvent, ToolCallDelta
 
 

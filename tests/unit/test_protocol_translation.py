@@ -6,12 +6,12 @@ from typing import Any
 
 import pytest
 
-from qwen_stream.server.answer_blocks import AnswerBlocks
-from qwen_stream.server.anthropic_protocol import MessagesRequest
-from qwen_stream.server.errors import APIError
-from qwen_stream.server.ollama_protocol import Options
-from qwen_stream.server.response_store import ResponseStore, StoredResponse
-from qwen_stream.server.responses_protocol import ResponsesRequest, input_messages
+from qwen_stream.server.pipeline.answer_blocks import AnswerBlocks
+from qwen_stream.server.protocols.anthropic.protocol import MessagesRequest
+from qwen_stream.server.protocols.ollama.protocol import Options
+from qwen_stream.server.protocols.responses.protocol import ResponsesRequest, input_messages
+from qwen_stream.server.protocols.responses.store import ResponseStore, StoredResponse
+from qwen_stream.server.wire.errors import APIError
 from qwen_stream.types import StreamEvent, ToolCallDelta
 
 

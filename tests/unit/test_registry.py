@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from qwen_stream.models import fetch, registry
-from qwen_stream.models.loader import ModelNotFoundError, resolve_source
+from qwen_stream.models.sources import ModelNotFoundError, resolve_source
 
 SMOL = registry.ALIASES["smollm2-135m"]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from qwen_stream.engine.batch_sampler import TOP_P_CANDIDATES
-from qwen_stream.engine.sampler import (
+from qwen_stream.engine.sample.batched import TOP_P_CANDIDATES
+from qwen_stream.engine.sample.per_sequence import (
     SamplingState,
     apply_penalties,
     candidate_distribution,
@@ -14,7 +14,7 @@ from qwen_stream.engine.sampler import (
     sample_row,
     token_logprobs,
 )
-from qwen_stream.engine.step_sampler import sample_batch
+from qwen_stream.engine.sample.step_rows import sample_batch
 from qwen_stream.types import SamplingParams
 
 
@@ -121,7 +121,7 @@ def test_logit_bias_moves_greedy_and_ignores_ids_past_the_vocabulary() -> None:
 
 
 def test_min_p_keeps_only_tokens_near_the_best() -> None:
-    from qwen_stream.engine.sampler import SamplingState, sample_row
+    from qwen_stream.engine.sample.per_sequence import SamplingState, sample_row
 
     logits = torch.log(torch.tensor([0.5, 0.3, 0.15, 0.05]))
     params = SamplingParams(temperature=1.0, min_p=0.5, seed=3)
@@ -167,7 +167,7 @@ def test_nan_logits_fail_only_their_row() -> None:
     ("seed", 2**63), ("seed", -(2**63) - 1), ("seed", 2**70),
 ])
 def test_values_the_sampler_cannot_use_are_refused_by_name(field: str, value: float) -> None:
-    from qwen_stream.types import InvalidParameterError
+    from qwen_stream.errors import InvalidParameterError
 
     with pytest.raises(InvalidParameterError, match=field) as caught:
         SamplingParams(**{field: value})  # type: ignore[arg-type]
@@ -184,7 +184,7 @@ def test_seed_extremes_seed_a_generator() -> None:
 
 # ---- the batch sampler (batch_sampler.py) against the per-row reference ------------------------------------------
 
-from qwen_stream.engine.batch_sampler import (  # noqa: E402
+from qwen_stream.engine.sample.batched import (  # noqa: E402
     CHUNK,
     RowParams,
     argmax_rows,
@@ -192,7 +192,7 @@ from qwen_stream.engine.batch_sampler import (  # noqa: E402
     sample_tokens,
     topk_rows,
 )
-from qwen_stream.engine.step_sampler import SampleRow, build_overlay, row_params, sample_rows  # noqa: E402
+from qwen_stream.engine.sample.step_rows import SampleRow, build_overlay, row_params, sample_rows  # noqa: E402
 
 
 @pytest.mark.parametrize("vocab", [50, 8 * CHUNK, 8000, 8000 + 37])
@@ -237,7 +237,7 @@ _FIELDS = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty", "pres
 def reference(logits: torch.Tensor, params: SamplingParams, prompt: tuple[int, ...] = (),
               output: tuple[int, ...] = ()) -> torch.Tensor:
     """The per-row reference's exact distribution over the vocabulary."""
-    from qwen_stream.engine.sampler import apply_logit_bias, finite_scores
+    from qwen_stream.engine.sample.per_sequence import apply_logit_bias, finite_scores
 
     st = SamplingState.create(params, list(prompt), logits.shape[-1])
     for t in output:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from qwen_stream.engine.kv_budget import KVBudget
-from qwen_stream.engine.slot_pool import SlotPool
+from qwen_stream.engine.sched.kv_budget import KVBudget
+from qwen_stream.engine.sched.slot_pool import SlotPool
 
 
 def _ran_once(pool: SlotPool, *held: list[int] | None) -> SlotPool:

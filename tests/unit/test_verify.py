@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from qwen_stream.engine.verify import accept_greedy, position_seed, speculative_sample
+from qwen_stream.engine.spec.verify import accept_greedy, position_seed, speculative_sample
 
 
 def test_greedy_keeps_the_agreeing_prefix_and_the_models_next_token() -> None:

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from qwen_stream.engine.vllm_backend import cpu_binding
-from qwen_stream.engine.vllm_mapping import (
+from qwen_stream.engine.vllm.backend import cpu_binding
+from qwen_stream.engine.vllm.mapping import (
     VllmOptions,
     engine_kwargs,
     kv_cache_bytes,

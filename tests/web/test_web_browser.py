@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from qwen_stream.engine.engine import wait_idle
+from qwen_stream.engine.loop import wait_idle
 
 pytestmark = pytest.mark.browser
 

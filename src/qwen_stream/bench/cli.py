@@ -14,8 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from qwen_stream.bench.config import BenchConfig
 from qwen_stream.bench.sampling import SAMPLINGS
-from qwen_stream.bench.systems import SYSTEMS, BenchConfig
+from qwen_stream.bench.systems import SYSTEMS
 from qwen_stream.bench.workloads import WORKLOADS
 
 DEFAULT_CONCURRENCY = "1,4,16"
@@ -83,9 +84,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def default_systems(model: str | None) -> list[str]:
     """Every system that applies: the llama.cpp ones for a GGUF model when llama-cpp-python is importable."""
     from qwen_stream.bench.llama_server import find_llama_server
-    from qwen_stream.models import loader
+    from qwen_stream.models import sources
 
-    source = loader.resolve_source(model, progress=True)
+    source = sources.resolve_source(model, progress=True)
     chosen = []
     if source.kind == "gguf" and importlib.util.find_spec("llama_cpp") is not None:
         chosen += ["ours-llamacpp", "llama-cpp-python"]
@@ -109,9 +110,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--context-length {args.context_length} leaves no room for a prompt")
     systems = list(args.which or default_systems(args.model))  # resolves (and fetches) the model: fail early
     if args.which:
-        from qwen_stream.models import loader
+        from qwen_stream.models import sources
 
-        loader.resolve_source(args.model, progress=True)
+        sources.resolve_source(args.model, progress=True)
     if args.server:
         systems.append("ours-server")
     config = BenchConfig(model=args.model, max_tokens=args.max_tokens, threads=args.threads,
@@ -127,11 +128,11 @@ def _run_fim(args: argparse.Namespace) -> int:
     """The fim workload: its own runner (two servers, sequential editor requests), its own table."""
     from qwen_stream.bench.fim import CONTEXT_LENGTH, print_fim, run_fim
     from qwen_stream.bench.report import write_json
-    from qwen_stream.models import loader
+    from qwen_stream.models import sources
 
     if args.keystrokes < 1:
         raise ValueError(f"--keystrokes must be >= 1, got {args.keystrokes}")
-    loader.resolve_source(args.model, progress=True)  # fetch the model before any server starts
+    sources.resolve_source(args.model, progress=True)  # fetch the model before any server starts
     config = BenchConfig(model=args.model, max_tokens=args.max_tokens, threads=args.threads, max_batch_size=1,
                          context_length=args.context_length or CONTEXT_LENGTH, workload="fim")
     payload = run_fim(config, args.keystrokes)
@@ -213,7 +214,7 @@ def _overhead(system: Any, levels_done: list[Any]) -> dict[str, float]:
 def _grammar_overhead(system: Any, levels_done: list[Any]) -> dict[str, float]:
     """Grammar-mask cost at the highest concurrency level, vs that level's mean engine step."""
     from qwen_stream.bench.grammar_cost import grammar_overhead
-    from qwen_stream.output.grammar import GrammarError
+    from qwen_stream.inputs.grammars import GrammarError
 
     top = levels_done[-1].summary
     if not top.extra.get("steps"):

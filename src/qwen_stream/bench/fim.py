@@ -17,8 +17,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from qwen_stream.bench.config import BenchConfig
 from qwen_stream.bench.server import HttpServerSystem, free_port
-from qwen_stream.bench.systems import BenchConfig
 
 # A 2 kB module; the cursor goes to the blank line in ``word_counts`` and the user types TYPED there.
 FIM_SOURCE = '''"""Small statistics over text files: words, lines and the most common terms."""

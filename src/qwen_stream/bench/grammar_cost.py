@@ -1,7 +1,7 @@
 """What constrained decoding (response_format, forced tool calls) costs per step, against the decode step.
 
 Per step the engine asks every constrained stream's grammar matcher for its mask and applies it to that stream's
-row of logits (engine/constraints.py). We replay N streams through exactly that, each walking its own valid
+row of logits (engine/sample/grammar_masks.py). We replay N streams through exactly that, each walking its own valid
 answer to one JSON schema (so the matchers sit in different states: keys, numbers, strings, enums), time each
 step's masking, and divide by the mean engine step the bench measured at N streams.
 """

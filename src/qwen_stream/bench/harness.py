@@ -7,8 +7,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from qwen_stream.bench.config import BenchSystem, Messages
 from qwen_stream.bench.metrics import RssSampler, StreamTrace, Summary, now, summarize
-from qwen_stream.bench.systems import BenchSystem, Messages
 from qwen_stream.bench.workloads import prompt_messages
 
 

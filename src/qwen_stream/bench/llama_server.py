@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from qwen_stream.bench import sampling as bench_sampling
+from qwen_stream.bench.config import BenchConfig
 from qwen_stream.bench.server import HttpServerSystem, free_port
-from qwen_stream.bench.systems import BenchConfig
 
 ENV_VAR = "LLAMA_SERVER"
 BUILD_HINT = ("llama-server not found: set LLAMA_SERVER to its path or put it on PATH (docs/performance.md: it builds "
@@ -67,12 +67,12 @@ class LlamaServerSystem(HttpServerSystem):
 
 def command_for(config: BenchConfig, port: int, *, speculative: bool) -> list[str]:
     """The llama-server command serving the bench's model (a GGUF) on ``port``; FileNotFoundError without one."""
-    from qwen_stream.models import loader
+    from qwen_stream.models import sources
 
     binary = find_llama_server()
     if binary is None:
         raise FileNotFoundError(BUILD_HINT)
-    source = loader.resolve_source(config.model, progress=False)
+    source = sources.resolve_source(config.model, progress=False)
     if source.kind != "gguf":
         raise ValueError("llama-server needs a .gguf model")
     return server_command(binary, Path(source.path), config, port, speculative=speculative)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from qwen_stream.engine.llamacpp_runner import import_llama_cpp, safe_model_params
+from qwen_stream.engine.runners.llamacpp import import_llama_cpp, safe_model_params
 
 __all__ = ["open_reference_llama"]
 

@@ -24,8 +24,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from qwen_stream.bench import sampling as bench_sampling
+from qwen_stream.bench.config import BenchConfig, Messages
 from qwen_stream.bench.metrics import StreamTrace, now
-from qwen_stream.bench.systems import BenchConfig, Messages
 
 STARTUP_TIMEOUT_S = 900.0  # first use of an alias may fetch it; vLLM starts in minutes on a busy CPU
 
@@ -178,7 +178,7 @@ class ServerSystem(HttpServerSystem):
 
 
 def _require_vllm() -> None:
-    from qwen_stream.engine.vllm_backend import require_vllm
+    from qwen_stream.engine.vllm.backend import require_vllm
 
     require_vllm()
 
@@ -208,17 +208,17 @@ class VllmServeSystem(HttpServerSystem):
     name = "vllm-serve"
 
     def __init__(self, config: BenchConfig) -> None:
-        from qwen_stream.engine.vllm_backend import vllm_model_settings
-        from qwen_stream.models import loader
+        from qwen_stream.engine.vllm.backend import vllm_model_settings
+        from qwen_stream.models import sources
 
         _require_vllm()
         port = free_port()
-        source = loader.resolve_source(config.model, progress=False)
-        settings = vllm_model_settings(loader.hf_checkpoint_dir(source, progress=False), dtype=config.dtype,
+        source = sources.resolve_source(config.model, progress=False)
+        settings = vllm_model_settings(sources.hf_checkpoint_dir(source, progress=False), dtype=config.dtype,
                                        max_model_len=config.context_length, max_running=config.max_batch_size)
         command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--host", "127.0.0.1", "--port",
                    str(port), "--model", str(settings.model_dir), "--tokenizer",
-                   str(loader.hf_tokenizer_dir(source, progress=False)), "--served-model-name", SERVED_NAME,
+                   str(sources.hf_tokenizer_dir(source, progress=False)), "--served-model-name", SERVED_NAME,
                    "--dtype", settings.dtype, "--max-model-len", str(config.context_length), "--max-num-seqs",
                    str(config.max_batch_size), "--no-enable-prefix-caching", "--generation-config", "vllm",
                    "--uvicorn-log-level", "warning", "--disable-uvicorn-access-log"]

@@ -19,48 +19,16 @@ system prompt, and nothing is served from an earlier measurement of the same pro
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from qwen_stream.bench import sampling as bench_sampling
+from qwen_stream.bench.config import BenchConfig, BenchSystem, Messages, greedy_only
 from qwen_stream.bench.metrics import StreamTrace, now
 
-Messages = list[dict[str, str]]
 SYSTEMS = ("ours-llamacpp", "ours-llamacpp-nospec", "ours-torch", "ours-torch-int8", "hf", "llama-cpp-python",
            "llama-server", "llama-server-ngram", "ours-vllm", "vllm-serve")  # the last two need vllm: run the bench
 # from .venv-vllm
-
-
-@dataclass(slots=True)
-class BenchConfig:
-    model: str | None
-    max_tokens: int
-    threads: int | None
-    max_batch_size: int
-    context_length: int
-    force_length: bool = True
-    dtype: str | None = None
-    prefix_cache: bool = True  # False: every request computes its whole prompt
-    workload: str = "free"  # "free" answers or "edit" (rewrite a module): see workloads.py
-    sampling: str = "greedy"  # "greedy" or "qwen" (Qwen's own defaults): see sampling.py
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-class BenchSystem(Protocol):
-    name: str
-    concurrent: bool  # True: N requests are served together; False: one after another
-
-    def serve(self, messages: Messages, trace: StreamTrace) -> None: ...
-    def reset_cache(self) -> None: ...
-    def stats(self) -> dict[str, float]: ...
-    def close(self) -> None: ...
-
-
-def greedy_only(name: str, config: BenchConfig) -> None:
-    """A system whose serve() decodes greedily refuses another sampling (the bench then skips it, saying why)."""
-    if config.sampling != "greedy":
-        raise ValueError(f"{name} is benched greedy only, not with --sampling {config.sampling}")
 
 
 class OursSystem:
@@ -120,18 +88,18 @@ class HFSystem:
         import torch
 
         from qwen_stream.cpu import physical_cores
-        from qwen_stream.models import loader
-        from qwen_stream.models.prompting import ChatPrompter
+        from qwen_stream.inputs.chat_template import ChatPrompter
+        from qwen_stream.models import sources
 
         self.config = config
         # set every time: a llama.cpp system run before may have left torch on one thread
         torch.set_num_threads(config.threads or physical_cores())
-        source = loader.resolve_source(config.model, progress=False)
-        self.tokenizer = loader.load_tokenizer(source)
-        self.model = loader.load_hf_model(source, dtype=config.dtype or "float32", device="cpu",
+        source = sources.resolve_source(config.model, progress=False)
+        self.tokenizer = sources.load_tokenizer(source)
+        self.model = sources.load_hf_model(source, dtype=config.dtype or "float32", device="cpu",
                                           progress=False)
         self.prompter = ChatPrompter(self.tokenizer)  # the same prompt ids our engine gets
-        self.eos_ids = list(loader.chat_stop_token_ids(self.tokenizer))
+        self.eos_ids = list(sources.chat_stop_token_ids(self.tokenizer))
 
     def serve(self, messages: Messages, trace: StreamTrace) -> None:
         import torch
@@ -187,10 +155,10 @@ class LlamaCppPythonSystem:
         greedy_only(self.name, config)
         from qwen_stream.bench.reference_llama import open_reference_llama
         from qwen_stream.cpu import physical_cores
-        from qwen_stream.models import loader
+        from qwen_stream.models import sources
 
         self.config = config
-        source = loader.resolve_source(config.model, progress=False)
+        source = sources.resolve_source(config.model, progress=False)
         if source.kind != "gguf":
             raise ValueError("llama-cpp-python needs a .gguf model")
         threads = config.threads or physical_cores()

@@ -14,10 +14,11 @@ from rich.console import Console
 
 from qwen_stream.cli.commands import Command, Empty, Query, UnknownCommand, parse_line, unknown_command_message
 from qwen_stream.cli.line_input import LineReader, make_line_reader
+from qwen_stream.cli.model_args import add_model_arguments, load_model
 from qwen_stream.cli.render import STYLE_CODE, STYLE_FENCE, STYLE_HEADING, Segment, StreamStyler
 from qwen_stream.cli.session import ChatState, dropped_turns_note, execute, format_stats
-from qwen_stream.launch import add_model_arguments, load_model
-from qwen_stream.types import EngineError, FinishReason, StreamEvent
+from qwen_stream.errors import EngineError
+from qwen_stream.types import FinishReason, StreamEvent
 
 if TYPE_CHECKING:
     from qwen_stream.api import ChatModel

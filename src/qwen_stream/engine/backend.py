@@ -2,7 +2,7 @@
 
 Token ids in, :class:`~qwen_stream.types.TokenOutput` out, keyed by request id. A backend runs its work on its own
 thread (or event loop) and hands each request's outputs to the ``OutputSink`` given at ``submit``, in order, the
-last one with ``finish_reason`` set. Text, stop strings and protocols stay above the seam (output/, consumer.py).
+last one with ``finish_reason`` set. Text, stop strings and protocols stay above the seam (output/, client/consumer.py).
 
 The contract, shared by every implementation:
 - ``submit`` refuses at once, never queues forever: ``ValueError`` for a prompt that cannot run (empty, no room
@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
-from qwen_stream.types import EngineOverloadedError, SamplingParams, TokenOutput
+from qwen_stream.types import SamplingParams, TokenOutput
 
 # Receives one request's outputs on the backend's thread: it must not block (put into a queue, or hand over to
 # asyncio with ``loop.call_soon_threadsafe``). If it raises, the backend aborts that request.
@@ -109,28 +109,3 @@ class EngineBackend(Protocol):
     def shutdown(self, timeout: float = 10.0) -> None:
         """Abort everything, stop the worker and release the model (idempotent)."""
         ...
-
-
-# ---- the admission rules every backend applies in submit(), written once ------------------------------------------
-
-
-def check_prompt(prompt_ids: list[int], max_model_len: int) -> None:
-    """ValueError for a prompt that cannot be served: empty, or leaving no room for an answer."""
-    if not prompt_ids:
-        raise ValueError("the prompt is empty: at least one token is needed")
-    if len(prompt_ids) >= max_model_len:
-        raise ValueError(f"the prompt has {len(prompt_ids)} tokens but the context window is "
-                         f"{max_model_len}: it leaves no room for an answer")
-
-
-def admit_request_id(unfinished: set[str], request_id: str, max_running: int, max_waiting: int) -> None:
-    """Add ``request_id`` to ``unfinished`` (call under the backend's lock), or refuse it: ValueError for an id in
-    use, EngineOverloadedError once ``max_waiting`` requests already wait behind ``max_running`` running ones."""
-    if request_id in unfinished:
-        raise ValueError(f"request id {request_id!r} is already in use")
-    waiting = len(unfinished) - max_running
-    if waiting >= max_waiting:
-        raise EngineOverloadedError(
-            f"server busy: {max_running} requests running and {max(waiting, 0)} waiting "
-            f"(limit {max_waiting}); retry shortly", retry_after_s=1.0)
-    unfinished.add(request_id)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from qwen_stream.engine.drafting import DEFAULT_MAX_DRAFT, DEFAULT_MODEL_DRAFT
+from qwen_stream.engine.spec.drafting import DEFAULT_MAX_DRAFT, DEFAULT_MODEL_DRAFT
 
 RUNNERS = ("auto", "llamacpp", "torch")
 QUANTIZE_MODES = (None, "int8")
@@ -17,7 +17,7 @@ QUANTIZE_MODES = (None, "int8")
 
 @dataclass(frozen=True, slots=True)
 class EngineConfig:
-    runner: str = "auto"  # auto: llama.cpp for GGUF on the CPU, PyTorch otherwise (see engine/build.py)
+    runner: str = "auto"  # auto: llama.cpp for GGUF on the CPU, PyTorch otherwise (see engine/runners/build.py)
     device: str | None = "cpu"  # None: the CPU; "auto": the first GPU if any (see devices.py)
     dtype: str | None = None  # the PyTorch runner's; None: float32 on CPU, bf16/fp16 on GPU
     max_batch_size: int = 16  # sequences decoded together: the slots of the KV cache

@@ -69,7 +69,7 @@ def _config(arch: str, tokenizer: Any, hidden: int, layers: int, heads: int, kv_
 
 
 def _eos_ids(tokenizer: Any) -> tuple[int, ...]:
-    from qwen_stream.models.loader import chat_stop_token_ids
+    from qwen_stream.models.sources import chat_stop_token_ids
 
     ids = chat_stop_token_ids(tokenizer)
     if not ids:

@@ -12,7 +12,7 @@ one of the request's tools: an answer that starts like that is held back until i
 answer after all, then it is content), so such a call arrives whole in one piece.
 
 Qwen2.5's chat template shows the model its call format as ``{{"name": <function-name>, ...}}`` (doubled braces
-inside a Jinja string literal are not Jinja syntax, so they reach the model as written; models/template_fixes.py
+inside a Jinja string literal are not Jinja syntax, so they reach the model as written; inputs/template_fixes.py
 corrects the text), and Qwen2.5-Coder copies it, mostly after a tool result: ``{{"name": "f", "arguments":
 {...}}}``, with or without the tags. Inside the tags such a call is read whole when it closes (its arguments, if
 doubled too, would not stream as JSON); without them it is a bare call, read by the bare call's rules.

@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 
 from starlette.requests import Request
 
-from qwen_stream.server.errors import APIError
+from qwen_stream.server.wire.errors import APIError
 
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from qwen_stream.launch import SHARED_KV_WINDOWS, add_model_arguments, backend_options, load_model
+from qwen_stream.cli.model_args import SHARED_KV_WINDOWS, add_model_arguments, backend_options, load_model
 
 if TYPE_CHECKING:
     from qwen_stream.api import ChatModel
@@ -73,9 +73,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: listening on {args.host} without an API key (set --api-key or ${API_KEY_ENV})",
               file=sys.stderr)
 
-    from qwen_stream.server.limits import RequestLimits
-    from qwen_stream.server.model_pool import PoolEntry
-    from qwen_stream.server.model_specs import parse_model_specs, source_size
+    from qwen_stream.server.pipeline.limits import RequestLimits
+    from qwen_stream.server.pool.model_pool import PoolEntry
+    from qwen_stream.server.pool.specs import parse_model_specs, source_size
 
     specs = parse_model_specs(args.model, args.models_dir)
     several = len(specs) > 1
@@ -141,7 +141,7 @@ def _loader(args: argparse.Namespace, source: str | None) -> Callable[[], ChatMo
 
 
 def _keep_alive(args: argparse.Namespace, several: bool) -> float:
-    from qwen_stream.server.keep_alive import FOREVER, parse_duration
+    from qwen_stream.server.pool.keep_alive import FOREVER, parse_duration
 
     if args.keep_alive is None:
         return 300.0 if several else FOREVER
@@ -157,7 +157,7 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--responses-store-size must be >= 0, got {args.responses_store_size}")
     # the model loads in the background: wrong backend options must fail now, not behind a 503
     if backend_options(args).get("backend") == "vllm":
-        from qwen_stream.engine.vllm_backend import require_vllm
+        from qwen_stream.engine.vllm.backend import require_vllm
 
         require_vllm()
     for flag in ("max_request_bytes", "max_stop_strings", "max_stop_chars"):

@@ -6,12 +6,11 @@ import logging
 import threading
 from typing import TYPE_CHECKING
 
-from qwen_stream.server.errors import APIError
-from qwen_stream.server.generation import TokenStrings
-from qwen_stream.server.limits import RequestLimits
 from qwen_stream.server.metrics import ServerMetrics
-from qwen_stream.server.model_pool import EntryState, ModelLoader, ModelPool, PoolEntry
-from qwen_stream.server.protocol import HealthResponse
+from qwen_stream.server.pipeline.generation import TokenStrings
+from qwen_stream.server.pipeline.limits import RequestLimits
+from qwen_stream.server.pool.model_pool import ModelLoader, ModelPool, PoolEntry
+from qwen_stream.server.wire.errors import APIError
 
 if TYPE_CHECKING:
     from qwen_stream.api import ChatModel
@@ -107,43 +106,3 @@ class ServerState:
         """The app is shutting down: nothing of ours is left for the timer to abort (the model may be shared)."""
         if self._drain_timer is not None:
             self._drain_timer.cancel()
-
-    def health(self) -> HealthResponse:
-        """The truth about serving. One model: loading, failed, or what its engine says. Several: ok while the
-        pool can serve (models not loaded yet load on demand), the worst loaded engine's state otherwise, and
-        each model's state in ``models``."""
-        if self.draining:
-            return HealthResponse(status="draining", model=self.served_name, detail="shutting down")
-        states = {entry: _entry_health(entry) for entry in self.pool.entries}
-        if len(states) == 1:
-            [(status, detail)] = states.values()
-            return HealthResponse(status=status, model=self.served_name, detail=detail)  # type: ignore[arg-type]
-        models = {e.display_name or "?": e.state.value if status == "ok" else f"{status}: {detail}" if detail
-                  else status for e, (status, detail) in states.items()}
-        return HealthResponse(status=_pool_status(states), model=self.served_name,  # type: ignore[arg-type]
-                              models=models)
-
-
-def _entry_health(entry: PoolEntry) -> tuple[str, str | None]:
-    if entry.state is EntryState.FAILED:
-        return "failed", entry.error
-    if entry.state is EntryState.LOADING:
-        return "loading", None
-    if entry.model is None:  # loads on its next request
-        return "ok", "not loaded"
-    report = entry.model.engine.health()
-    if report.status == "stopped":  # loaded, but the engine stopped: probes must see it, not only requests
-        return "failed", "the engine is not running"
-    return report.status, report.detail
-
-
-def _pool_status(states: dict[PoolEntry, tuple[str, str | None]]) -> str:
-    broken = [status for entry, (status, _) in states.items() if entry.model is not None and status != "ok"]
-    if broken:
-        return broken[0]  # a loaded engine stalled, died or stopped
-    if all(entry.state is EntryState.FAILED for entry in states):
-        return "failed"
-    default = next(iter(states))
-    if default.state is EntryState.LOADING and not any(entry.model is not None for entry in states):
-        return "loading"  # the default model loads at start, and nothing else is loaded yet
-    return "ok"

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
-from qwen_stream.types import EngineError, EngineOverloadedError
+from qwen_stream.errors import EngineError, EngineOverloadedError
 from qwen_stream.web.chat_logic import (
     Message,
     StillAnsweringError,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from qwen_stream.models.prompting import history_pairs
+from qwen_stream.inputs.chat_template import history_pairs
 
 Message = dict[str, Any]
 THINKING_TITLE = "Thinking"  # a reasoning block: an assistant message Gradio shows collapsible (metadata.title)

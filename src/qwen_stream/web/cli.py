@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from qwen_stream.launch import SHARED_KV_WINDOWS, add_model_arguments, load_model
+from qwen_stream.cli.model_args import SHARED_KV_WINDOWS, add_model_arguments, load_model
 
 DEFAULT_HOST = "127.0.0.1"  # loopback: the page is not on the network unless asked for
 

@@ -1,0 +1,81 @@
+"""The engine's request records: a sequence as the scheduler tracks it, and what one step feeds the runner.
+
+Plain data, apart from the code that acts on it (as nano-vllm's ``engine/sequence.py``): the scheduler, the
+speculator and the step all import these, and none of them imports another for its records.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass, field
+
+from qwen_stream.engine.runners.base import SeqChunk
+from qwen_stream.engine.sample.per_sequence import SamplingState
+from qwen_stream.engine.spec.drafting import DraftRate
+from qwen_stream.types import SamplingParams
+
+
+class SeqStatus(enum.Enum):
+    WAITING = "waiting"
+    RUNNING = "running"
+    FINISHED = "finished"
+
+
+@dataclass(slots=True, eq=False)
+class Sequence:
+    request_id: str
+    prompt_ids: list[int]
+    params: SamplingParams
+    sampling: SamplingState
+    stop_ids: frozenset[int]
+    arrival_time: float = field(default_factory=time.perf_counter)
+    status: SeqStatus = SeqStatus.WAITING
+    slot: int = -1
+    output_ids: list[int] = field(default_factory=list)
+    num_computed: int = 0  # tokens already in the KV cache
+    num_cached: int = 0  # prompt tokens found in the slot's KV at admission (prefix reuse)
+    prefix_source: Sequence | None = None  # a running sequence whose KV prefix this one will copy...
+    prefix_len: int = 0  # ... this many tokens of it, once the source has computed them
+    seed: int = 0  # picks the random stream of each sampled position (verify.position_seed)
+    drafting: DraftRate | None = None  # None: this sequence never speculates
+    model_drafting: DraftRate | None = None  # its draft model's acceptance (None: no draft model)
+    draft: list[int] = field(default_factory=list)  # the tokens drafted for this step
+    draft_from_model: bool = False  # ... by the draft model (else by prompt lookup)
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.prompt_ids) + len(self.output_ids)
+
+    @property
+    def in_prefill(self) -> bool:
+        return self.num_computed < len(self.prompt_ids)
+
+
+@dataclass(slots=True, frozen=True)
+class PrefixCopy:
+    """Make slot ``dst`` hold the first ``length`` positions of slot ``src``'s KV (dst's old content is dropped)."""
+
+    src: int
+    dst: int
+    length: int
+
+
+@dataclass(slots=True)
+class ScheduledBatch:
+    """What one step feeds the runner; ``owners[i]`` fed ``chunks[i]``, ``sampled[j]`` owns logits row j."""
+
+    chunks: list[SeqChunk] = field(default_factory=list)
+    owners: list[Sequence] = field(default_factory=list)
+    sampled: list[Sequence] = field(default_factory=list)
+    copies: list[PrefixCopy] = field(default_factory=list)  # to apply before the forward
+
+    def add(self, seq: Sequence, chunk: SeqChunk) -> None:
+        self.chunks.append(chunk)
+        self.owners.append(seq)
+        if chunk.want_logits:
+            self.sampled.append(seq)
+
+    @property
+    def empty(self) -> bool:
+        return not self.chunks

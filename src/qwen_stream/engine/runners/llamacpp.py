@@ -1,0 +1,361 @@
+"""A `ModelRunner` on llama.cpp (through llama-cpp-python's low-level C API) for GGUF files.
+
+One llama.cpp context holds every slot's KV cache: slot ``s`` is llama.cpp sequence id ``s``. A step's chunks
+(prefill chunks and decode tokens of many sequences) go into ONE ``llama_decode`` call, split only when the step
+holds more than ``n_batch`` tokens; the logits rows that are asked for come back as one float32 tensor.
+
+KV layout: one KV stream per sequence (llama.cpp's non-unified cache, ``max_seq_len`` cells for each slot), so
+``max_seq_len`` is a real per-slot guarantee and a sequence's attention reads only its own cells. The unified pool
+(one set of cells shared by all sequences) makes every token attend over every sequence's cells, masked: with
+prefix reuse keeping finished conversations in their slots, 12 idle slots of 800 tokens made SmolLM2's one-stream
+decode step 16.1 ms instead of 10.1 (12 streams without cached slots: 64.6 vs 63.5 ms, no loss). The price:
+llama.cpp splits a step that mixes a prefill with decodes into micro-batches of equal token counts, so such a step
+(one per admitted prompt chunk) runs two or more graphs instead of one.
+
+With ``kv_budget`` the context is llama.cpp's unified cache instead: one pool of ``kv_budget`` cells that every
+slot draws from (``llama-server -c N`` sizes the same pool), so memory follows the total the work needs rather than
+slots x window; the scheduler keeps the cells in use within the pool, evicting idle slots' cached prefixes first.
+``kv_type="q8_0"`` stores keys and values as 8-bit blocks (half of f16), as ``llama-server -ctk q8_0 -ctv q8_0``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import torch
+
+from qwen_stream.cpu import has_amx, physical_cores
+from qwen_stream.engine.runners.base import SeqChunk
+from qwen_stream.engine.runners.kv_cache import SlotTable
+
+# KV cache element types: enum ggml_type F16 = 1 (llama.cpp's default), Q8_0 = 8 (half the memory)
+KV_TYPES: dict[str | None, int] = {None: 1, "f16": 1, "q8_0": 8}
+_INSTALL_HINT = (
+    "llama-cpp-python is not installed, so GGUF files cannot run on llama.cpp: "
+    "pip install 'qwen-stream[llama]' (it builds from source, about 8-9 minutes on 2 cores)"
+)
+_backend_ready = False
+
+
+def import_llama_cpp() -> ModuleType:
+    """The low-level binding module ``llama_cpp.llama_cpp``; ImportError with an install hint if missing."""
+    try:
+        from llama_cpp import llama_cpp as ll
+    except ImportError as exc:  # also covers a broken shared library (OSError is wrapped by llama_cpp)
+        raise ImportError(_INSTALL_HINT) from exc
+    return ll
+
+
+def safe_model_params(make_default: Callable[[], Any]) -> Any:
+    """llama.cpp's default model parameters (from ``make_default``), less what crashes on this CPU.
+
+    llama.cpp's AMX buffer type (chosen on AMX CPUs for repacked weights) crashes in ggml_backend_amx_mul_mat on the
+    first multi-token batch (llama-cpp-python 0.3.36, a 2-core Sapphire Rapids VM, SmolLM2 Q4_1 and Qwen Q4_K_M
+    alike); plain CPU buffers run correctly."""
+    params = make_default()
+    if has_amx():
+        params.use_extra_bufts = False
+    return params
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return value
+
+
+class _BatchBuffers:
+    """A ``llama_batch`` whose arrays are numpy buffers we own, so a step is filled with vectorised writes.
+
+    ``llama_batch_init`` would allocate one little seq-id array per token, which can only be filled token by
+    token from Python; here every token's seq-id pointer points into one shared table ``[0, 1, ..., n_seq-1]``.
+    """
+
+    def __init__(self, ll: ModuleType, capacity: int, n_seq: int) -> None:
+        self.capacity = capacity
+        self.token = np.zeros(capacity, dtype=np.int32)
+        self.pos = np.zeros(capacity, dtype=np.int32)
+        self.n_seq_id = np.ones(capacity, dtype=np.int32)  # each token belongs to exactly one sequence
+        self.logits = np.zeros(capacity, dtype=np.int8)
+        self.seq_table = np.arange(n_seq, dtype=np.int32)  # seq_table[s] == s
+        self.seq_ptr = np.zeros(capacity, dtype=np.uintp)  # per token: &seq_table[slot]
+        self._seq_base = self.seq_table.ctypes.data
+        batch = ll.llama_batch()
+        batch.n_tokens = 0
+        batch.token = self.token.ctypes.data_as(ctypes.POINTER(ll.llama_token))
+        batch.embd = ctypes.POINTER(ctypes.c_float)()  # NULL: we feed token ids, not embeddings
+        batch.pos = self.pos.ctypes.data_as(ctypes.POINTER(ll.llama_pos))
+        batch.n_seq_id = self.n_seq_id.ctypes.data_as(ctypes.POINTER(ctypes.c_int32))
+        batch.seq_id = ctypes.cast(self.seq_ptr.ctypes.data, ctypes.POINTER(ctypes.POINTER(ll.llama_seq_id)))
+        batch.logits = self.logits.ctypes.data_as(ctypes.POINTER(ctypes.c_int8))
+        self.batch = batch
+
+    def fill(self, tokens: np.ndarray, pos: np.ndarray, seq: np.ndarray, want: np.ndarray) -> None:
+        """Load ``len(tokens) <= capacity`` tokens (int32 arrays, ``want`` int8) into the batch."""
+        n = len(tokens)
+        self.token[:n] = tokens
+        self.pos[:n] = pos
+        self.seq_ptr[:n] = self._seq_base + seq.astype(np.uintp) * self.seq_table.itemsize
+        self.logits[:n] = want
+        self.batch.n_tokens = n
+
+
+class LlamaCppRunner:
+    """Runs a GGUF model on llama.cpp; see the module docstring for the KV layout.
+
+    ``forward`` returns a view of a buffer the runner reuses: the logits stay valid until the next ``forward``.
+    ``threads`` defaults to the physical cores; ``flash_attn`` None lets llama.cpp decide; with
+    ``limit_torch_threads`` (default) torch's intra-op pool is set to one thread (process-wide), because its
+    spinning workers steal the cores ggml needs while torch only samples here.
+    """
+
+    name = "llamacpp"
+    can_rewind = True  # a chunk may start inside a slot's cached part: the scheduler reuses prefixes
+
+    def __init__(self, gguf_path: str | os.PathLike[str], *, max_slots: int = 16, max_seq_len: int = 4096,
+                 threads: int | None = None, n_batch: int = 512, flash_attn: bool | None = None,
+                 limit_torch_threads: bool = True, verbose: bool = False, kv_budget: int | None = None,
+                 kv_type: str | None = None) -> None:
+        self.max_slots = _positive_int("max_slots", max_slots)
+        requested_len = _positive_int("max_seq_len", max_seq_len)
+        # kv_budget: one pool of that many KV cells shared by every slot (llama.cpp's unified cache, as
+        # `llama-server -c N`); the scheduler keeps the cells in use within it. None: one stream of max_seq_len
+        # cells per slot, allocated up front (max_slots x max_seq_len).
+        self.kv_budget = None if kv_budget is None else _positive_int("kv_budget", kv_budget)
+        if kv_type not in KV_TYPES:
+            raise ValueError(f"kv_type must be one of {', '.join(k for k in KV_TYPES if k)}, got {kv_type!r}")
+        self.kv_type = kv_type
+        self.n_batch = _positive_int("n_batch", n_batch)
+        self.threads = physical_cores() if threads is None else _positive_int("threads", threads)
+        self.flash_attn = flash_attn  # None: llama.cpp decides (on for the CPU backend)
+        path = Path(gguf_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"GGUF file not found: {path}")
+        self.gguf_path = path
+        self._ll = import_llama_cpp()
+        most = int(self._ll.llama_max_parallel_sequences())
+        if self.max_slots > most:
+            raise ValueError(f"max_slots must be <= {most} (llama.cpp's sequence limit), got {self.max_slots}")
+        _quiet_logs(verbose)
+        _init_backend(self._ll)
+        self._model: Any = None
+        self._ctx: Any = None
+        self._model = self._load_model(path)
+        try:
+            self.n_ctx_train = int(self._ll.llama_model_n_ctx_train(self._model))
+            # positions past the training window give garbage, so the window we promise stops there
+            self.max_seq_len = min(requested_len, self.n_ctx_train) if self.n_ctx_train > 0 else requested_len
+            self.max_seq_len = min(self.max_seq_len, self.kv_budget or self.max_seq_len)
+            self._ctx = self._new_context()
+            self._mem = self._ll.llama_get_memory(self._ctx)
+            self.vocab_size = int(self._ll.llama_vocab_n_tokens(self._ll.llama_model_get_vocab(self._model)))
+        except BaseException:
+            self.close()
+            raise
+        self._torch_threads_before: int | None = None
+        if limit_torch_threads:
+            # torch only samples rows of logits next to this runner, and its idle intra-op workers spin on the
+            # cores ggml computes on: measured on 2 cores, 1 ggml thread, 30 -> 19 ms CPU per SmolLM2 step.
+            # close() gives the old setting back.
+            self._torch_threads_before = torch.get_num_threads()
+            torch.set_num_threads(1)
+        self._buffers = _BatchBuffers(self._ll, self.n_batch, self.max_slots)
+        self._slots = SlotTable(self.max_slots, self.max_seq_len)  # positions held in each slot's KV cache
+        self._logits = torch.empty(self.max_slots, self.vocab_size, dtype=torch.float32)
+
+    # --- set-up ---------------------------------------------------------------------------------------------
+
+    def _load_model(self, path: Path) -> Any:
+        params = safe_model_params(self._ll.llama_model_default_params)
+        model = self._ll.llama_model_load_from_file(str(path).encode(), params)
+        if not model:
+            raise ValueError(f"llama.cpp could not load {path} (not a GGUF file, or an unsupported architecture)")
+        return model
+
+    def _new_context(self) -> Any:
+        params = self._ll.llama_context_default_params()
+        params.n_ctx = self.kv_budget or self.max_slots * self.max_seq_len
+        params.n_seq_max = self.max_slots
+        params.kv_unified = self.kv_budget is not None  # else one KV stream per slot: see the module docstring
+        if self.kv_type is not None:
+            params.type_k = params.type_v = KV_TYPES[self.kv_type]
+        params.n_batch = self.n_batch
+        params.n_ubatch = self.n_batch  # one graph per llama_decode when the step fits in n_batch
+        params.n_threads = self.threads
+        params.n_threads_batch = self.threads
+        params.no_perf = True
+        if self.flash_attn is not None:
+            params.flash_attn_type = int(self.flash_attn)  # LLAMA_FLASH_ATTN_TYPE_DISABLED = 0, ENABLED = 1
+        ctx = self._ll.llama_init_from_model(self._model, params)
+        if not ctx:
+            raise MemoryError(f"llama.cpp could not create a context of {params.n_ctx} KV cells "
+                              f"({self.max_slots} slots x {self.max_seq_len} positions): lower them")
+        return ctx
+
+    # --- ModelRunner ----------------------------------------------------------------------------------------
+
+    def forward(self, chunks: Sequence[SeqChunk]) -> torch.Tensor:
+        """One step for every chunk; float32 logits [rows, vocab] in chunk order (a reused buffer); a chunk owns
+        ``logit_rows`` rows, its last n_logits positions in order."""
+        if self._ctx is None:
+            raise RuntimeError("LlamaCppRunner is closed")
+        if not chunks:
+            return self._logits[:0]
+        self._slots.check(chunks, self.vocab_size)
+        self._trim(chunks)
+        # llama.cpp splits a batch over per-slot KV streams into micro-batches of consecutive sequence ids, so
+        # chunks go in slot order: 16 decodes in arrival order ran as several small graphs, 1.9x slower (Qwen-1.5B,
+        # 470 vs 251 ms a step). Logits rows still come back in chunk order.
+        order = sorted(range(len(chunks)), key=lambda i: chunks[i].slot)
+        tokens, pos, seq, want = _flatten([chunks[i] for i in order])
+        rows = [c.logit_rows for c in chunks]
+        first_row = np.cumsum(rows) - rows  # a chunk's first logits row in what we return
+        dest = torch.tensor([int(first_row[i]) + j for i in order for j in range(rows[i])], dtype=torch.long)
+        n_out = len(dest)
+        if n_out > self._logits.shape[0]:
+            self._logits = torch.empty(n_out, self.vocab_size, dtype=torch.float32)
+        row = 0
+        for start in range(0, len(tokens), self.n_batch):
+            end = start + self.n_batch
+            row = self._decode(tokens[start:end], pos[start:end], seq[start:end], want[start:end], row, dest)
+        for chunk in chunks:
+            self._slots.advance(chunk)
+        return self._logits[:n_out]
+
+    def free_slot(self, slot: int) -> None:
+        """Drop the slot's KV cells; the next sequence in this slot starts at position 0."""
+        self._slots.check_slot(slot)
+        if self._ctx is None:
+            return
+        self._ll.llama_memory_seq_rm(self._mem, slot, -1, -1)  # removing a whole sequence never fails
+        self._slots.free(slot)
+
+    def copy_prefix(self, src: int, dst: int, length: int) -> None:
+        """Slot dst takes the first ``length`` positions of slot src's KV (a shared system prompt, say).
+
+        With one KV stream per slot llama.cpp copies the whole stream (a memcpy of max_seq_len cells per layer,
+        queued until the next llama_decode); the positions past ``length`` are then dropped from dst.
+        """
+        if self._ctx is None:
+            raise RuntimeError("LlamaCppRunner is closed")
+        self._slots.copy_prefix(src, dst, length)  # checks, then records dst's new length
+        self._ll.llama_memory_seq_rm(self._mem, dst, -1, -1)
+        self._ll.llama_memory_seq_cp(self._mem, src, dst, -1, -1)  # cross-stream copies must be whole
+        self._ll.llama_memory_seq_rm(self._mem, dst, length, -1)
+
+    def close(self) -> None:
+        """Free the context and the weights (idempotent)."""
+        if self._ctx is not None:
+            self._ll.llama_free(self._ctx)
+            self._ctx = None
+        if self._model is not None:
+            self._ll.llama_model_free(self._model)
+            self._model = None
+        before = getattr(self, "_torch_threads_before", None)
+        if before:
+            torch.set_num_threads(before)
+            self._torch_threads_before = None
+
+    # --- helpers --------------------------------------------------------------------------------------------
+
+    def slot_length(self, slot: int) -> int:
+        """How many positions the slot's KV cache holds (what the next chunk's start_pos must not exceed)."""
+        self._slots.check_slot(slot)
+        return self._slots.lengths[slot]
+
+    def _trim(self, chunks: Sequence[SeqChunk]) -> None:
+        """When a chunk restarts inside a slot's cached part (prefix reuse), drop the cells it replaces."""
+        for chunk in chunks:
+            if chunk.start_pos < self._slots.lengths[chunk.slot]:
+                self._ll.llama_memory_seq_rm(self._mem, chunk.slot, chunk.start_pos, -1)
+                self._slots.lengths[chunk.slot] = chunk.start_pos
+
+    def _decode(self, tokens: np.ndarray, pos: np.ndarray, seq: np.ndarray, want: np.ndarray, row: int,
+                dest: torch.Tensor) -> int:
+        """One llama_decode. Its logits rows are rows ``row``, ``row + 1``, ... of the step in slot order; each is
+        copied to ``self._logits[dest[i]]``, its place in chunk order. Returns the step's next row."""
+        self._buffers.fill(tokens, pos, seq, want)
+        status = self._ll.llama_decode(self._ctx, self._buffers.batch)
+        if status != 0:
+            reason = "no free KV cells" if status == 1 else f"status {status}"
+            raise RuntimeError(f"llama_decode failed ({reason}) on a batch of {len(tokens)} tokens")
+        n = int(want.sum())
+        if n:
+            # llama.cpp packs the requested rows contiguously in batch order; its buffer is overwritten by the
+            # next decode, so copy it out now (one memcpy-like copy into our reused tensor)
+            pointer = self._ll.llama_get_logits(self._ctx)
+            rows = np.ctypeslib.as_array(pointer, shape=(n, self.vocab_size))
+            self._logits.index_copy_(0, dest[row:row + n], torch.from_numpy(rows))
+        return row + n
+
+    def __enter__(self) -> LlamaCppRunner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # interpreter shutdown: the binding may already be gone
+            self.close()
+
+
+def _flatten(chunks: Sequence[SeqChunk]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Chunks -> per-token arrays (token, position, sequence id, wants-logits), in chunk order."""
+    lens = np.fromiter((len(c.token_ids) for c in chunks), dtype=np.int64, count=len(chunks))
+    total = int(lens.sum())
+    starts = np.fromiter((c.start_pos for c in chunks), dtype=np.int64, count=len(chunks))
+    slots = np.fromiter((c.slot for c in chunks), dtype=np.int32, count=len(chunks))
+    first_index = np.cumsum(lens) - lens  # where each chunk begins in the flat arrays
+    tokens = np.fromiter((t for c in chunks for t in c.token_ids), dtype=np.int32, count=total)
+    pos = (np.arange(total, dtype=np.int64) + np.repeat(starts - first_index, lens)).astype(np.int32)
+    seq = np.repeat(slots, lens)
+    want = np.zeros(total, dtype=np.int8)
+    for c, first, n in zip(chunks, first_index, lens, strict=True):
+        if c.want_logits:  # the chunk's last n_logits tokens (usually just the last one)
+            want[first + n - c.n_logits:first + n] = 1
+    return tokens, pos, seq, want
+
+
+_GGML_LOG_ERROR = 4  # enum ggml_log_level: NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5
+_GGML_LOG_CONT = 5
+_log_state = {"verbose": False, "last_level": 0}
+_log_callback: Any = None  # the ctypes callback must stay referenced while llama.cpp may call it
+
+
+def _quiet_logs(verbose: bool) -> None:
+    """Let llama.cpp's C logs through only when verbose, errors always.
+
+    llama-cpp-python's own callback maps ggml's levels with an older enum (a warning counts as an error there), so
+    even its ERROR setting prints load-time warnings; we install our own callback, process-wide.
+    """
+    global _log_callback
+    _log_state["verbose"] = verbose
+    if _log_callback is not None:
+        return
+    ll = import_llama_cpp()
+
+    def on_log(level: int, text: bytes | None, _user_data: Any) -> None:
+        if level != _GGML_LOG_CONT:  # a continuation line keeps the level of the line it continues
+            _log_state["last_level"] = level
+        if text and (_log_state["verbose"] or _log_state["last_level"] >= _GGML_LOG_ERROR):
+            sys.stderr.write(text.decode("utf-8", errors="replace"))
+
+    _log_callback = ll.llama_log_callback(on_log)
+    ll.llama_log_set(_log_callback, ctypes.c_void_p(0))
+
+
+def _init_backend(ll: ModuleType) -> None:
+    global _backend_ready
+    if not _backend_ready:
+        ll.llama_backend_init()
+        _backend_ready = True

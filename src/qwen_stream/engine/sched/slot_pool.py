@@ -1,0 +1,87 @@
+"""Who holds each KV slot, and what the KV of a free slot still holds: the scheduler's one record of slot contents.
+
+A running sequence owns its slot (its ``num_computed`` says how far its KV goes); a free slot keeps the tokens of
+the last sequence that ran in it, so a later prompt starting the same way reuses them (prefix reuse). Every change
+of a slot's contents goes through here: taking a slot for a sequence, giving it back with or without its KV,
+evicting an idle slot's cache to make room under a KV budget, and the list of slots whose KV the runner must now
+forget (``take_freed``). Token ids only, no tensors (as nano-vllm's BlockManager, one slot per sequence).
+"""
+
+from __future__ import annotations
+
+from qwen_stream.engine.sched.kv_budget import KVBudget
+
+
+class SlotPool:
+    def __init__(self, max_slots: int, *, reuse_prefix: bool, kv_budget: KVBudget | None = None) -> None:
+        self.reuse_prefix = reuse_prefix
+        self.kv_budget = kv_budget  # None: every slot owns a full window of KV (kv_budget.py)
+        self.free: list[int] = list(range(max_slots))  # least recently freed first
+        self._held: list[list[int]] = [[] for _ in range(max_slots)]  # what each free slot's KV still holds
+        self._freed: list[int] = []  # since the last take_freed(): the runner must forget their KV
+
+    def held(self, slot: int) -> list[int]:
+        """The tokens a free slot's KV still holds (empty for a running one: its sequence says)."""
+        return self._held[slot]
+
+    def best_match(self, prompt: list[int], *, use_prefix: bool = True) -> tuple[int, int]:
+        """The free slot for ``prompt`` and how many of its leading tokens that slot's KV holds: the longest shared
+        prefix; else an empty slot; else the least recently freed. Needs a free slot."""
+        best, best_key = self.free[0], (-1, False, 0)
+        for rank, slot in enumerate(self.free):  # rank 0: freed longest ago
+            held = self._held[slot]
+            shared = shared_prefix(held, prompt) if self.reuse_prefix and use_prefix else 0
+            key = (shared, not held, -rank)
+            if key > best_key:
+                best, best_key = slot, key
+        return best, best_key[0]
+
+    def make_room(self, slot: int, need: int, reserved: int) -> bool:
+        """With a KV budget: whether ``need`` more cells fit beside the ``reserved`` ones once idle slots' caches
+        (other than ``slot``, about to be taken) are evicted, least recently used first; evicts them if so."""
+        if self.kv_budget is None:
+            return True
+        idle = [(s, self.kv_budget.cached(len(self._held[s]))) for s in self.free if s != slot and self._held[s]]
+        evict = self.kv_budget.evictions(need, reserved, idle)
+        if evict is None:
+            return False
+        for s in evict:
+            self._forget(s)
+        return True
+
+    def take(self, slot: int) -> None:
+        """A sequence owns ``slot`` from now on (what its KV held is the sequence's to reuse or overwrite)."""
+        self.free.remove(slot)
+        self._held[slot] = []
+
+    def release(self, slot: int, tokens: list[int] | None) -> None:
+        """The sequence in ``slot`` ended: its KV holds ``tokens`` to reuse, or (None, or no prefix reuse) nothing
+        trustworthy, and the runner must forget it."""
+        self.free.append(slot)
+        if self.reuse_prefix and tokens is not None:
+            self._held[slot] = tokens
+        else:
+            self._forget(slot)
+
+    def forget_cached(self) -> None:
+        """Drop what every free slot keeps for reuse (benchmarks start each measurement from an empty cache)."""
+        for slot in self.free:
+            if self._held[slot]:
+                self._forget(slot)
+
+    def take_freed(self) -> list[int]:
+        freed, self._freed = self._freed, []
+        return freed
+
+    def _forget(self, slot: int) -> None:
+        self._held[slot] = []
+        self._freed.append(slot)
+
+
+def shared_prefix(a: list[int], b: list[int]) -> int:
+    """Length of the common prefix of two token lists."""
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n

@@ -1,0 +1,215 @@
+"""One engine step: schedule, run the model, sample, postprocess. Single-threaded; the Engine drives it.
+
+Token ids only, and no callbacks: every call returns the TokenOutputs it produced, keyed by request id; the
+Engine thread routes them to each request's consumer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence as Seq
+from dataclasses import dataclass
+
+import torch
+
+from qwen_stream.engine.request import ScheduledBatch, SeqStatus, Sequence
+from qwen_stream.engine.runners.base import ModelRunner
+from qwen_stream.engine.sample.grammar_masks import mask_constrained
+from qwen_stream.engine.sample.per_sequence import SamplingState, token_logprobs
+from qwen_stream.engine.sample.step_rows import SampleRow, sample_rows
+from qwen_stream.engine.sched.kv_budget import KVBudget
+from qwen_stream.engine.sched.scheduler import Scheduler
+from qwen_stream.engine.spec.draft_model import ModelDrafter
+from qwen_stream.engine.spec.drafting import SpeculationConfig
+from qwen_stream.engine.spec.verify import accept_greedy, position_seed
+from qwen_stream.types import SamplingParams, TokenLogprob, TokenOutput
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class StepTimings:
+    """Running totals, read by stats and benchmarks (how much of a step the model takes vs the rest)."""
+
+    steps: int = 0
+    forward_s: float = 0.0
+    sample_s: float = 0.0  # includes constrain_s
+    constrain_s: float = 0.0  # grammar masks of constrained rows (structured output, forced tool calls)
+    total_s: float = 0.0
+    tokens: int = 0
+    drafted: int = 0  # speculation: tokens drafted and checked ...
+    accepted: int = 0  # ... and how many of them the model agreed with
+
+
+class EngineCore:
+    def __init__(self, runner: ModelRunner, *, eos_token_ids: Seq[int], max_running: int,
+                 max_model_len: int, prefill_chunk: int = 512, reuse_prefix: bool = True,
+                 speculate: SpeculationConfig | None = None, drafter: ModelDrafter | None = None) -> None:
+        self.runner = runner
+        self.stop_ids = frozenset(int(t) for t in eos_token_ids)
+        # Only a runner that can restart a slot inside its cached part can keep finished slots' KV for reuse.
+        reuse_prefix = reuse_prefix and bool(getattr(runner, "can_rewind", False))
+        # ... and only one that can copy a slot's prefix into another can share one prompt prefix across slots.
+        share_prefix = reuse_prefix and callable(getattr(runner, "copy_prefix", None))
+        # Rejected drafts are undone by rewinding the slot, which needs the same runner ability as prefix reuse.
+        self.speculate = speculate if getattr(runner, "can_rewind", False) else None
+        total = getattr(runner, "kv_budget", None)  # a runner whose slots share one pool of KV cells
+        budget = KVBudget(total, slack=self.speculate.max_draft if self.speculate else 0) if total else None
+        self.scheduler = Scheduler(max_slots=min(max_running, runner.max_slots), max_model_len=max_model_len,
+                                   prefill_chunk=prefill_chunk, reuse_prefix=reuse_prefix, share_prefix=share_prefix,
+                                   speculate=self.speculate, kv_budget=budget,
+                                   drafter=drafter if self.speculate else None)
+        self.drafter = self.scheduler.speculator.drafter if self.scheduler.speculator else None
+        self.timings = StepTimings()
+
+    def add(self, request_id: str, prompt_ids: list[int], params: SamplingParams) -> None:
+        sampling = SamplingState.create(params, prompt_ids, self.runner.vocab_size)
+        stop_ids = self.stop_ids | frozenset(params.stop_token_ids)
+        seq = Sequence(request_id, prompt_ids, params, sampling, stop_ids)
+        seq.seed = params.seed if params.seed is not None else int.from_bytes(os.urandom(8), "little") >> 1
+        self.scheduler.add(seq)
+
+    def abort(self, request_ids: list[str]) -> list[TokenOutput]:
+        outputs = self.scheduler.abort(request_ids)
+        self._free_slots()
+        return outputs
+
+    def fail_running(self, message: str) -> list[TokenOutput]:
+        """End every running request with ``message`` (their KV is forgotten); waiting ones stay queued."""
+        outputs = self.scheduler.fail_running(message)
+        self._free_slots()
+        return outputs
+
+    def reset_prefix_cache(self) -> None:
+        """Forget the KV that idle slots keep for prefix reuse."""
+        self.scheduler.slots.forget_cached()
+        self._free_slots()
+
+    @property
+    def has_work(self) -> bool:
+        return self.scheduler.has_work
+
+    def step(self) -> list[TokenOutput]:
+        started = time.perf_counter()
+        batch = self.scheduler.schedule()
+        self._free_slots()  # caches evicted to make room (KV budget) must be gone before the forward fills it
+        if batch.empty:
+            return []
+        try:
+            for copy in batch.copies:
+                self.runner.copy_prefix(copy.src, copy.dst, copy.length)  # type: ignore[attr-defined]
+            before = time.perf_counter()
+            logits = self.runner.forward(batch.chunks)  # [len(batch.sampled), vocab]
+        except Exception as exc:  # a failed step must end its requests, not hang them
+            logger.exception("model step failed")
+            return self.fail_running(f"model step failed: {exc}")
+        forwarded = time.perf_counter()
+        if self.scheduler.speculator is not None:  # what a forward of this many tokens costs: drafting's prices
+            self.scheduler.speculator.step_cost.record(sum(len(c.token_ids) for c in batch.chunks), forwarded - before)
+        tokens, logprobs, failed = self._sample(logits, batch.sampled, forwarded)
+        outputs: list[TokenOutput] = []
+        if failed:
+            batch.sampled = [seq for seq in batch.sampled if seq not in failed]  # rows pair with tokens again
+            outputs = self.scheduler.fail(failed)
+        outputs += self._postprocess(batch, tokens, logprobs)
+        self._free_slots()
+        self._account(started, forwarded, sum(len(kept) for kept in tokens))
+        return outputs
+
+    def _sample(self, logits: torch.Tensor, seqs: list[Sequence], forwarded: float
+                ) -> tuple[list[list[int]], list[list[TokenLogprob | None]], dict[Sequence, str]]:
+        """The tokens each sampled sequence keeps (one, or 1..k+1 after drafts) and their logprobs. Every row of
+        the step, drafted or not, is sampled in one batch; a row that fails fails its own request only."""
+        pairs = _rows_by_seq(logits, seqs)
+        # drafts are never made for constrained sequences (scheduler), so a grammar masks a sequence's only row
+        row_states = [row for seq in seqs for row in [None if seq.draft else seq.sampling, *[None] * len(seq.draft)]]
+        if mask_constrained(logits, row_states):
+            self.timings.constrain_s += time.perf_counter() - forwarded
+        results = sample_rows(logits, [row for seq in seqs for row in _sample_rows(seq)])
+        tokens: list[list[int]] = []
+        logprobs: list[list[TokenLogprob | None]] = []
+        failed: dict[Sequence, str] = {}
+        start = 0
+        for seq, rows in pairs:
+            try:
+                kept = self._accept(seq, results[start:start + len(rows)])
+                kept_logprobs = self._logprobs(rows, seq, kept)
+            except Exception as exc:
+                logger.warning("sampling failed for request %s: %s", seq.request_id, exc)
+                failed[seq] = f"sampling failed: {exc}"
+                continue
+            finally:
+                start += len(rows)
+            tokens.append(kept)
+            logprobs.append(kept_logprobs)
+        return tokens, logprobs, failed
+
+    def _accept(self, seq: Sequence, sampled: list[int | Exception]) -> list[int]:
+        """The tokens seq keeps: sampled[i] is the model's token after the fed token and i drafts, chosen exactly
+        as plain decoding would choose it (same penalties, same per-position random stream), so the drafts agreeing
+        with it are kept up to the first that does not, and the text does not depend on drafting. A row that failed
+        (NaN logits) fails the request even past a rejected draft: the model is broken there too."""
+        draft = seq.draft
+        tokens: list[int] = []
+        for token in sampled:
+            if isinstance(token, Exception):
+                raise token
+            tokens.append(token)
+        kept = accept_greedy(draft, tokens)  # per position the model's own choice, sampled or argmax alike
+        if draft:
+            self.timings.drafted += len(draft)
+            self.timings.accepted += len(kept) - 1
+        return kept
+
+    def _logprobs(self, rows: torch.Tensor, seq: Sequence, kept: list[int]) -> list[TokenLogprob | None]:
+        if seq.params.logprobs is None:
+            return [None] * len(kept)
+        return [token_logprobs(rows[i], token, seq.params.logprobs) for i, token in enumerate(kept)]
+
+    def _postprocess(self, batch: ScheduledBatch, tokens: list[list[int]],
+                     logprobs: list[list[TokenLogprob | None]]) -> list[TokenOutput]:
+        """Record the sampled tokens; a failure here (a bug) fails this step's requests, not the engine."""
+        try:
+            return self.scheduler.postprocess(batch, tokens, logprobs)
+        except Exception as exc:
+            logger.exception("postprocessing the step failed")
+            # batch.sampled: their outputs were not delivered, even those already finished; owners still running
+            # (in prefill) share the step. Rows that failed to sample were delivered already.
+            sampled = set(batch.sampled)
+            hit = [seq for seq in dict.fromkeys(batch.owners) if seq in sampled or seq.status is SeqStatus.RUNNING]
+            return self.scheduler.fail({seq: f"postprocessing failed: {exc}" for seq in hit})
+
+    def _free_slots(self) -> None:
+        for slot in self.scheduler.slots.take_freed():
+            self.runner.free_slot(slot)
+            if self.drafter is not None:  # the draft model's slot holds the same tokens
+                self.drafter.free_slot(slot)
+
+    def _account(self, started: float, forwarded: float, n_tokens: int) -> None:
+        now = time.perf_counter()
+        t = self.timings
+        t.steps += 1
+        t.forward_s += forwarded - started
+        t.sample_s += now - forwarded
+        t.total_s += now - started
+        t.tokens += n_tokens
+
+
+def _rows_by_seq(logits: torch.Tensor, seqs: list[Sequence]) -> list[tuple[Sequence, torch.Tensor]]:
+    """Each sampled sequence with its logits rows: 1 + len(draft) of them, in order."""
+    pairs, row = [], 0
+    for seq in seqs:
+        n = 1 + len(seq.draft)
+        pairs.append((seq, logits[row:row + n]))
+        row += n
+    return pairs
+
+
+def _sample_rows(seq: Sequence) -> list[SampleRow]:
+    """The rows seq samples this step: position i counts drafts before it as generated, as if they were kept,
+    and draws from that position's own random stream."""
+    first, state = len(seq.output_ids), seq.sampling
+    seeds = [None if state.params.greedy else position_seed(seq.seed, first + i) for i in range(1 + len(seq.draft))]
+    return [SampleRow(state, seq.draft[:i], seed) for i, seed in enumerate(seeds)]

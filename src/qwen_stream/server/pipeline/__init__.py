@@ -1,0 +1,1 @@
+"""One request path for every protocol: body, job, admission, the engine's answers through a renderer."""

@@ -1,0 +1,1 @@
+"""The models a server may serve: loading on demand, leases, keep_alive, unloading."""

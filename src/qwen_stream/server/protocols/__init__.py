@@ -1,0 +1,1 @@
+"""Each protocol the server speaks, in a folder of its own: its bodies, its renderers, its routes."""

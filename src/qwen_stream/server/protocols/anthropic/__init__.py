@@ -1,0 +1,1 @@
+"""Anthropic's Messages API: messages and count_tokens."""

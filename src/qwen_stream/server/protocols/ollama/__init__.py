@@ -1,0 +1,1 @@
+"""Ollama's API: chat, generate, tags, show, ps, version."""
