@@ -93,7 +93,7 @@ def main() -> None:
     agree = positions = 0
     all_gaps: list[float] = []
     for p, answer in zip(PROMPTS, plain, strict=True):
-        prompt = model.prepare_chat([{"role": "user", "content": p}]).prompt_ids
+        prompt = model.inputs.chat([{"role": "user", "content": p}])[0].prompt_ids
         choices, gaps = margins(runner, prompt, answer)
         chunked = chunked_choices(runner, prompt, answer, args.chunk)
         all_gaps += gaps

@@ -15,6 +15,7 @@ import torch
 from scripted_runners import CountingRunner  # the scripted runner of the engine tests (same folder)
 
 from qwen_stream.api import ChatModel
+from qwen_stream.client.loaded_model import LoadedModel
 from qwen_stream.engine.backend import EngineBackend
 from qwen_stream.engine.loop import Engine, wait_idle
 from qwen_stream.engine.runners.base import SeqChunk
@@ -31,7 +32,7 @@ class FailingRunner(CountingRunner):
 
 def chat_model(runner: CountingRunner, tokenizer: Any) -> ChatModel:
     engine = Engine(runner, eos_token_ids=[0], max_running=4, max_waiting=8)
-    return ChatModel(name="scripted", tokenizer=tokenizer, engine=engine, default_params=ENDLESS)
+    return ChatModel(LoadedModel.assemble(name="scripted", tokenizer=tokenizer, engine=engine, default_params=ENDLESS))
 
 
 @pytest.fixture()

@@ -39,7 +39,7 @@ def no_optional_whitespace(model: Any) -> dict[int, float]:
 @pytest.mark.parametrize("name", TEMPLATES)
 def test_tools_and_a_tool_turn_render_as_the_template_writes_them(templated_model: Any, name: str) -> None:
     model = templated_model(name)
-    text = model.prompter.build(HISTORY, max_prompt_tokens=4000, tools=TOOLS).text
+    text = model.inputs.prompter.build(HISTORY, max_prompt_tokens=4000, tools=TOOLS).text
     assert "<tools>" in text and "get_weather" in text and "Current weather in a city" in text
     if name == "qwen3_coder":
         assert "<function=get_weather>\n<parameter=city>\nParis\n</parameter>" in text
@@ -58,7 +58,7 @@ def test_the_call_format_is_shown_in_single_braces(templated_model: Any, name: s
     the model sees has Qwen3's single braces, and nothing else of the template's text changes."""
     model = templated_model(name)
     ask = [{"role": "user", "content": "Weather in Paris?"}]
-    text = model.prompter.build(ask, max_prompt_tokens=4000, tools=TOOLS).text
+    text = model.inputs.prompter.build(ask, max_prompt_tokens=4000, tools=TOOLS).text
     assert EXAMPLE in text and "{{" not in text
     shipped = model.tokenizer.apply_chat_template(ask, tools=TOOLS, tokenize=False, add_generation_prompt=True)
     doubled = EXAMPLE.replace("{", "{{", 1).replace("}\n", "}}\n", 1)
@@ -71,8 +71,8 @@ def test_qwen3_thinking_switch_and_earlier_reasoning_dropped(templated_model: An
     history = [{"role": "user", "content": "2+2?"},
                {"role": "assistant", "content": "<think>\nsecret sums\n</think>\n\n4"},
                {"role": "user", "content": "And 3+3?"}]
-    on = model.prompter.build(history, max_prompt_tokens=4000).text
-    off = model.prompter.build(history, max_prompt_tokens=4000, template_kwargs={"enable_thinking": False}).text
+    on = model.inputs.prompter.build(history, max_prompt_tokens=4000).text
+    off = model.inputs.prompter.build(history, max_prompt_tokens=4000, template_kwargs={"enable_thinking": False}).text
     assert off.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n") and on.endswith("assistant\n")
     assert "secret sums" not in on and "<|im_start|>assistant\n4<|im_end|>" in on
     with_off = model.stream("Hi", thinking=False, max_new_tokens=2, temperature=0)
@@ -125,7 +125,7 @@ def test_a_tool_loop_message_round_trip(templated_model: Any) -> None:
                            max_new_tokens=120, logit_bias=no_optional_whitespace(model))
     messages.append(answer.message())
     messages += [{"role": "tool", "tool_call_id": c.id, "content": "sunny"} for c in answer.tool_calls]
-    text = model.prompter.build(messages, max_prompt_tokens=4000, tools=TOOLS).text
+    text = model.inputs.prompter.build(messages, max_prompt_tokens=4000, tools=TOOLS).text
     assert "<tool_call>" in text and "<tool_response>\nsunny\n</tool_response>" in text
     final, _ = model.chat(messages=messages, tools=TOOLS, temperature=0, max_new_tokens=5)
     assert final.finish_reason is not None

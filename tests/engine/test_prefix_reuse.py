@@ -143,7 +143,7 @@ def test_multi_turn_chat_reuses_the_conversation(gguf_path: Path) -> None:
         answer, history = model.chat("What is the capital of France?", history=None, temperature=0.0,
                                      max_new_tokens=12)
         before = model.engine.stats().reused_prompt_tokens
-        prompt_two = model.prompter.build(
+        prompt_two = model.inputs.prompter.build(
             [{"role": "user", "content": "What is the capital of France?"}, {"role": "assistant", "content": answer},
              {"role": "user", "content": "And of Italy?"}], max_prompt_tokens=400).ids
         second, _ = model.chat("And of Italy?", history=history, temperature=0.0, max_new_tokens=12)

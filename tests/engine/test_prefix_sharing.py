@@ -145,7 +145,7 @@ def test_concurrent_chats_share_the_system_prompt(gguf_path: Path) -> None:
     model = ChatModel.load(str(gguf_path), context_length=256, max_batch_size=4, threads=1, progress=False)
     try:
         questions = ["Name a colour.", "Name a fruit.", "Name an animal."]
-        system_tokens = len(model.prompter.build([{"role": "user", "content": ""}], max_prompt_tokens=200).ids)
+        system_tokens = len(model.inputs.prompter.build([{"role": "user", "content": ""}], max_prompt_tokens=200).ids)
         copies: list[int] = []
         copy_prefix = model.runner.copy_prefix  # the real copy, counted (reuse within one slot never copies)
 

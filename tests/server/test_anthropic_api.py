@@ -32,7 +32,7 @@ def test_create_reports_text_stop_reason_and_usage(claude: anthropic.Anthropic, 
     [block] = message.content
     assert block.type == "text" and block.text
     counted = claude.messages.count_tokens(model="tiny-qwen", system="Be terse.", messages=MESSAGES).input_tokens
-    prompt = tiny_chat_model.prompter.build([{"role": "system", "content": "Be terse."}, *MESSAGES],
+    prompt = tiny_chat_model.inputs.prompter.build([{"role": "system", "content": "Be terse."}, *MESSAGES],
                                             max_prompt_tokens=tiny_chat_model.context_length)
     assert counted == len(prompt.ids)
     # Anthropic counts cache reads apart from input_tokens; together they are the whole prompt.

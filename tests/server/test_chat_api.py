@@ -20,7 +20,7 @@ def stream_chat(client: Any, **kwargs: Any) -> tuple[str, str | None, Any, list[
 
 
 def prompt_tokens(model: Any, messages: list[dict[str, str]]) -> int:
-    return len(model.prompter.build(messages, max_prompt_tokens=model.context_length).ids)
+    return len(model.inputs.prompter.build(messages, max_prompt_tokens=model.context_length).ids)
 
 
 def test_streamed_text_equals_non_streamed_text_for_the_same_seed(client: Any, tiny_chat_model: Any) -> None:

@@ -24,7 +24,7 @@ def test_chat_streamed_equals_whole_and_reports_counts_and_timings(client: ollam
     parts = list(client.chat(model="tiny-qwen", messages=MESSAGES, options=SAMPLED, stream=True))
     assert "".join(p.message.content for p in parts) == whole.message.content and whole.message.content
     assert all(not p.done for p in parts[:-1]) and parts[-1].done and parts[-1].message.content == ""
-    prompt = len(tiny_chat_model.prompter.build(MESSAGES, max_prompt_tokens=tiny_chat_model.context_length).ids)
+    prompt = len(tiny_chat_model.inputs.prompter.build(MESSAGES, max_prompt_tokens=tiny_chat_model.context_length).ids)
     for final in (whole, parts[-1]):
         assert final.model == "tiny-qwen" and final.message.role == "assistant"
         assert final.done_reason == "length" and final.eval_count == 16 and final.prompt_eval_count == prompt

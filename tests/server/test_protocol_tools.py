@@ -29,14 +29,14 @@ def tool_server(templated_model: Any) -> Iterator[LiveServer]:
     model = templated_model("qwen2_5")
     table = token_bytes_table(model.tokenizer).with_special
     blank = tuple((i, -100.0) for i, raw in enumerate(table) if raw and not raw.strip())
-    default = model.default_params
-    model.default_params = default.with_(logit_bias=blank, temperature=0.0)
+    default = model.inputs.default_params
+    model.inputs.default_params = default.with_(logit_bias=blank, temperature=0.0)
     try:
         with LiveServer(create_app(model, served_model_name="tiny-tools", model_aliases=["m"])) as live:
             yield live
         assert wait_until_idle(model)
     finally:
-        model.default_params = default
+        model.inputs.default_params = default
 
 
 def test_responses_function_call_round_trip(tool_server: LiveServer) -> None:

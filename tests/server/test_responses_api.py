@@ -15,7 +15,7 @@ CLOSING = ["response.output_text.done", "response.content_part.done", "response.
 
 
 def prompt_tokens(model: Any, messages: list[dict[str, str]]) -> int:
-    return len(model.prompter.build(messages, max_prompt_tokens=model.context_length).ids)
+    return len(model.inputs.prompter.build(messages, max_prompt_tokens=model.context_length).ids)
 
 
 def test_plain_response(client: openai.OpenAI, tiny_chat_model: Any) -> None:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from qwen_stream.client.choices import TokenUsage
 from qwen_stream.server.protocols.anthropic.routes import MessageBuilder
 from qwen_stream.server.protocols.ollama.routes import OllamaRenderer
-from qwen_stream.server.protocols.openai.protocol import Usage
 from qwen_stream.server.protocols.responses.events import ResponseBuilder
 from qwen_stream.server.protocols.responses.protocol import ResponsesRequest
 from qwen_stream.types import FinishReason, StreamEvent, ToolCallDelta
@@ -30,8 +30,7 @@ def run(renderer: Any) -> list[dict[str, Any]]:
     events = renderer.start()
     for stream_event in script():
         events += renderer.feed(stream_event)
-    usage = Usage()
-    usage.add(30, 12, 4)
+    usage = TokenUsage(prompt_tokens=30, completion_tokens=12, cached_tokens=4)
     return events + renderer.finish(script()[-1], usage)
 
 

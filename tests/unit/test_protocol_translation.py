@@ -12,6 +12,7 @@ from qwen_stream.server.protocols.ollama.protocol import Options
 from qwen_stream.server.protocols.responses.protocol import ResponsesRequest, input_messages
 from qwen_stream.server.protocols.responses.store import ResponseStore, StoredResponse
 from qwen_stream.server.wire.errors import APIError
+from qwen_stream.server.wire.refusals import refusal
 from qwen_stream.types import StreamEvent, ToolCallDelta
 
 
@@ -113,9 +114,10 @@ def test_responses_input_items_become_chat_messages() -> None:
     ({"type": "computer_call"}, "computer_call"),
 ])
 def test_responses_input_items_that_cannot_be_read_are_400(item: Any, mentions: str) -> None:
-    with pytest.raises(APIError) as error:
+    with pytest.raises(Exception) as error:
         input_messages(responses_body(input=[item]))
-    assert error.value.status == 400 and mentions in error.value.detail.message
+    answer = refusal(error.value)
+    assert answer is not None and answer.status == 400 and mentions in answer.detail.message
 
 
 def test_anthropic_messages_become_chat_messages() -> None:

@@ -132,13 +132,16 @@ def engine_config(args: argparse.Namespace, **changes: Any) -> EngineConfig:
                         draft_model_max=args.draft_model_max).with_(**changes)
 
 
-def load_model(args: argparse.Namespace, *, progress: bool = True, **changes: Any) -> ChatModel:
-    """Load the model the shared options name, saying so on stderr; ``changes``: EngineConfig fields a command sets."""
+def load_model(args: argparse.Namespace, *, progress: bool = True, tool_parser: str | None = None,
+               **changes: Any) -> ChatModel:
+    """Load the model the shared options name, saying so on stderr; ``changes``: EngineConfig fields a command sets;
+    ``tool_parser``: how the model writes tool calls (None: read from its chat template)."""
     from qwen_stream.api import ChatModel  # heavy: torch, transformers
 
     print(f"Loading {args.model or 'the default model'} ...", file=sys.stderr, flush=True)
     backend = backend_options(args)  # checked before the slow part
-    model = ChatModel.load(args.model, engine_config(args, **changes), progress=progress, **backend)
+    model = ChatModel.load(args.model, engine_config(args, **changes), progress=progress, tool_parser=tool_parser,
+                           **backend)
     print(f"Loaded {model.name} on {model.engine.name} ({model.context_length}-token context, "
           f"{model.engine.max_running} slots)", file=sys.stderr, flush=True)
     return model

@@ -1,19 +1,24 @@
-"""From a model name to what a ChatModel is made of: tokenizer, sampling defaults, stop ids and a runner (native
-engine) or a whole engine backend (vLLM).
+"""A loaded model as every front end uses it: its input processor and its engine client, the pair under the Python
+API, the terminal, the web page and each model of the server; and how a model's name becomes one.
 
-``models/`` finds and loads the files; ``engine/`` builds the runner or backend that computes on them. This module
-only puts the two together, so that neither has to import the other's job.
+``models/`` finds and reads the files; ``engine/`` builds the runner or backend that computes on them; this module
+puts them together (tokenizer, sampling defaults, stop ids, engine), so that neither has to import the other's job.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
+from qwen_stream.client.engine_client import EngineClient
+from qwen_stream.engine.backend import EngineBackend
 from qwen_stream.engine.config import EngineConfig
 from qwen_stream.engine.runners.base import ModelRunner
 from qwen_stream.heap import release_free_heap
+from qwen_stream.inputs.processor import InputProcessor
+from qwen_stream.output.token_strings import TokenStrings
 from qwen_stream.types import SamplingParams
 
 if TYPE_CHECKING:
@@ -21,6 +26,111 @@ if TYPE_CHECKING:
     from qwen_stream.engine.vllm.backend import VllmBackend
     from qwen_stream.engine.vllm.mapping import VllmOptions
     from qwen_stream.models.sources import ModelSource
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("native", "vllm")  # our step-loop engine, or vLLM's (engine/vllm/backend.py)
+
+
+@dataclass(eq=False)
+class LoadedModel:
+    """The pair: ``inputs`` turns requests into engine requests, ``client`` runs them and reads the answers."""
+
+    inputs: InputProcessor
+    client: EngineClient
+    strings: TokenStrings = field(init=False)  # token texts for logprobs, cached per model
+
+    def __post_init__(self) -> None:
+        self.strings = TokenStrings(self.inputs.tokenizer)
+
+    @classmethod
+    def assemble(cls, *, name: str, tokenizer: Any, engine: EngineBackend, default_params: SamplingParams,
+                 eos_token_ids: Sequence[int] = (), default_system: str | None = None,
+                 tool_parser: str | None = None) -> LoadedModel:
+        """The pair over a started engine (any ``EngineBackend``)."""
+        inputs = InputProcessor(tokenizer, name=name, context_length=engine.max_model_len,
+                                vocab_size=engine.vocab_size, default_params=default_params,
+                                eos_token_ids=eos_token_ids, default_system=default_system, tool_parser=tool_parser)
+        return cls(inputs, EngineClient(engine, tokenizer))
+
+    @property
+    def name(self) -> str:
+        return self.inputs.name
+
+    @property
+    def engine(self) -> EngineBackend:
+        return self.client.engine
+
+    @property
+    def context_length(self) -> int:
+        return self.inputs.context_length
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class HasLoaded(Protocol):
+    """A front end's wrapper of a loaded model (``ChatModel``): what the server and others unwrap."""
+
+    loaded: LoadedModel
+
+
+def as_loaded(model: LoadedModel | HasLoaded) -> LoadedModel:
+    """The pair itself, from the pair or a wrapper of it (a ``ChatModel``)."""
+    return model if isinstance(model, LoadedModel) else model.loaded
+
+
+def load_model(model: str | None = None, config: EngineConfig | None = None, *, backend: str = "native",
+               vllm_options: VllmOptions | None = None, system: str | None = None, tool_parser: str | None = None,
+               progress: bool = True) -> LoadedModel:
+    """Load a built-in alias, a local HF directory, a .gguf file or a hub id and start its engine as ``config``
+    says: ours over a runner, or vLLM's (``backend="vllm"``, options in ``vllm_options``)."""
+    from qwen_stream.engine.loop import Engine
+    from qwen_stream.engine.spec.drafting import SpeculationConfig
+
+    config = config or EngineConfig()
+    _check_backend(backend, config, vllm_options)
+    if backend == "vllm":
+        vllm = load_vllm_components(model, options=vllm_options, dtype=config.dtype,
+                                    max_running=config.max_batch_size, max_waiting=config.max_waiting,
+                                    context_length=config.context_length, prefix_cache=config.prefix_cache,
+                                    progress=progress)
+        return LoadedModel.assemble(name=vllm.name, tokenizer=vllm.tokenizer, engine=vllm.engine,
+                                    default_params=vllm.default_params, eos_token_ids=vllm.eos_token_ids,
+                                    default_system=system, tool_parser=tool_parser)
+    parts = load_components(model, config, progress=progress)
+    speculation = (SpeculationConfig(max_draft=config.draft_max, model_max_draft=config.draft_model_max)
+                   if config.speculate else None)
+    engine = Engine(parts.runner, eos_token_ids=parts.eos_token_ids, max_running=config.max_batch_size,
+                    max_waiting=config.max_waiting, max_model_len=parts.context_length,
+                    reuse_prefix=config.prefix_cache, speculate=speculation, drafter=parts.drafter)
+    logger.info("%s runs on %s (context %d tokens, %d slots)", parts.name, engine.name, engine.max_model_len,
+                engine.max_running)
+    return LoadedModel.assemble(name=parts.name, tokenizer=parts.tokenizer, engine=engine,
+                                default_params=parts.default_params, eos_token_ids=parts.eos_token_ids,
+                                default_system=system, tool_parser=tool_parser)
+
+
+def _check_backend(backend: str, config: EngineConfig, vllm_options: VllmOptions | None) -> None:
+    """Options of one backend asked of the other: refused before anything loads."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "native":
+        if vllm_options is not None:
+            raise ValueError("vllm_options apply to backend='vllm'")
+        return
+    if config.draft_model is not None:
+        raise ValueError("a draft model drafts for the native engine's speculation on the llama.cpp runner: it "
+                         "needs backend native")
+    if config.runner != "auto":
+        raise ValueError("--runner chooses what runs under the native engine; with backend vllm, vLLM runs the "
+                         "model itself")
+    if config.quantize is not None:
+        raise ValueError("--quantize int8 is the native PyTorch runner's; vLLM takes --quantization "
+                         "(gptq, awq, fp8, ...)")
+    if config.kv_budget is not None or config.kv_type is not None:
+        raise ValueError("--kv-budget and --kv-type size the native engine's KV pool; vLLM sizes its own "
+                         "(--engine-arg kv_cache_memory_bytes=..., --engine-arg kv_cache_dtype=fp8)")
 
 
 @dataclass(slots=True)

@@ -10,24 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import queue
-from dataclasses import dataclass
 from typing import Any
 
 from qwen_stream.client.consumer import RequestConsumer
 from qwen_stream.engine.backend import EngineBackend
 from qwen_stream.errors import EngineError
+from qwen_stream.inputs.request import PromptInfo
 from qwen_stream.output.message import coalesce_tool_call_deltas
 from qwen_stream.output.processor import OutputProcessor
 from qwen_stream.types import SamplingParams, StreamEvent, TokenOutput
 
 # How often a blocked reader wakes to let signal handlers (Ctrl-C) run; tokens arrive without waiting for it.
 _POLL_S = 0.2
-
-
-@dataclass(slots=True, frozen=True)
-class PromptInfo:
-    num_tokens: int
-    dropped_turns: int = 0  # oldest history turns folded out to fit the context window
 
 
 def merge_events(events: list[StreamEvent]) -> StreamEvent:

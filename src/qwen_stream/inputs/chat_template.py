@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from qwen_stream.errors import ContextLengthError, UnsupportedTaskError
 from qwen_stream.inputs.template_fixes import corrected_template
 from qwen_stream.inputs.tools import normalize_tool_calls
 
@@ -175,16 +176,17 @@ class ChatPrompter:
             return full
         last_only = full if len(turns) == 1 else self._encode(system, turns[-1:], skipped + len(turns) - 1, variables)
         if len(last_only.ids) > max_prompt_tokens:
-            raise ValueError(f"the prompt is too long: the system prompt and the last message alone take "
-                             f"{len(last_only.ids)} tokens, but the limit is {max_prompt_tokens} "
-                             f"(the context window minus max_new_tokens)")
+            raise ContextLengthError(f"the prompt is too long: the system prompt and the last message alone take "
+                                     f"{len(last_only.ids)} tokens, but the limit is {max_prompt_tokens} "
+                                     f"(the context window minus max_new_tokens)", prompt_tokens=len(last_only.ids))
         return self._fit(system, turns, max_prompt_tokens, last_only, variables, skipped)
 
     def require_tools(self) -> None:
-        """ValueError unless the chat template can show the model ``tools``."""
+        """UnsupportedTaskError unless the chat template can show the model ``tools``."""
         if not self.supports_tools:
-            raise ValueError("this model's chat template has no tool support: it cannot show the model `tools` "
-                             "(use a model whose template renders them, e.g. Qwen2.5 or Qwen3)")
+            raise UnsupportedTaskError("this model's chat template has no tool support: it cannot show the model "
+                                       "`tools` (use a model whose template renders them, e.g. Qwen2.5 or Qwen3)",
+                                       code="tools_not_supported", param="tools")
 
     def _template_variables(self, tools: Sequence[Mapping[str, Any]] | None,
                             template_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -17,14 +17,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from qwen_stream.errors import ContextLengthError, UnsupportedTaskError
+
 FIM_PREFIX, FIM_SUFFIX, FIM_MIDDLE, FIM_PAD = "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>", "<|fim_pad|>"
 REPO_NAME, FILE_SEP = "<|repo_name|>", "<|file_sep|>"
 DEFAULT_REPO = "myproject"  # the names llama.cpp's server uses when the client gives none
 DEFAULT_FILENAME = "filename"
 
 
-class NoFimError(ValueError):
+class NoFimError(UnsupportedTaskError):
     """The model's tokenizer has no fill-in-the-middle tokens: it cannot fill a middle."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="fim_not_supported")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +68,27 @@ class FimBudget:
     total: int
     prefix: int = 1536  # llama.cpp's split of its 2,048-token batch: 3/4 prefix, 1/4 suffix
     suffix: int = 512
+
+
+@dataclass(frozen=True, slots=True)
+class FimInput:
+    """What a request asks to fill: the text before and after the gap. ``repo_level``: llama.cpp's ``/infill``
+    layout, with other files of the project as context and ``prompt`` (the cursor line's start) after the prefix;
+    otherwise the file alone (Ollama's and OpenAI's ``suffix``)."""
+
+    prefix: str
+    suffix: str
+    repo_level: bool = False
+    prompt: str = ""
+    extra: tuple[ExtraFile, ...] = ()
+    repo: str = DEFAULT_REPO
+    filename: str = DEFAULT_FILENAME
+
+    def build(self, prompter: FimPrompter, budget: FimBudget) -> FimPrompt:
+        if not self.repo_level:
+            return prompter.file_level(self.prefix, self.suffix, budget)
+        return prompter.repo_level(self.prefix, self.suffix, budget, prompt=self.prompt, extra=self.extra,
+                                   repo=self.repo, filename=self.filename)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,8 +177,8 @@ class FimPrompter:
         keep_suffix = min(len(suffix), budget.suffix)
         core = [t.prefix, *prefix[len(prefix) - keep_prefix:], *prompt, t.suffix, *suffix[:keep_suffix], t.middle]
         if len(core) > budget.total:
-            raise ValueError(f"the fill-in-the-middle prompt needs {len(core)} tokens and the context window "
-                             f"leaves {budget.total}: send less text before the cursor on its line")
+            raise ContextLengthError(f"the fill-in-the-middle prompt needs {len(core)} tokens and the context window "
+                             f"leaves {budget.total}: send less text before the cursor on its line", prompt_tokens=len(core))
         keep_head = min(len(head), budget.total - len(core))
         truncated = keep_prefix < len(prefix) or keep_suffix < len(suffix) or keep_head < len(head)
         # The context keeps its end (nearest the file being edited), as llama.cpp does.

@@ -29,17 +29,18 @@ from qwen_stream.server.protocols.responses.store import DEFAULT_RESPONSE_STORE_
 from qwen_stream.server.service_routes import service_router
 from qwen_stream.server.state import ModelLoader, ServerState
 from qwen_stream.server.wire.error_shapes import error_responses
-from qwen_stream.server.wire.errors import ErrorResponse, install_error_handlers
+from qwen_stream.server.wire.errors import ErrorResponse
+from qwen_stream.server.wire.refusals import install_error_handlers
 
 if TYPE_CHECKING:
-    from qwen_stream.api import ChatModel
+    from qwen_stream.client.loaded_model import HasLoaded, LoadedModel
 
 log = logging.getLogger("qwen_stream.server")
 
 _ERROR_RESPONSES = error_responses(ErrorResponse)
 
 
-def create_app(model: ChatModel | ModelLoader | Sequence[PoolEntry], *, api_key: str | None = None,
+def create_app(model: LoadedModel | HasLoaded | ModelLoader | Sequence[PoolEntry], *, api_key: str | None = None,
                cors_origins: Sequence[str] | None = None, served_model_name: str | None = None,
                response_store_size: int = DEFAULT_RESPONSE_STORE_SIZE, model_aliases: Sequence[str] = (),
                limits: RequestLimits | None = None, max_tokens_cap: int | None = None,
@@ -47,7 +48,7 @@ def create_app(model: ChatModel | ModelLoader | Sequence[PoolEntry], *, api_key:
                load_wait_s: float = 0.0) -> FastAPI:
     """Build the server app.
 
-    ``model`` is a loaded ChatModel (the caller keeps owning it), or a zero-argument function that loads one: it
+    ``model`` is a loaded ChatModel or LoadedModel (the caller keeps owning it), or a zero-argument function that loads one: it
     then runs in a background thread at startup while ``/health`` answers 503 "loading", and the app shuts the
     model's engine down at exit. ``api_key`` protects the ``/v1`` routes with ``Authorization: Bearer``;
     ``cors_origins`` enables CORS for those origins (``["*"]`` for any). ``response_store_size``: how many
@@ -100,12 +101,12 @@ def create_app(model: ChatModel | ModelLoader | Sequence[PoolEntry], *, api_key:
     return app
 
 
-def _pool_entries(model: ChatModel | ModelLoader | Sequence[PoolEntry], name: str | None,
+def _pool_entries(model: LoadedModel | HasLoaded | ModelLoader | Sequence[PoolEntry], name: str | None,
                   aliases: Sequence[str]) -> list[PoolEntry]:
     if isinstance(model, Sequence):
         if name is not None or aliases:
             raise ValueError("several models: give each PoolEntry its name and aliases, not served_model_name")
         return list(model)
-    if hasattr(model, "astream"):
-        return [PoolEntry.pinned(model, name, aliases)]  # type: ignore[arg-type]
-    return [PoolEntry(loader=model, name=name, aliases=frozenset(aliases))]  # type: ignore[arg-type]
+    if callable(model):
+        return [PoolEntry(loader=model, name=name, aliases=frozenset(aliases))]
+    return [PoolEntry.pinned(model, name, aliases)]

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from qwen_stream.cli.model_args import SHARED_KV_WINDOWS, add_model_arguments, backend_options, load_model
 
 if TYPE_CHECKING:
-    from qwen_stream.api import ChatModel
+    from qwen_stream.client.loaded_model import LoadedModel
 
 API_KEY_ENV = "QWEN_STREAM_API_KEY"
 DEFAULT_HOST = "127.0.0.1"  # loopback: the API is not on the network unless asked for
@@ -128,14 +128,13 @@ def _add_pool_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: %(default)s)")
 
 
-def _loader(args: argparse.Namespace, source: str | None) -> Callable[[], ChatModel]:
+def _loader(args: argparse.Namespace, source: str | None) -> Callable[[], LoadedModel]:
     """Load ``source`` with the launch options every model of this server shares."""
     options = argparse.Namespace(**{**vars(args), "model": source})
 
-    def load() -> ChatModel:
-        model = load_model(options, max_waiting=args.max_waiting, progress=True, kv_windows=SHARED_KV_WINDOWS)
-        model.tool_parser = args.tool_parser
-        return model
+    def load() -> LoadedModel:
+        return load_model(options, max_waiting=args.max_waiting, progress=True, kv_windows=SHARED_KV_WINDOWS,
+                          tool_parser=args.tool_parser).loaded
 
     return load
 
@@ -203,12 +202,14 @@ def _draining_server_class(uvicorn: Any) -> Any:
     return DrainingServer
 
 
-def _mount_web(app: Any, model: Any) -> None:
+def _mount_web(app: Any, model: LoadedModel) -> None:
     try:
         from qwen_stream.web.app import mount_web
     except ImportError as exc:
         raise ValueError(f"--web needs the web extra (pip install 'qwen-stream[web]'): {exc}") from exc
-    mount_web(app, model, path="/web")
+    from qwen_stream.api import ChatModel  # the page speaks the Python API, over the same pair the server holds
+
+    mount_web(app, ChatModel(model), path="/web")
 
 
 def _is_loopback(host: str) -> bool:

@@ -4,21 +4,28 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from qwen_stream.server.metrics import ServerMetrics
-from qwen_stream.server.pipeline.generation import TokenStrings
 from qwen_stream.server.pipeline.limits import RequestLimits
 from qwen_stream.server.pool.model_pool import ModelLoader, ModelPool, PoolEntry
 from qwen_stream.server.wire.errors import APIError
 
 if TYPE_CHECKING:
-    from qwen_stream.api import ChatModel
+    from qwen_stream.client.loaded_model import LoadedModel
 
 log = logging.getLogger("qwen_stream.server")
 
 __all__ = ["ModelLoader", "ServerState"]
-Served = tuple["ChatModel", TokenStrings, str]  # the model, its token strings, the name answers carry
+
+
+@dataclass(slots=True, frozen=True)
+class Served:
+    """A request's model, held until the request ends."""
+
+    model: LoadedModel  # its input processor and engine client
+    name: str  # the name answers carry
 
 
 class ServerState:
@@ -68,8 +75,8 @@ class ServerState:
         self._refuse_if_draining()
         return self._served(await self.pool.acquire(name, keep_alive_s))
 
-    async def model_for(self, name: str | None = None) -> ChatModel:
-        return (await self.resolve(name))[0]
+    async def model_for(self, name: str | None = None) -> LoadedModel:
+        return (await self.resolve(name)).model
 
     def _refuse_if_draining(self) -> None:
         if self.draining:
@@ -77,11 +84,11 @@ class ServerState:
 
     @staticmethod
     def _served(entry: PoolEntry) -> Served:
-        model, strings, name = entry.model, entry.strings, entry.display_name
-        if model is None or strings is None or name is None:  # acquire hands out loaded entries only
+        model, name = entry.model, entry.display_name
+        if model is None or name is None:  # acquire hands out loaded entries only
             raise APIError(503, "the model is not loaded, retry shortly", "server_error", code="model_loading",
                            headers={"Retry-After": "5"})
-        return model, strings, name
+        return Served(model, name)
 
     def begin_drain(self, timeout_s: float) -> None:
         """Graceful shutdown: refuse new requests (503) now; after ``timeout_s`` abort those still running, so each

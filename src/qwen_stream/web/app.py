@@ -160,7 +160,7 @@ def build_demo(model: ChatModel, defaults: WebDefaults | None = None) -> gr.Bloc
     defaults = defaults or WebDefaults()
     base = model.default_params
     handlers = WebChat(model)
-    max_tokens_cap = max(1, model.context_length - 1)
+    max_tokens_cap = model.inputs.longest_answer
     with gr.Blocks(title=TITLE, fill_height=True) as demo:
         gr.Markdown(_header(model), elem_id="qs-header")
         with gr.Row(equal_height=False):

@@ -1,14 +1,14 @@
 """Handing requests to the engine and getting answers back, for every route of every protocol.
 
-Refusals become HTTP errors before any byte is sent (bad input 400, queue full 429 with Retry-After, engine down
-503), and a client that goes away while a whole (non-streamed) answer is computed gets its requests aborted.
-Each protocol renders the resulting ``APIError`` in its own error shape.
+Refusals become HTTP errors before any byte is sent (wire/refusals.py: bad input 400, queue full 429 with
+Retry-After, engine down 503), and a client that goes away while a whole (non-streamed) answer is computed gets its
+requests aborted. Each protocol renders the resulting ``APIError`` in its own error shape.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import anyio
 from fastapi.responses import JSONResponse
@@ -16,54 +16,42 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 
-from qwen_stream.errors import EngineError, EngineOverloadedError, InvalidParameterError
+from qwen_stream.client.engine_client import EngineClient
+from qwen_stream.errors import EngineError
+from qwen_stream.inputs.request import EngineRequest
 from qwen_stream.server.metrics import ServerMetrics
-from qwen_stream.server.pipeline.generation import ClientDisconnected, Generation, StreamStarter, run_until_disconnect
+from qwen_stream.server.pipeline.generation import ClientDisconnected, Generation, run_until_disconnect
 from qwen_stream.server.wire.errors import APIError
-from qwen_stream.types import SamplingParams
-
-if TYPE_CHECKING:
-    from qwen_stream.api import ChatModel, PreparedRequest
+from qwen_stream.server.wire.refusals import refusal
 
 T = TypeVar("T")
-Starter = tuple[StreamStarter, SamplingParams, bool]
 # The status access logs use for "client closed the request": nobody reads this answer.
 CLIENT_CLOSED = 499
 
 
 async def prepare_off_loop(work: Callable[[], T]) -> T:
     """Run request preparation (parameters, templates, tokenizing) in a worker thread, so a big prompt never
-    stalls the event loop (/health, other streams); bad values become a 400 naming the field."""
+    stalls the event loop (/health, other streams); refusals become their HTTP errors."""
     try:
         return await anyio.to_thread.run_sync(work)
-    except InvalidParameterError as exc:
-        raise APIError(400, str(exc), "invalid_request_error", param=exc.param) from exc
-    except (ValueError, TypeError) as exc:
-        code = "context_length_exceeded" if "context window" in str(exc) else None
-        raise APIError(400, str(exc), "invalid_request_error", code=code) from exc
+    except Exception as exc:
+        answer = refusal(exc, bad_input=True)
+        if answer is None:
+            raise
+        raise answer from exc
 
 
-def stream_of(model: ChatModel, prepared: PreparedRequest, *, chat: bool = True) -> StreamStarter:
-    """A starter for ``start_generation`` from a prepared request (which already holds its params): a
-    conversation (``prepare_chat``) or, with ``chat=False``, a raw prompt (``prepare_completion``)."""
-    if chat:
-        return lambda _params: model.astream_prepared(prepared)
-    return lambda _params: model.acomplete_prepared(prepared)
-
-
-async def start_generation(starters: Sequence[Starter], metrics: ServerMetrics, route: str) -> Generation:
-    """Submit the requests, mapping refusals to HTTP errors (bad input 400, queue full 429, engine down 503)."""
+def start_generation(client: EngineClient, requests: Sequence[EngineRequest], metrics: ServerMetrics,
+                     route: str) -> Generation:
+    """Submit every choice now (bad input 400, queue full 429, engine down 503), tracked under ``route``."""
     try:
-        return await Generation.start(starters, metrics, route)
-    except EngineOverloadedError as exc:
-        retry = str(max(1, round(exc.retry_after_s)))
-        raise APIError(429, str(exc), "rate_limit_error", code="engine_overloaded",
-                       headers={"Retry-After": retry}) from exc
-    except EngineError as exc:
-        raise APIError(503, str(exc), "server_error", code="engine_unavailable") from exc
-    except (ValueError, TypeError) as exc:
-        code = "context_length_exceeded" if "context window" in str(exc) else None
-        raise APIError(400, str(exc), "invalid_request_error", code=code) from exc
+        choices = client.start(requests)
+    except Exception as exc:
+        answer = refusal(exc, bad_input=True)
+        if answer is None:
+            raise
+        raise answer from exc
+    return Generation(choices, [metrics.tracker(route) for _ in requests])
 
 
 async def respond_json(request: Request, work: Awaitable[T],

@@ -8,16 +8,18 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from qwen_stream.server.pipeline.admission import respond_json
 from qwen_stream.server.pipeline.generation import Generation
-from qwen_stream.server.protocols.openai.protocol import Usage
 from qwen_stream.server.wire.sse import SSEResponse
 from qwen_stream.types import StreamEvent
+
+if TYPE_CHECKING:
+    from qwen_stream.client.choices import TokenUsage
 
 log = logging.getLogger("qwen_stream.server")
 
@@ -33,7 +35,7 @@ class Renderer(Protocol[E_co]):
         """An engine event of choice ``index`` (always 0 but for OpenAI's ``n`` and prompt lists)."""
         ...
 
-    def finish(self, final: StreamEvent | None, usage: Usage) -> Sequence[E_co]:
+    def finish(self, final: StreamEvent | None, usage: TokenUsage) -> Sequence[E_co]:
         """The answer ended; ``final`` is its (last) finishing event (None if it never finished)."""
         ...
 

@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from qwen_stream.errors import UnsupportedFieldError
 from qwen_stream.server.pipeline.limits import check_encodable
 from qwen_stream.server.wire.errors import APIError
 
@@ -110,6 +111,6 @@ def parse_part(model: type[M], data: object, where: str) -> M:
                        "invalid_request_error", param=where) from exc
 
 
-def unsupported(field_name: str, why: str) -> APIError:
+def unsupported(field_name: str, why: str) -> UnsupportedFieldError:
     """A field that would change what the request means and that this server does not honour: a 400."""
-    return APIError(400, f"{field_name}: {why}", "invalid_request_error", param=field_name)
+    return UnsupportedFieldError(field_name, why)

@@ -34,7 +34,7 @@ class SamplingFields:
     ignore_eos: bool = False
     response_format: dict[str, Any] | None = None  # OpenAI's {"type": "json_object" | "json_schema", ...}
     json_schema: dict[str, Any] | None = None  # a bare JSON schema the output must match
-    stop_token_ids: tuple[int, ...] = ()  # more ids that end the answer (a FIM prompt's: server/pipeline/fim_jobs.py)
+    stop_token_ids: tuple[int, ...] = ()  # more ids that end the answer (a FIM prompt: its model's FIM tokens)
 
     @property
     def stops(self) -> tuple[str, ...] | None:

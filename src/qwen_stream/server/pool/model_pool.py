@@ -23,18 +23,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from qwen_stream.client.loaded_model import as_loaded
+from qwen_stream.errors import UnknownModelError
 from qwen_stream.heap import release_free_heap
-from qwen_stream.server.pipeline.generation import TokenStrings
 from qwen_stream.server.pool.keep_alive import FOREVER
 from qwen_stream.server.pool.leases import hold
 from qwen_stream.server.wire.errors import APIError
 
 if TYPE_CHECKING:
-    from qwen_stream.api import ChatModel
+    from qwen_stream.client.loaded_model import HasLoaded, LoadedModel
 
 log = logging.getLogger("qwen_stream.server")
 
-ModelLoader = Callable[[], "ChatModel"]
+ModelLoader = Callable[[], "LoadedModel | HasLoaded"]
 RETRY_AFTER_S = "5"
 _TICK_S = 1.0  # the reaper looks at keep_alive deadlines at least this often
 # One load at a time: two threads importing transformers at once break its lazy imports ("cannot import name
@@ -60,8 +61,7 @@ class PoolEntry:
     size: int = 0  # bytes of its files on disk, for /api/ps and /api/tags
     owned: bool = True  # False: handed to us loaded; never unloaded nor closed by the pool
     state: EntryState = EntryState.UNLOADED
-    model: ChatModel | None = None
-    strings: TokenStrings | None = None
+    model: LoadedModel | None = None  # the pair every request runs on: input processor and engine client
     error: str | None = None
     leases: int = 0  # requests using it now (see model_leases.py)
     waiters: int = 0  # requests waiting for it to load: it is not evicted under them
@@ -82,10 +82,10 @@ class PoolEntry:
         return self.keep_alive_s if self.leases else max(self.expires_at - now, 0.0)
 
     @classmethod
-    def pinned(cls, model: ChatModel, name: str | None, aliases: Sequence[str] = ()) -> PoolEntry:
+    def pinned(cls, model: LoadedModel | HasLoaded, name: str | None, aliases: Sequence[str] = ()) -> PoolEntry:
         """A model loaded by the caller, who keeps owning it: always loaded, never unloaded."""
         entry = cls(loader=lambda: model, name=name, aliases=frozenset(aliases), owned=False)
-        entry.model, entry.strings, entry.state = model, TokenStrings(model.tokenizer), EntryState.LOADED
+        entry.model, entry.state = as_loaded(model), EntryState.LOADED
         return entry
 
 
@@ -110,15 +110,14 @@ class ModelPool:
     # ---- looking up and handing out --------------------------------------------------------------------------
 
     def lookup(self, name: str | None) -> PoolEntry:
-        """The entry a request's ``model`` names (absent: the first, the default); 404 for a name not served."""
+        """The entry a request's ``model`` names (absent: the first, the default); UnknownModelError (404) for a
+        name not served."""
         if name is None:
             return self.entries[0]
         for entry in self.entries:
             if entry.answers_to(name):
                 return entry
-        served = ", ".join(f"`{n}`" for n in self.names()) or "its model (still loading)"
-        raise APIError(404, f"The model `{name}` does not exist: this server serves {served}", param="model",
-                       code="model_not_found")
+        raise UnknownModelError(name, self.names())
 
     def servable(self) -> list[PoolEntry]:
         """What /v1/models and /api/tags list: every model that did not fail to load; a 503 when that leaves
@@ -244,14 +243,14 @@ class ModelPool:
 
         threading.Thread(target=load, name=f"qwen-stream-load-{entry.display_name}", daemon=True).start()
 
-    def _loaded(self, entry: PoolEntry, model: ChatModel | None, error: str | None) -> None:
+    def _loaded(self, entry: PoolEntry, model: LoadedModel | None, error: str | None) -> None:
         if model is None:
             entry.state, entry.error = EntryState.FAILED, error
         elif self.closed:
             _close_in_thread(model)
             entry.state = EntryState.UNLOADED
         else:
-            entry.model, entry.strings = model, TokenStrings(model.tokenizer)
+            entry.model = model
             entry.last_used = time.monotonic()
             entry.expires_at = entry.last_used + entry.keep_alive_s
             entry.state = EntryState.LOADED
@@ -272,7 +271,7 @@ class ModelPool:
             return
         self.on_unloading(entry)
         entry.state, entry.evicting = EntryState.UNLOADING, False
-        entry.model = entry.strings = None
+        entry.model = None
         loop = self._loop = asyncio.get_running_loop()
         name, held = model.name, [model]
         del model  # ``held`` is the last reference: the thread drops it before collecting garbage
@@ -324,10 +323,10 @@ class ModelPool:
             await asyncio.wait_for(self._changed.wait(), timeout_s)
 
 
-def _load(entry: PoolEntry) -> tuple[ChatModel | None, str | None]:
+def _load(entry: PoolEntry) -> tuple[LoadedModel | None, str | None]:
     started = time.monotonic()
     try:
-        model = entry.loader()
+        model = as_loaded(entry.loader())
     except Exception as exc:  # reported by /health and to every request for this model
         log.exception("loading %s failed", entry.display_name or "the model")
         return None, f"{type(exc).__name__}: {exc}"
@@ -335,7 +334,7 @@ def _load(entry: PoolEntry) -> tuple[ChatModel | None, str | None]:
     return model, None
 
 
-def _close_in_thread(model: ChatModel) -> None:
+def _close_in_thread(model: LoadedModel) -> None:
     threading.Thread(target=model.close, name="qwen-stream-unload", daemon=True).start()
 
 

@@ -22,7 +22,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from qwen_stream.server.pipeline.limits import ErrorRenderer
-from qwen_stream.server.wire.errors import APIError, describe_validation_errors
+from qwen_stream.server.wire.errors import describe_validation_errors
+from qwen_stream.server.wire.refusals import refusal
 
 log = logging.getLogger("qwen_stream.server")
 
@@ -56,8 +57,9 @@ def shaped_route(render: ErrorRenderer) -> type[APIRoute]:
 
 
 def render_error(render: ErrorRenderer, exc: Exception) -> Response:
-    if isinstance(exc, APIError):
-        return render(exc.status, exc.detail.message, exc.detail.type, exc.headers)
+    answer = refusal(exc)
+    if answer is not None:
+        return render(answer.status, answer.detail.message, answer.detail.type, answer.headers)
     if isinstance(exc, RequestValidationError):
         message, _ = describe_validation_errors(exc.errors())
         return render(400, message, "invalid_request_error", {})

@@ -10,11 +10,8 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("qwen_stream.server")
 
@@ -73,32 +70,3 @@ def describe_validation_errors(errors: Sequence[Any]) -> tuple[str, str | None]:
     if not parts:
         return "invalid request body", None
     return "invalid request: " + "; ".join(parts), first_param
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    async def on_api_error(_request: Request, exc: Exception) -> JSONResponse:
-        if not isinstance(exc, APIError):  # registered for APIError only
-            raise exc
-        return exc.response()
-
-    async def on_validation_error(_request: Request, exc: Exception) -> JSONResponse:
-        errors = exc.errors() if isinstance(exc, RequestValidationError) else []
-        message, param = describe_validation_errors(errors)
-        return error_response(400, ErrorDetail(message=message, type="invalid_request_error", param=param))
-
-    async def on_http_error(_request: Request, exc: Exception) -> JSONResponse:
-        status = exc.status_code if isinstance(exc, StarletteHTTPException) else 500
-        detail = exc.detail if isinstance(exc, StarletteHTTPException) else "error"
-        kind = "invalid_request_error" if status < 500 else "server_error"
-        headers = getattr(exc, "headers", None)
-        return error_response(status, ErrorDetail(message=str(detail), type=kind), headers)
-
-    async def on_unexpected(_request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error", exc_info=exc)
-        return error_response(500, ErrorDetail(message=f"internal error: {type(exc).__name__}: {exc}",
-                                               type="server_error"))
-
-    app.add_exception_handler(APIError, on_api_error)
-    app.add_exception_handler(RequestValidationError, on_validation_error)
-    app.add_exception_handler(StarletteHTTPException, on_http_error)
-    app.add_exception_handler(Exception, on_unexpected)

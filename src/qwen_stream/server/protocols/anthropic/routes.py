@@ -20,7 +20,7 @@ from qwen_stream.server.pipeline.admission import prepare_off_loop
 from qwen_stream.server.pipeline.answer import Event, Wire, answer
 from qwen_stream.server.pipeline.answer_blocks import AnswerBlocks, Block, BlockEvent
 from qwen_stream.server.pipeline.bodies import openapi_body, parse_body_and
-from qwen_stream.server.pipeline.job import ChatJob, count_prompt_tokens, start_job
+from qwen_stream.server.pipeline.job import ChatJob, start_job
 from qwen_stream.server.protocols.anthropic.protocol import (
     AnthropicError,
     CountTokensRequest,
@@ -28,12 +28,12 @@ from qwen_stream.server.protocols.anthropic.protocol import (
     anthropic_error,
     anthropic_error_event,
 )
-from qwen_stream.server.protocols.openai.protocol import Usage
 from qwen_stream.server.wire.error_shapes import error_responses, shaped_route
 from qwen_stream.server.wire.sse import sse_event
 from qwen_stream.types import FinishReason, StreamEvent
 
 if TYPE_CHECKING:
+    from qwen_stream.client.choices import TokenUsage
     from qwen_stream.server.state import ServerState
 
 ROUTE = "/v1/messages"
@@ -60,7 +60,8 @@ def anthropic_router(state: ServerState) -> APIRouter:
         _, job = await parse_body_and(request, CountTokensRequest, _count_job)
         model = await state.model_for(job.model)
         # Templating and tokenizing are CPU work: off the event loop, as for generating routes.
-        return JSONResponse({"input_tokens": await prepare_off_loop(lambda: count_prompt_tokens(model, job))})
+        count = await prepare_off_loop(lambda: model.inputs.count_chat_tokens(job.messages, **job.options))
+        return JSONResponse({"input_tokens": count})
 
     return router
 
@@ -92,10 +93,10 @@ class MessageBuilder:
     def feed(self, event: StreamEvent, index: int = 0) -> list[Event]:
         return [e for block_event in self._blocks.feed(event) for e in self._on_block(block_event)]
 
-    def finish(self, final: StreamEvent | None, usage: Usage) -> list[Event]:
+    def finish(self, final: StreamEvent | None, usage: TokenUsage) -> list[Event]:
         events = [e for block_event in self._blocks.close() for e in self._on_block(block_event)]
         self.stop_reason, self.stop_sequence = _stop(final, self._blocks.blocks)
-        cached = usage.prompt_tokens_details.cached_tokens
+        cached = usage.cached_tokens
         # Anthropic counts cache reads apart: input + cache_read is the whole prompt.
         self.usage.update(input_tokens=usage.prompt_tokens - cached, cache_read_input_tokens=cached,
                           output_tokens=usage.completion_tokens)

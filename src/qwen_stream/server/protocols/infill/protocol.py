@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import ConfigDict, Field
 
-from qwen_stream.inputs.fim import DEFAULT_FILENAME, ExtraFile, FimBudget, FimPrompt, FimPrompter
+from qwen_stream.inputs.fim import ExtraFile, FimInput
 from qwen_stream.server.pipeline.bodies import StrictBody, unsupported
 from qwen_stream.server.pipeline.sampling_fields import SamplingFields
 from qwen_stream.types import StreamEvent
@@ -93,10 +93,10 @@ class InfillRequest(StrictBody):
             frequency_penalty=self.frequency_penalty if penalties else 0.0,
             seed=self.seed if self.seed >= 0 else None, stop=tuple(self.stop) or None, ignore_eos=self.ignore_eos)
 
-    def build(self, prompter: FimPrompter, budget: FimBudget) -> FimPrompt:
-        extra = [ExtraFile(c.filename, c.text) for c in self.input_extra]
-        return prompter.repo_level(self.input_prefix, self.input_suffix, budget, prompt=self.prompt, extra=extra,
-                                   filename=DEFAULT_FILENAME)
+    def fim_input(self) -> FimInput:
+        """llama.cpp's layout: the other files as context, then the current file with ``prompt`` after the prefix."""
+        extra = tuple(ExtraFile(c.filename, c.text) for c in self.input_extra)
+        return FimInput(self.input_prefix, self.input_suffix, repo_level=True, prompt=self.prompt, extra=extra)
 
 
 def timings(event: StreamEvent | None, predicted_n: int) -> dict[str, float]:

@@ -25,7 +25,6 @@ from qwen_stream.output.editor_stops import IndentStop, TimeStop
 from qwen_stream.server.auth import api_key_dependency
 from qwen_stream.server.pipeline.admission import respond_json
 from qwen_stream.server.pipeline.bodies import parse_body
-from qwen_stream.server.pipeline.fim_jobs import fim_job
 from qwen_stream.server.pipeline.generation import Generation
 from qwen_stream.server.pipeline.job import ChatJob, start_job
 from qwen_stream.server.protocols.infill.protocol import InfillRequest, pick_fields, timings
@@ -45,12 +44,10 @@ def infill_router(state: ServerState) -> APIRouter:
     async def infill(request: Request) -> Response:
         body = await parse_body(request, InfillRequest)
         body.check_supported()
-        model, _, name = await state.resolve(body.model)
-        job, prompts = await fim_job(model, ChatJob([], body.sampling(), model=body.model),
-                                     lambda prompter, budget: [body.build(prompter, budget)])
-        prompt = prompts[0]
+        job = ChatJob([], body.sampling(), model=body.model, fim=[body.fim_input()])
         started = await start_job(state, job, ROUTE)
-        run = InfillRun(started.gen, body, name, prompt.truncated, len(prompt.ids))
+        info = started.requests[0].info
+        run = InfillRun(started.gen, body, started.model_name, info.truncated, info.num_tokens)
         if body.stream:
             return SSEResponse(_stream(run))
         return await respond_json(request, _whole(run))

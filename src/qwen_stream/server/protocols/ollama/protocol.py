@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
-from qwen_stream.inputs.fim import FimBudget, FimPrompt, FimPrompter
+from qwen_stream.inputs.fim import FimInput
 from qwen_stream.server.pipeline.bodies import StrictBody, parse_part, unsupported
 from qwen_stream.server.pipeline.sampling_fields import SamplingFields
 
@@ -113,9 +113,9 @@ class GenerateRequest(_Generating):
             if getattr(self, name):
                 raise unsupported(name, why)
 
-    def build(self, prompter: FimPrompter, budget: FimBudget) -> FimPrompt:
+    def fim_input(self) -> FimInput:
         """With ``suffix``: ``prompt`` is the text before the gap (Ollama's FIM templates leave out ``system``)."""
-        return prompter.file_level(self.prompt, self.suffix or "", budget)
+        return FimInput(self.prompt, self.suffix or "")
 
     def chat_messages(self) -> list[Message]:
         system = [] if self.system is None else [{"role": "system", "content": self.system}]

@@ -26,7 +26,6 @@ from qwen_stream.server.auth import api_key_dependency
 from qwen_stream.server.pipeline.answer import Event, Wire, answer
 from qwen_stream.server.pipeline.answer_blocks import AnswerBlocks, Block, BlockEvent
 from qwen_stream.server.pipeline.bodies import openapi_body, parse_body, parse_body_and
-from qwen_stream.server.pipeline.fim_jobs import fim_job, supports_fim
 from qwen_stream.server.pipeline.job import ChatJob, start_job
 from qwen_stream.server.pool.keep_alive import FOREVER, keep_alive_seconds
 from qwen_stream.server.protocols.ollama.protocol import (
@@ -36,14 +35,14 @@ from qwen_stream.server.protocols.ollama.protocol import (
     OllamaError,
     ollama_error,
 )
-from qwen_stream.server.protocols.openai.protocol import Usage
 from qwen_stream.server.wire.error_shapes import error_responses, shaped_route
 from qwen_stream.server.wire.errors import APIError
 from qwen_stream.server.wire.sse import SSEResponse
 from qwen_stream.types import FinishReason, StreamEvent
 
 if TYPE_CHECKING:
-    from qwen_stream.api import ChatModel
+    from qwen_stream.client.choices import TokenUsage
+    from qwen_stream.client.loaded_model import LoadedModel
     from qwen_stream.server.pool.model_pool import PoolEntry
     from qwen_stream.server.state import ServerState
 
@@ -74,9 +73,6 @@ def ollama_router(state: ServerState) -> APIRouter:
     @router.post("/generate", openapi_extra=openapi_body(GenerateRequest), responses=_ANSWERS)
     async def generate(request: Request) -> Response:
         body, job = await parse_body_and(request, GenerateRequest, _generate_job)
-        if body.suffix:  # fill in the middle (Continue's autocomplete)
-            model, _, _ = await state.resolve(job.model, job.keep_alive_s)
-            job, _ = await fim_job(model, job, lambda prompter, budget: [body.build(prompter, budget)])
         return await _answer(state, request, "generate", body.stream, job)
 
     @router.get("/tags")
@@ -90,7 +86,8 @@ def ollama_router(state: ServerState) -> APIRouter:
     @router.post("/show", openapi_extra=openapi_body(ModelRequest))
     async def show(request: Request) -> JSONResponse:
         body = await parse_body(request, ModelRequest)
-        model, _, name = await state.resolve(body.model or body.name)
+        served = await state.resolve(body.model or body.name)
+        model, name = served.model, served.name
         return JSONResponse({
             "modelfile": f"FROM {name}\n", "parameters": "", "template": _template(model),
             "details": _details(), "model_info": {"general.name": name, "context_length": model.context_length},
@@ -115,20 +112,23 @@ def _chat_job(body: ChatRequest) -> ChatJob:
 
 def _generate_job(body: GenerateRequest) -> ChatJob:
     body.check_supported()
+    keep_alive = keep_alive_seconds(body.keep_alive)
+    if body.suffix:  # fill in the middle (Continue's autocomplete)
+        return ChatJob([], body.sampling(), model=body.model, keep_alive_s=keep_alive, fim=[body.fim_input()])
     raw = body.raw and bool(body.prompt)  # continue the prompt as is: no template, no chat options
     return ChatJob([] if not body.prompt else body.chat_messages(), body.sampling(),
                    {"thinking": body.thinking()} if not body.raw else {}, model=body.model,
-                   keep_alive_s=keep_alive_seconds(body.keep_alive), prompts=[body.prompt] if raw else None)
+                   keep_alive_s=keep_alive, prompts=[body.prompt] if raw else None)
 
 
 async def _answer(state: ServerState, request: Request, kind: Kind, stream: bool, job: ChatJob) -> Response:
-    if not job.messages and job.prompts is None:
+    if not job.messages and job.prompts is None and job.fim is None:
         # Ollama's way to load a model (or, with keep_alive 0, to unload it): nothing to answer.
         if job.keep_alive_s == 0:
             entry = state.pool.expire(job.model)
             return JSONResponse(OllamaRenderer(kind, entry.display_name or str(job.model)).loaded("unload"))
-        _, _, name = await state.resolve(job.model, job.keep_alive_s)
-        return JSONResponse(OllamaRenderer(kind, name).loaded())
+        served = await state.resolve(job.model, job.keep_alive_s)
+        return JSONResponse(OllamaRenderer(kind, served.name).loaded())
     started = await start_job(state, job, f"/api/{kind}")
     return await answer(request, started.gen, OllamaRenderer(kind, started.model_name), _WIRE, stream=stream)
 
@@ -148,7 +148,7 @@ class OllamaRenderer:
     def feed(self, event: StreamEvent, index: int = 0) -> list[Event]:
         return [chunk for e in self._blocks.feed(event) if (chunk := self._on_block(e)) is not None]
 
-    def finish(self, final: StreamEvent | None, usage: Usage) -> list[Event]:
+    def finish(self, final: StreamEvent | None, usage: TokenUsage) -> list[Event]:
         chunks = [chunk for e in self._blocks.close() if (chunk := self._on_block(e)) is not None]
         self._final = {**self._chunk(), "done": True, "done_reason": _done_reason(final), **_timings(final)}
         return [*chunks, self._final]
@@ -225,21 +225,21 @@ def _at(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def _capabilities(model: ChatModel) -> list[str]:
+def _capabilities(model: LoadedModel) -> list[str]:
     """What clients check before offering tools, a thinking toggle or fill-in-the-middle ("insert", Ollama's name
     for a template that takes a suffix)."""
-    prompter = model.prompter
+    prompter = model.inputs.prompter
     return ["completion", *(["tools"] if prompter.supports_tools else []),
             *(["thinking"] if template_thinks(prompter.template_text) else []),
-            *(["insert"] if supports_fim(model) else [])]
+            *(["insert"] if model.inputs.supports_fim else [])]
 
 
-def _template(model: ChatModel) -> str:
+def _template(model: LoadedModel) -> str:
     """The chat template; for a FIM model inside the ``.Suffix`` branch Ollama's own templates have, which is how
     Continue tells that ``suffix`` works (the FIM layout shown is what /api/generate builds from the ids)."""
-    template = getattr(model.tokenizer, "chat_template", None)
+    template = getattr(model.inputs.tokenizer, "chat_template", None)
     text = template if isinstance(template, str) else ""
-    if not supports_fim(model):
+    if not model.inputs.supports_fim:
         return text
     return ("{{- if .Suffix }}<|fim_prefix|>{{ .Prompt }}<|fim_suffix|>{{ .Suffix }}<|fim_middle|>"
             f"{{{{- else }}}}{text}{{{{- end }}}}")

@@ -4,9 +4,9 @@ those same chunks (so a whole answer is always what its stream adds up to)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from qwen_stream.server.pipeline.generation import TokenStrings
+from qwen_stream.output.token_strings import TokenStrings
 from qwen_stream.server.protocols.openai.protocol import (
     AssistantMessage,
     ChatChoice,
@@ -27,6 +27,9 @@ from qwen_stream.server.protocols.openai.protocol import (
 )
 from qwen_stream.server.wire.errors import ErrorDetail, ErrorResponse
 from qwen_stream.types import StreamEvent, TokenLogprob, ToolCallDelta
+
+if TYPE_CHECKING:
+    from qwen_stream.client.choices import TokenUsage
 
 
 def chat_logprobs(entries: list[TokenLogprob] | None, strings: TokenStrings) -> ChatLogprobs | None:
@@ -108,11 +111,12 @@ class ChatRenderer:
             self._choices[index].add(chunk.choices[0])
         return chunks
 
-    def finish(self, final: StreamEvent | None, usage: Usage) -> list[ChatCompletionChunk]:
-        self.usage = usage
+    def finish(self, final: StreamEvent | None, usage: TokenUsage) -> list[ChatCompletionChunk]:
+        self.usage = Usage.of(usage)
         if not self.include_usage:
             return []
-        return [ChatCompletionChunk(id=self.id, created=self.created, model=self.model, choices=[], usage=usage)]
+        return [ChatCompletionChunk(id=self.id, created=self.created, model=self.model, choices=[],
+                                    usage=self.usage)]
 
     def whole(self) -> ChatCompletionResponse:
         choices = [ChatChoice(index=i, message=c.message(), finish_reason=c.finish_reason,

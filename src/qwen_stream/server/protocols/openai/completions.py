@@ -3,9 +3,9 @@ text_completion folded from those same chunks."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from qwen_stream.server.pipeline.generation import TokenStrings
+from qwen_stream.output.token_strings import TokenStrings
 from qwen_stream.server.protocols.openai.protocol import (
     CompletionChoice,
     CompletionLogprobs,
@@ -15,6 +15,9 @@ from qwen_stream.server.protocols.openai.protocol import (
     now,
 )
 from qwen_stream.types import StreamEvent, TokenLogprob
+
+if TYPE_CHECKING:
+    from qwen_stream.client.choices import TokenUsage
 
 
 class LogprobsBuilder:
@@ -68,9 +71,9 @@ class CompletionRenderer:
                                   logprobs=logprobs)
         return [self._fold(self._response([choice]))]
 
-    def finish(self, final: StreamEvent | None, usage: Usage) -> list[CompletionResponse]:
-        self.usage = usage
-        return [self._response([], usage)] if self.include_usage else []
+    def finish(self, final: StreamEvent | None, usage: TokenUsage) -> list[CompletionResponse]:
+        self.usage = Usage.of(usage)
+        return [self._response([], self.usage)] if self.include_usage else []
 
     def whole(self) -> CompletionResponse:
         choices = [CompletionChoice(index=i, text=text, finish_reason=self._finish[i],

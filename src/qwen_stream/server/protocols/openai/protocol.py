@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from qwen_stream.server.pipeline.sampling_fields import SamplingFields
 from qwen_stream.types import SEED_MAX, SEED_MIN
+
+if TYPE_CHECKING:
+    from qwen_stream.client.choices import TokenUsage
 
 Role = Literal["system", "developer", "user", "assistant", "tool"]
 FinishReasonLiteral = Literal["stop", "length", "abort", "tool_calls"]
@@ -226,11 +229,11 @@ class Usage(_Response):
     total_tokens: int = 0
     prompt_tokens_details: PromptTokensDetails = Field(default_factory=PromptTokensDetails)
 
-    def add(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> None:
-        self.prompt_tokens += prompt_tokens
-        self.completion_tokens += completion_tokens
-        self.total_tokens = self.prompt_tokens + self.completion_tokens
-        self.prompt_tokens_details.cached_tokens += cached_tokens
+    @classmethod
+    def of(cls, usage: TokenUsage) -> Usage:
+        return cls(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+                   total_tokens=usage.total_tokens,
+                   prompt_tokens_details=PromptTokensDetails(cached_tokens=usage.cached_tokens))
 
 
 class TopLogprob(_Response):

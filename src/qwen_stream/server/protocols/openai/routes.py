@@ -57,7 +57,7 @@ def openai_router(state: ServerState) -> APIRouter:
     async def completions(request: Request) -> Response:
         body, job = await parse_body_and(request, CompletionRequest, _completion_job)
         if body.suffix:  # fill in the middle (Tabby, Continue's OpenAI provider)
-            job = await fim_completion_job(state, body, job)
+            job = fim_completion_job(body, job)
         started = await start_job(state, job, "/v1/completions")
         renderer = CompletionRenderer(started.model_name, body.prompts, body.n, started.strings, echo=body.echo,
                                       include_usage=body.include_usage, want_logprobs=body.logprobs is not None)

@@ -17,7 +17,7 @@ from qwen_stream.server.protocols.openai.protocol import ChatMessage, _Request, 
 from qwen_stream.server.wire.errors import APIError
 
 if TYPE_CHECKING:
-    from qwen_stream.api import ChatModel
+    from qwen_stream.client.loaded_model import LoadedModel
 
 
 class TokenizeRequest(_Request):
@@ -54,7 +54,7 @@ class DetokenizeResponse(_Response):
     prompt: str
 
 
-def tokenize_routes(require_model: Callable[[str | None], Awaitable[ChatModel]]) -> APIRouter:
+def tokenize_routes(require_model: Callable[[str | None], Awaitable[LoadedModel]]) -> APIRouter:
     """The routes; ``require_model(name)`` resolves a request's ``model`` (absent: the default) to the model."""
     router = APIRouter()
 
@@ -65,27 +65,28 @@ def tokenize_routes(require_model: Callable[[str | None], Awaitable[ChatModel]])
             ids = _ids(model, body)
         except (ValueError, TypeError) as exc:
             raise APIError(400, str(exc)) from exc
-        strs = [model.tokenizer.convert_ids_to_tokens(i) for i in ids] if body.return_token_strs else None
+        strs = [model.inputs.tokenizer.convert_ids_to_tokens(i) for i in ids] if body.return_token_strs else None
         return TokenizeResponse(count=len(ids), max_model_len=model.context_length, tokens=ids, token_strs=strs)
 
     @router.post("/detokenize", response_model=DetokenizeResponse)
     async def detokenize(body: DetokenizeRequest) -> DetokenizeResponse:
         model = await require_model(body.model)
-        vocab = len(model.tokenizer)
+        tokenizer = model.inputs.tokenizer
+        vocab = len(tokenizer)
         bad = [t for t in body.tokens if not 0 <= t < vocab]
         if bad:
             raise APIError(400, f"tokens holds ids outside this tokenizer's vocabulary of {vocab}: {bad[:5]}",
                            param="tokens")
-        return DetokenizeResponse(prompt=model.tokenizer.decode(body.tokens, skip_special_tokens=False))
+        return DetokenizeResponse(prompt=tokenizer.decode(body.tokens, skip_special_tokens=False))
 
     return router
 
 
-def _ids(model: ChatModel, body: TokenizeRequest) -> list[int]:
+def _ids(model: LoadedModel, body: TokenizeRequest) -> list[int]:
     if body.prompt is not None:
-        return list(model.tokenizer.encode(body.prompt, add_special_tokens=body.add_special_tokens))
+        return list(model.inputs.tokenizer.encode(body.prompt, add_special_tokens=body.add_special_tokens))
     tools = ToolRequest.create(body.tools)
     messages = [message.as_dict() for message in body.messages or []]
-    prompt = model.prompter.build(messages, max_prompt_tokens=2**62, tools=tools.tools or None,
-                                  template_kwargs=body.chat_template_kwargs)
+    prompt = model.inputs.prompter.build(messages, max_prompt_tokens=2**62, tools=tools.tools or None,
+                                         template_kwargs=body.chat_template_kwargs)
     return prompt.ids

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qwen_stream.server.pipeline.answer import Event
 from qwen_stream.server.pipeline.answer_blocks import AnswerBlocks, Block, BlockEvent
-from qwen_stream.server.protocols.openai.protocol import Usage
 from qwen_stream.server.protocols.responses.protocol import ResponsesRequest
 from qwen_stream.types import FinishReason, StreamEvent
+
+if TYPE_CHECKING:
+    from qwen_stream.client.choices import TokenUsage
 
 _ITEM_PREFIX = {"text": "msg", "reasoning": "rs", "tool_call": "fc"}
 
@@ -33,7 +35,7 @@ class ResponseBuilder:
         self.model = model
         self.created_at = int(time.time())
         self.status = "in_progress"
-        self.usage: Usage | None = None
+        self.usage: TokenUsage | None = None
         self.items: list[dict[str, Any]] = []  # output items, in order
         self._blocks = AnswerBlocks()
         self._item_of: dict[int, dict[str, Any]] = {}  # block index -> its output item
@@ -47,7 +49,7 @@ class ResponseBuilder:
     def feed(self, event: StreamEvent, index: int = 0) -> list[Event]:
         return [e for block_event in self._blocks.feed(event) for e in self._on_block(block_event)]
 
-    def finish(self, final: StreamEvent | None, usage: Usage) -> list[Event]:
+    def finish(self, final: StreamEvent | None, usage: TokenUsage) -> list[Event]:
         """The answer ended (``final`` is its last event; None if it never finished): close it, last event."""
         reason = final.finish_reason if final is not None else FinishReason.ABORT
         finished = reason in (FinishReason.STOP, FinishReason.TOOL_CALLS)
@@ -154,9 +156,9 @@ def _part(kind: str, text: str) -> dict[str, Any]:
     return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
 
 
-def _usage(usage: Usage) -> dict[str, Any]:
+def _usage(usage: TokenUsage) -> dict[str, Any]:
     return {"input_tokens": usage.prompt_tokens,
-            "input_tokens_details": {"cached_tokens": usage.prompt_tokens_details.cached_tokens,
+            "input_tokens_details": {"cached_tokens": usage.cached_tokens,
                                      "cache_write_tokens": 0},
             "output_tokens": usage.completion_tokens, "output_tokens_details": {"reasoning_tokens": 0},
             "total_tokens": usage.total_tokens}

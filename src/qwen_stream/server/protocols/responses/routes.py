@@ -11,7 +11,6 @@ from pydantic import BaseModel
 from qwen_stream.server.pipeline.answer import Event, Wire, answer
 from qwen_stream.server.pipeline.bodies import openapi_body, parse_body
 from qwen_stream.server.pipeline.job import ChatJob, start_job
-from qwen_stream.server.protocols.openai.protocol import Usage
 from qwen_stream.server.protocols.responses.events import ResponseBuilder
 from qwen_stream.server.protocols.responses.protocol import ResponsesRequest, input_messages
 from qwen_stream.server.protocols.responses.store import ResponseStore, StoredResponse
@@ -19,6 +18,7 @@ from qwen_stream.server.wire.sse import sse_event
 from qwen_stream.types import StreamEvent
 
 if TYPE_CHECKING:
+    from qwen_stream.client.choices import TokenUsage
     from qwen_stream.server.state import ServerState
 
 ROUTE = "/v1/responses"
@@ -76,7 +76,7 @@ class _Storing:
     def feed(self, event: StreamEvent, index: int = 0) -> list[Event]:
         return self.builder.feed(event)
 
-    def finish(self, final: StreamEvent | None, usage: Usage) -> list[Event]:
+    def finish(self, final: StreamEvent | None, usage: TokenUsage) -> list[Event]:
         events = self.builder.finish(final, usage)
         if self.builder.body.store:
             turns = self._conversation + _output_messages(self.builder)

@@ -1,0 +1,242 @@
+"""Requests in the user's terms to engine requests: the input side of every front end, with no engine in it.
+
+A chat (messages, tools, thinking), a raw prompt (text or ids) or a fill-in-the-middle becomes a list of
+``EngineRequest``s (inputs/request.py), one per choice: templated, tokenized and folded to fit, with the model's
+sampling defaults, the request's overrides, output formats compiled into grammars, a seed per choice
+(inputs/choices.py) and the answer's length (inputs/answer_length.py) decided here, once, for the Python API and
+every protocol of the server. CPU work (templates, tokenizers, grammar compiles): servers run it off their event
+loop. Bad input raises the typed refusals of errors.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from qwen_stream.errors import ContextLengthError, InvalidParameterError, RequestError
+from qwen_stream.inputs.answer_length import USUAL_LENGTH, AnswerRoom, LengthPolicy, answer_room, longest_answer
+from qwen_stream.inputs.chat_options import ChatOptions, parse_plan, tool_format
+from qwen_stream.inputs.chat_template import ChatPrompter, PromptResult, make_messages
+from qwen_stream.inputs.choices import choice_params
+from qwen_stream.inputs.fim import FimBudget, FimInput, FimPrompter, NoFimError, fim_tokens
+from qwen_stream.inputs.grammars import Grammars
+from qwen_stream.inputs.request import EngineRequest, ParsePlan, PromptInfo
+from qwen_stream.types import SamplingParams, TokenConstraint
+
+Prompt = str | Sequence[int]  # raw text, or token ids
+_FORMATS = ("constraint", "response_format", "json_schema")
+
+
+class InputProcessor:
+    """One model's input side: its tokenizer, chat template, grammars, FIM tokens and sampling defaults."""
+
+    def __init__(self, tokenizer: Any, *, name: str, context_length: int, vocab_size: int,
+                 default_params: SamplingParams, eos_token_ids: Sequence[int] = (),
+                 default_system: str | None = None, tool_parser: str | None = None) -> None:
+        self.name = name
+        self.tokenizer = tokenizer
+        self.context_length = context_length
+        self.vocab_size = vocab_size
+        self.eos_token_ids = tuple(eos_token_ids)
+        # A model's default answer length (e.g. 512) must not by itself leave no room for the prompt.
+        half = max(1, context_length // 2)
+        self.default_params = default_params.with_(max_new_tokens=half) \
+            if default_params.max_new_tokens > half else default_params
+        self.prompter = ChatPrompter(tokenizer, default_system=default_system)
+        self.grammars = Grammars(tokenizer, vocab_size=vocab_size, stop_token_ids=self.eos_token_ids)
+        self.tool_parser = tool_parser  # None: read from the chat template; "hermes" / "qwen3_coder" forces one
+        self._max_token_chars: int | None = None  # the longest token's length, for the cheap too-long check
+        self._fim: FimPrompter | NoFimError | None = None  # made on first use: see fim_prompter
+
+    # ---- parameters ------------------------------------------------------------------------------------------
+
+    def params(self, params: SamplingParams | None = None, **overrides: Any) -> SamplingParams:
+        """Validated parameters: the model's defaults, then ``params``, then keyword overrides (None = keep);
+        ``response_format`` (OpenAI's) or ``json_schema`` become a compiled ``constraint``."""
+        base = params or self.default_params
+        changes = {k: v for k, v in self._constrain(dict(overrides)).items() if v is not None}
+        unknown = set(changes) - set(SamplingParams.__dataclass_fields__)
+        if unknown:
+            raise TypeError(f"unknown sampling parameter(s): {', '.join(sorted(unknown))}")
+        chosen = base.with_(**changes) if changes else base
+        if any(token_id >= self.vocab_size for token_id, _ in chosen.logit_bias):
+            raise InvalidParameterError("logit_bias", f"logit_bias names token ids past this model's vocabulary "
+                                                      f"of {self.vocab_size}")
+        return chosen
+
+    def _constrain(self, overrides: dict[str, Any]) -> dict[str, Any]:
+        response_format = overrides.pop("response_format", None)
+        schema = overrides.pop("json_schema", None)
+        if response_format is not None and schema is not None:
+            raise ValueError("give response_format or json_schema, not both")
+        if schema is not None:
+            overrides["constraint"] = self.grammars.json_schema(schema)
+        elif response_format is not None:
+            overrides["constraint"] = self.grammars.response_format(response_format)
+        return overrides
+
+    @property
+    def longest_answer(self) -> int:
+        """The most tokens any answer of this model can take (a length picker's top)."""
+        return longest_answer(self.context_length)
+
+    # ---- the three kinds of request --------------------------------------------------------------------------
+
+    def chat(self, messages: Sequence[Any], *, params: SamplingParams | None = None, n: int = 1,
+             policy: LengthPolicy = USUAL_LENGTH, **overrides: Any) -> list[EngineRequest]:
+        """A conversation (OpenAI-style messages or (query, response) pairs) answered ``n`` times.
+
+        ``overrides``: sampling fields, ``response_format`` / ``json_schema``, and the chat options ``tools``,
+        ``tool_choice``, ``parallel_tool_calls``, ``thinking``, ``chat_template_kwargs``."""
+        options = ChatOptions.take(overrides)
+        if options.tools.active:
+            self.prompter.require_tools()
+            tool_format(self.prompter.template_text, self.tool_parser)  # fail before any work when unknown
+        if options.tools.must_call:
+            if any(overrides.get(k) is not None for k in _FORMATS):
+                raise ValueError("tool_choice that forces a call cannot be combined with response_format")
+            overrides["constraint"] = self._tool_constraint(options)
+        room, chosen = self._room(params, overrides, policy)
+        turns = make_messages(None, messages)
+        if turns[-1]["role"] not in ("user", "tool"):
+            raise ValueError("nothing to answer: give a query, or messages ending with a user message (or tool results)")
+        self._check_chars(str(turns[-1].get("content") or ""), "the last message")
+        prompt = self._fold(turns, options, room)
+        plan = parse_plan(self.prompter.template_text, prompt.text, options.tools, self.tool_parser)
+        chosen = chosen.with_(max_new_tokens=room.for_prompt(len(prompt.ids), self.context_length))
+        return self._choices([prompt.ids], chosen, n, plan, [PromptInfo(len(prompt.ids), prompt.dropped_turns)])
+
+    def completion(self, prompts: Sequence[Prompt], *, params: SamplingParams | None = None, n: int = 1,
+                   policy: LengthPolicy = USUAL_LENGTH, **overrides: Any) -> list[EngineRequest]:
+        """Raw prompts (text, or token ids), continued as they are (no template), each answered ``n`` times."""
+        room, chosen = self._room(params, overrides, policy)
+        ids = [self._prompt_ids(prompt) for prompt in prompts]
+        for prompt_ids in ids:
+            self._check_fits(len(prompt_ids), room)
+        return self._choices(ids, chosen, n, ParsePlan(), [PromptInfo(len(i)) for i in ids],
+                             lengths=[room.for_prompt(len(i), self.context_length) for i in ids])
+
+    def fim(self, pieces: Sequence[FimInput], *, params: SamplingParams | None = None, n: int = 1,
+            policy: LengthPolicy = USUAL_LENGTH, **overrides: Any) -> list[EngineRequest]:
+        """Fill-in-the-middle: each piece's gap filled ``n`` times, on the model's FIM tokens, the answer ending
+        at them too. The file fills the window, so an answer without a length gets the usual one, not the rest."""
+        room, chosen = self._room(params, overrides, policy.without_rest_of_window())
+        budget = FimBudget(total=self.context_length - room.reserve)
+        if budget.total < 3:
+            raise ContextLengthError(f"max tokens {room.reserve} leave no room for a prompt in the context window "
+                                     f"of {self.context_length}", window=self.context_length)
+        prompter = self.fim_prompter()
+        built = [piece.build(prompter, budget) for piece in pieces]
+        stops = tuple(dict.fromkeys([*chosen.stop_token_ids, *prompter.tokens.stop_ids]))
+        chosen = chosen.with_(max_new_tokens=room.limit, stop_token_ids=stops)
+        return self._choices([p.ids for p in built], chosen, n, ParsePlan(),
+                             [PromptInfo(len(p.ids), truncated=p.truncated) for p in built])
+
+    def count_chat_tokens(self, messages: Sequence[Any], **options: Any) -> int:
+        """Tokens of the prompt the conversation makes (tools and template options included), whole: no turn
+        folded away (Anthropic's count_tokens)."""
+        chat = ChatOptions.take(dict(options))
+        prompt = self.prompter.build(messages, max_prompt_tokens=2**62, tools=chat.shown_tools,
+                                     template_kwargs=chat.template_kwargs or None)
+        return prompt.num_tokens
+
+    # ---- fill-in-the-middle ----------------------------------------------------------------------------------
+
+    @property
+    def supports_fim(self) -> bool:
+        """Whether the model has FIM tokens (a few vocabulary look-ups)."""
+        return fim_tokens(self.tokenizer) is not None
+
+    def fim_prompter(self) -> FimPrompter:
+        """The model's FIM prompt builder, made on first use (it copies the tokenizer's backend); NoFimError when
+        the model has no FIM tokens. Blocking: servers call it off the event loop."""
+        if self._fim is None:
+            try:
+                self._fim = FimPrompter(self.tokenizer, self.name)
+            except NoFimError as exc:
+                self._fim = exc
+        if isinstance(self._fim, NoFimError):
+            raise self._fim
+        return self._fim
+
+    # ---- the rules, once -------------------------------------------------------------------------------------
+
+    def _room(self, params: SamplingParams | None, overrides: dict[str, Any],
+              policy: LengthPolicy) -> tuple[AnswerRoom, SamplingParams]:
+        """The answer's room (inputs/answer_length.py) and the parameters it goes with."""
+        requested = overrides.get("max_new_tokens")
+        if requested is None and params is not None:
+            requested = params.max_new_tokens  # parameters given whole say their own length
+        chosen = self.params(params, **overrides)  # validates max_new_tokens among the rest
+        room = answer_room(None if requested is None else chosen.max_new_tokens, policy,
+                           window=self.context_length, default=self.default_params.max_new_tokens)
+        if room.reserve >= self.context_length:
+            raise ContextLengthError(f"max_new_tokens={room.reserve} does not fit the context window of "
+                                     f"{self.context_length} tokens", window=self.context_length,
+                                     param="max_tokens")
+        return room, chosen
+
+    def _fold(self, turns: list[dict[str, Any]], options: ChatOptions, room: AnswerRoom) -> PromptResult:
+        """Template the conversation, dropping its oldest turns to leave the answer its room; with a flexible room
+        a last message that alone leaves less may take the window but one token."""
+        build: Callable[[int], PromptResult] = lambda limit: self.prompter.build(  # noqa: E731
+            turns, max_prompt_tokens=limit, tools=options.shown_tools, template_kwargs=options.template_kwargs)
+        try:
+            return build(self.context_length - room.reserve)
+        except ContextLengthError:
+            if not room.flexible:
+                raise
+            return build(self.context_length - room.required)
+
+    def _check_fits(self, prompt_tokens: int, room: AnswerRoom) -> None:
+        budget = self.context_length - room.required
+        if prompt_tokens > budget:
+            raise ContextLengthError(f"the prompt has {prompt_tokens} tokens; with max_new_tokens={room.reserve} at "
+                                     f"most {budget} fit the context window of {self.context_length}",
+                                     window=self.context_length, prompt_tokens=prompt_tokens)
+
+    def _prompt_ids(self, prompt: Prompt) -> list[int]:
+        if isinstance(prompt, str):
+            self._check_chars(prompt, "the prompt")
+            ids = list(self.tokenizer.encode(prompt, add_special_tokens=False))
+        elif all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
+            ids = list(prompt)
+        else:
+            raise TypeError("prompt must be a string or a list of token ids")
+        if not ids:
+            raise RequestError("the prompt is empty", param="prompt")
+        return ids
+
+    def _check_chars(self, text: str, what: str) -> None:
+        """Refuse text too long for the window before tokenizing it: no token covers more characters than the
+        longest token's bytes, so past (window x that) characters it cannot fit, whatever its tokens."""
+        if self._max_token_chars is None:
+            from qwen_stream.output.detokenizer import token_bytes_table
+
+            self._max_token_chars = max(1, max(len(b) for b in token_bytes_table(self.tokenizer).with_special))
+        limit = self.context_length * self._max_token_chars
+        if len(text) > limit:
+            raise ContextLengthError(f"{what} is too long for the context window: {len(text)} characters, and "
+                                     f"{self.context_length} tokens hold at most {limit}", window=self.context_length)
+
+    def _tool_constraint(self, options: ChatOptions) -> TokenConstraint:
+        """The grammar that makes ``tool_choice`` "required" or a named function a fact, not a hope: the model
+        can only write calls (in its own format) to the given functions with arguments valid for them."""
+        tools = options.tools
+        choice: Any = {"type": "function", "function": {"name": tools.choice}} if tools.forced_name else tools.choice
+        return self.grammars.tool_calls(list(tools.tools), choice, parallel_tool_calls=tools.parallel,
+                                        call_format=tool_format(self.prompter.template_text, self.tool_parser),
+                                        reasoning=options.thinks(self.prompter.template_text))
+
+    @staticmethod
+    def _choices(prompts: list[list[int]], params: SamplingParams, n: int, plan: ParsePlan, infos: list[PromptInfo],
+                 lengths: list[int] | None = None) -> list[EngineRequest]:
+        """``n`` engine requests per prompt, choice i with seed + i, the prompt counted once in usage."""
+        choices = choice_params(params, n)
+        requests = []
+        for index, (ids, info) in enumerate(zip(prompts, infos, strict=True)):
+            for i, chosen in enumerate(choices):
+                if lengths is not None:
+                    chosen = chosen.with_(max_new_tokens=lengths[index])
+                requests.append(EngineRequest(ids, chosen, info, plan, index, counts_prompt=i == 0))
+        return requests
