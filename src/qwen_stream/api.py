@@ -3,7 +3,7 @@
 ``ChatModel`` is a small facade over a ``LoadedModel`` (client/loaded_model.py): the input processor turns each
 call into engine requests (templates, defaults, seeds, answer length: inputs/processor.py), and the engine client
 streams them (client/engine_client.py). Every stream goes through one shared engine, so concurrent callers are
-decoded together as one batch.
+decoded together as one batch. ``embed`` and ``rerank`` use the same engine for the model's other outputs.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from qwen_stream.client.loaded_model import BACKENDS, LoadedModel, load_model
 from qwen_stream.client.streams import AsyncRequestStream, RequestStream
+from qwen_stream.client.vectors import Ranked
 from qwen_stream.engine.backend import EngineBackend
 from qwen_stream.engine.config import EngineConfig
 from qwen_stream.engine.runners.base import ModelRunner
@@ -22,6 +23,8 @@ from qwen_stream.inputs.request import EngineRequest
 from qwen_stream.types import FinishReason, SamplingParams, StreamEvent, ToolCall
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from qwen_stream.engine.vllm.mapping import VllmOptions
     from qwen_stream.inputs.grammars import Grammars
 
@@ -206,6 +209,25 @@ class ChatModel:
             return self.chat_batch(prompts, progress=progress, **overrides)
         requests = [r for p in prompts for r in self.inputs.completion([p], **overrides)]
         return _texts(self.client.batch(requests, progress=progress))
+
+    def embed(self, texts: str | Sequence[str] | Sequence[Sequence[int]], *, input_type: str | None = None,
+              truncate: bool = False, dimensions: int | None = None, pooling: str | None = None,
+              normalize: bool | None = None) -> np.ndarray:
+        """One vector per text, float32 [len(texts), width] (one text: a single row), pooled as the model says
+        (an embedding model's own pooling; a chat model's last token, normalised) unless ``pooling`` /
+        ``normalize`` say otherwise. ``input_type`` "query" or "document": the model's prompt for it (Qwen3-Embedding
+        instructs queries). ``truncate``: cut a text longer than the window instead of refusing it; ``dimensions``:
+        keep the first n of each vector, re-normalised. Texts run batched on the engine, beside any streams."""
+        job = self.inputs.embed(texts, input_type=input_type, truncate=truncate, dimensions=dimensions,
+                                pooling=pooling, normalize=normalize)
+        return self.client.embed(job).vectors
+
+    def rerank(self, query: str, documents: Sequence[str], *, top_n: int | None = None,
+               instruction: str | None = None) -> list[Ranked]:
+        """``documents`` ranked for ``query``, best first (``top_n`` of them): ``Ranked(index, score)``. An
+        embedding model scores by cosine; a chat model by P("yes") of Qwen3-Reranker's judging prompt
+        (``instruction``: its task line)."""
+        return self.client.rank(self.inputs.rerank(query, documents, top_n=top_n, instruction=instruction)).results
 
     def _chat(self, query: str | None, history: History, messages: Sequence[Any] | None, system: str | None,
               params: SamplingParams | None, overrides: dict[str, Any], n: int = 1) -> list[EngineRequest]:

@@ -10,9 +10,13 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from qwen_stream.errors import InvalidParameterError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 
 class FinishReason(str, enum.Enum):
@@ -54,6 +58,37 @@ def wrap_seed(seed: int) -> int:
     return (seed - SEED_MIN) % 2**64 + SEED_MIN
 
 
+POOLINGS = ("mean", "cls", "last")
+
+
+@dataclass(slots=True, frozen=True)
+class PoolingParams:
+    """Pool, don't sample: the prompt is prefilled (chunked like any prompt) and the request ends with one vector
+    and no tokens (``TokenOutput.embedding``).
+
+    ``pooling`` says which final hidden states (after the model's last norm) make it: their mean, the first
+    position's (CLS) or the last position's; ``normalize`` scales it to unit length. With ``logits_of`` the vector
+    is instead the last position's logits of those token ids, in that order (a classifier over them: Qwen3-Reranker
+    reads ("no", "yes")); ``pooling`` and ``normalize`` then do not apply."""
+
+    pooling: str = "last"
+    normalize: bool = True
+    logits_of: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "logits_of", tuple(int(t) for t in self.logits_of))
+        if self.pooling not in POOLINGS:
+            raise InvalidParameterError("pooling", f"pooling must be one of {', '.join(POOLINGS)}, "
+                                                   f"got {self.pooling!r}")
+        if any(t < 0 for t in self.logits_of):
+            raise InvalidParameterError("logits_of", "logits_of names token ids >= 0")
+
+    @property
+    def task(self) -> str:
+        """What the engine must be able to do: "embed" (hidden states) or "score" (logits)."""
+        return "score" if self.logits_of else "embed"
+
+
 @dataclass(slots=True, frozen=True)
 class SamplingParams:
     """How one request picks its tokens. temperature == 0 means greedy."""
@@ -78,6 +113,8 @@ class SamplingParams:
     # Only tokens this grammar allows are sampled (masked before penalties, temperature, top-p and argmax); when
     # the grammar ends, only a stop token is allowed, so the answer ends with finish_reason "stop".
     constraint: TokenConstraint | None = None
+    # Set: pool, don't sample (embeddings, scores; see PoolingParams): the fields above do not apply.
+    pooling: PoolingParams | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -156,6 +193,8 @@ class TokenOutput:
     logprobs: list[TokenLogprob] | None = None
     error: str | None = None  # set when the engine failed this request
     num_cached_tokens: int = 0  # prompt tokens whose KV a slot already held (prefix reuse); first output only
+    # A pooled request's one output (params.pooling): its vector, float32 [width] (or [len(logits_of)]).
+    embedding: npt.NDArray[np.float32] | None = None
 
 
 @dataclass(slots=True, frozen=True)

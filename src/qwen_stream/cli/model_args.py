@@ -63,6 +63,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, several: bool = Fals
                              f"{SHARED_KV_WINDOWS})")
     parser.add_argument("--kv-type", choices=["f16", "q8_0"], default=None,
                         help="llama.cpp runner: KV cache precision; q8_0 takes half the memory (default: f16)")
+    parser.add_argument("--pooling", choices=["mean", "cls", "last"], default=None,
+                        help="how embeddings pool the model's hidden states (default: as the model says: an embedding "
+                             "model's own; a chat model's last token)")
     parser.add_argument("--no-prefix-cache", dest="prefix_cache", action="store_false",
                         help="forget a finished request's KV (default: keep it, so the next turn of a conversation "
                              "prefills only its new tokens)")
@@ -129,7 +132,7 @@ def engine_config(args: argparse.Namespace, **changes: Any) -> EngineConfig:
                         quantize=args.quantize, prefix_cache=args.prefix_cache, context_length=args.context_length,
                         max_batch_size=args.max_batch_size, speculate=args.speculate, draft_max=args.draft_max,
                         kv_budget=args.kv_budget, kv_type=args.kv_type, draft_model=args.draft_model,
-                        draft_model_max=args.draft_model_max).with_(**changes)
+                        draft_model_max=args.draft_model_max, pooling=getattr(args, "pooling", None)).with_(**changes)
 
 
 def load_model(args: argparse.Namespace, *, progress: bool = True, tool_parser: str | None = None,

@@ -3,7 +3,9 @@
 Each ``EngineRequest`` (made by the input processor) is submitted as is; its outputs go through an output processor
 that makes text, stop strings, and the reasoning and tool calls its ``ParsePlan`` asks for. Closing a stream (or
 dropping it, or cancelling its task) aborts its request. ``start`` submits a request's choices together for the
-server and ``batch`` runs many at once offline; both abort what they started if anything fails.
+server and ``batch`` runs many at once offline; both abort what they started if anything fails. Embeddings and
+rankings (pooled jobs: one vector per request, no text) go through client/pooled.py and come back shaped by
+client/vectors.py.
 """
 
 from __future__ import annotations
@@ -15,8 +17,11 @@ from typing import Any
 
 from qwen_stream.client.choices import Choices
 from qwen_stream.client.consumer import RequestConsumer
+from qwen_stream.client.pooled import arun_pooled, run_pooled
 from qwen_stream.client.streams import AsyncRequestStream, RequestStream
+from qwen_stream.client.vectors import Embeddings, Ranking, embeddings, ranking
 from qwen_stream.engine.backend import EngineBackend
+from qwen_stream.inputs.pooled_request import EmbeddingJob, RankingJob
 from qwen_stream.inputs.request import EngineRequest, ParsePlan
 from qwen_stream.output.message import MessageParser, make_tool_parser
 from qwen_stream.output.processor import OutputProcessor
@@ -78,6 +83,20 @@ class EngineClient:
             for consumer in consumers:
                 consumer.cancel()
         return [c.final for c in consumers]
+
+    def embed(self, job: EmbeddingJob) -> Embeddings:
+        """Every input's vector, read on this thread (Ctrl-C aborts the rest)."""
+        return embeddings(job, run_pooled(self.engine, job.requests))
+
+    async def aembed(self, job: EmbeddingJob) -> Embeddings:
+        """Every input's vector, in this event loop (cancelling aborts the rest)."""
+        return embeddings(job, await arun_pooled(self.engine, job.requests))
+
+    def rank(self, job: RankingJob) -> Ranking:
+        return ranking(job, run_pooled(self.engine, job.requests))
+
+    async def arank(self, job: RankingJob) -> Ranking:
+        return ranking(job, await arun_pooled(self.engine, job.requests))
 
     def close(self) -> None:
         self.engine.shutdown()

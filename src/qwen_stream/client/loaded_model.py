@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from qwen_stream.client.engine_client import EngineClient
-from qwen_stream.engine.backend import EngineBackend
+from qwen_stream.engine.backend import EngineBackend, backend_tasks
 from qwen_stream.engine.config import EngineConfig
 from qwen_stream.engine.runners.base import ModelRunner
 from qwen_stream.heap import release_free_heap
 from qwen_stream.inputs.processor import InputProcessor
+from qwen_stream.models.embedding_style import EmbeddingStyle
 from qwen_stream.output.token_strings import TokenStrings
 from qwen_stream.types import SamplingParams
 
@@ -46,11 +47,14 @@ class LoadedModel:
     @classmethod
     def assemble(cls, *, name: str, tokenizer: Any, engine: EngineBackend, default_params: SamplingParams,
                  eos_token_ids: Sequence[int] = (), default_system: str | None = None,
-                 tool_parser: str | None = None) -> LoadedModel:
-        """The pair over a started engine (any ``EngineBackend``)."""
+                 tool_parser: str | None = None, embedding: EmbeddingStyle | None = None) -> LoadedModel:
+        """The pair over a started engine (any ``EngineBackend``); ``embedding``: how the model embeds (read from
+        its files: models/embedding_style.py), what the engine can do read from the engine itself."""
         inputs = InputProcessor(tokenizer, name=name, context_length=engine.max_model_len,
                                 vocab_size=engine.vocab_size, default_params=default_params,
-                                eos_token_ids=eos_token_ids, default_system=default_system, tool_parser=tool_parser)
+                                eos_token_ids=eos_token_ids, default_system=default_system, tool_parser=tool_parser,
+                                embedding=embedding, tasks=backend_tasks(engine),
+                                embedding_width=getattr(engine, "embedding_width", None))
         return cls(inputs, EngineClient(engine, tokenizer))
 
     @property
@@ -108,7 +112,7 @@ def load_model(model: str | None = None, config: EngineConfig | None = None, *, 
                 engine.max_running)
     return LoadedModel.assemble(name=parts.name, tokenizer=parts.tokenizer, engine=engine,
                                 default_params=parts.default_params, eos_token_ids=parts.eos_token_ids,
-                                default_system=system, tool_parser=tool_parser)
+                                default_system=system, tool_parser=tool_parser, embedding=parts.embedding)
 
 
 def _check_backend(backend: str, config: EngineConfig, vllm_options: VllmOptions | None) -> None:
@@ -142,6 +146,7 @@ class ModelComponents:
     eos_token_ids: tuple[int, ...]
     context_length: int
     drafter: ModelDrafter | None = None  # a draft model for speculation (draft_model.py), if one was asked for
+    embedding: EmbeddingStyle | None = None  # how it embeds, as its files say (None: a chat model's default)
 
 
 def load_components(model: str | None, config: EngineConfig | None = None, *,
@@ -164,7 +169,23 @@ def load_components(model: str | None, config: EngineConfig | None = None, *,
         raise
     release_free_heap()  # what loading freed (the tokenizer's parsed JSON, say) leaves our RSS: see heap.py
     return ModelComponents(name=source.name, tokenizer=tokenizer, runner=built, default_params=defaults,
-                           eos_token_ids=eos_ids, context_length=built.max_seq_len, drafter=drafter)
+                           eos_token_ids=eos_ids, context_length=built.max_seq_len, drafter=drafter,
+                           embedding=_embedding_style(source, built, config.pooling))
+
+
+def _embedding_style(source: ModelSource, runner: ModelRunner, pooling: str | None) -> EmbeddingStyle:
+    """How the model embeds: as a sentence-transformers folder or an embedding GGUF declares, else a chat model's
+    default (last token, normalised); ``pooling`` (``--pooling``) overrides the pooling either way."""
+    from dataclasses import replace
+
+    from qwen_stream.models.embedding_style import gguf_style, read_folder_style
+
+    if source.kind == "hf_dir":
+        style = read_folder_style(source.path)
+    else:
+        style = gguf_style(getattr(runner, "default_pooling", None), getattr(runner, "architecture", None))
+    style = style or EmbeddingStyle()
+    return replace(style, pooling=pooling) if pooling else style
 
 
 def _drafter(name: str, target: ModelRunner, threads: int, progress: bool) -> ModelDrafter:

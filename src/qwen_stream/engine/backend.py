@@ -10,6 +10,12 @@ The contract, shared by every implementation:
   wait for a slot, ``EngineError`` once shut down.
 - ``abort`` is idempotent and takes effect within one step: the request's last output has ``FinishReason.ABORT``.
 - A request the backend fails ends with an output whose ``error`` is set (and ``FinishReason.ABORT``).
+- Pooled requests (``params.pooling`` set: embeddings and scores, types.PoolingParams) are prompts only: prefilled,
+  never sampled, and answered by ONE output with ``finish_reason`` STOP, no tokens and ``embedding`` set (the
+  pooled vector, or the asked logits). Their prompt may fill the whole window. A backend that cannot serve one says
+  so at ``submit`` with ``UnsupportedTaskError``; so does one asked to generate that cannot (an encoder). The
+  optional attributes ``tasks`` (a frozenset of "generate", "embed", "score"; read with ``backend_tasks``) and
+  ``embedding_width`` (the vector's width, None if unknown) let front ends say what a model can do up front.
 """
 
 from __future__ import annotations
@@ -61,6 +67,12 @@ class EngineHealth:
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+
+def backend_tasks(engine: object) -> frozenset[str]:
+    """What a backend serves (its optional ``tasks``; one without it generates text only)."""
+    tasks = getattr(engine, "tasks", None)
+    return frozenset(tasks) if tasks is not None else frozenset({"generate"})
 
 
 @runtime_checkable

@@ -33,6 +33,7 @@ class EngineConfig:
     kv_type: str | None = None  # llama.cpp runner: "q8_0" for an 8-bit KV cache
     draft_model: str | None = None  # a smaller model of the same tokenizer drafting for speculation (llama.cpp)
     draft_model_max: int = DEFAULT_MODEL_DRAFT  # most tokens it drafts per sequence per step
+    pooling: str | None = None  # embeddings: "mean", "cls" or "last" (None: as the model says; models/embedding_style)
 
     def __post_init__(self) -> None:
         """ValueError for options no runner accepts, before anything loads."""
@@ -47,6 +48,8 @@ class EngineConfig:
             raise ValueError(f"max_batch_size must be >= 1, got {self.max_batch_size}")
         if self.context_length is not None and self.context_length < 16:
             raise ValueError(f"context_length must be >= 16, got {self.context_length}")
+        if self.pooling not in (None, "mean", "cls", "last"):
+            raise ValueError(f"pooling must be mean, cls or last, got {self.pooling!r}")
         if self.draft_model is not None and (not self.speculate or self.runner == "torch" or self.quantize):
             raise ValueError("a draft model drafts for the native engine's speculation on the llama.cpp runner: it "
                              "needs speculate on and runner auto or llamacpp")

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from qwen_stream.engine.backend import EngineBackend, EngineHealth, EngineStats, OutputSink
+from qwen_stream.engine.pooling import check_task
 from qwen_stream.engine.registry import RequestRegistry
 from qwen_stream.engine.runners.base import ModelRunner
 from qwen_stream.engine.spec.draft_model import ModelDrafter
@@ -65,6 +66,8 @@ class Engine:
                                reuse_prefix=reuse_prefix, speculate=speculate, drafter=drafter)
         self.drafter = drafter  # the engine owns it: closed at shutdown
         self.speculate = self.core.speculate  # None when off, or when the runner cannot rewind a slot
+        self.tasks = self.core.tasks  # "generate", "embed", "score": what the runner can serve (engine/pooling.py)
+        self.embedding_width: int | None = getattr(runner, "embedding_width", None)
         self._inbox: queue.SimpleQueue[_Submit | _Abort | _ResetPrefixCache | None] = queue.SimpleQueue()
         self._sinks: dict[str, OutputSink] = {}  # admitted requests' sinks, engine thread only
         self._fatal: str | None = None  # why the loop died, if it did
@@ -79,7 +82,8 @@ class Engine:
 
     def submit(self, prompt_ids: list[int], params: SamplingParams, output: OutputSink,
                request_id: str | None = None) -> str:
-        request_id = self.requests.admit(prompt_ids, request_id)
+        check_task(params, self.tasks, self.name)
+        request_id = self.requests.admit(prompt_ids, request_id, pooled=params.pooling is not None)
         self._inbox.put(_Submit(request_id, list(prompt_ids), params, output))
         return request_id
 

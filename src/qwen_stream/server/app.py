@@ -20,10 +20,12 @@ from qwen_stream.server.pool.model_pool import ModelPool, PoolEntry
 from qwen_stream.server.protocols.anthropic.protocol import anthropic_error
 from qwen_stream.server.protocols.anthropic.routes import ANTHROPIC_BODIES, anthropic_router
 from qwen_stream.server.protocols.infill.routes import infill_router
+from qwen_stream.server.protocols.llamacpp.embeddings import EmbeddingBody, llamacpp_embedding_router
 from qwen_stream.server.protocols.ollama.protocol import ollama_error
 from qwen_stream.server.protocols.ollama.routes import OLLAMA_BODIES, ollama_router
 from qwen_stream.server.protocols.openai.routes import OPENAI_BODIES, openai_router
 from qwen_stream.server.protocols.openai.tokenize import tokenize_routes
+from qwen_stream.server.protocols.rerank.routes import RERANK_BODIES, rerank_router
 from qwen_stream.server.protocols.responses.routes import RESPONSES_BODIES, responses_router
 from qwen_stream.server.protocols.responses.store import DEFAULT_RESPONSE_STORE_SIZE, ResponseStore
 from qwen_stream.server.service_routes import service_router
@@ -96,8 +98,10 @@ def create_app(model: LoadedModel | HasLoaded | ModelLoader | Sequence[PoolEntry
     app.include_router(anthropic_router(state))
     app.include_router(ollama_router(state))
     app.include_router(infill_router(state), responses=_ERROR_RESPONSES)
+    app.include_router(rerank_router(state), dependencies=protected, responses=_ERROR_RESPONSES)
+    app.include_router(llamacpp_embedding_router(state), responses=_ERROR_RESPONSES)
     document_bodies(app, [*OPENAI_BODIES, *RESPONSES_BODIES, *ANTHROPIC_BODIES,
-                          *OLLAMA_BODIES])
+                          *OLLAMA_BODIES, *RERANK_BODIES, EmbeddingBody])
     return app
 
 

@@ -38,6 +38,10 @@ class ServerMetrics:
                                      registry=self.registry)
         self.generation_tokens = Counter("qwen_stream_generation_tokens", "Tokens generated", labels,
                                          registry=self.registry)
+        self.embedding_inputs = Counter("qwen_stream_embedding_inputs", "Texts embedded or scored (embeddings, "
+                                        "rerank, score)", labels, registry=self.registry)
+        self.embedding_tokens = Counter("qwen_stream_embedding_tokens", "Prompt tokens of the texts embedded or "
+                                        "scored", labels, registry=self.registry)
         self.requests = Counter("qwen_stream_requests", "Finished requests by finish reason",
                                 [*labels, "finish_reason"], registry=self.registry)
         self.running = Gauge("qwen_stream_requests_running", "Requests decoding in the engine", ["model"],
@@ -72,6 +76,11 @@ class ServerMetrics:
         view = copy.copy(self)
         view.model_name = model_name
         return view
+
+    def observe_pooled(self, route: str, inputs: int, tokens: int) -> None:
+        """An embedding or ranking request served: its texts (engine requests) and their prompt tokens."""
+        self.embedding_inputs.labels(self.model_name, route).inc(inputs)
+        self.embedding_tokens.labels(self.model_name, route).inc(tokens)
 
     def tracker(self, route: str) -> RequestTracker:
         return RequestTracker(self, route)

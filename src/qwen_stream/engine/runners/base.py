@@ -24,6 +24,9 @@ class SeqChunk:
     # With want_logits: logits rows for the chunk's last n_logits positions (1: the next token only). A speculative
     # step feeds [last token, drafts...] and needs a row after every one of them to check the drafts.
     n_logits: int = 1
+    # A pooled request's prefill chunk (embeddings): the runner's ``forward_with_hidden`` returns the final hidden
+    # states of every token of it (after the model's last norm). Such a chunk never wants logits.
+    hidden: bool = False
 
     @property
     def logit_rows(self) -> int:
@@ -44,6 +47,12 @@ class ModelRunner(Protocol):
     # Optional ``copy_prefix(src: int, dst: int, length: int) -> None``: make slot dst hold the first ``length``
     # positions of slot src's KV (dst's old content is dropped). With it, concurrent requests that share a prompt
     # prefix (a system prompt) compute it once; the copy must be valid for the very next ``forward``.
+    # Optional ``forward_with_hidden(chunks) -> tuple[Tensor, list[Tensor]]``: ``forward``'s logits for the chunks
+    # that want them, and for each chunk with ``hidden`` set (in chunk order) its final hidden states, float32
+    # [len(token_ids), width]. Runners with it serve embeddings (engine/pooling.py); ``embedding_width`` says the
+    # width. Optional ``can_generate: bool`` (True if absent): False for a runner with no logits at all (an
+    # encoder). Optional ``whole_prompts: bool`` (False if absent): True where a prompt cannot be split over steps
+    # (bidirectional attention): the scheduler then feeds each prompt in one chunk.
 
     def forward(self, chunks: Sequence[SeqChunk]) -> torch.Tensor:
         """Run all chunks as one batch; return float32 logits [n, vocab_size]: for each chunk whose

@@ -1,7 +1,8 @@
 """Build the runner that computes a loaded model's logits, from a model source and the runner options.
 
 The choice is made here: llama.cpp for GGUF files on the CPU (its quantized kernels are 3-4x faster than PyTorch
-here), PyTorch for Hugging Face checkpoints, GPUs, and whenever llama-cpp-python is missing. The PyTorch runner is
+here), PyTorch for Hugging Face checkpoints, GPUs, and whenever llama-cpp-python is missing; a text encoder (BERT
+and kin: embedding models such as all-MiniLM-L6-v2) runs on the encoder runner, for embeddings only. The PyTorch runner is
 our own forward ("torch-native") for the architectures it knows and the Hugging Face forward ("torch-hf")
 otherwise; ``runner.name`` says which one runs.
 """
@@ -41,6 +42,8 @@ def build_runner(source: Any, config: EngineConfig, *, threads: int, calibration
     is_gguf = source.kind == "gguf"
     if runner == "llamacpp" and not is_gguf:
         raise ValueError("the llama.cpp runner needs a .gguf model; use --runner torch for Hugging Face checkpoints")
+    if not is_gguf and _is_encoder(source):
+        return _encoder_runner(source, config, device=resolved)
     if is_gguf and runner in ("auto", "llamacpp") and resolved == "cpu":
         try:
             return _llamacpp_runner(Path(source.path), config, threads)
@@ -59,6 +62,34 @@ def _llamacpp_runner(path: Path, config: EngineConfig, threads: int) -> ModelRun
     kv_budget = config.kv_budget or max(1, config.kv_windows) * window
     return LlamaCppRunner(path, max_slots=config.max_batch_size, max_seq_len=window, threads=threads,
                           kv_budget=kv_budget, kv_type=config.kv_type)
+
+
+def _is_encoder(source: Any) -> bool:
+    import json
+
+    from qwen_stream.engine.runners.encoder import is_encoder_config
+
+    try:
+        config = json.loads((Path(source.path) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and is_encoder_config(config)
+
+
+def _encoder_runner(source: Any, config: EngineConfig, *, device: str) -> ModelRunner:
+    """An encoder's runner; its window is what the model was built for (sentence-transformers' max_seq_length)."""
+    from qwen_stream.engine.runners.encoder import EncoderRunner
+    from qwen_stream.models import sources
+    from qwen_stream.models.embedding_style import read_folder_style
+
+    if config.runner == "llamacpp" or config.quantize:
+        raise ValueError("a text encoder runs on the encoder runner (transformers): --runner llamacpp and "
+                         "--quantize do not apply to it")
+    style = read_folder_style(Path(source.path))
+    built_for = style.max_tokens if style is not None and style.max_tokens else None
+    window = min(filter(None, (config.context_length, built_for))) if config.context_length or built_for else 512
+    model = sources.load_hf_encoder(source, device=device)
+    return EncoderRunner(model, max_slots=config.max_batch_size, max_seq_len=window)
 
 
 def build_drafter(source: Any, target: ModelRunner, *, threads: int) -> ModelDrafter:

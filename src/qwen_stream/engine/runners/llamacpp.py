@@ -16,6 +16,12 @@ With ``kv_budget`` the context is llama.cpp's unified cache instead: one pool of
 slot draws from (``llama-server -c N`` sizes the same pool), so memory follows the total the work needs rather than
 slots x window; the scheduler keeps the cells in use within the pool, evicting idle slots' cached prefixes first.
 ``kv_type="q8_0"`` stores keys and values as 8-bit blocks (half of f16), as ``llama-server -ctk q8_0 -ctv q8_0``.
+
+Embeddings (``forward_with_hidden``): the chunks of pooled requests go through their own ``llama_decode`` calls in
+the same step, with the context's embeddings output switched on (``llama_set_embeddings``) and its pooling set to
+none, so llama.cpp hands back every token's final hidden state (``llama_get_embeddings``, batch order) and the
+engine pools them itself, across chunks (llama.cpp's own pooling sees one micro-batch only). In that mode every
+token is an output, so those calls never carry a generating request's chunk.
 """
 
 from __future__ import annotations
@@ -159,6 +165,9 @@ class LlamaCppRunner:
             self._ctx = self._new_context()
             self._mem = self._ll.llama_get_memory(self._ctx)
             self.vocab_size = int(self._ll.llama_vocab_n_tokens(self._ll.llama_model_get_vocab(self._model)))
+            self.embedding_width = int(self._ll.llama_model_n_embd(self._model))
+            # an embedding GGUF says how it pools (and its architecture tells Qwen3-Embedding's conventions)
+            self.architecture, self.default_pooling = _gguf_pooling(self._ll, self._model)
         except BaseException:
             self.close()
             raise
@@ -194,6 +203,7 @@ class LlamaCppRunner:
         params.n_threads = self.threads
         params.n_threads_batch = self.threads
         params.no_perf = True
+        params.pooling_type = 0  # LLAMA_POOLING_TYPE_NONE: hidden states per token; the engine pools (docstring)
         if self.flash_attn is not None:
             params.flash_attn_type = int(self.flash_attn)  # LLAMA_FLASH_ATTN_TYPE_DISABLED = 0, ENABLED = 1
         ctx = self._ll.llama_init_from_model(self._model, params)
@@ -207,30 +217,55 @@ class LlamaCppRunner:
     def forward(self, chunks: Sequence[SeqChunk]) -> torch.Tensor:
         """One step for every chunk; float32 logits [rows, vocab] in chunk order (a reused buffer); a chunk owns
         ``logit_rows`` rows, its last n_logits positions in order."""
+        return self._step(chunks)[0]
+
+    def forward_with_hidden(self, chunks: Sequence[SeqChunk]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``forward``'s logits, and for each ``hidden`` chunk (chunk order) its tokens' final hidden states,
+        float32 [len(token_ids), embedding_width], from a decode in embeddings mode (see the module docstring)."""
+        return self._step(chunks)
+
+    def _step(self, chunks: Sequence[SeqChunk]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         if self._ctx is None:
             raise RuntimeError("LlamaCppRunner is closed")
         if not chunks:
-            return self._logits[:0]
+            return self._logits[:0], []
         self._slots.check(chunks, self.vocab_size)
         self._trim(chunks)
-        # llama.cpp splits a batch over per-slot KV streams into micro-batches of consecutive sequence ids, so
-        # chunks go in slot order: 16 decodes in arrival order ran as several small graphs, 1.9x slower (Qwen-1.5B,
-        # 470 vs 251 ms a step). Logits rows still come back in chunk order.
-        order = sorted(range(len(chunks)), key=lambda i: chunks[i].slot)
-        tokens, pos, seq, want = _flatten([chunks[i] for i in order])
         rows = [c.logit_rows for c in chunks]
         first_row = np.cumsum(rows) - rows  # a chunk's first logits row in what we return
-        dest = torch.tensor([int(first_row[i]) + j for i in order for j in range(rows[i])], dtype=torch.long)
-        n_out = len(dest)
+        n_out = int(sum(rows))
         if n_out > self._logits.shape[0]:
             self._logits = torch.empty(n_out, self.vocab_size, dtype=torch.float32)
-        row = 0
-        for start in range(0, len(tokens), self.n_batch):
-            end = start + self.n_batch
-            row = self._decode(tokens[start:end], pos[start:end], seq[start:end], want[start:end], row, dest)
+        states: dict[int, torch.Tensor] = {}
+        for group, embeddings in _decode_groups(chunks):
+            self._run_group(chunks, group, first_row, embeddings, states)
         for chunk in chunks:
             self._slots.advance(chunk)
-        return self._logits[:n_out]
+        return self._logits[:n_out], [states[i] for i, c in enumerate(chunks) if c.hidden]
+
+    def _run_group(self, chunks: Sequence[SeqChunk], group: list[int], first_row: np.ndarray, embeddings: bool,
+                   states: dict[int, torch.Tensor]) -> None:
+        """Decode the chunks ``group`` (indices, in slot order) in n_batch pieces; with ``embeddings`` every token
+        is an output and the hidden states of the group's ``hidden`` chunks go into ``states``."""
+        picked = [chunks[i] for i in group]
+        tokens, pos, seq, want = _flatten(picked)
+        dest = torch.tensor([int(first_row[i]) + j for i in group for j in range(chunks[i].logit_rows)],
+                            dtype=torch.long)
+        hidden = torch.empty(len(tokens), self.embedding_width, dtype=torch.float32) if embeddings else None
+        if embeddings:
+            self._ll.llama_set_embeddings(self._ctx, True)
+        try:
+            row = 0
+            for start in range(0, len(tokens), self.n_batch):
+                end = start + self.n_batch
+                row = self._decode(tokens[start:end], pos[start:end], seq[start:end], want[start:end], row, dest,
+                                   None if hidden is None else hidden[start:end])
+        finally:
+            if embeddings:
+                self._ll.llama_set_embeddings(self._ctx, False)
+        if hidden is not None:
+            parts = torch.split(hidden, [len(c.token_ids) for c in picked])
+            states.update((i, part) for i, part in zip(group, parts, strict=True) if chunks[i].hidden)
 
     def free_slot(self, slot: int) -> None:
         """Drop the slot's KV cells; the next sequence in this slot starts at position 0."""
@@ -281,22 +316,32 @@ class LlamaCppRunner:
                 self._slots.lengths[chunk.slot] = chunk.start_pos
 
     def _decode(self, tokens: np.ndarray, pos: np.ndarray, seq: np.ndarray, want: np.ndarray, row: int,
-                dest: torch.Tensor) -> int:
+                dest: torch.Tensor, hidden: torch.Tensor | None = None) -> int:
         """One llama_decode. Its logits rows are rows ``row``, ``row + 1``, ... of the step in slot order; each is
-        copied to ``self._logits[dest[i]]``, its place in chunk order. Returns the step's next row."""
-        self._buffers.fill(tokens, pos, seq, want)
-        status = self._ll.llama_decode(self._ctx, self._buffers.batch)
-        if status != 0:
-            reason = "no free KV cells" if status == 1 else f"status {status}"
-            raise RuntimeError(f"llama_decode failed ({reason}) on a batch of {len(tokens)} tokens")
+        copied to ``self._logits[dest[i]]``, its place in chunk order. Returns the step's next row. With ``hidden``
+        (embeddings mode: every token an output) every token's hidden state is copied there too."""
+        self._buffers.fill(tokens, pos, seq, want if hidden is None else np.ones(len(tokens), np.int8))
+        self._check_status(self._ll.llama_decode(self._ctx, self._buffers.batch), len(tokens))
         n = int(want.sum())
         if n:
-            # llama.cpp packs the requested rows contiguously in batch order; its buffer is overwritten by the
+            # llama.cpp packs the output rows contiguously in batch order; its buffer is overwritten by the
             # next decode, so copy it out now (one memcpy-like copy into our reused tensor)
             pointer = self._ll.llama_get_logits(self._ctx)
-            rows = np.ctypeslib.as_array(pointer, shape=(n, self.vocab_size))
+            if hidden is None:
+                rows = np.ctypeslib.as_array(pointer, shape=(n, self.vocab_size))
+            else:  # every token has a row: keep the wanted ones
+                rows = np.ctypeslib.as_array(pointer, shape=(len(tokens), self.vocab_size))[want.astype(bool)]
             self._logits.index_copy_(0, dest[row:row + n], torch.from_numpy(rows))
+        if hidden is not None:
+            pointer = self._ll.llama_get_embeddings(self._ctx)
+            hidden.copy_(torch.from_numpy(np.ctypeslib.as_array(pointer, shape=(len(tokens), self.embedding_width))))
         return row + n
+
+    @staticmethod
+    def _check_status(status: int, n_tokens: int) -> None:
+        if status != 0:
+            reason = "no free KV cells" if status == 1 else f"status {status}"
+            raise RuntimeError(f"llama_decode failed ({reason}) on a batch of {n_tokens} tokens")
 
     def __enter__(self) -> LlamaCppRunner:
         return self
@@ -307,6 +352,23 @@ class LlamaCppRunner:
     def __del__(self) -> None:
         with contextlib.suppress(Exception):  # interpreter shutdown: the binding may already be gone
             self.close()
+
+
+def _decode_groups(chunks: Sequence[SeqChunk]) -> list[tuple[list[int], bool]]:
+    """The step's llama_decode groups (chunk indices in slot order) and whether each runs in embeddings mode.
+
+    llama.cpp splits a batch over per-slot KV streams into micro-batches of consecutive sequence ids, so chunks go in
+    slot order: 16 decodes in arrival order ran as several small graphs, 1.9x slower (Qwen-1.5B, 470 vs 251 ms a
+    step). Embedding chunks need every token as an output; the chunks whose every token is an output anyway (decodes,
+    drafted checks) ride in the same decode, so a step of streams and embeddings reads the weights once; a prompt
+    chunk wanting one logits row runs in a plain decode of its own (all-outputs would cost it an lm_head per token).
+    """
+    by_slot = sorted(range(len(chunks)), key=lambda i: chunks[i].slot)
+    if not any(c.hidden for c in chunks):
+        return [(by_slot, False)]
+    together = [i for i in by_slot if chunks[i].hidden or len(chunks[i].token_ids) == chunks[i].logit_rows]
+    apart = [i for i in by_slot if i not in set(together)]
+    return [(group, embeddings) for group, embeddings in ((apart, False), (together, True)) if group]
 
 
 def _flatten(chunks: Sequence[SeqChunk]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -324,6 +386,24 @@ def _flatten(chunks: Sequence[SeqChunk]) -> tuple[np.ndarray, np.ndarray, np.nda
         if c.want_logits:  # the chunk's last n_logits tokens (usually just the last one)
             want[first + n - c.n_logits:first + n] = 1
     return tokens, pos, seq, want
+
+
+_GGUF_POOLINGS = {1: "mean", 2: "cls", 3: "last"}  # enum llama_pooling_type: NONE 0, MEAN 1, CLS 2, LAST 3
+
+
+def _gguf_pooling(ll: ModuleType, model: Any) -> tuple[str | None, str | None]:
+    """The GGUF's architecture and the pooling an embedding GGUF declares (``<arch>.pooling_type``; None for a model
+    that declares none)."""
+    buf = ctypes.create_string_buffer(128)
+    if ll.llama_model_meta_val_str(model, b"general.architecture", buf, len(buf)) < 0:
+        return None, None
+    arch = buf.value.decode(errors="replace")
+    if ll.llama_model_meta_val_str(model, f"{arch}.pooling_type".encode(), buf, len(buf)) < 0:
+        return arch, None
+    try:
+        return arch, _GGUF_POOLINGS.get(int(buf.value))
+    except ValueError:
+        return arch, None
 
 
 _GGML_LOG_ERROR = 4  # enum ggml_log_level: NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5

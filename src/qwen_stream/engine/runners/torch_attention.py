@@ -227,6 +227,7 @@ class StepPlan:
     positions: list[Tensor]  # each group's (or, for short chunks, each chunk's) positions; together [T]
     span: tuple[int, int] | None  # when the step is one chunk: its positions are the range [a, b)
     logit_rows: slice | Tensor  # the rows wanting logits, in chunk order
+    chunk_rows: list[tuple[int, int]]  # each chunk's rows [a, b) in execution order, chunks in chunk order
 
     def attend(self, kc: Tensor, vc: Tensor, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         """One layer's attention for every row: q: [T, H, D], k/v: [T, KV, D] -> [T, H * D]."""
@@ -261,15 +262,17 @@ def plan_step(chunks: Sequence[SeqChunk], heads: Heads, arange: Tensor, dtype: t
         row += n
     ids = torch.tensor([t for c in order for t in c.token_ids], device=arange.device)
     span = (chunks[0].start_pos, chunks[0].start_pos + len(chunks[0].token_ids)) if len(chunks) == 1 else None
-    return StepPlan(ids, groups, positions, span, _logit_rows(chunks, order, arange.device))
-
-
-def _logit_rows(chunks: Sequence[SeqChunk], order: list[SeqChunk], device: torch.device) -> slice | Tensor:
-    """Rows of the executed step that want logits: each wanting chunk's last n_logits, chunks in chunk order."""
     end, row = {}, 0  # one past each chunk's last row, in execution order
     for c in order:
         row += len(c.token_ids)
         end[id(c)] = row
+    chunk_rows = [(end[id(c)] - len(c.token_ids), end[id(c)]) for c in chunks]
+    return StepPlan(ids, groups, positions, span, _logit_rows(chunks, end, arange.device), chunk_rows)
+
+
+def _logit_rows(chunks: Sequence[SeqChunk], end: dict[int, int], device: torch.device) -> slice | Tensor:
+    """Rows of the executed step that want logits: each wanting chunk's last n_logits, chunks in chunk order
+    (``end``: one past each chunk's last row in execution order, by ``id``)."""
     rows = [end[id(c)] - c.n_logits + j for c in chunks if c.want_logits for j in range(c.n_logits)]
     if not rows:
         return slice(0, 0)

@@ -116,6 +116,9 @@ class NativeRunner:
             # [hidden, vocab]; with tied embeddings the embedding below becomes a view of the same memory
             self._lm_t = split_k(to_layout(model.lm_head.weight, (model.lm_head,)))
         self._embed: Tensor = base.embed_tokens.weight.detach()  # [vocab_rows, hidden], maybe a strided view
+        # The last norm as the model has it, for hidden states (int8 folds a smoothing into self._norm's copy).
+        self._final_norm = self._norm if not int8 else self._rms.prepare(base.norm.weight)
+        self.embedding_width = self._hidden
         self._lm_b = detached(model.lm_head.bias)
         self.vocab_size = int(model.lm_head.weight.shape[0])
         self._rotary: Any = base.rotary_emb
@@ -132,12 +135,20 @@ class NativeRunner:
     # -- public API ---------------------------------------------------------------------------------------
     def forward(self, chunks: Sequence[SeqChunk]) -> Tensor:
         """One pass over the layers for every chunk: their rows stacked, attention split by chunk (see plan_step)."""
+        return self._run(chunks, hidden=False)[0]
+
+    def forward_with_hidden(self, chunks: Sequence[SeqChunk]) -> tuple[Tensor, list[Tensor]]:
+        """``forward``'s logits, and each ``hidden`` chunk's final hidden states (after the last norm, before the
+        lm_head): float32 [len(token_ids), hidden], in chunk order. Same pass, same rows as any step."""
+        return self._run(chunks, hidden=True)
+
+    def _run(self, chunks: Sequence[SeqChunk], *, hidden: bool) -> tuple[Tensor, list[Tensor]]:
         if not self._cache.k:
             raise RuntimeError("this runner is closed")
         self._table.check(chunks, self._embed.shape[0])
         self._cache.ensure(max((c.start_pos + len(c.token_ids) for c in chunks), default=0))
         if not chunks:
-            return self._no_logits()
+            return self._no_logits(), []
         with torch.inference_mode():
             plan = plan_step(chunks, self._attn_heads, self._arange, self._dtype)
             cos, sin = self._rope_rows(plan)
@@ -146,7 +157,9 @@ class NativeRunner:
                                      lambda i, q, k, v: plan.attend(k_cache[i], v_cache[i], q, k, v))  # [T, hidden]
             for c in chunks:
                 self._table.advance(c)
-            return self._logits(x[plan.logit_rows])
+            states = [self._rms(x[a:b], self._final_norm).float() for c, (a, b) in zip(chunks, plan.chunk_rows,
+                                                                                      strict=True) if c.hidden]
+            return self._logits(x[plan.logit_rows]), states if hidden else []
 
     def free_slot(self, slot: int) -> None:
         # Nothing to zero: positions at or past a sequence's length are never attended to.

@@ -18,6 +18,12 @@ drafts...]`` with logits for every position (speculator.py says where drafts com
 model, and how many are worth it); postprocess takes the 1..k+1 tokens the check kept, and the KV of rejected
 drafts is simply overwritten by the next chunk, which starts right after the last kept token (both runners rewind a
 slot on demand).
+
+Pooled requests (embeddings and scores, ``params.pooling``) are prompts only: admitted into a slot like any other
+(never onto a cached prefix: every position's hidden state is needed, computed alone as in any batch), prefilled in
+chunks within the step's token budget after every decode, so a flood of them never holds back a running stream,
+and finished by ``finish_pooled`` once their last chunk ran, their slot emptied for the next one. A runner that
+cannot split a prompt (``whole_prompts``: bidirectional attention) gets each prompt in one chunk.
 """
 
 from __future__ import annotations
@@ -30,10 +36,14 @@ from qwen_stream.engine.request import PrefixCopy, ScheduledBatch, SeqStatus, Se
 from qwen_stream.engine.runners.base import SeqChunk
 from qwen_stream.engine.sample.grammar_masks import advance, grammar_ended
 from qwen_stream.engine.sched.kv_budget import KVBudget
+from qwen_stream.engine.sched.pooled_share import PooledShare
 from qwen_stream.engine.sched.slot_pool import SlotPool, shared_prefix
 from qwen_stream.engine.spec.drafting import SpeculationConfig
 from qwen_stream.engine.spec.speculator import Speculator
 from qwen_stream.types import FinishReason, TokenLogprob, TokenOutput
+
+if TYPE_CHECKING:
+    import numpy as np
 
 if TYPE_CHECKING:
     from qwen_stream.engine.spec.draft_model import ModelDrafter
@@ -43,8 +53,10 @@ class Scheduler:
     def __init__(self, *, max_slots: int, max_model_len: int, prefill_chunk: int = 512,
                  max_batched_tokens: int = 2048, reuse_prefix: bool = False, share_prefix: bool = False,
                  min_shared_tokens: int = 16, speculate: SpeculationConfig | None = None,
-                 kv_budget: KVBudget | None = None, drafter: ModelDrafter | None = None) -> None:
+                 kv_budget: KVBudget | None = None, drafter: ModelDrafter | None = None,
+                 whole_prompts: bool = False) -> None:
         self.max_slots = max_slots
+        self.whole_prompts = whole_prompts  # the runner needs each prompt in one chunk (an encoder)
         self.max_model_len = max_model_len
         self.prefill_chunk = prefill_chunk
         self.max_batched_tokens = max(max_batched_tokens, prefill_chunk)
@@ -59,13 +71,14 @@ class Scheduler:
         self.speculate = speculate  # only for runners that rewind a slot: that is how rejected drafts are undone
         self.speculator = Speculator(speculate, max_model_len, drafter) if speculate else None
         self.kv_budget = kv_budget  # None: every slot owns a full window of KV (kv_budget.py)
+        self.pooled_share = PooledShare(self.max_batched_tokens)  # pooled prompts beside streams (pooled_share.py)
 
     @property
     def has_work(self) -> bool:
         return bool(self.waiting or self.running)
 
     def add(self, seq: Sequence) -> None:
-        if self.speculator is not None:
+        if self.speculator is not None and not seq.pooled:
             self.speculator.start(seq)
         self.waiting.append(seq)
 
@@ -78,9 +91,18 @@ class Scheduler:
             if not seq.in_prefill:
                 batch.add(seq, SeqChunk(seq.slot, [seq.output_ids[-1]], seq.num_tokens - 1))
                 budget -= 1
+        decoding = bool(batch.chunks)
         for seq in self.running:
-            if seq.in_prefill and budget > 0 and self._prefix_ready(seq, batch):
+            if seq.in_prefill and not seq.pooled and budget > 0 and self._prefix_ready(seq, batch):
                 budget -= self._schedule_prefill(seq, batch, budget)
+        pooled = [seq for seq in self.running if seq.pooled and seq.in_prefill]
+        if pooled and budget > 0:
+            fed = self.max_batched_tokens - budget
+            allowance = self.pooled_share.allowance(fed, budget) if decoding else budget
+            for seq in pooled:
+                if allowance <= 0:
+                    break
+                allowance -= self._schedule_prefill(seq, batch, allowance)
         if self.speculator is not None:
             self.speculator.add_drafts(batch)
         return batch
@@ -102,17 +124,30 @@ class Scheduler:
         return True
 
     def _schedule_prefill(self, seq: Sequence, batch: ScheduledBatch, budget: int) -> int:
-        size = min(self.prefill_chunk, budget, len(seq.prompt_ids) - seq.num_computed)
+        left = len(seq.prompt_ids) - seq.num_computed
+        if self.whole_prompts:  # one chunk or none: a prompt too big for what is left of the budget waits its turn
+            if left > budget and not batch.empty:
+                return 0
+            size = left
+        else:
+            size = min(self.prefill_chunk, budget, left)
         start = seq.num_computed
         last = start + size == len(seq.prompt_ids)
-        batch.add(seq, SeqChunk(seq.slot, seq.prompt_ids[start:start + size], start, want_logits=last))
+        pooling = seq.params.pooling
+        want_logits = last and (pooling is None or bool(pooling.logits_of))
+        embed = pooling is not None and not pooling.logits_of
+        batch.add(seq, SeqChunk(seq.slot, seq.prompt_ids[start:start + size], start, want_logits=want_logits,
+                                hidden=embed))
         return size
 
     def _admit(self) -> None:
         while self.waiting and self.slots.free:
             seq = self.waiting[0]
-            seq.slot, reused = self._pick_slot(seq.prompt_ids)
-            if self.share_prefix:
+            if seq.pooled:  # every position computed here: an empty slot first, cached prefixes kept for chats
+                seq.slot, reused = self.slots.best_match(seq.prompt_ids, use_prefix=False)[0], 0
+            else:
+                seq.slot, reused = self._pick_slot(seq.prompt_ids)
+            if self.share_prefix and not seq.pooled:
                 source, shared = self._pick_source(seq.prompt_ids)
                 if source is not None and shared >= reused + self.min_shared_tokens:
                     seq.prefix_source, seq.prefix_len = source, shared
@@ -136,7 +171,8 @@ class Scheduler:
     def _reservation(self, seq: Sequence) -> int:
         if self.kv_budget is None:
             return 0
-        return self.kv_budget.reserve(len(seq.prompt_ids), seq.params.max_new_tokens, self.max_model_len)
+        answer = 0 if seq.pooled else seq.params.max_new_tokens
+        return self.kv_budget.reserve(len(seq.prompt_ids), answer, self.max_model_len)
 
     def _pick_slot(self, prompt: list[int], *, use_prefix: bool = True) -> tuple[int, int]:
         """The free slot to use and how many leading prompt tokens its KV already holds (to skip prefilling)."""
@@ -184,6 +220,13 @@ class Scheduler:
             outputs.append(self._append_all(seq, kept, kept_logprobs))
         self.running = [s for s in self.running if s.status is SeqStatus.RUNNING]
         return outputs
+
+    def finish_pooled(self, seq: Sequence, vector: np.ndarray) -> TokenOutput:
+        """A pooled request's last chunk ran: it ends with its vector, its slot emptied (nothing worth reusing)."""
+        self._finish(seq, FinishReason.STOP, keep_kv=False)
+        self.running = [s for s in self.running if s.status is SeqStatus.RUNNING]
+        return TokenOutput(seq.request_id, [], FinishReason.STOP, num_prompt_tokens=len(seq.prompt_ids),
+                           embedding=vector)
 
     def _append_all(self, seq: Sequence, tokens: list[int], logprobs: list[TokenLogprob | None]) -> TokenOutput:
         """Append tokens in order until one finishes the sequence; one output carries them all."""

@@ -9,6 +9,9 @@ reasons exactly as for the native engine. Our waiting cap stays too, so overload
 Threads: ``AsyncLLM`` lives on one event loop that runs on a daemon thread of its own. Callers on any thread
 ``submit``/``abort`` by scheduling callbacks on that loop (``call_soon_threadsafe`` keeps their order), and every
 output is handed to the request's sink on that loop's thread, as the native engine hands them on its own.
+
+Pooled requests (embeddings, scores) are refused at ``submit`` with a typed refusal (a 400): vLLM serves them only
+from a model started as a pooling model (``--runner pooling``), never beside generation on one engine.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from qwen_stream.engine.backend import EngineHealth, EngineStats, OutputSink
+from qwen_stream.engine.pooling import GENERATE, check_task
 from qwen_stream.engine.registry import RequestRegistry
 from qwen_stream.engine.vllm.mapping import (
     VllmOptions,
@@ -65,6 +69,7 @@ class VllmBackend:
         self.requests = RequestRegistry(max_model_len=max_model_len, max_running=max_running,
                                         max_waiting=max_waiting)
         self.name = "vllm"
+        self.tasks = frozenset({GENERATE})  # generation only: pooled requests are refused (module docstring)
         self.max_model_len = max_model_len
         self.max_running = max_running
         self.max_waiting = max_waiting
@@ -94,6 +99,7 @@ class VllmBackend:
 
     def submit(self, prompt_ids: list[int], params: SamplingParams, output: OutputSink,
                request_id: str | None = None) -> str:
+        check_task(params, self.tasks, "vLLM")
         request_id = self.requests.admit(prompt_ids, request_id)
         try:
             sampling = self._sampling(prompt_ids, params)  # ValueError for a field vLLM refuses: the caller's 400

@@ -1,6 +1,6 @@
 """Ollama's API under ``/api``: chat and generate (NDJSON lines when streamed) on the model the request names
-(loaded on demand, kept ``keep_alive``), the model list, show, version and running models; the routes that
-manage model files answer that this server serves the models it was started with.
+(loaded on demand, kept ``keep_alive``), embed and embeddings (embed.py), the model list, show, version and running
+models; the routes that manage model files answer that this server serves the models it was started with.
 
 A stream is one JSON object per line; the last has ``done: true``, ``done_reason`` and the counts and timings
 Ollama's clients read (nanoseconds): ``total_duration``, ``load_duration`` (0: the model was loaded at start),
@@ -21,13 +21,14 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
-from qwen_stream.output.message import template_thinks
 from qwen_stream.server.auth import api_key_dependency
+from qwen_stream.server.capabilities import model_capabilities
 from qwen_stream.server.pipeline.answer import Event, Wire, answer
 from qwen_stream.server.pipeline.answer_blocks import AnswerBlocks, Block, BlockEvent
 from qwen_stream.server.pipeline.bodies import openapi_body, parse_body, parse_body_and
 from qwen_stream.server.pipeline.job import ChatJob, start_job
 from qwen_stream.server.pool.keep_alive import FOREVER, keep_alive_seconds
+from qwen_stream.server.protocols.ollama.embed import EMBED_BODIES, add_embed_routes
 from qwen_stream.server.protocols.ollama.protocol import (
     ChatRequest,
     GenerateRequest,
@@ -50,7 +51,7 @@ if TYPE_CHECKING:
 OLLAMA_API_VERSION = "0.12.0"
 _NS = 1_000_000_000
 Kind = Literal["chat", "generate"]
-OLLAMA_BODIES: list[type[BaseModel]] = [ChatRequest, GenerateRequest, ModelRequest]  # documented in the OpenAPI schema (see bodies.py)
+OLLAMA_BODIES: list[type[BaseModel]] = [ChatRequest, GenerateRequest, ModelRequest, *EMBED_BODIES]  # documented in the OpenAPI schema (see bodies.py)
 # A whole answer is JSON; a streamed one (the default) NDJSON lines.
 _ANSWERS: dict[int | str, dict[str, Any]] = {200: {"content": {"application/x-ndjson": {}}}}
 
@@ -91,15 +92,16 @@ def ollama_router(state: ServerState) -> APIRouter:
         return JSONResponse({
             "modelfile": f"FROM {name}\n", "parameters": "", "template": _template(model),
             "details": _details(), "model_info": {"general.name": name, "context_length": model.context_length},
-            "capabilities": _capabilities(model), "modified_at": _now(),
+            "capabilities": model_capabilities(model), "modified_at": _now(),
         })
 
     @router.get("/version")
     async def version() -> JSONResponse:
         return JSONResponse({"version": OLLAMA_API_VERSION})
 
+    add_embed_routes(router, state)
     for path, method in (("/pull", "POST"), ("/push", "POST"), ("/create", "POST"), ("/copy", "POST"),
-                         ("/delete", "DELETE"), ("/embed", "POST"), ("/embeddings", "POST")):
+                         ("/delete", "DELETE")):
         router.add_api_route(path, _refuse(state, path), methods=[method])
     return router
 
@@ -225,15 +227,6 @@ def _at(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def _capabilities(model: LoadedModel) -> list[str]:
-    """What clients check before offering tools, a thinking toggle or fill-in-the-middle ("insert", Ollama's name
-    for a template that takes a suffix)."""
-    prompter = model.inputs.prompter
-    return ["completion", *(["tools"] if prompter.supports_tools else []),
-            *(["thinking"] if template_thinks(prompter.template_text) else []),
-            *(["insert"] if model.inputs.supports_fim else [])]
-
-
 def _template(model: LoadedModel) -> str:
     """The chat template; for a FIM model inside the ``.Suffix`` branch Ollama's own templates have, which is how
     Continue tells that ``suffix`` works (the FIM layout shown is what /api/generate builds from the ids)."""
@@ -255,8 +248,11 @@ def _model_entry(entry: PoolEntry) -> dict[str, Any]:
     name = entry.display_name or ""
     # A stable id for the served name (Ollama's is the manifest's hash; this server has no manifest).
     digest = hashlib.sha256(name.encode()).hexdigest()
-    return {"name": name, "model": name, "modified_at": _now(), "size": entry.size, "digest": digest,
-            "details": _details()}
+    listed = {"name": name, "model": name, "modified_at": _now(), "size": entry.size, "digest": digest,
+              "details": _details()}
+    if entry.model is not None:  # what it can do is known once it has loaded
+        listed["capabilities"] = model_capabilities(entry.model)
+    return listed
 
 
 def _running_entry(entry: PoolEntry) -> dict[str, Any]:

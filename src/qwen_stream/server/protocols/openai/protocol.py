@@ -365,6 +365,7 @@ class ModelCard(_Response):
     created: int
     owned_by: str = "qwen-stream"
     context_length: int | None = None
+    capabilities: list[str] | None = None  # Ollama's names: completion, embedding, insert, tools, thinking
 
 
 class ModelList(_Response):

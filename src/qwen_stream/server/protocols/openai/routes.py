@@ -1,5 +1,5 @@
 """OpenAI's routes under ``/v1``: models, chat completions and completions (FIM with ``suffix``), each on the one
-request path (parse, ``start_job``, a renderer, ``answer``)."""
+request path (parse, ``start_job``, a renderer, ``answer``); and embeddings (embeddings.py)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
+from qwen_stream.server.capabilities import model_capabilities
 from qwen_stream.server.pipeline.answer import Wire, answer
 from qwen_stream.server.pipeline.bodies import openapi_body, parse_body_and
 from qwen_stream.server.pipeline.job import ChatJob, start_job
 from qwen_stream.server.pool.model_pool import PoolEntry
 from qwen_stream.server.protocols.openai.chat import ChatRenderer, openai_stream_error
 from qwen_stream.server.protocols.openai.completions import CompletionRenderer
+from qwen_stream.server.protocols.openai.embeddings import EmbeddingRequest, add_embeddings_route
 from qwen_stream.server.protocols.openai.fim_completions import fim_completion_job
 from qwen_stream.server.protocols.openai.protocol import (
     ChatCompletionRequest,
@@ -29,7 +31,7 @@ from qwen_stream.server.wire.sse import DONE, sse_frame
 
 # OpenAI's chunks as SSE data frames, an error after the start as an {"error": ...} frame, then data: [DONE].
 OPENAI_WIRE: Wire[BaseModel] = Wire(sse_frame, openai_stream_error, end=DONE)
-OPENAI_BODIES: list[type[BaseModel]] = [ChatCompletionRequest, CompletionRequest]
+OPENAI_BODIES: list[type[BaseModel]] = [ChatCompletionRequest, CompletionRequest, EmbeddingRequest]
 
 
 def openai_router(state: ServerState) -> APIRouter:
@@ -63,13 +65,17 @@ def openai_router(state: ServerState) -> APIRouter:
                                       include_usage=body.include_usage, want_logprobs=body.logprobs is not None)
         return await answer(request, started.gen, renderer, OPENAI_WIRE, stream=body.stream)
 
+    add_embeddings_route(router, state)
     return router
 
 
 def _card(entry: PoolEntry, name: str) -> ModelCard:
-    """A model's card; its context length is known once it has loaded."""
+    """A model's card; its context length and what it can do are known once it has loaded."""
     loaded = entry.model
-    return ModelCard(id=name, created=now(), context_length=loaded.context_length if loaded is not None else None)
+    if loaded is None:
+        return ModelCard(id=name, created=now())
+    return ModelCard(id=name, created=now(), context_length=loaded.context_length,
+                     capabilities=model_capabilities(loaded))
 
 
 def _chat_job(body: ChatCompletionRequest) -> ChatJob:
