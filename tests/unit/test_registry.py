@@ -22,7 +22,7 @@ def empty_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_aliases_are_listed_with_size_and_absent_in_an_empty_cache(empty_cache: Path) -> None:
     names = [a.name for a in registry.list_aliases()]
-    assert names == ["smollm2-135m", "qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b"]
+    assert names == ["smollm2-135m", "qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b", "all-minilm-l6-v2"]
     rows = {row.name: row for row in registry.alias_status()}
     qwen = rows["qwen2.5-coder-1.5b"]
     assert qwen.size == 1_117_320_768 and not qwen.present
@@ -31,6 +31,8 @@ def test_aliases_are_listed_with_size_and_absent_in_an_empty_cache(empty_cache: 
     draft = rows["qwen2.5-coder-0.5b"]
     assert draft.size == 491_400_064 and not draft.present
     assert len(registry.ALIASES["qwen2.5-coder-0.5b"].parts) == 6
+    minilm = rows["all-minilm-l6-v2"]  # a zip of a sentence-transformers folder, unpacked into the cache
+    assert not minilm.present and minilm.path == empty_cache / "models" / "all-minilm-l6-v2" / "all-MiniLM-L6-v2"
 
 
 def test_default_model_follows_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

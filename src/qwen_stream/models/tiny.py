@@ -84,3 +84,41 @@ def _pad_id(tokenizer: Any) -> int:
 
 def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
+
+
+def make_tiny_embedding_dir(path: str | Path, tokenizer: Any, *, seed: int = 0, max_seq_length: int = 512,
+                            **sizes: Any) -> Path:
+    """A tiny random qwen3 laid out as Qwen3-Embedding is: a sentence-transformers folder (last-token pooling,
+    Normalize, the query prompt ``"Instruct: <task>\\nQuery:"``) whose tokenizer ends every text with
+    ``<|endoftext|>``. Both sentence-transformers and qwen-stream load it, so their vectors can be compared."""
+    import json
+
+    from tokenizers import processors
+    from transformers import AutoTokenizer
+
+    from qwen_stream.models.embedding_style import QWEN3_QUERY_PROMPT
+
+    out = make_tiny_model_dir(path, tokenizer, arch="qwen3", seed=seed, **sizes)
+    tokens = AutoTokenizer.from_pretrained(str(out))  # a copy: the caller's tokenizer stays as it was
+    eos = tokens.convert_tokens_to_ids("<|endoftext|>")
+    tokens.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single="$A:0 <|endoftext|>:0", pair="$A:0 $B:1 <|endoftext|>:1", special_tokens=[("<|endoftext|>", eos)])
+    tokens.save_pretrained(out)
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+               {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]
+    hidden = int(sizes.get("hidden_size", 64))
+    files = {
+        "modules.json": modules,
+        "1_Pooling/config.json": {"word_embedding_dimension": hidden, "pooling_mode_cls_token": False,
+                                  "pooling_mode_mean_tokens": False, "pooling_mode_lasttoken": True,
+                                  "include_prompt": True},
+        "config_sentence_transformers.json": {"prompts": {"query": QWEN3_QUERY_PROMPT, "document": ""},
+                                              "default_prompt_name": None, "similarity_fn_name": "cosine"},
+        "sentence_bert_config.json": {"max_seq_length": max_seq_length, "do_lower_case": False},
+    }
+    for name, content in files.items():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text(json.dumps(content, indent=1))
+    (out / "2_Normalize").mkdir(exist_ok=True)
+    return out

@@ -1,0 +1,1 @@
+"""Shared helpers for the tests: scripted runners and backends, tiny and real models, live servers."""
