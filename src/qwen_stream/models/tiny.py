@@ -122,3 +122,43 @@ def make_tiny_embedding_dir(path: str | Path, tokenizer: Any, *, seed: int = 0, 
         (out / name).write_text(json.dumps(content, indent=1))
     (out / "2_Normalize").mkdir(exist_ok=True)
     return out
+
+
+_ENCODER_WORDS = tuple(" ".join((
+    "the a an is are was of to and in on for with cat cats dog dogs sat mat ran park sun sky blue red",
+    "man woman child eats eating food bread rice cooks cooking car drives road fast slow happy sad",
+    "music plays guitar piano song reads book quiet loud river water fish swims")).split(" "))
+
+
+def make_tiny_encoder_dir(path: str | Path, *, seed: int = 0, hidden_size: int = 32, num_layers: int = 2,
+                          max_seq_length: int = 64) -> Path:
+    """A tiny random BERT laid out as all-MiniLM-L6-v2 is (a sentence-transformers folder: mean pooling, Normalize,
+    ``max_seq_length``), with a small WordPiece vocabulary of its own, so the encoder path runs with no download."""
+    import json
+
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    vocab = [*specials, *_ENCODER_WORDS, *(f"##{c}" for c in letters), *letters, *".,?!"]
+    (out / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tokenizer = BertTokenizerFast(vocab_file=str(out / "vocab.txt"), do_lower_case=True, model_max_length=512)
+    tokenizer.save_pretrained(out)
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=hidden_size, num_hidden_layers=num_layers,
+                        num_attention_heads=4, intermediate_size=2 * hidden_size, max_position_embeddings=128)
+    BertModel(config).eval().save_pretrained(out)
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+               {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]
+    files = {"modules.json": modules,
+             "1_Pooling/config.json": {"word_embedding_dimension": hidden_size, "pooling_mode_mean_tokens": True},
+             "sentence_bert_config.json": {"max_seq_length": max_seq_length, "do_lower_case": False}}
+    for name, content in files.items():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text(json.dumps(content, indent=1))
+    (out / "2_Normalize").mkdir(exist_ok=True)
+    return out
