@@ -137,7 +137,7 @@ def make_tiny_encoder_dir(path: str | Path, *, seed: int = 0, hidden_size: int =
     import json
 
     import torch
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+    from transformers import BertConfig, BertModel, BertTokenizerFast  # type: ignore[attr-defined]
 
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
