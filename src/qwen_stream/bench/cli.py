@@ -48,10 +48,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"systems to run, comma separated, from {', '.join(SYSTEMS)} (default: all that apply)")
     parser.add_argument("--concurrency", type=_int_list, default=_int_list(DEFAULT_CONCURRENCY),
                         help=f"numbers of concurrent streams (default: {DEFAULT_CONCURRENCY})")
-    parser.add_argument("--workload", choices=[*WORKLOADS, "fim"], default="free",
+    parser.add_argument("--workload", choices=[*WORKLOADS, "fim", "embed"], default="free",
                         help="free: answers to short varied questions; edit: rewrite a 2.6 kB Python module with "
                              "one class renamed, where the answer repeats its prompt; fim: editor completion "
-                             "latency on /infill, ours vs llama-server, keystroke by keystroke (default: free)")
+                             "latency on /infill, ours vs llama-server, keystroke by keystroke; embed: texts/s of "
+                             "256 embedding inputs vs llama-server --embeddings and sentence-transformers, and 16 "
+                             "streams' ITL beside them (default: free)")
+    parser.add_argument("--pooling", choices=["mean", "cls", "last"], default="last",
+                        help="embed workload: the pooling both servers use on the GGUF (default: last)")
     parser.add_argument("--keystrokes", type=int, default=12,
                         help="fim workload: completion requests after the warm-up, one per typed character "
                              "(default: 12)")
@@ -104,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
     if args.workload == "fim":
         return _run_fim(args)
+    if args.workload == "embed":
+        return _run_embed(args)
     if args.context_length is None:
         args.context_length = 2048 if args.workload == "edit" else 1024
     if args.context_length <= args.max_tokens + 16:
@@ -140,6 +146,21 @@ def _run_fim(args: argparse.Namespace) -> int:
     if args.out is not None:
         write_json(args.out / "bench-fim.json", payload)
         print(f"wrote {args.out / 'bench-fim.json'}")
+    return 0
+
+
+def _run_embed(args: argparse.Namespace) -> int:
+    """The embed workload: its own runner (two servers, MiniLM in process, the ITL check), its own table."""
+    from qwen_stream.bench.embed import print_embed, run_embed, write_embed
+    from qwen_stream.models import sources
+
+    sources.resolve_source(args.model, progress=True)  # fetch the model before any server starts
+    config = BenchConfig(model=args.model, max_tokens=args.max_tokens, threads=args.threads, max_batch_size=16,
+                         context_length=args.context_length or 512, workload="embed")
+    payload = run_embed(config, pooling=args.pooling)
+    print_embed(payload)
+    if args.out is not None:
+        print(f"wrote {write_embed(payload, args.out)}")
     return 0
 
 
