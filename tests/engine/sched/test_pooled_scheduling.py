@@ -112,6 +112,10 @@ def test_the_share_follows_what_steps_cost() -> None:
         share.record(n, seconds)
     assert share.allowance(16, 256) == 8  # 24 tokens cost 1.28x of 16; 32 would cost 1.6x
     assert share.allowance(0, 256) == 256  # nothing else in the step
+    noisy = PooledShare(256)
+    noisy.record(16, 0.5)  # measured while the machine was busy elsewhere...
+    noisy.record(200, 0.4)  # ... and a big step measured while it was not
+    assert noisy.allowance(16, 256) == 16  # never more than the step's own tokens again
     share.record(24, 0.3)  # a size that turned out dear: the share shrinks below it
     assert share.allowance(16, 256) == 5
     dear = PooledShare(256)

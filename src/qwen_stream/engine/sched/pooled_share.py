@@ -5,7 +5,9 @@ waits for every next token. So while any stream decodes, a step takes only as ma
 ``slowdown`` times what the step would take without them, priced by the forward times this engine measured (the
 same learned table speculation prices its drafts with: engine/spec/drafting.StepCost). The table starts
 optimistic about sizes it has not seen and learns them as steps run, so the share grows to what the machine
-affords. With no stream decoding, pooled prompts take the step's whole token budget. Pure bookkeeping, no model.
+affords; it never more than doubles the step's tokens (MAX_GROWTH), so a cost measured while the machine was busy
+elsewhere cannot open the door to a step many times longer. With no stream decoding, pooled prompts take the
+step's whole token budget. Pure bookkeeping, no model.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from qwen_stream.engine.spec.drafting import StepCost
 SLOWDOWN = 1.3
 # Pooled prompts advance by at least this much per step even beside streams, so a chat-busy server never starves them.
 MIN_TOKENS = 1
+# ... and at most this many times the step's other tokens (or 8, for a step of one or two decodes)
+MAX_GROWTH = 1.0
 
 
 class PooledShare:
@@ -38,6 +42,7 @@ class PooledShare:
             return 0
         if step_tokens <= 0:
             return room
+        room = min(room, max(8, int(MAX_GROWTH * step_tokens)))
         limit = self.slowdown * self.cost.estimate(step_tokens)
         lo, hi = 0, room  # the most extra tokens within the limit: a binary search (costs rise with size)
         while lo < hi:
