@@ -28,9 +28,12 @@ def test_embd_normalize_scales_as_llama_cpp(embed_server: Any, tiny_encoder: Any
                 2: raw / np.linalg.norm(raw), 3: raw / (np.abs(raw) ** 3).sum() ** (1 / 3)}[norm]
     np.testing.assert_allclose(answer[0]["embedding"][0], expected, rtol=1e-5, atol=1e-5)
     assert not normalized(np.zeros(3, np.float32), 2).any()
+    assert np.isfinite(normalized(np.array([3.0, -4.0], np.float32), 10_000)).all()  # a huge p: the max norm
+    np.testing.assert_allclose(normalized(np.array([3.0, -4.0], np.float32), 10_000), [0.75, -1.0], atol=1e-3)
 
 
-@pytest.mark.parametrize("body", [{}, {"content": ""}, {"content": []}, {"content": "a", "embd_normalize": "two"}])
+@pytest.mark.parametrize("body", [{}, {"content": ""}, {"content": []}, {"content": "a", "embd_normalize": "two"},
+                                  {"content": "a", "embd_normalize": -2}])
 def test_bad_input_is_a_400_in_llama_servers_shape(embed_server: Any, body: dict[str, Any]) -> None:
     answer = httpx.post(f"{embed_server.url}/embedding", json=body)
     assert answer.status_code == 400

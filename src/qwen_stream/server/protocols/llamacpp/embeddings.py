@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
-from pydantic import model_validator
+from pydantic import Field, model_validator
 from starlette.responses import Response
 
 from qwen_stream.inputs.pooled_request import EmbeddingJob
@@ -39,7 +39,7 @@ def llama_error(status: int, message: str, _kind: str, headers: Mapping[str, str
 class EmbeddingBody(StrictBody):
     content: str | list[str] | list[int] | list[list[int]] | None = None
     input: str | list[str] | list[int] | list[list[int]] | None = None
-    embd_normalize: int = 2
+    embd_normalize: int = Field(default=2, ge=-1)
     model: str | None = None
 
     @model_validator(mode="after")
@@ -76,12 +76,13 @@ def normalized(vector: np.ndarray, norm: int) -> np.ndarray:
     x = vector.astype(np.float64)
     if norm < 0:
         return vector
+    largest = float(np.abs(x).max(initial=0.0))
     if norm == 0:
-        total = float(np.abs(x).max(initial=0.0)) / 32760.0  # into int16's range
+        total = largest / 32760.0  # into int16's range
     elif norm == 1:
         total = float(np.abs(x).sum())
     elif norm == 2:
         total = float(np.sqrt((x * x).sum()))
-    else:
-        total = float((np.abs(x) ** norm).sum() ** (1.0 / norm))
+    else:  # the p-norm, scaled by the largest value first so that a large p neither overflows nor underflows
+        total = largest * float((np.abs(x / largest) ** norm).sum() ** (1.0 / norm)) if largest > 0 else 0.0
     return (x * (1.0 / total if total > 0 else 0.0)).astype(np.float32)
