@@ -35,6 +35,7 @@ class PoolingRunner:
         self.batches: list[list[SeqChunk]] = []
         self.lengths: dict[int, int] = {}
         self.freed: list[int] = []
+        self.closed = False
 
     def forward(self, chunks: Sequence[SeqChunk]) -> torch.Tensor:
         return self.forward_with_hidden(chunks)[0]
@@ -64,7 +65,7 @@ class PoolingRunner:
         self.lengths[slot] = 0
 
     def close(self) -> None:
-        pass
+        self.closed = True
 
 
 class TextOnlyRunner(PoolingRunner):

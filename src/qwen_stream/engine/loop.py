@@ -73,6 +73,9 @@ class Engine:
         self._fatal: str | None = None  # why the loop died, if it did
         self.stall_after_s = stall_after_s
         self._heartbeat = time.monotonic()  # the loop's last sign of life (it beats at least every IDLE_BEAT_S)
+        self._close_lock = threading.Lock()  # shutdown and the loop's end agree on who releases the model
+        self._loop_done = False
+        self._close_late = False
         self._thread = threading.Thread(target=self._loop, name="qwen-stream-engine", daemon=True)
         self._thread.start()
         # Stop the loop before interpreter shutdown tears modules down under a running thread.
@@ -141,6 +144,15 @@ class Engine:
             return
         self._inbox.put(None)
         self._thread.join(timeout)
+        with self._close_lock:
+            if not self._loop_done:  # a step still runs (a long prefill on a busy machine): freeing the model
+                self._close_late = True  # under it would crash the process, so the loop frees it as it ends
+                logger.warning("the engine step did not end within %.0f s; the model is released when it does",
+                               timeout)
+                return
+        self._release()
+
+    def _release(self) -> None:
         self.core.runner.close()
         if self.drafter is not None:
             self.drafter.close()
@@ -152,6 +164,12 @@ class Engine:
             self._run()
         except BaseException as exc:  # last resort: record it and end every request, never hang them
             self._die(exc)
+        finally:
+            with self._close_lock:
+                self._loop_done = True
+                late = self._close_late
+            if late:  # shutdown gave up waiting for the last step: release the model now that it is over
+                self._release()
 
     def _run(self) -> None:
         while True:
