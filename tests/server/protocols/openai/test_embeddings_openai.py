@@ -102,3 +102,28 @@ def test_metrics_count_embedding_inputs_and_tokens(embed_server: Any) -> None:
     inputs, tokens = counted("inputs"), counted("tokens")
     httpx.post(f"{embed_server.url}/v1/embeddings", json={"model": "minilm-tiny", "input": ["a cat", "a dog"]})
     assert counted("inputs") == inputs + 2 and counted("tokens") == tokens + 8  # [CLS] a cat [SEP], twice
+
+
+def test_a_backend_without_hidden_states_refuses_embeddings_by_name(qwen_tokenizer: Any) -> None:
+    """A backend that cannot embed (the torch-hf runner, vLLM): a 400 that says so, on every embedding route."""
+    from server_harness import LiveServer
+    from support.pooling_runner import TextOnlyRunner
+
+    from qwen_stream.client.loaded_model import LoadedModel
+    from qwen_stream.engine.loop import Engine
+    from qwen_stream.server.app import create_app
+    from qwen_stream.types import SamplingParams
+
+    engine = Engine(TextOnlyRunner(max_slots=2), eos_token_ids=[0], max_running=2)
+    model = LoadedModel.assemble(name="text-only", tokenizer=qwen_tokenizer, engine=engine,
+                                 default_params=SamplingParams())
+    try:
+        with LiveServer(create_app(model)) as live:
+            for path, body in (("/v1/embeddings", {"input": "hi"}), ("/api/embed", {"model": "text-only",
+                                                                                   "input": "hi"})):
+                answer = httpx.post(f"{live.url}{path}", json=body)
+                assert answer.status_code == 400 and "cannot make embeddings" in answer.text
+            card = httpx.get(f"{live.url}/v1/models").json()["data"][0]
+            assert "embedding" not in card["capabilities"]
+    finally:
+        model.close()
