@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from qwen_stream.server.protocols.openai.chat import ChatRenderer
+from qwen_stream.server.protocols.openai.chat_renderer import ChatRenderer
 from qwen_stream.types import FinishReason, StreamEvent, ToolCall, ToolCallDelta
 
 CALL = ToolCall("call_1", "get_weather", '{"city": "Paris"}')

@@ -11,8 +11,8 @@ from qwen_stream.server.pipeline.answer import Wire, answer
 from qwen_stream.server.pipeline.bodies import openapi_body, parse_body_and
 from qwen_stream.server.pipeline.job import ChatJob, start_job
 from qwen_stream.server.pool.model_pool import PoolEntry
-from qwen_stream.server.protocols.openai.chat import ChatRenderer, openai_stream_error
-from qwen_stream.server.protocols.openai.completions import CompletionRenderer
+from qwen_stream.server.protocols.openai.chat_renderer import ChatRenderer, openai_stream_error
+from qwen_stream.server.protocols.openai.completion_renderer import CompletionRenderer
 from qwen_stream.server.protocols.openai.fim_completions import fim_completion_job
 from qwen_stream.server.protocols.openai.protocol import (
     ChatCompletionRequest,
