@@ -180,9 +180,10 @@ def test_tiny_model_text_is_the_same_with_a_draft_model(draft_seed: str, params:
 @pytest.mark.llamacpp
 def test_real_draft_model_gives_the_plain_greedy_text() -> None:
     """Qwen2.5-Coder 1.5B alone vs with its 0.5B drafting (priced at nothing, so it drafts every step): the same
-    greedy answer. Kept short: past ~45 tokens of this answer the llama.cpp CPU kernels' own batch dependence
-    (repacked Q4_K weights: rows of a >= 4-token chunk differ from a 1-token forward's) can flip a near-tie, with
-    prompt lookup alike (docs/speculation.md)."""
+    greedy answer. Prompt lookup is capped at 2 drafts too, so no step feeds a chunk of 4 or more tokens: llama.cpp's
+    CPU kernels give such chunks' rows other low bits than a 1-token forward's (measured on AVX2 and AVX-512 CPUs:
+    chunks of 2-3 tokens identical, 4 and more up to 0.4 apart), which flips near-ties within 40 tokens on some CPUs
+    (docs/speculation.md)."""
     pytest.importorskip("llama_cpp")
     from qwen_stream.api import ChatModel
     from qwen_stream.bench.workloads import prompt_messages
@@ -191,7 +192,7 @@ def test_real_draft_model_gives_the_plain_greedy_text() -> None:
     texts, drafted = [], 0
     for draft in (None, "qwen2.5-coder-0.5b"):
         model = ChatModel.load("qwen2.5-coder-1.5b", runner="llamacpp", max_batch_size=1, context_length=512,
-                               draft_model=draft, draft_model_max=2, progress=False)
+                               draft_model=draft, draft_model_max=2, draft_max=2, progress=False)
         try:
             drafter = getattr(model.engine, "drafter", None)
             if drafter is not None:
