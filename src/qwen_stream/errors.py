@@ -33,6 +33,11 @@ class ContextLengthError(RequestError):
         self.prompt_tokens = prompt_tokens  # None where the text was refused before tokenizing
 
 
+class GrammarError(RequestError):
+    """An output format (JSON schema, regex, choice, grammar) that cannot be compiled; the message quotes the grammar
+    library's own, and ``param`` names the field that held it."""
+
+
 class UnsupportedFieldError(RequestError):
     """A field that would change what the answer means, and that this server or model does not honour."""
 

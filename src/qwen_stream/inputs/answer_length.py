@@ -17,6 +17,9 @@ class LengthPolicy:
 
     rest_of_window: bool = False  # True: run to the window's end; False: the model's usual answer length
     cap: int | None = None  # at most this many tokens (serve --max-tokens-cap)
+    # A conversation too long for the window: True drops its oldest turns (the Python API's default, Ollama's and
+    # Responses' truncation "auto"); False refuses it with its size (OpenAI, Anthropic, llama.cpp servers).
+    fold_history: bool = True
 
     def __post_init__(self) -> None:
         if self.cap is not None and self.cap < 1:
@@ -24,10 +27,11 @@ class LengthPolicy:
 
     def without_rest_of_window(self) -> LengthPolicy:
         """For prompts that fill the window themselves (fill-in-the-middle: the file does)."""
-        return LengthPolicy(rest_of_window=False, cap=self.cap)
+        return LengthPolicy(rest_of_window=False, cap=self.cap, fold_history=self.fold_history)
 
 
 USUAL_LENGTH = LengthPolicy()  # the Python API's: an answer without a length gets the model's usual one
+NO_FOLDING = LengthPolicy(fold_history=False)  # the Python API's, with a too-long conversation an error instead
 
 
 @dataclass(slots=True, frozen=True)

@@ -7,10 +7,16 @@ processor make the engine requests off the event loop (templates, tokenizing, de
 the rest of the window, at most ``--max-tokens-cap``; bad values a 400 naming the field), then submit them through
 its engine client (429 when the queue is full, 503 when the engine is down). The protocols' routes only translate
 their body into a ``ChatJob`` and the resulting events into their own wire format.
+
+A conversation too long for the window is refused with its size (``context_length_exceeded``), as OpenAI's,
+Anthropic's and llama.cpp's servers answer, unless the job's protocol folds it (Ollama; Responses with
+``truncation: "auto"``): then its oldest turns are dropped, the prompt's true size is what usage reports, and the
+server's log says how many turns went.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +31,8 @@ from qwen_stream.server.pipeline.sampling_fields import SamplingFields
 
 if TYPE_CHECKING:
     from qwen_stream.server.state import ServerState
+
+log = logging.getLogger("qwen_stream.server")
 
 
 @dataclass(slots=True)
@@ -41,6 +49,7 @@ class ChatJob:
     prompts: list[str] | list[list[int]] | None = None  # raw prompts, continued as they are (no template)
     fim: list[FimInput] | None = None  # gaps to fill in the middle, on the model's FIM tokens
     n: int = 1  # choices per conversation (per prompt): choice i samples with seed + i
+    fold_history: bool = False  # a conversation too long for the window: drop its oldest turns (else a 400)
 
     def requests(self, inputs: InputProcessor, policy: LengthPolicy) -> list[EngineRequest]:
         """The engine requests the model's input processor makes of this job (CPU work: off the event loop)."""
@@ -70,7 +79,12 @@ async def start_job(state: ServerState, job: ChatJob, route: str) -> StartedJob:
     """Submit ``job`` (every choice of it); refusals are ``APIError``s, raised before any byte is sent."""
     served = await state.resolve(job.model, job.keep_alive_s)
     state.limits.check_stops(job.sampling.stops)
-    policy = LengthPolicy(rest_of_window=True, cap=state.max_tokens_cap)
+    policy = LengthPolicy(rest_of_window=True, cap=state.max_tokens_cap, fold_history=job.fold_history)
     requests = await prepare_off_loop(lambda: job.requests(served.model.inputs, policy))
+    info = requests[0].info
+    if info.dropped_turns:
+        log.warning("%s: the %d oldest turns of a conversation were dropped to fit the context window of %d tokens "
+                    "(the prompt is %d tokens)", route, info.dropped_turns, served.model.context_length,
+                    info.num_tokens)
     gen = start_generation(served.model.client, requests, state.metrics_for(served.name), route)
     return StartedJob(gen, served.name, served.model.strings, requests)

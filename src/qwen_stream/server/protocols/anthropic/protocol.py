@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
+from qwen_stream.inputs.output_format import OutputFormat
 from qwen_stream.server.pipeline.bodies import StrictBody, parse_part, unsupported
 from qwen_stream.server.pipeline.sampling_fields import SamplingFields
 from qwen_stream.server.wire.errors import APIError
@@ -90,9 +91,9 @@ class MessagesRequest(_Prompt):
     def sampling(self) -> SamplingFields:
         return SamplingFields(max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p,
                               top_k=self.top_k, seed=self.seed, stop=self.stop_sequences,
-                              json_schema=self._schema())
+                              output=self._output())
 
-    def _schema(self) -> dict[str, Any] | None:
+    def _output(self) -> OutputFormat | None:
         """``output_config.format`` ({"type": "json_schema", "schema": ...}), for grammar-constrained decoding."""
         output_format = (self.output_config or {}).get("format")
         if output_format is None:
@@ -100,7 +101,7 @@ class MessagesRequest(_Prompt):
         if not isinstance(output_format, dict) or output_format.get("type") != "json_schema" \
                 or not isinstance(output_format.get("schema"), dict):
             raise unsupported("output_config.format", 'expected {"type": "json_schema", "schema": {...}}')
-        return dict(output_format["schema"])
+        return OutputFormat.json_schema(dict(output_format["schema"]), "output_config.format.schema")
 
 
 class CountTokensRequest(_Prompt):

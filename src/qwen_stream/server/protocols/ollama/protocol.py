@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from qwen_stream.inputs.fim import FimInput
+from qwen_stream.inputs.output_format import OutputFormat
 from qwen_stream.server.pipeline.bodies import StrictBody, parse_part, unsupported
 from qwen_stream.server.pipeline.sampling_fields import SamplingFields
 
@@ -47,12 +48,12 @@ class Options(StrictBody):
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
 
-    def sampling(self, **formats: Any) -> SamplingFields:
+    def sampling(self, output: OutputFormat | None = None) -> SamplingFields:
         limit = self.num_predict if self.num_predict is not None and self.num_predict > 0 else None
         return SamplingFields(max_tokens=limit, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
                               seed=self.seed, stop=self.stop, repetition_penalty=self.repeat_penalty,
                               presence_penalty=self.presence_penalty, frequency_penalty=self.frequency_penalty,
-                              **formats)
+                              output=output)
 
 
 class _Generating(StrictBody):
@@ -75,9 +76,9 @@ class _Generating(StrictBody):
     def sampling(self) -> SamplingFields:
         """``options`` and ``format`` ("json", or a JSON schema)."""
         if self.format == "json":
-            return self.options.sampling(response_format={"type": "json_object"})
+            return self.options.sampling(OutputFormat.json_object("format"))
         if isinstance(self.format, dict):
-            return self.options.sampling(json_schema=self.format)
+            return self.options.sampling(OutputFormat.json_schema(self.format, "format"))
         if self.format:
             raise unsupported("format", f'expected "json" or a JSON schema object, got {self.format!r:.40}')
         return self.options.sampling()

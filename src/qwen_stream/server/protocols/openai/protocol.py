@@ -13,6 +13,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
+from qwen_stream.inputs.output_format import (
+    OutputFormat,
+    guided_fields,
+    one_format,
+    response_format,
+    structured_outputs,
+)
 from qwen_stream.server.pipeline.sampling_fields import SamplingFields
 from qwen_stream.types import SEED_MAX, SEED_MIN
 
@@ -128,9 +135,18 @@ class _SamplingFields(_Request):
     frequency_penalty: float | None = None
     repetition_penalty: float | None = None
     ignore_eos: bool = False  # vLLM's extension: benchmarks use it to force exact lengths
-    # {"type": "json_object"} or {"type": "json_schema", "json_schema": {"name", "schema", "strict"}}: checked
-    # and compiled into a grammar by inputs/grammars.py (its errors are 400s that say what is wrong)
+    # The answer's format, in any of the ways OpenAI, llama-server and vLLM clients ask for one (at most one per
+    # request): {"type": "json_object" | "json_schema", ...} (llama-server: with "schema" beside the type), a bare
+    # JSON schema, GBNF text, vLLM's structured_outputs {json | regex | choice | grammar} and guided_* fields. Each
+    # is compiled into a grammar by the input side; one that does not compile is a 400 naming its field.
     response_format: dict[str, Any] | None = None
+    json_schema: dict[str, Any] | bool | None = None
+    grammar: str | None = None
+    structured_outputs: dict[str, Any] | None = None
+    guided_json: dict[str, Any] | str | None = None
+    guided_regex: str | None = None
+    guided_choice: list[str] | None = None
+    guided_grammar: str | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
@@ -144,8 +160,17 @@ class _SamplingFields(_Request):
             max_tokens=token_limit, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
             min_p=self.min_p, seed=self.seed, stop=self.stop, presence_penalty=self.presence_penalty,
             frequency_penalty=self.frequency_penalty, repetition_penalty=self.repetition_penalty,
-            logprobs=num_logprobs, logit_bias=self.logit_bias, ignore_eos=self.ignore_eos,
-            response_format=self.response_format)
+            logprobs=num_logprobs, logit_bias=self.logit_bias, ignore_eos=self.ignore_eos, output=self.output())
+
+    def output(self) -> OutputFormat | None:
+        """The one output format the request asks for (two are a 400)."""
+        guided = {"guided_json": self.guided_json, "guided_regex": self.guided_regex,
+                  "guided_choice": self.guided_choice, "guided_grammar": self.guided_grammar}
+        return one_format([
+            response_format(self.response_format),
+            None if self.json_schema is None else OutputFormat.json_schema(self.json_schema),
+            OutputFormat.grammar(self.grammar) if self.grammar else None,  # llama.cpp's "": none
+            structured_outputs(self.structured_outputs), guided_fields(guided)])
 
 
 # Fields that would change what a request means but that this server does not do: refused by name (400), never

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from qwen_stream.inputs.output_format import OutputFormat
 from qwen_stream.server.pipeline.bodies import StrictBody, parse_part, unsupported
 from qwen_stream.server.pipeline.sampling_fields import SamplingFields
 from qwen_stream.server.wire.errors import APIError
@@ -24,13 +25,13 @@ class TextFormat(StrictBody):
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
     strict: bool | None = None
 
-    def constraint(self) -> dict[str, Any]:
-        """The SamplingFields that make the output this format (grammar-constrained decoding)."""
+    def output(self) -> OutputFormat | None:
+        """What the answer must match (grammar-constrained decoding); None for plain text."""
         if self.type == "json_schema":
             if self.schema_ is None:
                 raise unsupported("text.format.schema", "a json_schema format needs a schema")
-            return {"json_schema": self.schema_}
-        return {"response_format": {"type": "json_object"}} if self.type == "json_object" else {}
+            return OutputFormat.json_schema(self.schema_, "text.format.schema")
+        return OutputFormat.json_object("text.format") if self.type == "json_object" else None
 
 
 class TextConfig(StrictBody):
@@ -76,7 +77,7 @@ class ResponsesRequest(StrictBody):
 
     def sampling(self) -> SamplingFields:
         return SamplingFields(max_tokens=self.max_output_tokens, temperature=self.temperature, top_p=self.top_p,
-                              top_k=self.top_k, seed=self.seed, stop=self.stop, **self.text.format.constraint())
+                              top_k=self.top_k, seed=self.seed, stop=self.stop, output=self.text.format.output())
 
     def chat_options(self) -> dict[str, Any]:
         """Tools, tool_choice and the thinking switch in ChatModel's terms (OpenAI chat's function specs)."""
