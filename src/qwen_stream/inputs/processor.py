@@ -24,7 +24,7 @@ from qwen_stream.inputs.output_format import OutputFormat, one_format, response_
 from qwen_stream.inputs.request import EngineRequest, ParsePlan, PromptInfo
 from qwen_stream.types import SamplingParams, TokenConstraint
 
-Prompt = str | Sequence[int]  # raw text, or token ids
+Prompt = str | Sequence[int | str]  # raw text, token ids, or ids and text mixed (llama.cpp's [12, "text", 34])
 # The Python API's names for an output format (besides ``output``, an OutputFormat): each becomes one OutputFormat.
 _FORMAT_KWARGS = {"response_format": response_format, "json_schema": OutputFormat.json_schema,
                   "grammar": OutputFormat.grammar, "regex": OutputFormat.regex, "choice": OutputFormat.choice}
@@ -146,10 +146,16 @@ class InputProcessor:
     def count_chat_tokens(self, messages: Sequence[Any], **options: Any) -> int:
         """Tokens of the prompt the conversation makes (tools and template options included), whole: no turn
         folded away (Anthropic's count_tokens)."""
+        return self.chat_prompt(messages, **options).num_tokens
+
+    def chat_prompt(self, messages: Sequence[Any], **options: Any) -> PromptResult:
+        """The prompt a conversation makes, whole (no turn folded away), ended as a chat request would end it:
+        what /tokenize and llama.cpp's /apply-template show."""
         chat = ChatOptions.take(dict(options))
-        prompt = self.prompter.build(messages, max_prompt_tokens=2**62, tools=chat.shown_tools,
-                                     template_kwargs=chat.template_kwargs or None)
-        return prompt.num_tokens
+        turns = make_messages(None, messages)
+        return self.prompter.build(turns, max_prompt_tokens=2**62, tools=chat.shown_tools,
+                                   template_kwargs=chat.template_kwargs or None,
+                                   ending=chat.ending(turns[-1]["role"]))
 
     # ---- fill-in-the-middle ----------------------------------------------------------------------------------
 
@@ -221,13 +227,19 @@ class InputProcessor:
                                   f"shorten the conversation", window=self.context_length, prompt_tokens=prompt_tokens)
 
     def _prompt_ids(self, prompt: Prompt) -> list[int]:
-        if isinstance(prompt, str):
-            self._check_chars(prompt, "the prompt")
-            ids = list(self.tokenizer.encode(prompt, add_special_tokens=False))
-        elif all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
-            ids = list(prompt)
-        else:
-            raise TypeError("prompt must be a string or a list of token ids")
+        pieces = [prompt] if isinstance(prompt, str) else list(prompt)
+        ids: list[int] = []
+        for piece in pieces:
+            if isinstance(piece, str):
+                self._check_chars(piece, "the prompt")
+                ids += self.tokenizer.encode(piece, add_special_tokens=False)
+            elif isinstance(piece, int) and not isinstance(piece, bool):
+                ids.append(piece)
+            else:
+                raise TypeError("prompt must be a string, a list of token ids, or ids and strings mixed")
+        if any(not 0 <= i < self.vocab_size for i in ids):
+            raise InvalidParameterError("prompt", f"the prompt holds token ids outside this model's vocabulary of "
+                                                  f"{self.vocab_size}")
         if not ids:
             raise RequestError("the prompt is empty", param="prompt")
         return ids

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -29,12 +30,12 @@ class Served:
 
 
 class ServerState:
-    """The model pool and what hangs off it: metrics per model, limits, the API key, draining."""
+    """The model pool and what hangs off it: metrics per model, limits, the API keys, draining."""
 
-    def __init__(self, pool: ModelPool, api_key: str | None, *, limits: RequestLimits | None = None,
+    def __init__(self, pool: ModelPool, api_keys: Sequence[str] = (), *, limits: RequestLimits | None = None,
                  max_tokens_cap: int | None = None) -> None:
         self.pool = pool
-        self.api_key = api_key
+        self.api_keys = tuple(api_keys)  # any of them opens the API (none: no key needed)
         self.metrics = ServerMetrics(pool.entries[0].display_name or "unknown")
         self._metric_views: dict[str, ServerMetrics] = {}
         self.limits = limits or RequestLimits()

@@ -17,12 +17,13 @@ server's log says how many turns went.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from qwen_stream.inputs.answer_length import LengthPolicy
 from qwen_stream.inputs.fim import FimInput
-from qwen_stream.inputs.processor import InputProcessor
+from qwen_stream.inputs.processor import InputProcessor, Prompt
 from qwen_stream.inputs.request import EngineRequest
 from qwen_stream.output.token_strings import TokenStrings
 from qwen_stream.server.pipeline.admission import prepare_off_loop, start_generation
@@ -30,6 +31,7 @@ from qwen_stream.server.pipeline.generation import Generation
 from qwen_stream.server.pipeline.sampling_fields import SamplingFields
 
 if TYPE_CHECKING:
+    from qwen_stream.client.loaded_model import LoadedModel
     from qwen_stream.server.state import ServerState
 
 log = logging.getLogger("qwen_stream.server")
@@ -46,7 +48,7 @@ class ChatJob:
     options: dict[str, Any] = field(default_factory=dict)
     model: str | None = None  # the name the request gave: one this server serves, or a 404
     keep_alive_s: float | None = None  # Ollama's keep_alive: how long the model stays loaded after this
-    prompts: list[str] | list[list[int]] | None = None  # raw prompts, continued as they are (no template)
+    prompts: Sequence[Prompt] | None = None  # raw prompts (text, ids, or both mixed), continued as they are
     fim: list[FimInput] | None = None  # gaps to fill in the middle, on the model's FIM tokens
     n: int = 1  # choices per conversation (per prompt): choice i samples with seed + i
     fold_history: bool = False  # a conversation too long for the window: drop its oldest turns (else a 400)
@@ -68,6 +70,7 @@ class StartedJob:
     model_name: str  # the name answers carry: the served name
     strings: TokenStrings  # token texts, for logprobs
     requests: list[EngineRequest]  # what was submitted, one per choice
+    model: LoadedModel  # what answers it (held by the request until it ends)
 
     @property
     def prompt_tokens(self) -> int:
@@ -87,4 +90,4 @@ async def start_job(state: ServerState, job: ChatJob, route: str) -> StartedJob:
                     "(the prompt is %d tokens)", route, info.dropped_turns, served.model.context_length,
                     info.num_tokens)
     gen = start_generation(served.model.client, requests, state.metrics_for(served.name), route)
-    return StartedJob(gen, served.name, served.model.strings, requests)
+    return StartedJob(gen, served.name, served.model.strings, requests, served.model)

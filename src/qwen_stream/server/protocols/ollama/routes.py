@@ -63,7 +63,7 @@ class NDJSONResponse(SSEResponse):
 
 def ollama_router(state: ServerState) -> APIRouter:
     router = APIRouter(prefix="/api", route_class=shaped_route(ollama_error), responses=error_responses(OllamaError),
-                       dependencies=[Depends(api_key_dependency(state.api_key))])
+                       dependencies=[Depends(api_key_dependency(state.api_keys))])
 
     @router.post("/chat", openapi_extra=openapi_body(ChatRequest), responses=_ANSWERS)
     async def chat(request: Request) -> Response:
