@@ -52,8 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-alias", action="append", default=[], metavar="NAME",
                         help="another name requests may give as 'model' (repeatable); other names get 404")
     parser.add_argument("--max-tokens-cap", type=int, default=None, metavar="N",
-                        help="answer length of a request without max_tokens, at most (default: the rest of the "
-                             "context window, as OpenAI)")
+                        help="every answer's length at most, on every route: a request without max_tokens gets "
+                             "this, one asking more is cut here with finish reason 'length' (default: no cap; an "
+                             "answer without max_tokens may take the rest of the context window, as OpenAI)")
     parser.add_argument("--max-request-bytes", type=int, default=8 * 1024 * 1024, metavar="BYTES",
                         help="request bodies larger than this get 413 (default: %(default)s)")
     parser.add_argument("--max-stop-strings", type=int, default=16, metavar="N",

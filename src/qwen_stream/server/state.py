@@ -39,7 +39,7 @@ class ServerState:
         self.metrics = ServerMetrics(pool.entries[0].display_name or "unknown")
         self._metric_views: dict[str, ServerMetrics] = {}
         self.limits = limits or RequestLimits()
-        self.max_tokens_cap = max_tokens_cap  # the answer length of a request without max_tokens, at most
+        self.max_tokens_cap = max_tokens_cap  # every answer's length, at most (inputs/answer_length.py)
         self.draining = False  # SIGTERM received: finishing running requests, refusing new ones
         self._drain_timer: threading.Timer | None = None
         pool.on_loaded, pool.on_unloading = self._track, self._untrack
