@@ -59,6 +59,12 @@ def test_a_prompt_as_ids_or_mixed_is_the_same_prompt(http: httpx.Client, tiny_ch
     assert as_ids["tokens_evaluated"] == len(ids)
 
 
+def test_response_fields_pick_and_unnest(http: httpx.Client) -> None:
+    body = {"prompt": PROMPT, "n_predict": 2, "response_fields": ["content", "generation_settings/n_ctx"]}
+    picked = http.post("/completion", json=body).json()
+    assert set(picked) == {"content", "n_ctx"} and picked["n_ctx"] == 512
+
+
 def test_n_probs_reports_each_tokens_alternatives(http: httpx.Client) -> None:
     body = http.post("/completion", json={"prompt": PROMPT, "n_predict": 3, "n_probs": 4, "temperature": 0}).json()
     probs = body["completion_probabilities"]
@@ -104,8 +110,12 @@ def test_tokenize_and_detokenize_in_llama_cpps_fields(http: httpx.Client, tiny_c
     for ids in (special, plain):
         back = http.post("/detokenize", json={"tokens": ids}).json()
         assert back["content"] == back["prompt"] == text  # llama.cpp's name and vLLM's, one answer
-    vllm = http.post("/tokenize", json={"prompt": text}).json()
-    assert vllm["count"] == len(vllm["tokens"]) and vllm["max_model_len"] == 512
+    vllm = http.post("/tokenize", json={"prompt": text, "return_token_strs": True}).json()
+    assert vllm["count"] == len(vllm["tokens"]) == len(vllm["token_strs"]) and vllm["max_model_len"] == 512
+    # Qwen's tokenizer adds no BOS: add_special / add_special_tokens are read, and change nothing here
+    for name in ("add_special", "add_special_tokens"):
+        key = "content" if name == "add_special" else "prompt"
+        assert http.post("/tokenize", json={key: text, name: True}).json()["tokens"] == vllm["tokens"]
     both = http.post("/tokenize", json={"prompt": text, "content": text})
     assert both.status_code == 400 and "give one of prompt, content" in both.text
 
