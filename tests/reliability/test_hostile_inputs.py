@@ -295,7 +295,7 @@ def test_100000_messages_are_refused_in_linear_time_and_health_stays_fast(server
     response = result["response"]
     # too long for the window, as OpenAI answers: refused with its size, nothing dropped (Ollama's route folds it:
     # tests/server/protocols/test_context_overflow.py)
-    assert response.status_code == 400 and response.json()["error"]["n_prompt_tokens"] > 99_999, response.text[:300]
+    assert response.status_code == 400 and "prompt is too long: at least" in response.text, response.text[:300]
     assert result["seconds"] < 30, result["seconds"]  # was 50 s before rendering was bounded
     assert worst < 1.0, f"/health took {worst:.2f} s while the big request was prepared"
 

@@ -179,11 +179,7 @@ class ChatPrompter:
             _check_continuable(msgs[-1])
         system, turns = self._split(msgs)
         if not fold:
-            whole = self._encode(system, turns, 0, variables, ending)
-            if len(whole.ids) > max_prompt_tokens:
-                raise ContextLengthError(f"the prompt takes {len(whole.ids)} tokens, over the limit of "
-                                         f"{max_prompt_tokens}", prompt_tokens=len(whole.ids))
-            return whole
+            return self._whole(system, turns, max_prompt_tokens, variables, ending)
         # Every turn takes at least one token, so no more than max_prompt_tokens of the newest can fit: rendering
         # only those keeps 100,000 messages from costing minutes of template rendering.
         skipped = max(0, len(turns) - max_prompt_tokens)
@@ -198,6 +194,18 @@ class ChatPrompter:
                                      f"{len(last_only.ids)} tokens, but the limit is {max_prompt_tokens} "
                                      f"(the context window minus max_new_tokens)", prompt_tokens=len(last_only.ids))
         return self._fit(system, turns, max_prompt_tokens, last_only, variables, skipped, ending)
+
+    def _whole(self, system: list[Message], turns: list[list[Message]], limit: int, variables: dict[str, Any],
+               ending: PromptEnding) -> PromptResult:
+        """The whole conversation, or a ContextLengthError with its size. More turns than ``limit`` cannot fit
+        whatever they hold: the newest ``limit + 1`` alone prove it (their size a lower bound, ``at_least``), so
+        100,000 messages cost no more to refuse than to fold."""
+        partial = len(turns) > limit
+        whole = self._encode(system, turns[-(limit + 1):] if partial else turns, 0, variables, ending)
+        if len(whole.ids) > limit or partial:
+            raise ContextLengthError(f"the prompt takes {'at least ' if partial else ''}{len(whole.ids)} tokens, "
+                                     f"over the limit of {limit}", prompt_tokens=len(whole.ids), at_least=partial)
+        return whole
 
     def require_tools(self) -> None:
         """UnsupportedTaskError unless the chat template can show the model ``tools``."""

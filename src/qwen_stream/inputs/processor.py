@@ -205,7 +205,7 @@ class InputProcessor:
             try:
                 return build(self.context_length - room.required)
             except ContextLengthError as exc:
-                raise self._too_long(exc.prompt_tokens, room) from None
+                raise self._too_long(exc.prompt_tokens, room, at_least=exc.at_least) from None
         try:
             return build(self.context_length - room.reserve)
         except ContextLengthError:
@@ -217,14 +217,16 @@ class InputProcessor:
         if prompt_tokens > self.context_length - room.required:
             raise self._too_long(prompt_tokens, room)
 
-    def _too_long(self, prompt_tokens: int | None, room: AnswerRoom) -> ContextLengthError:
+    def _too_long(self, prompt_tokens: int | None, room: AnswerRoom, at_least: bool = False) -> ContextLengthError:
         """The refusal of a prompt that does not fit, with its size and the window's (Anthropic's wording first:
         clients read "prompt is too long: N tokens > M maximum" to shorten and retry)."""
         limit = self.context_length - room.required
         answer = "" if room.flexible else f", less max_tokens={room.reserve} for the answer"
-        return ContextLengthError(f"prompt is too long: {prompt_tokens} tokens > {limit} maximum (this model's "
+        size = f"at least {prompt_tokens}" if at_least else str(prompt_tokens)
+        return ContextLengthError(f"prompt is too long: {size} tokens > {limit} maximum (this model's "
                                   f"context window is {self.context_length} tokens{answer}); nothing was dropped: "
-                                  f"shorten the conversation", window=self.context_length, prompt_tokens=prompt_tokens)
+                                  f"shorten the prompt", window=self.context_length, prompt_tokens=prompt_tokens,
+                                  at_least=at_least)
 
     def _prompt_ids(self, prompt: Prompt) -> list[int]:
         pieces = [prompt] if isinstance(prompt, str) else list(prompt)

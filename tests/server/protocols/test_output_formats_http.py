@@ -121,3 +121,24 @@ def test_an_invalid_schema_is_a_400_in_each_protocols_shape(http: httpx.Client, 
     assert bad.status_code == 400, bad.text
     message = bad.json()["error"]["message"] if route == "/v1/messages" else bad.json()["error"]
     assert 'Unsupported type "nonsense"' in message
+
+
+@pytest.mark.slow
+def test_infill_honours_a_grammar_on_a_fim_model() -> None:
+    """/infill refused grammars before; now the middle is held to one (Qwen2.5-Coder, greedy and sampled)."""
+    from qwen_stream.api import ChatModel
+    from qwen_stream.server.app import create_app
+
+    middle = re.compile(r"    return [a-z] [+*-] [a-z]")
+    grammar = 'root ::= "    return " [a-z] " " [+*-] " " [a-z]'
+    gap = {"input_prefix": "def add(a, b):\n", "input_suffix": "\n\nprint(add(1, 2))\n", "n_predict": 24}
+    with ChatModel.load("qwen2.5-coder-0.5b", max_batch_size=2, context_length=1024, progress=False) as model, \
+            LiveServer(create_app(model, served_model_name="coder")) as live, \
+            httpx.Client(base_url=live.url, timeout=300) as http:
+        for seed in range(4):
+            answer = http.post("/infill", json={**gap, "grammar": grammar, "seed": seed, "temperature": 1.0}).json()
+            assert middle.fullmatch(answer["content"]), answer
+        streamed = http.post("/infill", json={**gap, "grammar": grammar, "temperature": 0, "stream": True})
+        whole = http.post("/infill", json={**gap, "grammar": grammar, "temperature": 0}).json()
+        pieces = [json.loads(line.removeprefix("data: ")) for line in streamed.text.split("\n\n") if line]
+        assert "".join(p["content"] for p in pieces) == whole["content"] and middle.fullmatch(whole["content"])
