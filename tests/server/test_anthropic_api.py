@@ -98,7 +98,8 @@ GOOD = {"model": "m", "max_tokens": 3, "messages": MESSAGES}
     ({**GOOD, "messages": [{"role": "robot", "content": "hi"}]}, "role"),
     ({**GOOD, "messages": [{"role": "user", "content": [{"type": "image", "source": {}}]}]}, "image"),
     ({**GOOD, "messages": [{"role": "assistant", "content": "Prefilled"}]}, "nothing to answer"),
-    ({**GOOD, "extra": 1, "temperature": -1.0}, "temperature"),
+    ({**GOOD, "temperature": -1.0}, "temperature"),
+    ({**GOOD, "extra": 1}, "extra: unknown field"),
     ({**GOOD, "stop_sequences": [""]}, "stop"),
     ({**GOOD, "system": [{"type": "image"}]}, "system"),
 ])

@@ -77,8 +77,9 @@ def test_bad_completion_requests_are_400(http: httpx.Client) -> None:
     assert_error(http.post("/v1/completions", json={"prompt": "x", "logprobs": 9}), 400, mentions="logprobs")
 
 
-def test_unknown_fields_are_ignored(http: httpx.Client) -> None:
-    body = with_(frobnicate=True, tools=[], response_format={"type": "text"}, user="alice")
+def test_unknown_fields_are_refused_by_name_and_harmless_ones_pass(http: httpx.Client) -> None:
+    assert_error(http.post("/v1/chat/completions", json=with_(frobnicate=True)), 400, mentions="frobnicate")
+    body = with_(tools=[], response_format={"type": "text"}, user="alice", store=False, metadata={"a": "b"})
     response = http.post("/v1/chat/completions", json=body)
     assert response.status_code == 200, response.text
     assert response.json()["choices"][0]["finish_reason"] in ("stop", "length")

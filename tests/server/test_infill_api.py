@@ -44,7 +44,7 @@ def test_show_does_not_offer_fim_for_a_model_without_it(server: LiveServer, tiny
     ({"input_prefix": None}, "input_prefix"),
     ({"input_extra": [{"filename": "a.py"}]}, "text"),
     ({"input_extra": "a.py"}, "input_extra"),
-    ({"grammar": "root ::= \"x\""}, "grammar"),
+    ({"grammar": "root ::= undefined_rule"}, "cannot compile the grammar"),
     ({"lora": [{"id": 0, "scale": 0.5}]}, "lora"),
     ({"samplers": ["top_k", "mirostat"]}, "mirostat"),
     ({"n_indent": -1}, "n_indent"),

@@ -6,7 +6,8 @@ import pytest
 from pydantic import ValidationError
 
 from qwen_stream.server.metrics import ServerMetrics
-from qwen_stream.server.protocols.openai.protocol import ChatCompletionRequest, CompletionRequest, Usage
+from qwen_stream.server.protocols.openai.protocol import Usage
+from qwen_stream.server.protocols.openai.requests import ChatCompletionRequest, CompletionRequest
 from qwen_stream.server.wire.errors import describe_validation_errors
 from qwen_stream.server.wire.sse import DONE, sse_frame
 from qwen_stream.types import FinishReason, StreamEvent

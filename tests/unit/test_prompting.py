@@ -104,9 +104,9 @@ def test_folding_renders_logarithmically_many_times(qwen_tokenizer: Any) -> None
     class CountingPrompter(ChatPrompter):
         renders = 0
 
-        def render(self, messages: list[dict[str, Any]], variables: Any = None) -> str:
+        def render(self, messages: list[dict[str, Any]], variables: Any = None, *rest: Any) -> str:
             CountingPrompter.renders += 1
-            return super().render(messages, variables)
+            return super().render(messages, variables, *rest)
 
     prompter = CountingPrompter(qwen_tokenizer)
     messages = _long_conversation(64)

@@ -80,8 +80,9 @@ class ChatRenderer:
     (when asked for); ``whole()`` is the chat.completion those chunks make."""
 
     def __init__(self, model: str, n: int, strings: TokenStrings, *, include_usage: bool = False,
-                 want_logprobs: bool = False) -> None:
+                 want_logprobs: bool = False, fingerprint: str | None = None) -> None:
         self.model = model
+        self.fingerprint = fingerprint
         self.id = new_id("chatcmpl")
         self.created = now()
         self.include_usage = include_usage
@@ -116,17 +117,18 @@ class ChatRenderer:
         if not self.include_usage:
             return []
         return [ChatCompletionChunk(id=self.id, created=self.created, model=self.model, choices=[],
-                                    usage=self.usage)]
+                                    usage=self.usage, system_fingerprint=self.fingerprint)]
 
     def whole(self) -> ChatCompletionResponse:
         choices = [ChatChoice(index=i, message=c.message(), finish_reason=c.finish_reason,
                               logprobs=ChatLogprobs(content=c.logprobs) if self.want_logprobs else None)
                    for i, c in enumerate(self._choices)]
         return ChatCompletionResponse(id=self.id, created=self.created, model=self.model, choices=choices,
-                                      usage=self.usage)
+                                      usage=self.usage, system_fingerprint=self.fingerprint)
 
     def _chunk(self, choice: ChatChunkChoice) -> ChatCompletionChunk:
-        return ChatCompletionChunk(id=self.id, created=self.created, model=self.model, choices=[choice])
+        return ChatCompletionChunk(id=self.id, created=self.created, model=self.model, choices=[choice],
+                                   system_fingerprint=self.fingerprint)
 
 
 def _tool_call_delta(delta: ToolCallDelta) -> ToolCallDeltaOut:

@@ -44,8 +44,9 @@ class CompletionRenderer:
     each choice's text starts with its prompt, sent first when streamed; logprobs' text offsets count it."""
 
     def __init__(self, model: str, prompts: list[str], n: int, strings: TokenStrings, *, echo: bool = False,
-                 include_usage: bool = False, want_logprobs: bool = False) -> None:
+                 include_usage: bool = False, want_logprobs: bool = False, fingerprint: str | None = None) -> None:
         self.model = model
+        self.fingerprint = fingerprint
         self.id = new_id("cmpl")
         self.created = now()
         self.include_usage = include_usage
@@ -92,4 +93,5 @@ class CompletionRenderer:
         return chunk
 
     def _response(self, choices: list[CompletionChoice], usage: Usage | None = None) -> CompletionResponse:
-        return CompletionResponse(id=self.id, created=self.created, model=self.model, choices=choices, usage=usage)
+        return CompletionResponse(id=self.id, created=self.created, model=self.model, choices=choices, usage=usage,
+                                  system_fingerprint=self.fingerprint)

@@ -1,0 +1,1 @@
+"""llama.cpp's own API: /completion, /props, /slots, /apply-template, its /tokenize fields, its error shape."""
