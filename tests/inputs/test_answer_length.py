@@ -10,10 +10,15 @@ WINDOW, USUAL = 1000, 200
 
 
 def test_a_requested_length_is_kept_and_must_fit_whole() -> None:
-    for policy in (USUAL_LENGTH, LengthPolicy(rest_of_window=True, cap=16)):
+    for policy in (USUAL_LENGTH, LengthPolicy(rest_of_window=True)):
         room = answer_room(300, policy, window=WINDOW, default=USUAL)
-        assert (room.reserve, room.limit, room.required) == (300, 300, 300)  # the cap bounds only unasked lengths
+        assert (room.reserve, room.limit, room.required) == (300, 300, 300)
         assert room.for_prompt(600, WINDOW) == 300
+
+
+def test_the_cap_cuts_a_requested_length_too() -> None:
+    room = answer_room(300, LengthPolicy(rest_of_window=True, cap=16), window=WINDOW, default=USUAL)
+    assert (room.reserve, room.limit, room.required) == (16, 16, 16)
 
 
 def test_without_a_length_the_python_api_gets_the_usual_one() -> None:
