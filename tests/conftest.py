@@ -9,14 +9,17 @@ from typing import Any
 
 import pytest
 
-# The default run is the fast tier: no real models, no browser (a few minutes). `pytest --all` (scripts/test.sh,
-# CI) runs everything; naming a file or test, or giving -m, runs what was asked.
-SLOW_MARKERS = ("slow", "browser")
+# The default run is the fast tier: no real models, no browser, no fresh interpreters (under two minutes).
+# `pytest --all` (scripts/test.sh, CI) runs everything; naming a file or test, or giving -m, runs what was asked.
+# slow: loads a real model; browser: drives Chromium; cold: starts fresh interpreters or subprocess servers
+# (tests/cold: the terminal chat in a pty, `qwen-stream serve` processes and signals, the seed's examples).
+SLOW_MARKERS = ("slow", "browser", "cold")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--all", action="store_true", dest="run_all",
-                     help="also run the slow (real models) and browser tests; the default run skips them")
+                     help="also run the slow (real models), browser and cold (fresh processes) tests; the default run "
+                          "skips them")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -78,10 +78,8 @@ def test_a_tool_conversation_over_the_openai_client_never_leaks_a_call_as_conten
     `{"name": "weather", "arguments": {...}}`, fenced or not); whatever it writes, a call is never content."""
     pytest.importorskip("llama_cpp")
     openai = pytest.importorskip("openai")
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
-    from server_harness import LiveServer  # the server tests' real-uvicorn harness
-
     from qwen_stream.server.app import create_app
+    from tests.support.live_server import LiveServer
 
     with ChatModel.load(MODEL, runner="llamacpp", max_batch_size=2, context_length=2048, progress=False) as model, \
             LiveServer(create_app(model)) as live:

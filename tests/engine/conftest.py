@@ -1,15 +1,52 @@
-"""Fixtures shared by the engine tests."""
+"""Fixtures shared by the engine tests: the real SmolLM2 GGUF for the llama.cpp runner, and one ChatModel per engine
+backend over the same tiny checkpoint (the contract tests run on each).
+
+The vLLM parameter needs the vllm package (in .venv-vllm, see scripts/install_vllm.sh) and is skipped cleanly
+without it; scripts/test.sh runs the vLLM tests in that venv.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from qwen_stream.engine.vllm.backend import vllm_available
 
-@pytest.fixture(scope="module")
+needs_vllm = pytest.mark.skipif(not vllm_available(), reason="vllm is not installed (it lives in .venv-vllm)")
+BACKENDS = ["native", pytest.param("vllm", marks=[pytest.mark.vllm, needs_vllm])]
+MAX_BATCH = 4
+MAX_WAITING = 4
+
+
+@pytest.fixture(scope="session")
 def gguf_path() -> Path:
     pytest.importorskip("llama_cpp")
     from qwen_stream.models.registry import ensure_alias
 
     return ensure_alias("smollm2-135m", progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir_hd32(tmp_path_factory: pytest.TempPathFactory, qwen_tokenizer: Any) -> Path:
+    """The tiny random qwen2 with 32-wide attention heads: vLLM's CPU attention has no 16-wide kernel."""
+    from qwen_stream.models.tiny import make_tiny_model_dir
+
+    return make_tiny_model_dir(tmp_path_factory.mktemp("tiny-qwen2-hd32"), qwen_tokenizer, hidden_size=64,
+                               num_heads=2, num_kv_heads=1)
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend_model(request: pytest.FixtureRequest, tiny_model_dir_hd32: Path) -> Iterator[Any]:
+    """A ChatModel on each backend (pytest groups the tests by parameter, so vLLM starts once)."""
+    from qwen_stream.api import ChatModel
+
+    runner = "torch" if request.param == "native" else "auto"  # vLLM runs the model itself
+    model = ChatModel.load(str(tiny_model_dir_hd32), backend=request.param, runner=runner, context_length=512,
+                           max_batch_size=MAX_BATCH, max_waiting=MAX_WAITING, progress=False)
+    try:
+        yield model
+    finally:
+        model.close()

@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 import torch
-from scripted_runners import RewindingRunner
-from tiny_models import qwen2, tokens
 
 from qwen_stream.engine.loop import Engine, wait_idle
 from qwen_stream.engine.runners.base import SeqChunk
 from qwen_stream.engine.runners.torch_native import build_torch_runner
 from qwen_stream.types import SamplingParams, TokenOutput
+from tests.support.scripted_runners import RewindingRunner
+from tests.support.tiny_models import qwen2, tokens
 
 
 class BudgetRunner(RewindingRunner):

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent.parent / "server"))  # server_harness: one LiveServer for all tests
-from server_harness import LiveServer
-
 from qwen_stream.server.app import create_app
+from tests.support.live_server import LiveServer
 
 SERVED = "tiny-qwen"
 

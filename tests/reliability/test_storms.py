@@ -9,7 +9,8 @@ import time
 from typing import Any
 
 import httpx
-from server_harness import LiveServer
+
+from tests.support.live_server import LiveServer
 
 SERVED = "tiny-qwen"  # the served name (tests/reliability/conftest.py)
 CHAT = "/v1/chat/completions"

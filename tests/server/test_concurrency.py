@@ -9,7 +9,8 @@ from typing import Any
 
 import httpx
 import openai
-from server_harness import LiveServer, wait_until_idle
+
+from tests.support.live_server import LiveServer, wait_until_idle
 
 
 def _request(i: int) -> dict[str, Any]:

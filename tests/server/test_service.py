@@ -10,9 +10,9 @@ from typing import Any
 
 import httpx
 import pytest
-from server_harness import LiveServer, wait_until_idle
 
 from qwen_stream.server.app import create_app
+from tests.support.live_server import LiveServer, wait_until_idle
 
 CHAT: dict[str, Any] = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "temperature": 0}
 
@@ -120,3 +120,14 @@ def test_a_full_queue_is_refused_with_429_and_retry_after(tiny_model_dir: Path) 
             assert http.post("/v1/chat/completions", json=CHAT).status_code == 200
     finally:
         model.close()
+
+
+def test_a_draining_server_refuses_new_requests_and_says_so(tiny_chat_model: Any) -> None:
+    app = create_app(tiny_chat_model, served_model_name="tiny-qwen")
+    with LiveServer(app) as live, httpx.Client(base_url=live.url, timeout=30) as http:
+        assert http.get("/health").status_code == 200
+        app.state.server.begin_drain(timeout_s=60)
+        health = http.get("/health")
+        assert health.status_code == 503 and health.json()["status"] == "draining"
+        refused = http.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+        assert refused.status_code == 503 and refused.json()["error"]["code"] == "shutting_down"
