@@ -1,5 +1,7 @@
 """Fixtures shared by the engine tests: the real SmolLM2 GGUF for the llama.cpp runner, and one ChatModel per engine
-backend over the same tiny checkpoint (the contract tests run on each).
+backend (the contract tests run on each): ours over the session's tiny checkpoint, vLLM over the same model with
+32-wide heads, and the scripted backend the server tests stand on (tests/support/scripted_backend.py), held to the
+same contract.
 
 The vLLM parameter needs the vllm package (in .venv-vllm, see scripts/install_vllm.sh) and is skipped cleanly
 without it; scripts/test.sh runs the vLLM tests in that venv.
@@ -14,9 +16,10 @@ from typing import Any
 import pytest
 
 from qwen_stream.engine.vllm.backend import vllm_available
+from tests.support.scripted_backend import scripted_model
 
 needs_vllm = pytest.mark.skipif(not vllm_available(), reason="vllm is not installed (it lives in .venv-vllm)")
-BACKENDS = ["native", pytest.param("vllm", marks=[pytest.mark.vllm, needs_vllm])]
+BACKENDS = ["native", "scripted", pytest.param("vllm", marks=[pytest.mark.vllm, needs_vllm])]
 MAX_BATCH = 4
 MAX_WAITING = 4
 
@@ -39,13 +42,19 @@ def tiny_model_dir_hd32(tmp_path_factory: pytest.TempPathFactory, qwen_tokenizer
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
-def backend_model(request: pytest.FixtureRequest, tiny_model_dir_hd32: Path) -> Iterator[Any]:
+def backend_model(request: pytest.FixtureRequest, qwen_tokenizer: Any) -> Iterator[Any]:
     """A ChatModel on each backend (pytest groups the tests by parameter, so vLLM starts once)."""
     from qwen_stream.api import ChatModel
 
-    runner = "torch" if request.param == "native" else "auto"  # vLLM runs the model itself
-    model = ChatModel.load(str(tiny_model_dir_hd32), backend=request.param, runner=runner, context_length=512,
-                           max_batch_size=MAX_BATCH, max_waiting=MAX_WAITING, progress=False)
+    if request.param == "scripted":  # paced, so a stream of 400 tokens is still running when a test acts on it
+        model = ChatModel(scripted_model(qwen_tokenizer, max_model_len=512, max_running=MAX_BATCH,
+                                         max_waiting=MAX_WAITING, step_s=0.005))
+    elif request.param == "native":
+        model = ChatModel.load(str(request.getfixturevalue("tiny_model_dir")), runner="torch", context_length=512,
+                               max_batch_size=MAX_BATCH, max_waiting=MAX_WAITING, progress=False)
+    else:  # vLLM runs the model itself, and its CPU attention has no kernel for the 16-wide heads
+        model = ChatModel.load(str(request.getfixturevalue("tiny_model_dir_hd32")), backend="vllm",
+                               context_length=512, max_batch_size=MAX_BATCH, max_waiting=MAX_WAITING, progress=False)
     try:
         yield model
     finally:
