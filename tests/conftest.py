@@ -72,24 +72,27 @@ TEMPLATES = Path(__file__).parent / "fixtures" / "chat_templates"
 
 
 @pytest.fixture(scope="session")
-def templated_model(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def templated_model(tiny_model_dir: Path) -> Iterator[Any]:
     """``get(name)``: the tiny model with one of the real chat templates in tests/fixtures/chat_templates
-    (qwen2_5: tools; qwen3: thinking + tools; qwen3_coder: XML tools), one ChatModel per template per session."""
-    import shutil
+    (qwen2_5: tools; qwen3: thinking + tools; qwen3_coder: XML tools). One load and one engine (a 2048-token window)
+    serve all three: the engine sees token ids only, and each template's model holds a copy of the loaded tokenizer
+    with that template set, as loading a folder with its chat_template.jinja would give."""
+    import copy
 
     from qwen_stream.api import ChatModel
+    from qwen_stream.client.loaded_model import LoadedModel
 
+    base = ChatModel.load(str(tiny_model_dir), runner="torch", max_batch_size=8, context_length=2048, progress=False)
     models: dict[str, Any] = {}
 
     def get(name: str) -> Any:
         if name not in models:
-            path = tmp_path_factory.mktemp(f"tiny-{name}")
-            shutil.copytree(tiny_model_dir, path, dirs_exist_ok=True)
-            (path / "chat_template.jinja").write_text((TEMPLATES / f"{name}.jinja").read_text())
-            models[name] = ChatModel.load(str(path), runner="torch", max_batch_size=8, context_length=2048,
-                                          progress=False)
+            tokenizer = copy.copy(base.tokenizer)
+            tokenizer.chat_template = (TEMPLATES / f"{name}.jinja").read_text()
+            models[name] = ChatModel(LoadedModel.assemble(
+                name=f"tiny-{name}", tokenizer=tokenizer, engine=base.engine, default_params=base.default_params,
+                eos_token_ids=base.inputs.eos_token_ids))
         return models[name]
 
     yield get
-    for model in models.values():
-        model.close()
+    base.close()

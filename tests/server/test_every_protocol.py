@@ -4,7 +4,6 @@ the API key, and metrics labelled by route."""
 from __future__ import annotations
 
 import concurrent.futures
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -12,6 +11,7 @@ import pytest
 
 from qwen_stream.server.app import create_app
 from tests.support.live_server import LiveServer, wait_until_idle
+from tests.support.scripted_backend import scripted_model
 
 LONG = {
     "/v1/chat/completions": {"messages": [{"role": "user", "content": "Talk."}], "max_tokens": 120},
@@ -43,11 +43,10 @@ def rate_limit_error(route: str, body: dict[str, Any]) -> str:
 
 
 @pytest.fixture(scope="module")
-def small_server(tiny_model_dir: Path) -> Any:
-    from qwen_stream.api import ChatModel
-
-    model = ChatModel.load(str(tiny_model_dir), runner="torch", max_batch_size=1, max_waiting=1, context_length=512,
-                           progress=False)
+def small_server(qwen_tokenizer: Any) -> Any:
+    """A scripted model (tests/support/scripted_backend.py) with one slot and one waiting place, paced so that five
+    120-token requests meet a full queue: the refusal's shape in each protocol is the point, not the model."""
+    model = scripted_model(qwen_tokenizer, max_running=1, max_waiting=1, max_model_len=512, step_s=0.005)
     try:
         with LiveServer(create_app(model, api_key="k3y", model_aliases=["m"])) as live:
             yield live, model

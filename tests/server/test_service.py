@@ -1,11 +1,12 @@
-"""Auth, CORS, health while loading, and refusals when the engine's queue is full."""
+"""Auth, CORS, health while loading, refusals when the engine's queue is full, and a draining server. The tests of
+loading, stopping and queues stand on scripted models (tests/support/scripted_backend.py: the real tokenizer over a
+scripted engine that loads at once and keeps the engines' admission rules): what the server says is the point."""
 
 from __future__ import annotations
 
 import concurrent.futures
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,6 +14,7 @@ import pytest
 
 from qwen_stream.server.app import create_app
 from tests.support.live_server import LiveServer, wait_until_idle
+from tests.support.scripted_backend import scripted_model
 
 CHAT: dict[str, Any] = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "temperature": 0}
 
@@ -48,15 +50,12 @@ def test_cors_only_when_asked(tiny_chat_model: Any) -> None:
         assert "access-control-allow-origin" not in response.headers
 
 
-def test_health_reports_ready_only_after_loading(tiny_model_dir: Path) -> None:
-    from qwen_stream.api import ChatModel
-
+def test_health_reports_ready_only_after_loading(qwen_tokenizer: Any) -> None:
     release = threading.Event()
 
-    def load() -> ChatModel:
+    def load() -> Any:
         release.wait(30)
-        return ChatModel.load(str(tiny_model_dir), runner="torch", max_batch_size=2, context_length=256,
-                              progress=False)
+        return scripted_model(qwen_tokenizer, name="later-model", max_running=2, max_model_len=256)
 
     with LiveServer(create_app(load, served_model_name="later", model_aliases=["m"])) as live, httpx.Client(base_url=live.url) as http:
         loading = http.get("/health")
@@ -72,10 +71,8 @@ def test_health_reports_ready_only_after_loading(tiny_model_dir: Path) -> None:
         assert http.post("/v1/chat/completions", json=CHAT).status_code == 200
 
 
-def test_health_fails_once_the_engine_stops(tiny_model_dir: Path) -> None:
-    from qwen_stream.api import ChatModel
-
-    model = ChatModel.load(str(tiny_model_dir), runner="torch", max_batch_size=1, context_length=128, progress=False)
+def test_health_fails_once_the_engine_stops(qwen_tokenizer: Any) -> None:
+    model = scripted_model(qwen_tokenizer, max_running=1, max_model_len=128)
     try:
         with LiveServer(create_app(model)) as live, httpx.Client(base_url=live.url) as http:
             assert http.get("/health").status_code == 200
@@ -101,11 +98,9 @@ def test_health_reports_a_failed_load() -> None:
         assert error["code"] == "model_failed" and "/nowhere" in error["message"]
 
 
-def test_a_full_queue_is_refused_with_429_and_retry_after(tiny_model_dir: Path) -> None:
-    from qwen_stream.api import ChatModel
-
-    model = ChatModel.load(str(tiny_model_dir), runner="torch", max_batch_size=1, max_waiting=1, context_length=512,
-                           progress=False)
+def test_a_full_queue_is_refused_with_429_and_retry_after(qwen_tokenizer: Any) -> None:
+    # paced: 120 tokens take 0.6 s, so the six requests meet a full queue
+    model = scripted_model(qwen_tokenizer, max_running=1, max_waiting=1, max_model_len=512, step_s=0.005)
     body = {**CHAT, "max_tokens": 120, "stream": False}
     try:
         with LiveServer(create_app(model, model_aliases=["m"])) as live, httpx.Client(base_url=live.url, timeout=60) as http:
