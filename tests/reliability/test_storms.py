@@ -12,7 +12,7 @@ import httpx
 
 from tests.support.live_server import LiveServer
 
-SERVED = "tiny-qwen"  # the served name (tests/reliability/conftest.py)
+SERVED = "tiny-qwen"  # the served name (tests/conftest.py)
 CHAT = "/v1/chat/completions"
 
 

@@ -124,6 +124,8 @@ def test_native_runner_rewinds_into_a_slot_exactly() -> None:
     assert torch.allclose(reused, fresh, atol=1e-4)
 
 
+@pytest.mark.slow  # the real SmolLM2 GGUF on llama.cpp (tests/engine/conftest.py's gguf_path)
+@pytest.mark.llamacpp
 def test_llama_cpp_runner_rewinds_into_a_slot(gguf_path: Path) -> None:
     from qwen_stream.engine.runners.llamacpp import LlamaCppRunner
 
@@ -135,6 +137,8 @@ def test_llama_cpp_runner_rewinds_into_a_slot(gguf_path: Path) -> None:
         assert torch.corrcoef(torch.stack([reused, fresh]))[0, 1] > 0.999
 
 
+@pytest.mark.slow  # the real SmolLM2 GGUF on llama.cpp (tests/engine/conftest.py's gguf_path)
+@pytest.mark.llamacpp
 def test_multi_turn_chat_reuses_the_conversation(gguf_path: Path) -> None:
     from qwen_stream.api import ChatModel
 

@@ -117,6 +117,8 @@ def test_native_runner_copies_a_prefix_exactly() -> None:
         runner.copy_prefix(1, 2, 30)
 
 
+@pytest.mark.slow  # the real SmolLM2 GGUF on llama.cpp (tests/engine/conftest.py's gguf_path)
+@pytest.mark.llamacpp
 def test_llama_cpp_runner_copies_a_prefix(gguf_path: Path) -> None:
     from qwen_stream.engine.runners.llamacpp import LlamaCppRunner
 
@@ -139,6 +141,8 @@ def test_llama_cpp_runner_copies_a_prefix(gguf_path: Path) -> None:
             runner.copy_prefix(0, 1, 99)
 
 
+@pytest.mark.slow  # the real SmolLM2 GGUF on llama.cpp (tests/engine/conftest.py's gguf_path)
+@pytest.mark.llamacpp
 def test_concurrent_chats_share_the_system_prompt(gguf_path: Path) -> None:
     from qwen_stream.api import ChatModel
 

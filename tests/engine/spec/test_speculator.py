@@ -121,6 +121,8 @@ def test_native_runner_gives_a_row_for_every_position() -> None:
     assert torch.allclose(both[1:], expected, atol=1e-4)
 
 
+@pytest.mark.slow  # the real SmolLM2 GGUF on llama.cpp (tests/engine/conftest.py's gguf_path)
+@pytest.mark.llamacpp
 def test_llama_cpp_runner_gives_a_row_for_every_position(gguf_path: Path) -> None:
     from qwen_stream.engine.runners.llamacpp import LlamaCppRunner
 
@@ -135,14 +137,6 @@ def test_llama_cpp_runner_gives_a_row_for_every_position(gguf_path: Path) -> Non
     assert again.argmax(-1).tolist() == expected[2:].argmax(-1).tolist()
     for got, want in zip(rows, expected, strict=True):
         assert torch.corrcoef(torch.stack([got, want]))[0, 1] > 0.999
-
-
-@pytest.fixture(scope="module")
-def gguf_path() -> Path:
-    pytest.importorskip("llama_cpp")
-    from qwen_stream.models.registry import ensure_alias
-
-    return ensure_alias("smollm2-135m", progress=False)
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from tests.support.live_server import LiveServer, aborted_requests, leave_stream
 MESSAGES = [{"role": "user", "content": "Tell me a story 🤖"}]
 
 
-@pytest.fixture()
+@pytest.fixture(scope="module")
 def claude(server: LiveServer) -> Iterator[anthropic.Anthropic]:
     with anthropic.Anthropic(base_url=server.url, api_key="unused", max_retries=0, timeout=60) as client:
         yield client
@@ -118,13 +118,13 @@ def test_malformed_json_and_bad_count_tokens_are_anthropic_400s(http: httpx.Clie
     assert count.status_code == 400 and count.json()["error"]["type"] == "invalid_request_error"
 
 
-def test_a_disconnect_mid_stream_leaves_no_running_request(server: LiveServer, tiny_chat_model: Any) -> None:
-    before = aborted_requests(httpx.get(f"{server.url}/metrics").text, "/v1/messages")
+def test_a_disconnect_mid_stream_leaves_no_running_request(server: LiveServer, http: httpx.Client, tiny_chat_model: Any) -> None:
+    before = aborted_requests(http.get("/metrics").text, "/v1/messages")
     body = {**GOOD, "max_tokens": 400, "stream": True, "temperature": 0.9}
 
     assert leave_stream_midway(server.url, "/v1/messages", body, lambda line: line == "event: content_block_delta") == 3
     assert wait_until_idle(tiny_chat_model, timeout=5), tiny_chat_model.engine.stats()
-    assert aborted_requests(httpx.get(f"{server.url}/metrics").text, "/v1/messages") - before == 1
+    assert aborted_requests(http.get("/metrics").text, "/v1/messages") - before == 1
 
 
 SCHEMA = {"type": "object", "properties": {"answer": {"enum": ["yes", "no"]}}, "required": ["answer"],

@@ -15,7 +15,7 @@ MESSAGES = [{"role": "system", "content": "Be terse."}, {"role": "user", "conten
 SAMPLED = {"temperature": 0.9, "seed": 99, "num_predict": 16}
 
 
-@pytest.fixture()
+@pytest.fixture(scope="module")
 def client(server: LiveServer) -> ollama.Client:
     return ollama.Client(host=server.url, timeout=60)
 
@@ -110,13 +110,13 @@ def test_malformed_json_is_an_ollama_400(http: httpx.Client) -> None:
     assert response.status_code == 400 and "malformed JSON" in response.json()["error"]
 
 
-def test_a_disconnect_mid_stream_leaves_no_running_request(server: LiveServer, tiny_chat_model: Any) -> None:
-    before = aborted_requests(httpx.get(f"{server.url}/metrics").text, "/api/chat")
+def test_a_disconnect_mid_stream_leaves_no_running_request(server: LiveServer, http: httpx.Client, tiny_chat_model: Any) -> None:
+    before = aborted_requests(http.get("/metrics").text, "/api/chat")
     body = {"model": "m", "messages": MESSAGES, "options": {"num_predict": 400, "temperature": 0.9}}
 
     assert leave_stream_midway(server.url, "/api/chat", body, lambda line: True) == 3
     assert wait_until_idle(tiny_chat_model, timeout=5), tiny_chat_model.engine.stats()
-    assert aborted_requests(httpx.get(f"{server.url}/metrics").text, "/api/chat") - before == 1
+    assert aborted_requests(http.get("/metrics").text, "/api/chat") - before == 1
 
 
 SCHEMA = {"type": "object", "properties": {"answer": {"enum": ["yes", "no"]}}, "required": ["answer"],

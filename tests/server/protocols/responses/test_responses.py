@@ -123,13 +123,13 @@ def test_malformed_json_is_400(http: httpx.Client) -> None:
     assert response.status_code == 400 and "malformed JSON" in response.json()["error"]["message"]
 
 
-def test_a_disconnect_mid_stream_leaves_no_running_request(server: LiveServer, tiny_chat_model: Any) -> None:
-    before = aborted_requests(httpx.get(f"{server.url}/metrics").text, "/v1/responses")
+def test_a_disconnect_mid_stream_leaves_no_running_request(server: LiveServer, http: httpx.Client, tiny_chat_model: Any) -> None:
+    before = aborted_requests(http.get("/metrics").text, "/v1/responses")
     body = {"input": "Talk for a long time.", "max_output_tokens": 400, "temperature": 0.9, "stream": True}
 
     assert leave_stream_midway(server.url, "/v1/responses", body, lambda line: line == "event: response.output_text.delta") == 3
     assert wait_until_idle(tiny_chat_model, timeout=5), tiny_chat_model.engine.stats()
-    assert aborted_requests(httpx.get(f"{server.url}/metrics").text, "/v1/responses") - before == 1
+    assert aborted_requests(http.get("/metrics").text, "/v1/responses") - before == 1
 
 
 SCHEMA = {"type": "object", "properties": {"answer": {"enum": ["yes", "no"]},
