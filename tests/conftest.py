@@ -73,30 +73,28 @@ TEMPLATES = Path(__file__).parent / "fixtures" / "chat_templates"
 
 
 @pytest.fixture(scope="session")
-def templated_model(tiny_model_dir: Path) -> Iterator[Any]:
+def templated_model(tiny_chat_model: Any) -> Any:
     """``get(name)``: the tiny model with one of the real chat templates in tests/fixtures/chat_templates
-    (qwen2_5: tools; qwen3: thinking + tools; qwen3_coder: XML tools). One load and one engine (a 2048-token window)
-    serve all three: the engine sees token ids only, and each template's model holds a copy of the loaded tokenizer
-    with that template set, as loading a folder with its chat_template.jinja would give."""
+    (qwen2_5: tools; qwen3: thinking + tools; qwen3_coder: XML tools). Each shares the session model's engine (it
+    sees token ids only) and holds a copy of its tokenizer with that template set, as loading a folder with its
+    chat_template.jinja would give: no load of its own."""
     import copy
 
     from qwen_stream.api import ChatModel
     from qwen_stream.client.loaded_model import LoadedModel
 
-    base = ChatModel.load(str(tiny_model_dir), runner="torch", max_batch_size=8, context_length=2048, progress=False)
     models: dict[str, Any] = {}
 
     def get(name: str) -> Any:
         if name not in models:
-            tokenizer = copy.copy(base.tokenizer)
+            tokenizer = copy.copy(tiny_chat_model.tokenizer)
             tokenizer.chat_template = (TEMPLATES / f"{name}.jinja").read_text()
             models[name] = ChatModel(LoadedModel.assemble(
-                name=f"tiny-{name}", tokenizer=tokenizer, engine=base.engine, default_params=base.default_params,
-                eos_token_ids=base.inputs.eos_token_ids))
+                name=f"tiny-{name}", tokenizer=tokenizer, engine=tiny_chat_model.engine,
+                default_params=tiny_chat_model.default_params, eos_token_ids=tiny_chat_model.inputs.eos_token_ids))
         return models[name]
 
-    yield get
-    base.close()
+    return get
 
 
 @pytest.fixture(scope="session")
