@@ -3,14 +3,14 @@ the API key, and metrics labelled by route."""
 
 from __future__ import annotations
 
-import concurrent.futures
+import threading
 from typing import Any
 
 import httpx
 import pytest
 
 from qwen_stream.server.app import create_app
-from tests.support.live_server import LiveServer, wait_until_idle
+from tests.support.live_server import LiveServer, burst_while_held, wait_until_idle
 from tests.support.scripted_backend import scripted_model
 
 LONG = {
@@ -44,24 +44,25 @@ def rate_limit_error(route: str, body: dict[str, Any]) -> str:
 
 @pytest.fixture(scope="module")
 def small_server(qwen_tokenizer: Any) -> Any:
-    """A scripted model (tests/support/scripted_backend.py) with one slot and one waiting place, paced so that five
-    120-token requests meet a full queue: the refusal's shape in each protocol is the point, not the model."""
-    model = scripted_model(qwen_tokenizer, max_running=1, max_waiting=1, max_model_len=512, step_s=0.005)
+    """A scripted model (tests/support/scripted_backend.py) with one slot and one waiting place, and the gate that
+    holds its steps: the refusal's shape in each protocol is the point, not the model."""
+    gate = threading.Event()
+    gate.set()
+    model = scripted_model(qwen_tokenizer, max_running=1, max_waiting=1, max_model_len=512, gate=gate)
     try:
         with LiveServer(create_app(model, api_key="k3y", model_aliases=["m"])) as live:
-            yield live, model
+            yield live, model, gate
     finally:
         model.close()
 
 
 @pytest.mark.parametrize("route", list(LONG))
 def test_a_full_queue_is_429_with_retry_after_in_each_protocols_shape(small_server: Any, route: str) -> None:
-    live, model = small_server
-    with httpx.Client(base_url=live.url, timeout=60, headers=KEY) as http, \
-            concurrent.futures.ThreadPoolExecutor(5) as pool:
-        responses = list(pool.map(lambda _: http.post(route, json=LONG[route]), range(5)))
+    live, model, gate = small_server
+    with httpx.Client(base_url=live.url, timeout=60, headers=KEY) as http:
+        responses = burst_while_held(lambda: http.post(route, json=LONG[route]), 5, gate, admitted=2)
     statuses = sorted(r.status_code for r in responses)
-    assert 429 in statuses and 200 in statuses and max(statuses) < 500, statuses
+    assert statuses == [200, 200, 429, 429, 429], statuses  # one running, one waiting, the rest refused
     refused = next(r for r in responses if r.status_code == 429)
     assert int(refused.headers["retry-after"]) >= 1
     assert rate_limit_error(route, refused.json()) in ("rate_limit_error", "ollama")
@@ -71,7 +72,7 @@ def test_a_full_queue_is_429_with_retry_after_in_each_protocols_shape(small_serv
 @pytest.mark.parametrize(("method", "route"), [("POST", "/v1/responses"), ("POST", "/v1/messages"),
                                                ("POST", "/api/chat"), ("GET", "/api/tags"), ("GET", "/api/version")])
 def test_every_route_needs_the_api_key(small_server: Any, method: str, route: str) -> None:
-    live, _ = small_server
+    live, _, _ = small_server
     body = SHORT.get(route)
     assert httpx.request(method, f"{live.url}{route}", json=body).status_code == 401
     for header in (KEY, {"x-api-key": "k3y"}):
@@ -79,7 +80,7 @@ def test_every_route_needs_the_api_key(small_server: Any, method: str, route: st
 
 
 def test_metrics_are_labelled_by_route(small_server: Any) -> None:
-    live, model = small_server
+    live, model, _ = small_server
     for route, body in SHORT.items():
         assert httpx.post(f"{live.url}{route}", json=body, headers=KEY).status_code == 200
     assert wait_until_idle(model)

@@ -4,7 +4,6 @@ scripted engine that loads at once and keeps the engines' admission rules): what
 
 from __future__ import annotations
 
-import concurrent.futures
 import threading
 import time
 from typing import Any
@@ -13,7 +12,7 @@ import httpx
 import pytest
 
 from qwen_stream.server.app import create_app
-from tests.support.live_server import LiveServer, wait_until_idle
+from tests.support.live_server import LiveServer, burst_while_held, wait_until_idle
 from tests.support.scripted_backend import scripted_model
 
 CHAT: dict[str, Any] = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "temperature": 0}
@@ -99,15 +98,14 @@ def test_health_reports_a_failed_load() -> None:
 
 
 def test_a_full_queue_is_refused_with_429_and_retry_after(qwen_tokenizer: Any) -> None:
-    # paced: 120 tokens take 0.6 s, so the six requests meet a full queue
-    model = scripted_model(qwen_tokenizer, max_running=1, max_waiting=1, max_model_len=512, step_s=0.005)
+    gate = threading.Event()  # holds the engine's steps: one request runs, one waits, the rest are refused
+    model = scripted_model(qwen_tokenizer, max_running=1, max_waiting=1, max_model_len=512, gate=gate)
     body = {**CHAT, "max_tokens": 120, "stream": False}
     try:
         with LiveServer(create_app(model, model_aliases=["m"])) as live, httpx.Client(base_url=live.url, timeout=60) as http:
-            with concurrent.futures.ThreadPoolExecutor(6) as pool:
-                responses = list(pool.map(lambda _: http.post("/v1/chat/completions", json=body), range(6)))
+            responses = burst_while_held(lambda: http.post("/v1/chat/completions", json=body), 6, gate, admitted=2)
             statuses = sorted(r.status_code for r in responses)
-            assert 429 in statuses and 200 in statuses and max(statuses) < 500, statuses
+            assert statuses == [200, 200, 429, 429, 429, 429], statuses
             refused = next(r for r in responses if r.status_code == 429)
             assert int(refused.headers["retry-after"]) >= 1
             assert refused.json()["error"]["code"] == "engine_overloaded"

@@ -8,6 +8,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -102,3 +103,23 @@ def leave_stream_midway(url: str, route: str, body: dict[str, Any], counts: Call
         return seen
 
     return asyncio.run(go())
+
+
+def burst_while_held(send: Callable[[], Any], n: int, gate: threading.Event, admitted: int,
+                     timeout: float = 60.0) -> list[Any]:
+    """``n`` calls of ``send`` at once while ``gate`` holds a scripted engine (tests/support/scripted_backend.py):
+    once the ``n - admitted`` requests it has no room for are answered, the gate opens and the admitted ones finish.
+    Every answer, in sending order; no timing decides who is refused."""
+    gate.clear()
+    try:
+        with ThreadPoolExecutor(n) as pool:
+            futures = [pool.submit(send) for _ in range(n)]
+            deadline = time.monotonic() + timeout
+            while sum(f.done() for f in futures) < n - admitted:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"fewer than {n - admitted} of {n} requests were answered while held")
+                time.sleep(0.01)
+            gate.set()
+            return [f.result() for f in futures]
+    finally:
+        gate.set()

@@ -5,7 +5,8 @@ the seam's contract (qwen_stream/engine/backend.py) with the engines' own admiss
 full queue or a prompt with no room is refused by the same rules), answers in microseconds, and is deterministic:
 an answer depends on its prompt and, when sampled, on its seed. ``step_s`` paces it, one token per running request
 per step, so a test can catch a stream mid-answer. Tests about what the engine computes (sampling, grammars,
-prefix reuse, aborts inside a step) keep the tiny random torch model.
+prefix reuse, aborts inside a step) keep the tiny random torch model. A ``gate`` holds every step while it is
+closed (cleared), so a test can fill the slots and the queue, see the refusals, then let the rest finish.
 """
 
 from __future__ import annotations
@@ -66,12 +67,13 @@ class ScriptedBackend:
     name = "scripted"
 
     def __init__(self, script: Script, *, vocab_size: int, eos_token_ids: Sequence[int] = (),
-                 max_model_len: int = 512, max_running: int = 4, max_waiting: int = 16, step_s: float = 0.0) -> None:
+                 max_model_len: int = 512, max_running: int = 4, max_waiting: int = 16, step_s: float = 0.0,
+                 gate: threading.Event | None = None) -> None:
         self.requests = RequestRegistry(max_model_len=max_model_len, max_running=max_running,
                                         max_waiting=max_waiting)
         self.max_model_len, self.max_running, self.max_waiting = max_model_len, max_running, max_waiting
         self.vocab_size = vocab_size
-        self.script, self.step_s = script, step_s
+        self.script, self.step_s, self.gate = script, step_s, gate
         self.eos_token_ids = tuple(eos_token_ids)
         self._cond = threading.Condition()
         self._runs: list[_Run] = []
@@ -150,6 +152,9 @@ class ScriptedBackend:
                     self._cond.wait()
                 if not self._runs:
                     return
+            while self.gate is not None and not self.gate.wait(0.02) and not self._stopping:
+                pass  # held: requests stay running or waiting until the test opens the gate
+            with self._cond:
                 batch, aborted = self._runs[:self.max_running], self._aborted
                 waiting_aborted = [run for run in self._runs[self.max_running:] if run.request_id in aborted]
                 self._aborted = set()
