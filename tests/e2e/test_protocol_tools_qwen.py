@@ -31,10 +31,10 @@ RESULT = json.dumps({"city": "Paris", "temperature_c": 18})
 
 
 @pytest.fixture(scope="module")
-def qwen_server() -> Iterator[LiveServer]:
-    # The PyTorch runner, which every machine runs; bfloat16 halves float32's 7 GB on a shared machine.
-    with ChatModel.load("qwen2.5-coder-1.5b", runner="torch", dtype="bfloat16", max_batch_size=2,
-                        context_length=2048, progress=False) as model, LiveServer(create_app(model, model_aliases=["m"])) as live:
+def qwen_server(qwen_coder: ChatModel) -> Iterator[LiveServer]:
+    """The session's Qwen2.5-Coder-1.5B (tests/e2e/conftest.py: llama.cpp, or the PyTorch runner in bfloat16 where
+    llama-cpp-python is missing) behind a live server: the protocols' tool plumbing is the point, on any runner."""
+    with LiveServer(create_app(qwen_coder, model_aliases=["m"])) as live:
         yield live
 
 
