@@ -12,8 +12,9 @@ import pytest
 
 # The default run is the fast tier: no real models, no browser, no fresh interpreters (under two minutes).
 # `pytest --all` (scripts/test.sh, CI) runs everything; naming a file or test, or giving -m, runs what was asked.
-# slow: loads a real model; browser: drives Chromium; cold: starts fresh interpreters or subprocess servers
-# (tests/cold: the terminal chat in a pty, `qwen-stream serve` processes and signals, the seed's examples).
+# slow: loads a real model; browser: drives Chromium; cold: runs whole programs in fresh interpreters (tests/cold:
+# the terminal chat in a pty, `qwen-stream serve` processes and their signals, `qwen-stream bench`, the seed's
+# examples).
 SLOW_MARKERS = ("slow", "browser", "cold")
 
 
