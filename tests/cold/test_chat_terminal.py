@@ -174,7 +174,7 @@ def test_clear_screen_then_quit(chat: pexpect.spawn) -> None:
     assert _quit(chat) == 0
 
 
-def test_input_history_is_saved_and_comes_back_after_a_restart(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_input_history_is_saved_and_comes_back_after_a_restart_then_ctrl_d_leaves(tiny_model_dir: Path, tmp_path: Path) -> None:
     history = tmp_path / "state" / "history"
     env = _env(QWEN_STREAM_HISTORY=str(history))
     first = _spawn(str(tiny_model_dir), "--runner", "torch", env=env)
@@ -190,12 +190,15 @@ def test_input_history_is_saved_and_comes_back_after_a_restart(tiny_model_dir: P
     assert _quit(second) == 0
     assert history.read_text().count("+:seed 42\n") == 2
 
-    # --no-history: nothing saved, nothing recalled, even with the file there
+    # --no-history: nothing saved, nothing recalled, even with the file there; Ctrl-D on the empty prompt leaves
     third = _spawn(str(tiny_model_dir), "--runner", "torch", "--no-history", env=env)
     third.send("\x1b[A\r")
     third.expect(PROMPT_RE)
     assert "Seed set" not in _plain(third.before)
-    assert _quit(third) == 0
+    third.sendcontrol("d")
+    third.expect(pexpect.EOF, timeout=30)
+    third.close()
+    assert third.exitstatus == 0
     assert ":q" in history.read_text() and history.read_text().count("+:q\n") == 2
 
 
@@ -212,7 +215,7 @@ def test_ctrl_c_stops_the_answer_and_the_chat_goes_on(tiny_model_dir: Path) -> N
         child.expect_exact(ANSWER)
         child.expect(r"\x1b\[0m[^\x1b\s]{3}")  # the prefix's colour ends, then some answer is on the screen
         child.sendintr()
-        child.expect_exact("[stopped]", timeout=10)
+        child.expect_exact("[stopped]", timeout=30)  # a wait bound, not a latency test: loaded machines lag
         child.expect(PROMPT_RE, timeout=10)
         # compute stopped: the process is idle at the prompt, the engine is not still decoding 3,500 tokens
         before = _cpu_seconds(child.pid)
@@ -230,14 +233,6 @@ def test_ctrl_c_stops_the_answer_and_the_chat_goes_on(tiny_model_dir: Path) -> N
     finally:
         if child.isalive():
             child.terminate(force=True)
-
-
-def test_ctrl_d_on_an_empty_prompt_leaves(tiny_model_dir: Path) -> None:
-    child = _spawn(str(tiny_model_dir), "--runner", "torch")
-    child.sendcontrol("d")
-    child.expect(pexpect.EOF, timeout=30)
-    child.close()
-    assert child.exitstatus == 0
 
 
 def test_piped_input_works_without_a_terminal(tiny_model_dir: Path) -> None:
