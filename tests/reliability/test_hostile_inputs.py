@@ -23,7 +23,7 @@ import pytest
 
 from qwen_stream.server.pipeline.limits import RequestLimits
 
-SERVED = "tiny-qwen"  # the served name (tests/reliability/conftest.py)
+SERVED = "tiny-qwen"  # the served name (tests/conftest.py)
 CHAT = "/v1/chat/completions"
 USER = [{"role": "user", "content": "hi"}]
 NORMAL = {"model": SERVED, "messages": USER, "max_tokens": 3, "temperature": 0}

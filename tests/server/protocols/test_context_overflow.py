@@ -13,10 +13,10 @@ import httpx
 import ollama
 import openai
 import pytest
-from server_harness import LiveServer
 
 from qwen_stream.errors import ContextLengthError
 from qwen_stream.inputs.answer_length import NO_FOLDING
+from tests.support.live_server import LiveServer
 
 WINDOW = 512
 LONG = [m for i in range(40) for m in ({"role": "user", "content": f"Question {i}: tell me about the number {i}."},

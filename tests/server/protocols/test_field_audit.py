@@ -25,9 +25,9 @@ HERE = "server/protocols/test_field_audit.py"  # the sampling-field mappings bel
 FORMATS = "server/protocols/test_output_formats_http.py"
 PREFILL = "server/protocols/test_prefill.py"
 LLAMA = "server/protocols/llamacpp/test_llamacpp_api.py"
-CHAT, RESP, ANTH, OLLAMA = ("server/test_chat_api.py", "server/test_responses_api.py", "server/test_anthropic_api.py",
-                            "server/test_ollama_api.py")
-TOOLS, INFILL = "server/test_tools_api.py", "server/test_infill_api.py"
+CHAT, RESP, ANTH, OLLAMA = ("server/protocols/openai/test_chat.py", "server/protocols/responses/test_responses.py", "server/protocols/anthropic/test_messages.py",
+                            "server/protocols/ollama/test_ollama.py")
+TOOLS, INFILL = "server/protocols/openai/test_tools.py", "server/protocols/infill/test_infill.py"
 
 
 @dataclass
@@ -54,30 +54,30 @@ _LLAMA_SAMPLING = {**_used(HERE, "n_predict", "temperature", "top_k", "top_p", "
                    **_used(LLAMA, "model", "stream", "return_tokens", "response_fields"),
                    **_used(FORMATS, "grammar", "json_schema"), **_used(INFILL, "n_indent", "t_max_predict_ms")}
 _ANTHROPIC_PROMPT = {**_used(ANTH, "model", "messages", "system", "output_config"), "thinking": HERE,
-                     **_used("server/test_protocol_tools.py", "tools", "tool_choice"), "output_format": FORMATS}
+                     **_used("server/protocols/test_tool_round_trips.py", "tools", "tool_choice"), "output_format": FORMATS}
 _ITEM = _used(RESP, "type")
 
 AUDIT: dict[str, Audit] = {
     "openai.requests.ChatCompletionRequest": Audit(
         used={**_OPENAI_SAMPLING, **_used(CHAT, "messages", "logprobs", "top_logprobs"),
-              "max_completion_tokens": "server/test_protocol.py",
+              "max_completion_tokens": "server/protocols/openai/test_protocol.py",
               **_used(TOOLS, "tools", "tool_choice", "parallel_tool_calls", "chat_template_kwargs"),
               **_used(PREFILL, "continue_final_message", "add_generation_prompt"), "reasoning_effort": HERE},
         refused={"modalities": ["audio"]}, harmless=_USER),
     "openai.requests.CompletionRequest": Audit(
         used={**_OPENAI_SAMPLING, **_used(CHAT, "prompt", "logprobs", "echo"),
-              "suffix": "server/test_fim_editors.py"},
+              "suffix": "server/protocols/infill/test_fim_editors.py"},
         harmless=_USER),
     "openai.requests.ChatMessage": Audit(
         used={**_used(CHAT, "role", "content"), **_used(TOOLS, "tool_calls", "tool_call_id", "name"),
-              "reasoning_content": "server/test_chat_chunks.py"}),
+              "reasoning_content": "server/protocols/openai/test_chat_chunks.py"}),
     "openai.requests.ToolCallIn": Audit(used=_used(TOOLS, "id", "type", "function")),
     "openai.requests.FunctionCallIn": Audit(used=_used(TOOLS, "name", "arguments")),
     "openai.requests.StreamOptions": Audit(used=_used(CHAT, "include_usage")),
     "responses.protocol.ResponsesRequest": Audit(
         used={**_used(HERE, "max_output_tokens", "temperature", "top_p", "seed", "top_k", "stop"),
               **_used(RESP, "model", "input", "instructions", "stream", "store", "previous_response_id", "text"),
-              **_used("server/test_protocol_tools.py", "tools", "tool_choice", "parallel_tool_calls"),
+              **_used("server/protocols/test_tool_round_trips.py", "tools", "tool_choice", "parallel_tool_calls"),
               "reasoning": HERE, "truncation": "server/protocols/test_context_overflow.py"},
         refused={"background": True, "conversation": "conv_1", "prompt": {"id": "pmpt_1"}},
         harmless={**_USER, "metadata": "labels echoed back in the response: the model never sees them"}),
@@ -89,40 +89,40 @@ AUDIT: dict[str, Audit] = {
         used={"effort": HERE}, harmless={"summary": "a summary of the reasoning: the reasoning is given whole"}),
     "responses.protocol._MessageItem": Audit(used={**_ITEM, **_used(RESP, "role", "content")}),
     "responses.protocol._FunctionCallItem": Audit(
-        used={**_ITEM, **_used("server/test_protocol_tools.py", "call_id", "name", "arguments")}),
+        used={**_ITEM, **_used("server/protocols/test_tool_round_trips.py", "call_id", "name", "arguments")}),
     "responses.protocol._FunctionCallOutputItem": Audit(
-        used={**_ITEM, **_used("server/test_protocol_tools.py", "call_id", "output")}),
+        used={**_ITEM, **_used("server/protocols/test_tool_round_trips.py", "call_id", "output")}),
     "anthropic.protocol.MessagesRequest": Audit(
         used={**_ANTHROPIC_PROMPT, **_used(HERE, "max_tokens", "stop_sequences", "temperature", "top_p", "top_k",
                                            "seed"), "stream": ANTH},
         harmless={"metadata": "a user id for Anthropic's abuse detection"}),
     "anthropic.protocol.CountTokensRequest": Audit(used=_ANTHROPIC_PROMPT),
     "anthropic.protocol._Message": Audit(used=_used(ANTH, "role", "content")),
-    "anthropic.protocol._ToolUse": Audit(used={**_used("server/test_protocol_tools.py", "name", "input"), "id": HERE}),
+    "anthropic.protocol._ToolUse": Audit(used={**_used("server/protocols/test_tool_round_trips.py", "name", "input"), "id": HERE}),
     "anthropic.protocol._ToolResult": Audit(
-        used={**_used("server/test_protocol_tools.py", "tool_use_id", "content"), "is_error": HERE}),
+        used={**_used("server/protocols/test_tool_round_trips.py", "tool_use_id", "content"), "is_error": HERE}),
     "ollama.protocol.ChatRequest": Audit(
         used={**_used(OLLAMA, "model", "stream", "options", "format", "messages"), "think": HERE,
-              "keep_alive": "server/test_model_pool.py", "tools": "server/test_protocol_tools.py"}),
+              "keep_alive": "server/pool/test_model_pool.py", "tools": "server/protocols/test_tool_round_trips.py"}),
     "ollama.protocol.GenerateRequest": Audit(
         used={**_used(OLLAMA, "model", "stream", "options", "format", "prompt", "system", "raw"), "think": HERE,
-              "keep_alive": "server/test_model_pool.py", "suffix": "server/test_fim_editors.py"},
+              "keep_alive": "server/pool/test_model_pool.py", "suffix": "server/protocols/infill/test_fim_editors.py"},
         refused={"template": "{{ .Prompt }}", "context": [1, 2], "images": ["aGk="]}),
     "ollama.protocol.Options": Audit(
         used={**_used(HERE, "temperature", "top_p", "top_k", "min_p", "seed", "stop", "repeat_penalty",
                       "repeat_last_n", "presence_penalty", "frequency_penalty"), "num_predict": OLLAMA}),
     "ollama.protocol.ModelRequest": Audit(used={"model": OLLAMA, "name": HERE}),
     "ollama.protocol._Message": Audit(
-        used={**_used(OLLAMA, "role", "content"), **_used("server/test_protocol_tools.py", "tool_calls",
+        used={**_used(OLLAMA, "role", "content"), **_used("server/protocols/test_tool_round_trips.py", "tool_calls",
                                                           "tool_name")},
         refused={"images": ["aGk="]},
         harmless={"thinking": "an earlier turn's thinking: not sent back to the model, as Qwen3's template does"}),
-    "ollama.protocol._ToolCall": Audit(used=_used("server/test_protocol_tools.py", "function")),
-    "ollama.protocol._Function": Audit(used=_used("server/test_protocol_tools.py", "name", "arguments")),
+    "ollama.protocol._ToolCall": Audit(used=_used("server/protocols/test_tool_round_trips.py", "function")),
+    "ollama.protocol._Function": Audit(used=_used("server/protocols/test_tool_round_trips.py", "name", "arguments")),
     "llamacpp.protocol.CompletionRequest": Audit(used={**_LLAMA_SAMPLING, "prompt": LLAMA}),
     "infill.protocol.InfillRequest": Audit(
         used={**_LLAMA_SAMPLING, **_used(INFILL, "input_prefix", "input_suffix", "input_extra", "prompt")}),
-    "infill.protocol.InputChunk": Audit(used=_used("server/test_fim_editors.py", "text", "filename")),
+    "infill.protocol.InputChunk": Audit(used=_used("server/protocols/infill/test_fim_editors.py", "text", "filename")),
     "llamacpp.routes.ApplyTemplateRequest": Audit(
         used={**_used(LLAMA, "model", "messages"), **_used(PREFILL, "add_generation_prompt", "continue_final_message"),
               **_used(TOOLS, "tools", "chat_template_kwargs")}),

@@ -11,9 +11,9 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from server_harness import LiveServer
 
 from qwen_stream.server.app import create_app
+from tests.support.live_server import LiveServer
 
 pytestmark = pytest.mark.slow
 

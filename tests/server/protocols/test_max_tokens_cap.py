@@ -9,9 +9,9 @@ from typing import Any
 
 import httpx
 import pytest
-from server_harness import LiveServer
 
 from qwen_stream.server.app import create_app
+from tests.support.live_server import LiveServer
 
 CAP = 5
 ASK = [{"role": "user", "content": "Tell me a long story."}]

@@ -13,7 +13,8 @@ import anthropic
 import httpx
 import ollama
 import pytest
-from server_harness import LiveServer
+
+from tests.support.live_server import LiveServer
 
 YES_NO = 'root ::= "yes" | "no"'
 ASK = [{"role": "user", "content": "Is the sky blue?"}]

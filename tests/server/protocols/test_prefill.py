@@ -14,9 +14,9 @@ import httpx
 import ollama
 import openai
 import pytest
-from server_harness import LiveServer
 
 from qwen_stream.server.app import create_app
+from tests.support.live_server import LiveServer
 
 PREFILL = '{"name": "'
 MESSAGES = [{"role": "user", "content": "Give a famous scientist as JSON with name and field."},

@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from server_harness import LiveServer
 
 from qwen_stream.server.app import create_app
+from tests.support.live_server import LiveServer
 
 # What llama.cpp's web UI and scripts send besides the prompt (its defaults, its full sampler list).
 WEB_UI = {"n_predict": 12, "temperature": 0.8, "top_k": 40, "top_p": 0.95, "min_p": 0.05, "seed": 11,
