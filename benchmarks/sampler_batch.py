@@ -1,7 +1,7 @@
 """The sampler alone: one step of R rows x V logits, the per-row path against the batched one, in one run.
 
 The per-row path is ``sample_row`` once per row (what every sampled or penalised batch took before batching:
-several full-vocabulary passes and host reads per row); the batched path is ``sample_rows`` (batch_sampler.py).
+several full-vocabulary passes and host reads per row); the batched path is ``sample_rows`` (engine/sample/batched.py).
 Both see the same logits and states; rounds alternate so drift in a shared machine's speed hits both alike.
 Torch on one thread, as the llama.cpp runner leaves it. Run:
 

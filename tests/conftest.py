@@ -1,4 +1,5 @@
-"""Session fixtures shared by every test layer: the real Qwen tokenizer and a tiny random model built from it."""
+"""Session fixtures shared by every test layer: the real Qwen tokenizer, a tiny random model built from it, and a
+live server around that model."""
 
 from __future__ import annotations
 
@@ -9,14 +10,28 @@ from typing import Any
 
 import pytest
 
-# The default run is the fast tier: no real models, no browser (a few minutes). `pytest --all` (scripts/test.sh,
-# CI) runs everything; naming a file or test, or giving -m, runs what was asked.
-SLOW_MARKERS = ("slow", "browser")
+from tests.support.embedding_models import (
+    tiny_encoder,
+    tiny_encoder_dir,
+    tiny_qwen3_embedding,
+    tiny_qwen3_embedding_dir,
+)
+
+# Session fixtures defined in tests/support, shared by every layer (the Python API, the client and the protocols).
+__all__ = ["tiny_encoder", "tiny_encoder_dir", "tiny_qwen3_embedding", "tiny_qwen3_embedding_dir"]
+
+# The default run is the fast tier: no real models, no browser, no fresh interpreters (under two minutes).
+# `pytest --all` (scripts/test.sh, CI) runs everything; naming a file or test, or giving -m, runs what was asked.
+# slow: loads a real model; browser: drives Chromium; cold: runs whole programs in fresh interpreters (tests/cold:
+# the terminal chat in a pty, `qwen-stream serve` processes and their signals, `qwen-stream bench`, the seed's
+# examples).
+SLOW_MARKERS = ("slow", "browser", "cold")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--all", action="store_true", dest="run_all",
-                     help="also run the slow (real models) and browser tests; the default run skips them")
+                     help="also run the slow (real models), browser and cold (fresh processes) tests; the default run "
+                          "skips them")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -69,24 +84,54 @@ TEMPLATES = Path(__file__).parent / "fixtures" / "chat_templates"
 
 
 @pytest.fixture(scope="session")
-def templated_model(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def templated_model(tiny_chat_model: Any) -> Any:
     """``get(name)``: the tiny model with one of the real chat templates in tests/fixtures/chat_templates
-    (qwen2_5: tools; qwen3: thinking + tools; qwen3_coder: XML tools), one ChatModel per template per session."""
-    import shutil
+    (qwen2_5: tools; qwen3: thinking + tools; qwen3_coder: XML tools). Each shares the session model's engine (it
+    sees token ids only) and holds a copy of its tokenizer with that template set, as loading a folder with its
+    chat_template.jinja would give: no load of its own."""
+    import copy
 
     from qwen_stream.api import ChatModel
+    from qwen_stream.client.loaded_model import LoadedModel
 
     models: dict[str, Any] = {}
 
     def get(name: str) -> Any:
         if name not in models:
-            path = tmp_path_factory.mktemp(f"tiny-{name}")
-            shutil.copytree(tiny_model_dir, path, dirs_exist_ok=True)
-            (path / "chat_template.jinja").write_text((TEMPLATES / f"{name}.jinja").read_text())
-            models[name] = ChatModel.load(str(path), runner="torch", max_batch_size=8, context_length=2048,
-                                          progress=False)
+            tokenizer = copy.copy(tiny_chat_model.tokenizer)
+            tokenizer.chat_template = (TEMPLATES / f"{name}.jinja").read_text()
+            models[name] = ChatModel(LoadedModel.assemble(
+                name=f"tiny-{name}", tokenizer=tokenizer, engine=tiny_chat_model.engine,
+                default_params=tiny_chat_model.default_params, eos_token_ids=tiny_chat_model.inputs.eos_token_ids))
         return models[name]
 
-    yield get
-    for model in models.values():
-        model.close()
+    return get
+
+
+@pytest.fixture(scope="session")
+def server(tiny_chat_model: Any) -> Iterator[Any]:
+    """One real uvicorn server on loopback around the session's tiny model, served as "tiny-qwen" (aliases "m" and
+    "tiny-alias"), for every test that leaves it idle (tests/server, tests/reliability)."""
+    from qwen_stream.server.app import create_app
+    from tests.support.live_server import LiveServer
+
+    with LiveServer(create_app(tiny_chat_model, served_model_name="tiny-qwen",
+                               model_aliases=["m", "tiny-alias"])) as live:
+        yield live
+
+
+@pytest.fixture(scope="session")
+def http(server: Any) -> Iterator[Any]:
+    """An httpx client of ``server`` (one for the session: each new client loads the CA bundle, ~50 ms)."""
+    import httpx
+
+    with httpx.Client(base_url=server.url, timeout=120) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def client(server: Any) -> Any:
+    """The official openai client of ``server``."""
+    import openai
+
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=60)

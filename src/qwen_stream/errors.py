@@ -27,10 +27,16 @@ class ContextLengthError(RequestError):
     """The prompt (with the answer room asked for) does not fit the context window."""
 
     def __init__(self, message: str, *, window: int | None = None, prompt_tokens: int | None = None,
-                 param: str | None = None) -> None:
+                 param: str | None = None, at_least: bool = False) -> None:
         super().__init__(message, param=param)
         self.window = window  # None where the limit was not the window's (a template's fold limit)
         self.prompt_tokens = prompt_tokens  # None where the text was refused before tokenizing
+        self.at_least = at_least  # prompt_tokens counts only part of a prompt far over the limit
+
+
+class GrammarError(RequestError):
+    """An output format (JSON schema, regex, choice, grammar) that cannot be compiled; the message quotes the grammar
+    library's own, and ``param`` names the field that held it."""
 
 
 class UnsupportedFieldError(RequestError):

@@ -1,6 +1,6 @@
 """The terminal shows a thinking model's reasoning dimmed before the answer, or hides it (--hide-thinking).
 
-Scripted events stand in for a Qwen3 stream (no Qwen3 weights here); the parsing itself is tested in tests/unit."""
+Scripted events stand in for a Qwen3 stream (no Qwen3 weights here); the parsing itself is tested in tests/output."""
 
 from __future__ import annotations
 

@@ -9,7 +9,6 @@ import time
 
 import numpy as np
 import pytest
-from support.pooling_runner import PoolingRunner
 
 from qwen_stream.client.pooled import arun_pooled, run_pooled
 from qwen_stream.client.vectors import cosine, embeddings, matryoshka, ranking, yes_probability
@@ -18,6 +17,7 @@ from qwen_stream.errors import EngineOverloadedError
 from qwen_stream.inputs.pooled_request import EmbeddingJob, RankingJob
 from qwen_stream.inputs.request import EngineRequest, PromptInfo
 from qwen_stream.types import PoolingParams, SamplingParams, TokenOutput
+from tests.support.pooling_runner import PoolingRunner
 
 LAST = SamplingParams(max_new_tokens=1, temperature=0.0, pooling=PoolingParams("last", normalize=False))
 SLOW = SamplingParams(max_new_tokens=50, temperature=0.0, ignore_eos=True)

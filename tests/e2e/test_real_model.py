@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from real_runners import RUNNERS  # (same folder)
 
 from qwen_stream.api import ChatModel
+from tests.support.real_runners import RUNNERS
 
 pytestmark = pytest.mark.slow
 

@@ -3,7 +3,6 @@ calls get_weather(city="Paris"), then answers from the tool's result; examples/t
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -14,24 +13,28 @@ from typing import Any
 import pytest
 
 from qwen_stream.api import ChatModel
+from tests.support.real_runners import HAS_LLAMA_CPP, QWEN_CODER, QWEN_CODER_RUNNER
 
 pytestmark = pytest.mark.slow
 
-MODEL = "qwen2.5-coder-1.5b"
 TOOLS = [{"type": "function", "function": {
     "name": "get_weather", "description": "Get the current weather in a city.",
     "parameters": {"type": "object", "properties": {"city": {"type": "string", "description": "The city"}},
                    "required": ["city"]}}}]
 ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
-# bfloat16 on the PyTorch runner: half the memory of float32 (7 GB for this model), on a machine others share.
+MODEL = QWEN_CODER
 RUNNERS = ["torch", pytest.param("llamacpp", marks=[pytest.mark.llamacpp, pytest.mark.skipif(
-    importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python is not installed")])]
+    not HAS_LLAMA_CPP, reason="llama-cpp-python is not installed")])]
 
 
 @pytest.fixture(scope="module", params=RUNNERS)
 def qwen(request: pytest.FixtureRequest) -> Iterator[ChatModel]:
-    dtype = "bfloat16" if request.param == "torch" else None
-    with ChatModel.load(MODEL, runner=request.param, dtype=dtype, max_batch_size=2, context_length=2048,
+    """The model on each runner: llama.cpp's is the session's shared one (tests/e2e/conftest.py); the PyTorch
+    runner's is loaded here, in bfloat16 (half of float32's 7 GB, on a machine others share)."""
+    if request.param == "llamacpp":
+        yield request.getfixturevalue("qwen_coder")
+        return
+    with ChatModel.load(MODEL, runner="torch", dtype="bfloat16", max_batch_size=2, context_length=2048,
                         progress=False) as model:
         yield model
 
@@ -66,25 +69,22 @@ def test_a_required_call_is_streamed_in_pieces_that_join_to_it(qwen: ChatModel) 
 
 def test_the_tool_loop_example_runs() -> None:
     example = Path(__file__).resolve().parents[2] / "examples" / "tool_loop.py"
-    done = subprocess.run([sys.executable, str(example), MODEL, "--runner", "torch", "--dtype", "bfloat16"], text=True,
-                          capture_output=True, timeout=900)
+    runner = [f"--{name}={value}" for name, value in QWEN_CODER_RUNNER.items()]  # llama.cpp where installed
+    done = subprocess.run([sys.executable, str(example), MODEL, *runner], text=True, capture_output=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "-> get_weather({'city': 'Paris'})" in done.stdout and "Qwen: " in done.stdout, done.stdout
 
 
-def test_a_tool_conversation_over_the_openai_client_never_leaks_a_call_as_content() -> None:
+def test_a_tool_conversation_over_the_openai_client_never_leaks_a_call_as_content(qwen_coder: ChatModel) -> None:
     """Two turns as agent frameworks (openai-agents, pydantic-ai) drive them: tools stay offered after the result.
     Qwen2.5-Coder-1.5B then often calls again, as a bare JSON object (measured on this GGUF: greedy and sampled,
     `{"name": "weather", "arguments": {...}}`, fenced or not); whatever it writes, a call is never content."""
     pytest.importorskip("llama_cpp")
     openai = pytest.importorskip("openai")
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
-    from server_harness import LiveServer  # the server tests' real-uvicorn harness
-
     from qwen_stream.server.app import create_app
+    from tests.support.live_server import LiveServer
 
-    with ChatModel.load(MODEL, runner="llamacpp", max_batch_size=2, context_length=2048, progress=False) as model, \
-            LiveServer(create_app(model)) as live:
+    with LiveServer(create_app(qwen_coder)) as live:
         client = openai.OpenAI(base_url=f"{live.url}/v1", api_key="unused")
         messages: list[Any] = [{"role": "system", "content": "You are a helpful agent. Use tools when needed."}, *ASK]
         first = client.chat.completions.create(model=MODEL, messages=messages, tools=TOOLS, temperature=0)

@@ -7,9 +7,9 @@ import json
 
 import jsonschema
 import pytest
-from real_runners import RUNNERS
 
 from qwen_stream.api import ChatModel
+from tests.support.real_runners import RUNNERS
 
 pytestmark = pytest.mark.slow
 

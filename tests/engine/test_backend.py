@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 import torch
-from scripted_runners import CountingRunner  # the scripted runner of the engine tests (same folder)
 
 from qwen_stream.api import ChatModel
 from qwen_stream.client.loaded_model import LoadedModel
@@ -21,6 +20,7 @@ from qwen_stream.engine.loop import Engine, wait_idle
 from qwen_stream.engine.runners.base import SeqChunk
 from qwen_stream.errors import EngineError
 from qwen_stream.types import SamplingParams
+from tests.support.scripted_runners import CountingRunner
 
 ENDLESS = SamplingParams(temperature=0.0, max_new_tokens=10_000, ignore_eos=True)
 

@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 import torch
-from scripted_runners import RewindingRunner
-from tiny_models import qwen2, tokens
 
 from qwen_stream.engine.loop import Engine, wait_idle
 from qwen_stream.engine.runners.base import SeqChunk
 from qwen_stream.engine.runners.torch_native import build_torch_runner
 from qwen_stream.types import SamplingParams, TokenOutput
+from tests.support.scripted_runners import RewindingRunner
+from tests.support.tiny_models import qwen2, tokens
 
 
 class BudgetRunner(RewindingRunner):
@@ -110,14 +110,8 @@ def test_the_torch_cache_starts_small() -> None:
     assert runner._cache.capacity == 512
 
 
-@pytest.fixture(scope="module")
-def gguf_path() -> Path:
-    pytest.importorskip("llama_cpp")
-    from qwen_stream.models.registry import ensure_alias
-
-    return ensure_alias("smollm2-135m", progress=False)
-
-
+@pytest.mark.slow  # the real SmolLM2 GGUF on llama.cpp (tests/engine/conftest.py's gguf_path)
+@pytest.mark.llamacpp
 @pytest.mark.parametrize("kv_type", [None, "q8_0"])
 def test_llama_cpp_pool_serves_concurrent_streams(gguf_path: Path, kv_type: str | None) -> None:
     from qwen_stream.engine.runners.llamacpp import LlamaCppRunner
@@ -140,6 +134,8 @@ def test_llama_cpp_pool_serves_concurrent_streams(gguf_path: Path, kv_type: str 
     assert all(len(r) == 24 for r in results)
 
 
+@pytest.mark.slow  # the real SmolLM2 GGUF on llama.cpp (tests/engine/conftest.py's gguf_path)
+@pytest.mark.llamacpp
 def test_chat_model_uses_one_window_by_default(gguf_path: Path) -> None:
     from qwen_stream.api import ChatModel
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import time
 
-from support.pooling_runner import PoolingRunner
-
 from qwen_stream.engine.loop import Engine
 from qwen_stream.types import PoolingParams, SamplingParams
+from tests.support.pooling_runner import PoolingRunner
 
 
 def test_a_shutdown_that_times_out_leaves_the_model_to_the_loop() -> None:

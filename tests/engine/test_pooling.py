@@ -9,12 +9,12 @@ import threading
 import numpy as np
 import pytest
 import torch
-from support.pooling_runner import WIDTH, PoolingRunner, TextOnlyRunner, hidden_row
 
 from qwen_stream.engine.loop import Engine
 from qwen_stream.engine.pooling import Pooler, check_task, runner_tasks, score_vector
 from qwen_stream.errors import ContextLengthError, UnsupportedTaskError
 from qwen_stream.types import FinishReason, PoolingParams, SamplingParams, TokenOutput
+from tests.support.pooling_runner import WIDTH, PoolingRunner, TextOnlyRunner, hidden_row
 
 GREEDY = SamplingParams(max_new_tokens=6, temperature=0.0)
 

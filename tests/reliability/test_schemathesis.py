@@ -17,11 +17,11 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-from server_harness import LiveServer
 
 from qwen_stream.server.app import create_app
+from tests.support.live_server import LiveServer
 
-SERVED = "tiny-qwen"  # the served name (tests/reliability/conftest.py)
+SERVED = "tiny-qwen"  # the served name (tests/conftest.py)
 EXAMPLES = 40  # per operation
 CHECKS = [not_a_server_error, response_schema_conformance, status_code_conformance, content_type_conformance]
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 from typing import Any
 
 import httpx
 import openai
-from server_harness import LiveServer, wait_until_idle
+
+from tests.support.live_server import LiveServer, aborted_requests, wait_until_idle
 
 
 def _request(i: int) -> dict[str, Any]:
@@ -42,14 +42,14 @@ def test_32_concurrent_streams_get_their_own_answers(server: LiveServer, client:
 
 
 def _aborted(metrics: str) -> float:
-    match = re.search(r'^qwen_stream_requests_total\{[^}]*finish_reason="abort"[^}]*\} (\S+)$', metrics, re.M)
-    return float(match.group(1)) if match else 0.0
+    """Aborted chat requests (the session's server also counts other routes' aborts)."""
+    return aborted_requests(metrics, "/v1/chat/completions")
 
 
-def test_disconnected_clients_free_their_slots(server: LiveServer, client: Any, tiny_chat_model: Any) -> None:
+def test_disconnected_clients_free_their_slots(server: LiveServer, http: httpx.Client, client: Any, tiny_chat_model: Any) -> None:
     long_body = {"model": "m", "messages": [{"role": "user", "content": "Talk for a long time."}],
                  "max_tokens": 400, "temperature": 0.9, "stream": True}
-    aborted_before = _aborted(httpx.get(f"{server.url}/metrics").text)
+    aborted_before = _aborted(http.get("/metrics").text)
     tokens_before = tiny_chat_model.engine.stats().generated_tokens
 
     async def leave_midway(http: httpx.AsyncClient, i: int) -> int:
@@ -76,17 +76,17 @@ def test_disconnected_clients_free_their_slots(server: LiveServer, client: Any, 
     assert wait_until_idle(tiny_chat_model, timeout=5), tiny_chat_model.engine.stats()
     # The engine itself stopped them: far fewer tokens than 10 x 400 were computed (the stayers add <= 6 x 10).
     assert tiny_chat_model.engine.stats().generated_tokens - tokens_before < 10 * 100
-    metrics = httpx.get(f"{server.url}/metrics").text
+    metrics = http.get("/metrics").text
     assert _aborted(metrics) - aborted_before == 10  # stopped early, not run to their 400 tokens
     assert 'qwen_stream_requests_running{model="tiny-qwen"} 0.0' in metrics
     # And the server keeps serving.
     assert client.chat.completions.create(**_request(3)).choices[0].message.content is not None
 
 
-def test_non_streaming_client_that_leaves_aborts_its_request(server: LiveServer, tiny_chat_model: Any) -> None:
+def test_non_streaming_client_that_leaves_aborts_its_request(server: LiveServer, http: httpx.Client, tiny_chat_model: Any) -> None:
     body = {"model": "m", "messages": [{"role": "user", "content": "Talk."}], "max_tokens": 450, "temperature": 0.9}
-    aborted_before = _aborted(httpx.get(f"{server.url}/metrics").text)
+    aborted_before = _aborted(http.get("/metrics").text)
     with contextlib.suppress(httpx.TimeoutException):  # the client gives up and closes the connection
         httpx.post(f"{server.url}/v1/chat/completions", json=body, timeout=0.3)
     assert wait_until_idle(tiny_chat_model, timeout=5)
-    assert _aborted(httpx.get(f"{server.url}/metrics").text) - aborted_before == 1
+    assert _aborted(http.get("/metrics").text) - aborted_before == 1

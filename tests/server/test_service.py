@@ -1,18 +1,19 @@
-"""Auth, CORS, health while loading, and refusals when the engine's queue is full."""
+"""Auth, CORS, health while loading, refusals when the engine's queue is full, and a draining server. The tests of
+loading, stopping and queues stand on scripted models (tests/support/scripted_backend.py: the real tokenizer over a
+scripted engine that loads at once and keeps the engines' admission rules): what the server says is the point."""
 
 from __future__ import annotations
 
-import concurrent.futures
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from server_harness import LiveServer, wait_until_idle
 
 from qwen_stream.server.app import create_app
+from tests.support.live_server import LiveServer, burst_while_held, wait_until_idle
+from tests.support.scripted_backend import scripted_model
 
 CHAT: dict[str, Any] = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "temperature": 0}
 
@@ -48,15 +49,12 @@ def test_cors_only_when_asked(tiny_chat_model: Any) -> None:
         assert "access-control-allow-origin" not in response.headers
 
 
-def test_health_reports_ready_only_after_loading(tiny_model_dir: Path) -> None:
-    from qwen_stream.api import ChatModel
-
+def test_health_reports_ready_only_after_loading(qwen_tokenizer: Any) -> None:
     release = threading.Event()
 
-    def load() -> ChatModel:
+    def load() -> Any:
         release.wait(30)
-        return ChatModel.load(str(tiny_model_dir), runner="torch", max_batch_size=2, context_length=256,
-                              progress=False)
+        return scripted_model(qwen_tokenizer, name="later-model", max_running=2, max_model_len=256)
 
     with LiveServer(create_app(load, served_model_name="later", model_aliases=["m"])) as live, httpx.Client(base_url=live.url) as http:
         loading = http.get("/health")
@@ -72,10 +70,8 @@ def test_health_reports_ready_only_after_loading(tiny_model_dir: Path) -> None:
         assert http.post("/v1/chat/completions", json=CHAT).status_code == 200
 
 
-def test_health_fails_once_the_engine_stops(tiny_model_dir: Path) -> None:
-    from qwen_stream.api import ChatModel
-
-    model = ChatModel.load(str(tiny_model_dir), runner="torch", max_batch_size=1, context_length=128, progress=False)
+def test_health_fails_once_the_engine_stops(qwen_tokenizer: Any) -> None:
+    model = scripted_model(qwen_tokenizer, max_running=1, max_model_len=128)
     try:
         with LiveServer(create_app(model)) as live, httpx.Client(base_url=live.url) as http:
             assert http.get("/health").status_code == 200
@@ -101,18 +97,15 @@ def test_health_reports_a_failed_load() -> None:
         assert error["code"] == "model_failed" and "/nowhere" in error["message"]
 
 
-def test_a_full_queue_is_refused_with_429_and_retry_after(tiny_model_dir: Path) -> None:
-    from qwen_stream.api import ChatModel
-
-    model = ChatModel.load(str(tiny_model_dir), runner="torch", max_batch_size=1, max_waiting=1, context_length=512,
-                           progress=False)
+def test_a_full_queue_is_refused_with_429_and_retry_after(qwen_tokenizer: Any) -> None:
+    gate = threading.Event()  # holds the engine's steps: one request runs, one waits, the rest are refused
+    model = scripted_model(qwen_tokenizer, max_running=1, max_waiting=1, max_model_len=512, gate=gate)
     body = {**CHAT, "max_tokens": 120, "stream": False}
     try:
         with LiveServer(create_app(model, model_aliases=["m"])) as live, httpx.Client(base_url=live.url, timeout=60) as http:
-            with concurrent.futures.ThreadPoolExecutor(6) as pool:
-                responses = list(pool.map(lambda _: http.post("/v1/chat/completions", json=body), range(6)))
+            responses = burst_while_held(lambda: http.post("/v1/chat/completions", json=body), 6, gate, admitted=2)
             statuses = sorted(r.status_code for r in responses)
-            assert 429 in statuses and 200 in statuses and max(statuses) < 500, statuses
+            assert statuses == [200, 200, 429, 429, 429, 429], statuses
             refused = next(r for r in responses if r.status_code == 429)
             assert int(refused.headers["retry-after"]) >= 1
             assert refused.json()["error"]["code"] == "engine_overloaded"
@@ -120,3 +113,14 @@ def test_a_full_queue_is_refused_with_429_and_retry_after(tiny_model_dir: Path) 
             assert http.post("/v1/chat/completions", json=CHAT).status_code == 200
     finally:
         model.close()
+
+
+def test_a_draining_server_refuses_new_requests_and_says_so(tiny_chat_model: Any) -> None:
+    app = create_app(tiny_chat_model, served_model_name="tiny-qwen")
+    with LiveServer(app) as live, httpx.Client(base_url=live.url, timeout=30) as http:
+        assert http.get("/health").status_code == 200
+        app.state.server.begin_drain(timeout_s=60)
+        health = http.get("/health")
+        assert health.status_code == 503 and health.json()["status"] == "draining"
+        refused = http.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+        assert refused.status_code == 503 and refused.json()["error"]["code"] == "shutting_down"

@@ -1,6 +1,6 @@
 """The web chat's "Thinking" block: reasoning streams into a collapsible message above the answer and is never
 sent back to the model. No Qwen3 weights here, so a scripted stream plays the model (the parsing is tested in
-tests/unit); the handler, chat bookkeeping and gradio are real."""
+tests/output); the handler, chat bookkeeping and gradio are real."""
 
 from __future__ import annotations
 

@@ -48,7 +48,7 @@ def server_command(binary: Path, gguf: Path, config: BenchConfig, port: int, *, 
                # a save path; erasing writes nothing there.
                "--slot-save-path", tempfile.gettempdir()]
     if has_amx():
-        command.append("--no-repack")  # the same plain CPU weight buffers our runner uses there (llamacpp_runner.py)
+        command.append("--no-repack")  # the same plain CPU weight buffers our runner uses there (engine/runners/llamacpp.py)
     if speculative:
         command += ["--spec-type", "ngram-simple"]
     return command

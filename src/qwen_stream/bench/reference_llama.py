@@ -1,6 +1,6 @@
 """llama-cpp-python's own ``Llama``, the reference our llama.cpp runner is compared with in benchmarks and tests.
 
-Not part of the engine: only the bench (``llama-cpp-python`` system), tests/engine/test_llamacpp_runner.py and
+Not part of the engine: only the bench (``llama-cpp-python`` system), tests/engine/runners/test_llamacpp.py and
 benchmarks/runner_vs_llama_cpp_python.py use it.
 """
 

@@ -1,9 +1,10 @@
 """How many tokens an answer may take: the one rule for every route of every protocol and the Python API.
 
-A request that gives its own length (``max_tokens``, ``num_predict``, ``n_predict``, ``max_new_tokens``) gets it, and
-its prompt must leave that much room in the window (history is folded to make it, or the request is refused). One
-that gives none gets the model's usual answer length, or, where the front end says so (the HTTP server, as OpenAI
-and vLLM do), the rest of the window; either way at most the server's cap (``--max-tokens-cap``). Pure arithmetic.
+A request that gives its own length (``max_tokens``, ``num_predict``, ``n_predict``, ``max_new_tokens``) gets it, at
+most the server's cap (``--max-tokens-cap``: an answer cut there ends with finish reason "length", as llama-server's
+``--n-predict`` caps requests), and its prompt must leave that much room in the window (history is folded to make
+it, or the request is refused). One that gives none gets the model's usual answer length, or, where the front end
+says so (the HTTP server, as OpenAI and vLLM do), the rest of the window; at most the cap too. Pure arithmetic.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ class LengthPolicy:
 
     rest_of_window: bool = False  # True: run to the window's end; False: the model's usual answer length
     cap: int | None = None  # at most this many tokens (serve --max-tokens-cap)
+    # A conversation too long for the window: True drops its oldest turns (the Python API's default, Ollama's and
+    # Responses' truncation "auto"); False refuses it with its size (OpenAI, Anthropic, llama.cpp servers).
+    fold_history: bool = True
 
     def __post_init__(self) -> None:
         if self.cap is not None and self.cap < 1:
@@ -24,10 +28,11 @@ class LengthPolicy:
 
     def without_rest_of_window(self) -> LengthPolicy:
         """For prompts that fill the window themselves (fill-in-the-middle: the file does)."""
-        return LengthPolicy(rest_of_window=False, cap=self.cap)
+        return LengthPolicy(rest_of_window=False, cap=self.cap, fold_history=self.fold_history)
 
 
 USUAL_LENGTH = LengthPolicy()  # the Python API's: an answer without a length gets the model's usual one
+NO_FOLDING = LengthPolicy(fold_history=False)  # the Python API's, with a too-long conversation an error instead
 
 
 @dataclass(slots=True, frozen=True)
@@ -58,7 +63,8 @@ def longest_answer(window: int) -> int:
 def answer_room(requested: int | None, policy: LengthPolicy, *, window: int, default: int) -> AnswerRoom:
     """The rule (see the module docstring). ``default``: the model's usual answer length."""
     if requested is not None:
-        return AnswerRoom(requested, requested)
+        capped = requested if policy.cap is None else min(requested, policy.cap)
+        return AnswerRoom(capped, capped)
     cap = policy.cap if policy.cap is not None else window
     usual = min(default, cap, longest_answer(window))
     if policy.rest_of_window:

@@ -1,5 +1,6 @@
 """A chat request's options besides sampling: the tools it offers and how they may be used, thinking, template
-variables; and from them, what the model is shown, which grammar forces a call, and what the reader parses.
+variables, how the prompt ends; and from them, what the model is shown, which grammar forces a call, and what the
+reader parses.
 
 The Python API takes these as keyword arguments among the sampling fields; every protocol's job carries them as a
 dict. ``ChatOptions.take`` is where both become one value.
@@ -11,13 +12,15 @@ from collections.abc import MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-from qwen_stream.errors import UnsupportedTaskError
+from qwen_stream.errors import InvalidParameterError, UnsupportedTaskError
+from qwen_stream.inputs.chat_template import PromptEnding
 from qwen_stream.inputs.request import ParsePlan
 from qwen_stream.inputs.tools import ToolRequest
 from qwen_stream.output.message import parser_for_template, template_thinks
 from qwen_stream.output.reasoning import prompt_opens_reasoning
 
-CHAT_OPTIONS = ("tools", "tool_choice", "parallel_tool_calls", "thinking", "chat_template_kwargs")
+CHAT_OPTIONS = ("tools", "tool_choice", "parallel_tool_calls", "thinking", "chat_template_kwargs",
+                "continue_final_message", "add_generation_prompt")
 TOOL_FORMATS = ("hermes", "qwen3_coder")
 
 
@@ -25,6 +28,8 @@ TOOL_FORMATS = ("hermes", "qwen3_coder")
 class ChatOptions:
     tools: ToolRequest
     template_kwargs: dict[str, Any]  # chat_template_kwargs, with ``thinking`` as Qwen3's enable_thinking
+    continue_final: bool | None = None  # vLLM's continue_final_message (None: the default, see ``ending``)
+    generation_prompt: bool | None = None  # vLLM's add_generation_prompt (None: the default)
 
     @classmethod
     def take(cls, overrides: MutableMapping[str, Any]) -> ChatOptions:
@@ -34,7 +39,21 @@ class ChatOptions:
         kwargs = dict(raw.get("chat_template_kwargs") or {})
         if raw.get("thinking") is not None:
             kwargs["enable_thinking"] = bool(raw["thinking"])
-        return cls(tools, kwargs)
+        return cls(tools, kwargs, raw.get("continue_final_message"), raw.get("add_generation_prompt"))
+
+    def ending(self, last_role: str) -> PromptEnding:
+        """How the prompt ends. A final assistant message is continued (prefill: Anthropic's rule, and
+        llama-server's), unless ``continue_final_message: false`` or ``add_generation_prompt: true`` asks for a new
+        turn after it; ``add_generation_prompt: false`` ends the prompt with the messages (vLLM's fields)."""
+        if self.continue_final and self.generation_prompt:
+            raise InvalidParameterError("continue_final_message", "continue_final_message and add_generation_prompt "
+                                        "cannot both be true")
+        if self.continue_final and last_role != "assistant":
+            raise InvalidParameterError("continue_final_message", "continue_final_message needs the last message "
+                                        "to be the assistant's")
+        if last_role == "assistant" and self.continue_final is not False and self.generation_prompt is None:
+            return "continue"
+        return "bare" if self.generation_prompt is False else "answer"
 
     @property
     def shown_tools(self) -> tuple[dict[str, Any], ...] | None:

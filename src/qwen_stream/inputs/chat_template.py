@@ -2,7 +2,14 @@
 
 History comes either as Qwen-7B-Chat's ``[(query, response), ...]`` pairs or as OpenAI-style messages. When
 the prompt would not fit the context window minus ``max_new_tokens``, whole turns are dropped, oldest first;
-the system prompt and the last user turn are always kept.
+the system prompt and the last user turn are always kept. With ``fold=False`` nothing is dropped: a prompt over
+the limit is a ContextLengthError that says its size (the HTTP protocols' answer, as their own servers give).
+
+How the prompt ends (``ending``): ``answer`` opens a new assistant turn (the generation prompt); ``continue``
+leaves the final assistant message open so the model goes on writing it (prefill: Anthropic's final assistant
+message, vLLM's ``continue_final_message``), the template's own way: rendered without the generation prompt and
+cut after that message's text, as transformers' ``continue_final_message`` does; ``bare`` renders the messages
+alone (vLLM's ``add_generation_prompt: false``).
 
 Special tokens come only from the chat template: a message whose text spells one (``<|im_end|>``,
 ``<|im_start|>system``) is encoded as plain text, as Qwen-7B-Chat's make_context does with
@@ -22,9 +29,9 @@ import re
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
-from qwen_stream.errors import ContextLengthError, UnsupportedTaskError
+from qwen_stream.errors import ContextLengthError, InvalidParameterError, UnsupportedTaskError
 from qwen_stream.inputs.template_fixes import corrected_template
 from qwen_stream.inputs.tools import normalize_tool_calls
 
@@ -33,6 +40,7 @@ ROLES = frozenset({"system", "user", "assistant", "tool"})
 CHATML_DEFAULT_SYSTEM = "You are a helpful assistant."
 
 Message = dict[str, Any]
+PromptEnding = Literal["answer", "continue", "bare"]
 # Names apply_chat_template itself takes: chat_template_kwargs must not smuggle these in.
 _RESERVED_TEMPLATE_KWARGS = frozenset({
     "conversation", "messages", "tools", "documents", "chat_template", "add_generation_prompt",
@@ -153,9 +161,10 @@ class ChatPrompter:
         self._special_re = _alternation(self._specials)
 
     def build(self, messages: Sequence[Mapping[str, Any]], *, max_prompt_tokens: int,
-              tools: Sequence[Mapping[str, Any]] | None = None,
-              template_kwargs: Mapping[str, Any] | None = None) -> PromptResult:
-        """Token ids of the prompt, dropping the oldest turns until it fits ``max_prompt_tokens``.
+              tools: Sequence[Mapping[str, Any]] | None = None, template_kwargs: Mapping[str, Any] | None = None,
+              fold: bool = True, ending: PromptEnding = "answer") -> PromptResult:
+        """Token ids of the prompt, dropping the oldest turns until it fits ``max_prompt_tokens`` (with ``fold``;
+        without, a ContextLengthError carrying the whole prompt's size). ``ending``: see the module docstring.
 
         ``tools`` (OpenAI specs) and ``template_kwargs`` are template variables; a template that never mentions
         ``tools`` cannot show them to the model, so asking for them is a ValueError rather than a silent drop.
@@ -166,20 +175,37 @@ class ChatPrompter:
         msgs = normalize_history(list(messages))
         if not msgs:
             raise ValueError("messages is empty: nothing to answer")
+        if ending == "continue":
+            _check_continuable(msgs[-1])
         system, turns = self._split(msgs)
+        if not fold:
+            return self._whole(system, turns, max_prompt_tokens, variables, ending)
         # Every turn takes at least one token, so no more than max_prompt_tokens of the newest can fit: rendering
         # only those keeps 100,000 messages from costing minutes of template rendering.
         skipped = max(0, len(turns) - max_prompt_tokens)
         turns = turns[skipped:]
-        full = self._encode(system, turns, skipped, variables)
+        full = self._encode(system, turns, skipped, variables, ending)
         if len(full.ids) <= max_prompt_tokens:
             return full
-        last_only = full if len(turns) == 1 else self._encode(system, turns[-1:], skipped + len(turns) - 1, variables)
+        last_only = full if len(turns) == 1 else self._encode(system, turns[-1:], skipped + len(turns) - 1,
+                                                              variables, ending)
         if len(last_only.ids) > max_prompt_tokens:
             raise ContextLengthError(f"the prompt is too long: the system prompt and the last message alone take "
                                      f"{len(last_only.ids)} tokens, but the limit is {max_prompt_tokens} "
                                      f"(the context window minus max_new_tokens)", prompt_tokens=len(last_only.ids))
-        return self._fit(system, turns, max_prompt_tokens, last_only, variables, skipped)
+        return self._fit(system, turns, max_prompt_tokens, last_only, variables, skipped, ending)
+
+    def _whole(self, system: list[Message], turns: list[list[Message]], limit: int, variables: dict[str, Any],
+               ending: PromptEnding) -> PromptResult:
+        """The whole conversation, or a ContextLengthError with its size. More turns than ``limit`` cannot fit
+        whatever they hold: the newest ``limit + 1`` alone prove it (their size a lower bound, ``at_least``), so
+        100,000 messages cost no more to refuse than to fold."""
+        partial = len(turns) > limit
+        whole = self._encode(system, turns[-(limit + 1):] if partial else turns, 0, variables, ending)
+        if len(whole.ids) > limit or partial:
+            raise ContextLengthError(f"the prompt takes {'at least ' if partial else ''}{len(whole.ids)} tokens, "
+                                     f"over the limit of {limit}", prompt_tokens=len(whole.ids), at_least=partial)
+        return whole
 
     def require_tools(self) -> None:
         """UnsupportedTaskError unless the chat template can show the model ``tools``."""
@@ -204,12 +230,12 @@ class ChatPrompter:
         return variables
 
     def _fit(self, system: list[Message], turns: list[list[Message]], limit: int, best: PromptResult,
-             variables: dict[str, Any], skipped: int = 0) -> PromptResult:
+             variables: dict[str, Any], skipped: int = 0, ending: PromptEnding = "answer") -> PromptResult:
         # Fewer dropped turns -> longer prompt, so binary search the smallest drop that fits: O(log n) renders.
         lo, hi = 1, len(turns) - 1  # dropping 0 is known too long, dropping len-1 is known to fit
         while lo < hi:
             mid = (lo + hi) // 2
-            candidate = self._encode(system, turns[mid:], skipped + mid, variables)
+            candidate = self._encode(system, turns[mid:], skipped + mid, variables, ending)
             if len(candidate.ids) <= limit:
                 hi, best = mid, candidate
             else:
@@ -235,32 +261,32 @@ class ChatPrompter:
         return system, turns
 
     def _encode(self, system: list[Message], turns: list[list[Message]], dropped: int = 0,
-                variables: dict[str, Any] | None = None) -> PromptResult:
+                variables: dict[str, Any] | None = None, ending: PromptEnding = "answer") -> PromptResult:
         messages = system + [m for turn in turns for m in turn]
         for message in messages:
             if "tool_calls" in message and self._holds_special_text(repr(message["tool_calls"])):
                 raise ValueError("tool call names and arguments must not spell special tokens")
         forged = [i for i, m in enumerate(messages) if self._holds_special_text(m["content"])]
         if forged:
-            text, ids = self._encode_guarded(messages, forged, variables)
+            text, ids = self._encode_guarded(messages, forged, variables, ending)
             return PromptResult(ids=ids, dropped_turns=dropped, text=text)
         # No message spells a special token: every special token in the text is the template's own, so the
         # whole text is encoded at once, exactly as before. The template already wrote any BOS it wants.
-        text = self.render(messages, variables)
+        text = self.render(messages, variables, ending)
         ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
         return PromptResult(ids=ids, dropped_turns=dropped, text=text)
 
     def _holds_special_text(self, content: str) -> bool:
         return self._special_re is not None and self._special_re.search(content) is not None
 
-    def _encode_guarded(self, messages: list[Message], forged: list[int],
-                        variables: dict[str, Any] | None) -> tuple[str, list[int]]:
+    def _encode_guarded(self, messages: list[Message], forged: list[int], variables: dict[str, Any] | None,
+                        ending: PromptEnding = "answer") -> tuple[str, list[int]]:
         """Render with a marker in place of each forged content, then encode the contents as plain text."""
         nonce = secrets.token_hex(8)  # unguessable, so no message can hold a marker itself
         marker = {i: f"\ue000{nonce}:{i}\ue001" for i in forged}  # private-use characters: templates leave them
         markers = {marker[i]: messages[i]["content"] for i in forged}
         marked = [{**m, "content": marker[i]} if i in marker else m for i, m in enumerate(messages)]
-        pieces = re.split(f"(\ue000{nonce}:\\d+\ue001)", self.render(marked, variables))
+        pieces = re.split(f"(\ue000{nonce}:\\d+\ue001)", self.render(marked, variables, ending))
         # re.split with a group alternates: template text at even indexes, a marker at odd ones.
         text = "".join(markers[p] if k % 2 else p for k, p in enumerate(pieces))
         return text, self._encode_pieces(pieces, markers)
@@ -292,15 +318,19 @@ class ChatPrompter:
                             f"be kept from forging special tokens with it")
         return ids
 
-    def render(self, messages: list[Message], variables: Mapping[str, Any] | None = None) -> str:
+    def render(self, messages: list[Message], variables: Mapping[str, Any] | None = None,
+               ending: PromptEnding = "answer") -> str:
         """The prompt text; ``variables`` (tools, enable_thinking, ...) are passed to the template."""
         if self.has_template:
-            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+            # transformers leaves the final message open for continue_final_message: the template renders it
+            # whole, then the text is cut after the message's content (whatever end-of-turn the template wrote).
+            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=ending == "answer",
+                                                      continue_final_message=ending == "continue",
                                                       chat_template=self._template, **dict(variables or {}))
             if not isinstance(text, str):
                 raise TypeError(f"the chat template rendered {type(text).__name__}, expected a string")
             return text
-        return render_chatml(messages)
+        return render_chatml(messages, ending)
 
 
 def special_token_ids(tokenizer: Any) -> dict[str, int]:
@@ -320,11 +350,25 @@ def _alternation(tokens: Mapping[str, int]) -> re.Pattern[str] | None:
     return re.compile("(" + "|".join(re.escape(t) for t in sorted(tokens, key=len, reverse=True)) + ")")
 
 
-def render_chatml(messages: Sequence[Message]) -> str:
+def render_chatml(messages: Sequence[Message], ending: PromptEnding = "answer") -> str:
     """ChatML as Qwen-7B-Chat's make_context writes it, for tokenizers without a chat template."""
     parts = []
     if not messages or messages[0]["role"] != "system":
         parts.append(f"<|im_start|>system\n{CHATML_DEFAULT_SYSTEM}<|im_end|>")
     parts += [f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>" for m in messages]
-    parts.append("<|im_start|>assistant\n")
+    if ending == "continue":
+        parts[-1] = parts[-1].removesuffix("<|im_end|>")
+    elif ending == "answer":
+        parts.append("<|im_start|>assistant\n")
     return "\n".join(parts)
+
+
+def _check_continuable(last: Message) -> None:
+    """Only an assistant's text can be continued: not a user turn, not one that called tools, not an empty one."""
+    if last["role"] != "assistant":
+        raise InvalidParameterError("messages", "only a final assistant message can be continued")
+    if last.get("tool_calls"):
+        raise InvalidParameterError("messages", "a final assistant message that calls tools cannot be continued: "
+                                    "send the tool results")
+    if not last["content"]:
+        raise InvalidParameterError("messages", "a final assistant message with no text has nothing to continue")

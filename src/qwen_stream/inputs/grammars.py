@@ -1,4 +1,5 @@
-"""Grammars for constrained decoding (JSON output, forced tool calls), compiled at the edge from the tokenizer.
+"""Grammars for constrained decoding (JSON, regular expressions, choices, GBNF grammars, forced tool calls),
+compiled at the edge from the tokenizer.
 
 The engine core only sees the TokenConstraint / TokenMatcher protocol (types.py): each step it asks a request's
 matcher to mask its row of logits and then feeds it the sampled token. The grammar library is xgrammar (its
@@ -6,6 +7,7 @@ per-token mask is ~5x cheaper than llguidance's on our tokenizers: benchmarks/gr
 grammar is immutable and cached (LRU keyed by its source text); each request gets its own matcher.
 
     grammars = model.grammars
+    constraint = grammars.compile(OutputFormat.grammar('root ::= "yes" | "no"'))  # any OutputFormat
     constraint = grammars.json_schema({"type": "object", ...})           # or grammars.json_object()
     constraint = grammars.response_format({"type": "json_schema", "json_schema": {"name": ..., "schema": ...}})
     constraint = grammars.tool_calls(tools, tool_choice="required")       # Hermes <tool_call>{...}</tool_call>
@@ -23,16 +25,16 @@ from typing import Any
 
 import torch
 
+from qwen_stream.errors import GrammarError
+from qwen_stream.inputs.output_format import OutputFormat, response_format
 from qwen_stream.types import TokenConstraint, TokenMatcher
+
+__all__ = ["TOOL_CALL_FORMATS", "GrammarError", "Grammars", "XGrammarConstraint"]
 
 JsonSchema = Mapping[str, Any] | str | bool
 # Formats the tools engineer can pick (xgrammar's model structural tags): Hermes-style JSON calls as Qwen2.5
 # and Qwen3 emit (the same markup; Qwen3 may think first), and Qwen3-Coder's XML calls.
 TOOL_CALL_FORMATS = {"hermes": "qwen_3", "qwen3": "qwen_3", "qwen3_coder": "qwen_3_coder"}
-
-
-class GrammarError(ValueError):
-    """A schema or grammar the library cannot compile: the caller's input, answered with a 400 by the server."""
 
 
 class XGrammarConstraint:
@@ -85,34 +87,25 @@ class Grammars:
 
     # ---- what front ends call -------------------------------------------------------------------------------
 
+    def compile(self, output: OutputFormat) -> TokenConstraint:
+        """The constraint for ``output``; GrammarError (a 400 naming ``output.field``) quotes the compiler."""
+        what = {"json_schema": "the JSON schema", "json_object": "the JSON grammar", "regex": "the regular "
+                "expression", "choice": "the choice", "grammar": "the grammar"}[output.kind]
+        return self._cached(output.key, f"{what} ({output.field})", lambda c: self._compile(c, output),
+                            param=output.field)
+
     def json_schema(self, schema: JsonSchema | None) -> TokenConstraint:
         """Output one JSON value valid under ``schema`` (a dict or its JSON text); None: any JSON object."""
-        text = _schema_text({"type": "object"} if schema is None else schema)
-        return self._cached(f"schema:{text}", "the JSON schema",
-                            lambda c: c.compile_json_schema(text, any_whitespace=False))
+        return self.compile(OutputFormat.json_object() if schema is None else OutputFormat.json_schema(schema))
 
     def json_object(self) -> TokenConstraint:
         """Output one JSON object, any keys (OpenAI's ``response_format: {"type": "json_object"}``)."""
-        return self.json_schema(None)
+        return self.compile(OutputFormat.json_object())
 
-    def response_format(self, response_format: Mapping[str, Any] | None) -> TokenConstraint | None:
-        """OpenAI's ``response_format``: None or ``{"type": "text"}`` constrain nothing."""
-        if response_format is None:
-            return None
-        if not isinstance(response_format, Mapping):
-            raise GrammarError("response_format must be an object such as {\"type\": \"json_object\"}")
-        kind = response_format.get("type")
-        if kind == "text":
-            return None
-        if kind == "json_object":
-            return self.json_object()
-        if kind == "json_schema":
-            spec = response_format.get("json_schema")
-            if not isinstance(spec, Mapping) or "schema" not in spec:
-                raise GrammarError("response_format json_schema needs {\"json_schema\": {\"name\": ..., "
-                                   "\"schema\": {...}}}")
-            return self.json_schema(spec["schema"])
-        raise GrammarError(f"response_format type must be text, json_object or json_schema, got {kind!r}")
+    def response_format(self, value: Mapping[str, Any] | None) -> TokenConstraint | None:
+        """OpenAI's ``response_format`` (or llama-server's form of it); None or ``{"type": "text"}``: nothing."""
+        output = response_format(value)
+        return None if output is None else self.compile(output)
 
     def tool_calls(self, tools: Sequence[Mapping[str, Any]], tool_choice: str | Mapping[str, Any] = "required", *,
                    parallel_tool_calls: bool = True, call_format: str = "hermes",
@@ -141,7 +134,17 @@ class Grammars:
             reasoning="auto" if spec["reasoning"] else "disabled", parallel_tool_calls=spec["parallel"])
         return compiler.compile_structural_tag(tag)
 
-    def _cached(self, key: str, what: str, compile_with: Callable[[Any], Any]) -> TokenConstraint:
+    @staticmethod
+    def _compile(compiler: Any, output: OutputFormat) -> Any:
+        if output.kind in ("json_schema", "json_object"):
+            schema = {"type": "object"} if output.kind == "json_object" else output.source
+            return compiler.compile_json_schema(_schema_text(schema, output.field), any_whitespace=False)
+        if output.kind == "regex":
+            return compiler.compile_regex(output.source)
+        return compiler.compile_grammar(output.ebnf if output.kind == "choice" else output.source)
+
+    def _cached(self, key: str, what: str, compile_with: Callable[[Any], Any],
+                param: str | None = None) -> TokenConstraint:
         with self._lock:
             if key in self._cache:
                 self._cache.move_to_end(key)
@@ -149,8 +152,10 @@ class Grammars:
             compiler = self._get_compiler()
         try:
             constraint = XGrammarConstraint(compile_with(compiler), self.vocab_size)
+        except GrammarError:
+            raise  # ours, already saying what is wrong
         except (RuntimeError, ValueError, TypeError) as exc:  # xgrammar's errors for bad schemas and grammars
-            raise GrammarError(f"cannot compile {what}: {_first_line(exc)}") from exc
+            raise GrammarError(f"cannot compile {what}: {_first_line(exc)}", param=param) from exc
         with self._lock:
             self._cache[key] = constraint
             while len(self._cache) > self.cache_size:
@@ -171,16 +176,16 @@ class Grammars:
         return self._compiler
 
 
-def _schema_text(schema: JsonSchema) -> str:
+def _schema_text(schema: JsonSchema, field: str) -> str:
     if isinstance(schema, str):
         try:
             json.loads(schema)
         except json.JSONDecodeError as exc:
-            raise GrammarError(f"the JSON schema is not valid JSON: {exc}") from exc
+            raise GrammarError(f"the JSON schema is not valid JSON: {exc}", param=field) from exc
         return schema
     if isinstance(schema, bool | Mapping):
         return json.dumps(schema, ensure_ascii=False)
-    raise GrammarError(f"a JSON schema must be an object, got {type(schema).__name__}")
+    raise GrammarError(f"a JSON schema must be an object, got {type(schema).__name__}", param=field)
 
 
 _CPP_PREFIX = re.compile(r"^\[[\d:]+\] \S+:\d+: ")  # xgrammar's "[15:44:54] /project/cpp/x.cc:94: "

@@ -17,19 +17,23 @@ from typing import Any
 from qwen_stream.errors import ContextLengthError, InvalidParameterError, RequestError, UnsupportedTaskError
 from qwen_stream.inputs.answer_length import USUAL_LENGTH, AnswerRoom, LengthPolicy, answer_room, longest_answer
 from qwen_stream.inputs.chat_options import ChatOptions, parse_plan, tool_format
-from qwen_stream.inputs.chat_template import ChatPrompter, PromptResult, make_messages
+from qwen_stream.inputs.chat_template import ChatPrompter, PromptEnding, PromptResult, make_messages
 from qwen_stream.inputs.choices import choice_params
 from qwen_stream.inputs.embed_inputs import EmbedInput, EmbedOptions, EmbedTarget, embedding_job
 from qwen_stream.inputs.fim import FimBudget, FimInput, FimPrompter, NoFimError, fim_tokens
 from qwen_stream.inputs.grammars import Grammars
+from qwen_stream.inputs.output_format import OutputFormat, one_format, response_format
 from qwen_stream.inputs.pooled_request import EmbeddingJob, RankingJob
 from qwen_stream.inputs.request import EngineRequest, ParsePlan, PromptInfo
 from qwen_stream.inputs.rerank_inputs import cosine_job, judge_job
 from qwen_stream.models.embedding_style import EmbeddingStyle
 from qwen_stream.types import SamplingParams, TokenConstraint
 
-Prompt = str | Sequence[int]  # raw text, or token ids
-_FORMATS = ("constraint", "response_format", "json_schema")
+Prompt = str | Sequence[int | str]  # raw text, token ids, or ids and text mixed (llama.cpp's [12, "text", 34])
+# The Python API's names for an output format (besides ``output``, an OutputFormat): each becomes one OutputFormat.
+_FORMAT_KWARGS = {"response_format": response_format, "json_schema": OutputFormat.json_schema,
+                  "grammar": OutputFormat.grammar, "regex": OutputFormat.regex, "choice": OutputFormat.choice}
+_FORMATS = ("constraint", "output", *_FORMAT_KWARGS)
 
 
 class InputProcessor:
@@ -61,8 +65,11 @@ class InputProcessor:
     # ---- parameters ------------------------------------------------------------------------------------------
 
     def params(self, params: SamplingParams | None = None, **overrides: Any) -> SamplingParams:
-        """Validated parameters: the model's defaults, then ``params``, then keyword overrides (None = keep);
-        ``response_format`` (OpenAI's) or ``json_schema`` become a compiled ``constraint``."""
+        """Validated parameters: the model's defaults, then ``params``, then keyword overrides (None = keep).
+
+        The answer's format becomes a compiled ``constraint``, given as one of ``output`` (an OutputFormat),
+        ``response_format`` (OpenAI's), ``json_schema``, ``regex``, ``choice`` (a list of strings) or ``grammar``
+        (GBNF text, as llama.cpp takes it); one that does not compile is a GrammarError naming its field."""
         base = params or self.default_params
         changes = {k: v for k, v in self._constrain(dict(overrides)).items() if v is not None}
         unknown = set(changes) - set(SamplingParams.__dataclass_fields__)
@@ -75,14 +82,16 @@ class InputProcessor:
         return chosen
 
     def _constrain(self, overrides: dict[str, Any]) -> dict[str, Any]:
-        response_format = overrides.pop("response_format", None)
-        schema = overrides.pop("json_schema", None)
-        if response_format is not None and schema is not None:
-            raise ValueError("give response_format or json_schema, not both")
-        if schema is not None:
-            overrides["constraint"] = self.grammars.json_schema(schema)
-        elif response_format is not None:
-            overrides["constraint"] = self.grammars.response_format(response_format)
+        """The one place an output format is compiled, whichever name it came by."""
+        formats = [overrides.pop("output", None)]
+        for name, make in _FORMAT_KWARGS.items():
+            value = overrides.pop(name, None)
+            formats.append(None if value is None else make(value, name))  # type: ignore[operator]
+        output = one_format(formats)
+        if output is not None:
+            if overrides.get("constraint") is not None:
+                raise InvalidParameterError(output.field, f"give constraint or {output.field}, not both")
+            overrides["constraint"] = self.grammars.compile(output)
         return overrides
 
     @property
@@ -109,10 +118,12 @@ class InputProcessor:
             overrides["constraint"] = self._tool_constraint(options)
         room, chosen = self._room(params, overrides, policy)
         turns = make_messages(None, messages)
-        if turns[-1]["role"] not in ("user", "tool"):
-            raise ValueError("nothing to answer: give a query, or messages ending with a user message (or tool results)")
+        ending = options.ending(turns[-1]["role"])
+        if not any(turn["role"] == "user" for turn in turns) or turns[-1]["role"] == "system":
+            raise ValueError("nothing to answer: give a query, or messages with a user message (a final assistant "
+                             "message continues the answer to it)")
         self._check_chars(str(turns[-1].get("content") or ""), "the last message")
-        prompt = self._fold(turns, options, room)
+        prompt = self._fold(turns, options, room, ending, policy.fold_history)
         plan = parse_plan(self.prompter.template_text, prompt.text, options.tools, self.tool_parser)
         chosen = chosen.with_(max_new_tokens=room.for_prompt(len(prompt.ids), self.context_length))
         return self._choices([prompt.ids], chosen, n, plan, [PromptInfo(len(prompt.ids), prompt.dropped_turns)])
@@ -148,10 +159,16 @@ class InputProcessor:
     def count_chat_tokens(self, messages: Sequence[Any], **options: Any) -> int:
         """Tokens of the prompt the conversation makes (tools and template options included), whole: no turn
         folded away (Anthropic's count_tokens)."""
+        return self.chat_prompt(messages, **options).num_tokens
+
+    def chat_prompt(self, messages: Sequence[Any], **options: Any) -> PromptResult:
+        """The prompt a conversation makes, whole (no turn folded away), ended as a chat request would end it:
+        what /tokenize and llama.cpp's /apply-template show."""
         chat = ChatOptions.take(dict(options))
-        prompt = self.prompter.build(messages, max_prompt_tokens=2**62, tools=chat.shown_tools,
-                                     template_kwargs=chat.template_kwargs or None)
-        return prompt.num_tokens
+        turns = make_messages(None, messages)
+        return self.prompter.build(turns, max_prompt_tokens=2**62, tools=chat.shown_tools,
+                                   template_kwargs=chat.template_kwargs or None,
+                                   ending=chat.ending(turns[-1]["role"]))
 
     # ---- the model's other outputs: embeddings and rankings -----------------------------------------------------
 
@@ -229,11 +246,19 @@ class InputProcessor:
                                      param="max_tokens")
         return room, chosen
 
-    def _fold(self, turns: list[dict[str, Any]], options: ChatOptions, room: AnswerRoom) -> PromptResult:
+    def _fold(self, turns: list[dict[str, Any]], options: ChatOptions, room: AnswerRoom, ending: PromptEnding,
+              fold: bool) -> PromptResult:
         """Template the conversation, dropping its oldest turns to leave the answer its room; with a flexible room
-        a last message that alone leaves less may take the window but one token."""
+        a last message that alone leaves less may take the window but one token. Without ``fold`` the whole
+        conversation must fit (the window less the room the answer requires), or it is refused with its size."""
         build: Callable[[int], PromptResult] = lambda limit: self.prompter.build(  # noqa: E731
-            turns, max_prompt_tokens=limit, tools=options.shown_tools, template_kwargs=options.template_kwargs)
+            turns, max_prompt_tokens=limit, tools=options.shown_tools, template_kwargs=options.template_kwargs,
+            fold=fold, ending=ending)
+        if not fold:
+            try:
+                return build(self.context_length - room.required)
+            except ContextLengthError as exc:
+                raise self._too_long(exc.prompt_tokens, room, at_least=exc.at_least) from None
         try:
             return build(self.context_length - room.reserve)
         except ContextLengthError:
@@ -242,20 +267,34 @@ class InputProcessor:
             return build(self.context_length - room.required)
 
     def _check_fits(self, prompt_tokens: int, room: AnswerRoom) -> None:
-        budget = self.context_length - room.required
-        if prompt_tokens > budget:
-            raise ContextLengthError(f"the prompt has {prompt_tokens} tokens; with max_new_tokens={room.reserve} at "
-                                     f"most {budget} fit the context window of {self.context_length}",
-                                     window=self.context_length, prompt_tokens=prompt_tokens)
+        if prompt_tokens > self.context_length - room.required:
+            raise self._too_long(prompt_tokens, room)
+
+    def _too_long(self, prompt_tokens: int | None, room: AnswerRoom, at_least: bool = False) -> ContextLengthError:
+        """The refusal of a prompt that does not fit, with its size and the window's (Anthropic's wording first:
+        clients read "prompt is too long: N tokens > M maximum" to shorten and retry)."""
+        limit = self.context_length - room.required
+        answer = "" if room.flexible else f", less max_tokens={room.reserve} for the answer"
+        size = f"at least {prompt_tokens}" if at_least else str(prompt_tokens)
+        return ContextLengthError(f"prompt is too long: {size} tokens > {limit} maximum (this model's "
+                                  f"context window is {self.context_length} tokens{answer}); nothing was dropped: "
+                                  f"shorten the prompt", window=self.context_length, prompt_tokens=prompt_tokens,
+                                  at_least=at_least)
 
     def _prompt_ids(self, prompt: Prompt) -> list[int]:
-        if isinstance(prompt, str):
-            self._check_chars(prompt, "the prompt")
-            ids = list(self.tokenizer.encode(prompt, add_special_tokens=False))
-        elif all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
-            ids = list(prompt)
-        else:
-            raise TypeError("prompt must be a string or a list of token ids")
+        pieces = [prompt] if isinstance(prompt, str) else list(prompt)
+        ids: list[int] = []
+        for piece in pieces:
+            if isinstance(piece, str):
+                self._check_chars(piece, "the prompt")
+                ids += self.tokenizer.encode(piece, add_special_tokens=False)
+            elif isinstance(piece, int) and not isinstance(piece, bool):
+                ids.append(piece)
+            else:
+                raise TypeError("prompt must be a string, a list of token ids, or ids and strings mixed")
+        if any(not 0 <= i < self.vocab_size for i in ids):
+            raise InvalidParameterError("prompt", f"the prompt holds token ids outside this model's vocabulary of "
+                                                  f"{self.vocab_size}")
         if not ids:
             raise RequestError("the prompt is empty", param="prompt")
         return ids

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from qwen_stream.server.auth import api_key_dependency
+from qwen_stream.server.auth import api_key_dependency, api_keys
 from qwen_stream.server.pipeline.bodies import document_bodies
 from qwen_stream.server.pipeline.limits import BodySizeLimit, RequestLimits
 from qwen_stream.server.pool.keep_alive import FOREVER
@@ -19,15 +19,17 @@ from qwen_stream.server.pool.leases import ModelLeases
 from qwen_stream.server.pool.model_pool import ModelPool, PoolEntry
 from qwen_stream.server.protocols.anthropic.protocol import anthropic_error
 from qwen_stream.server.protocols.anthropic.routes import ANTHROPIC_BODIES, anthropic_router
+from qwen_stream.server.protocols.infill.protocol import InfillRequest
 from qwen_stream.server.protocols.infill.routes import infill_router
 from qwen_stream.server.protocols.llamacpp.embeddings import EmbeddingBody, llamacpp_embedding_router
+from qwen_stream.server.protocols.llamacpp.routes import LLAMACPP_BODIES, llamacpp_router
 from qwen_stream.server.protocols.ollama.protocol import ollama_error
 from qwen_stream.server.protocols.ollama.routes import OLLAMA_BODIES, ollama_router
 from qwen_stream.server.protocols.openai.routes import OPENAI_BODIES, openai_router
-from qwen_stream.server.protocols.openai.tokenize import tokenize_routes
 from qwen_stream.server.protocols.rerank.routes import RERANK_BODIES, rerank_router
 from qwen_stream.server.protocols.responses.routes import RESPONSES_BODIES, responses_router
 from qwen_stream.server.protocols.responses.store import DEFAULT_RESPONSE_STORE_SIZE, ResponseStore
+from qwen_stream.server.protocols.tokenize import TOKENIZE_BODIES, tokenize_routes
 from qwen_stream.server.service_routes import service_router
 from qwen_stream.server.state import ModelLoader, ServerState
 from qwen_stream.server.wire.error_shapes import error_responses
@@ -42,7 +44,8 @@ log = logging.getLogger("qwen_stream.server")
 _ERROR_RESPONSES = error_responses(ErrorResponse)
 
 
-def create_app(model: LoadedModel | HasLoaded | ModelLoader | Sequence[PoolEntry], *, api_key: str | None = None,
+def create_app(model: LoadedModel | HasLoaded | ModelLoader | Sequence[PoolEntry], *,
+               api_key: str | Sequence[str] | None = None,
                cors_origins: Sequence[str] | None = None, served_model_name: str | None = None,
                response_store_size: int = DEFAULT_RESPONSE_STORE_SIZE, model_aliases: Sequence[str] = (),
                limits: RequestLimits | None = None, max_tokens_cap: int | None = None,
@@ -52,7 +55,8 @@ def create_app(model: LoadedModel | HasLoaded | ModelLoader | Sequence[PoolEntry
 
     ``model`` is a loaded ChatModel or LoadedModel (the caller keeps owning it), or a zero-argument function that loads one: it
     then runs in a background thread at startup while ``/health`` answers 503 "loading", and the app shuts the
-    model's engine down at exit. ``api_key`` protects the ``/v1`` routes with ``Authorization: Bearer``;
+    model's engine down at exit. ``api_key`` (one key, or several: any opens) protects every API route with
+    ``Authorization: Bearer`` (or ``x-api-key``);
     ``cors_origins`` enables CORS for those origins (``["*"]`` for any). ``response_store_size``: how many
     finished ``/v1/responses`` answers are kept for ``previous_response_id`` (least recently used dropped first).
     An OpenAI request's ``model`` must be the served name, the model's own name or one of ``model_aliases``
@@ -67,7 +71,7 @@ def create_app(model: LoadedModel | HasLoaded | ModelLoader | Sequence[PoolEntry
     """
     pool = ModelPool(_pool_entries(model, served_model_name, model_aliases), max_loaded=max_loaded_models,
                      default_keep_alive_s=keep_alive_s, load_wait_s=load_wait_s)
-    state = ServerState(pool, api_key or None, limits=limits, max_tokens_cap=max_tokens_cap)
+    state = ServerState(pool, api_keys(api_key or None), limits=limits, max_tokens_cap=max_tokens_cap)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -89,8 +93,13 @@ def create_app(model: LoadedModel | HasLoaded | ModelLoader | Sequence[PoolEntry
         app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["*"],
                            allow_headers=["*"], allow_credentials=False)
     app.include_router(service_router(state))
-    protected = [Depends(api_key_dependency(state.api_key))]
+    protected = [Depends(api_key_dependency(state.api_keys))]
     app.include_router(openai_router(state), prefix="/v1", dependencies=protected, responses=_ERROR_RESPONSES)
+    # Before OpenAI's routes without /v1: llama-server answers /embeddings in its own shape, as /embedding.
+    app.include_router(llamacpp_embedding_router(state), responses=_ERROR_RESPONSES)
+    # The same routes without /v1 (/chat/completions, /completions, /models), as llama-server and LM Studio take them.
+    app.include_router(openai_router(state), dependencies=protected, responses=_ERROR_RESPONSES,
+                       include_in_schema=False)
     app.include_router(responses_router(state, ResponseStore(response_store_size)), prefix="/v1",
                        dependencies=protected, responses=_ERROR_RESPONSES)
     app.include_router(tokenize_routes(state.model_for), dependencies=protected,
@@ -98,10 +107,10 @@ def create_app(model: LoadedModel | HasLoaded | ModelLoader | Sequence[PoolEntry
     app.include_router(anthropic_router(state))
     app.include_router(ollama_router(state))
     app.include_router(infill_router(state), responses=_ERROR_RESPONSES)
+    app.include_router(llamacpp_router(state), responses=_ERROR_RESPONSES)
     app.include_router(rerank_router(state), dependencies=protected, responses=_ERROR_RESPONSES)
-    app.include_router(llamacpp_embedding_router(state), responses=_ERROR_RESPONSES)
-    document_bodies(app, [*OPENAI_BODIES, *RESPONSES_BODIES, *ANTHROPIC_BODIES,
-                          *OLLAMA_BODIES, *RERANK_BODIES, EmbeddingBody])
+    document_bodies(app, [*OPENAI_BODIES, *RESPONSES_BODIES, *ANTHROPIC_BODIES, *OLLAMA_BODIES, *TOKENIZE_BODIES,
+                          InfillRequest, *LLAMACPP_BODIES, *RERANK_BODIES, EmbeddingBody])
     return app
 
 

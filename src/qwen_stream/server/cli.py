@@ -1,4 +1,5 @@
-"""`qwen-stream serve`: the OpenAI-compatible HTTP API on 127.0.0.1.
+"""`qwen-stream serve`: the OpenAI-compatible HTTP API on 127.0.0.1 (past loopback: HTTPS with --ssl-keyfile and
+--ssl-certfile, API keys with --api-key or --api-key-file).
 
 Only light imports at the top: torch, FastAPI and uvicorn load inside run(), so `qwen-stream --help` stays instant.
 """
@@ -29,8 +30,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default=DEFAULT_HOST,
                         help="address to listen on (default: %(default)s; 0.0.0.0 for every interface)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default: %(default)s)")
-    parser.add_argument("--api-key", default=None,
-                        help=f"require 'Authorization: Bearer KEY' on /v1 (default: ${API_KEY_ENV} if set)")
+    parser.add_argument("--api-key", action="append", default=None, metavar="KEY",
+                        help=f"require 'Authorization: Bearer KEY' (or 'x-api-key: KEY') on every API route; "
+                             f"repeatable, any key opens (default: ${API_KEY_ENV} if set)")
+    parser.add_argument("--api-key-file", default=None, metavar="FILE",
+                        help="read API keys from FILE, one a line ('#' comments): keys on the command line show in "
+                             "'ps'")
+    parser.add_argument("--ssl-keyfile", default=None, metavar="FILE",
+                        help="serve HTTPS with this private key (PEM), for use past loopback")
+    parser.add_argument("--ssl-certfile", default=None, metavar="FILE",
+                        help="serve HTTPS with this certificate (PEM, the chain after it)")
     parser.add_argument("--cors-origin", action="append", default=None, metavar="ORIGIN",
                         help="allow browser calls from ORIGIN (repeatable; '*' for any). CORS is off by default")
     parser.add_argument("--served-model-name", default=None,
@@ -43,8 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-alias", action="append", default=[], metavar="NAME",
                         help="another name requests may give as 'model' (repeatable); other names get 404")
     parser.add_argument("--max-tokens-cap", type=int, default=None, metavar="N",
-                        help="answer length of a request without max_tokens, at most (default: the rest of the "
-                             "context window, as OpenAI)")
+                        help="every answer's length at most, on every route: a request without max_tokens gets "
+                             "this, one asking more is cut here with finish reason 'length' (default: no cap; an "
+                             "answer without max_tokens may take the rest of the context window, as OpenAI)")
     parser.add_argument("--max-request-bytes", type=int, default=8 * 1024 * 1024, metavar="BYTES",
                         help="request bodies larger than this get 413 (default: %(default)s)")
     parser.add_argument("--max-stop-strings", type=int, default=16, metavar="N",
@@ -68,10 +78,13 @@ def run(args: argparse.Namespace) -> int:
 
     from qwen_stream.server.app import create_app
 
-    api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
-    if api_key is None and not _is_loopback(args.host):
+    keys = _api_keys(args)
+    if not keys and not _is_loopback(args.host):
         print(f"warning: listening on {args.host} without an API key (set --api-key or ${API_KEY_ENV})",
               file=sys.stderr)
+    if keys and args.ssl_certfile is None and not _is_loopback(args.host):
+        print(f"warning: listening on {args.host} over plain HTTP: API keys cross the network readable "
+              f"(set --ssl-keyfile and --ssl-certfile)", file=sys.stderr)
 
     from qwen_stream.server.pipeline.limits import RequestLimits
     from qwen_stream.server.pool.model_pool import PoolEntry
@@ -85,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
 
     limits = RequestLimits(max_body_bytes=args.max_request_bytes, max_stop_strings=args.max_stop_strings,
                            max_stop_chars=args.max_stop_chars)
-    options: dict[str, Any] = {"api_key": api_key, "cors_origins": args.cors_origin,
+    options: dict[str, Any] = {"api_key": keys, "cors_origins": args.cors_origin,
                                "response_store_size": args.responses_store_size, "limits": limits,
                                "max_tokens_cap": args.max_tokens_cap, "max_loaded_models": args.max_loaded_models,
                                "keep_alive_s": _keep_alive(args, several), "load_wait_s": args.load_wait}
@@ -139,6 +152,18 @@ def _loader(args: argparse.Namespace, source: str | None) -> Callable[[], Loaded
     return load
 
 
+def _api_keys(args: argparse.Namespace) -> list[str]:
+    """--api-key (each), --api-key-file's keys, else $QWEN_STREAM_API_KEY; never printed."""
+    from qwen_stream.server.auth import api_keys, read_key_file
+
+    keys = list(args.api_key or [])
+    if args.api_key_file is not None:
+        keys += read_key_file(args.api_key_file)
+    if not keys and os.environ.get(API_KEY_ENV):
+        keys.append(os.environ[API_KEY_ENV])
+    return list(api_keys(keys))
+
+
 def _keep_alive(args: argparse.Namespace, several: bool) -> float:
     from qwen_stream.server.pool.keep_alive import FOREVER, parse_duration
 
@@ -171,16 +196,24 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.load_wait < 0:
         raise ValueError(f"--load-wait must be >= 0, got {args.load_wait}")
     _keep_alive(args, several=False)  # a bad duration fails now, with its message
+    if (args.ssl_keyfile is None) != (args.ssl_certfile is None):
+        raise ValueError("HTTPS needs both --ssl-keyfile and --ssl-certfile")
+    for flag in ("ssl_keyfile", "ssl_certfile", "api_key_file"):
+        path = getattr(args, flag)
+        if path is not None and not os.path.isfile(path):
+            raise ValueError(f"--{flag.replace('_', '-')} {path}: no such file")
+    _api_keys(args)  # an empty key or key file fails now
 
 
 def _serve(uvicorn: Any, app: Any, args: argparse.Namespace) -> None:
-    base = f"http://{args.host}:{args.port}"
+    base = f"{'https' if args.ssl_certfile else 'http'}://{args.host}:{args.port}"
     print(f"OpenAI-compatible API at {base}/v1 (docs: {base}/docs, health: {base}/health)"
           + (f", chat page: {base}/web" if args.web else ""), file=sys.stderr)
     # uvicorn waits for open connections after a signal; ours end within --shutdown-timeout (then aborted), and
     # the margin lets their last frames and [DONE] go out before uvicorn would cancel them mid-stream.
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
-                            timeout_graceful_shutdown=args.shutdown_timeout + 5)
+                            timeout_graceful_shutdown=args.shutdown_timeout + 5, ssl_keyfile=args.ssl_keyfile,
+                            ssl_certfile=args.ssl_certfile)
     server = _draining_server_class(uvicorn)(config, app.state.server, args.shutdown_timeout)
     with contextlib.suppress(KeyboardInterrupt):
         server.run()  # re-raises the signal that stopped it once done, as uvicorn.run does

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -29,16 +30,16 @@ class Served:
 
 
 class ServerState:
-    """The model pool and what hangs off it: metrics per model, limits, the API key, draining."""
+    """The model pool and what hangs off it: metrics per model, limits, the API keys, draining."""
 
-    def __init__(self, pool: ModelPool, api_key: str | None, *, limits: RequestLimits | None = None,
+    def __init__(self, pool: ModelPool, api_keys: Sequence[str] = (), *, limits: RequestLimits | None = None,
                  max_tokens_cap: int | None = None) -> None:
         self.pool = pool
-        self.api_key = api_key
+        self.api_keys = tuple(api_keys)  # any of them opens the API (none: no key needed)
         self.metrics = ServerMetrics(pool.entries[0].display_name or "unknown")
         self._metric_views: dict[str, ServerMetrics] = {}
         self.limits = limits or RequestLimits()
-        self.max_tokens_cap = max_tokens_cap  # the answer length of a request without max_tokens, at most
+        self.max_tokens_cap = max_tokens_cap  # every answer's length, at most (inputs/answer_length.py)
         self.draining = False  # SIGTERM received: finishing running requests, refusing new ones
         self._drain_timer: threading.Timer | None = None
         pool.on_loaded, pool.on_unloading = self._track, self._untrack

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny_models import qwen2, qwen3, tokens
 
 from qwen_stream.engine.runners.base import SeqChunk
 from qwen_stream.engine.runners.encoder import EncoderRunner
 from qwen_stream.engine.runners.torch_native import NativeRunner
+from tests.support.tiny_models import qwen2, qwen3, tokens
 
 
 def hf_hidden(model: torch.nn.Module, ids: list[int]) -> torch.Tensor:

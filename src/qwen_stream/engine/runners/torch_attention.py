@@ -1,6 +1,6 @@
 """Attention over the slot KV cache for one packed step of the native PyTorch runner.
 
-The runner (torch_runner.py) runs all of a step's token rows through each layer at once: one matmul per
+The runner (torch_native.py) runs all of a step's token rows through each layer at once: one matmul per
 projection for every chunk together. Only attention depends on which sequence a row belongs to, so
 ``plan_step`` sorts a step's chunks into groups of consecutive rows that each attend in their own way:
 

@@ -1,6 +1,6 @@
 """The tensors of the native PyTorch runner's decoder layers and the few fused ops it runs them with.
 
-Kept apart from the runner's step logic (torch_runner.py): these functions decide how weights are laid out
+Kept apart from the runner's step logic (torch_native.py): these functions decide how weights are laid out
 (fused, transposed, optionally int8) and how the fewest ops compute norms and projections on a CPU, where per-op
 overhead dominates small models.
 """

@@ -1,5 +1,5 @@
 """Per-sequence sampling state, and token choice over one row of logits: the reference the batch sampler
-(batch_sampler.py, which the engine uses) is tested against, and its fallback for a row whose penalties overflowed
+(batched.py, which the engine uses) is tested against, and its fallback for a row whose penalties overflowed
 every score.
 
 Each sequence owns its torch.Generator, so the text a request gets depends on its seed alone, never on what

@@ -1,15 +1,22 @@
-"""Request bodies parsed and validated in a worker thread, with their schemas still in the OpenAPI document.
+"""Request bodies parsed and validated in a worker thread, with their schemas still in the OpenAPI document, and
+the rule that nothing a client sends is silently ignored.
 
 FastAPI validates a declared body model on the event loop: a 4.5 MB body of 100,000 messages held it for two
 seconds, and /health and every stream with it. Routes here read the raw bytes (cheap) and validate off the loop,
 on every protocol's routes.
+
+Every body is a ``StrictBody``: a field it declares is read; a field it does not declare is a 400 naming it
+(``UnsupportedFieldError``) unless the body lists it as ``HARMLESS`` (clients send it, and leaving it unread
+changes nothing in the answer: the list says why) or as ``REFUSED`` at a value that changes nothing (llama.cpp's
+``mirostat: 0``, say). tests/server/protocols/test_field_audit.py holds every body to this.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
 
 import anyio
 from fastapi import FastAPI, Request
@@ -49,6 +56,7 @@ def _nothing(_body: object) -> None:
 
 def _validate_then(model: type[M], raw: bytes, then: Callable[[M], T]) -> tuple[M, T]:
     body = _validate(model, raw)
+    check_fields(body)
     return body, then(body)
 
 
@@ -92,23 +100,77 @@ def document_bodies(app: FastAPI, models: list[type[BaseModel]]) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+@dataclass(slots=True, frozen=True)
+class Refused:
+    """A field that would change the answer and that this server does not do: refused by name, unless it holds
+    one of the values that change nothing (None always does)."""
+
+    why: str
+    neutral: tuple[Any, ...] = ()
+
 
 class StrictBody(BaseModel):
     """The base of every protocol's request body: strict about types (``"max_tokens": "5"`` is an error, as
-    upstream), silent about fields it does not know (clients send many)."""
+    upstream), and about fields (see the module docstring)."""
 
-    model_config = ConfigDict(strict=True, extra="ignore")
+    model_config = ConfigDict(strict=True, extra="allow")  # extras are checked by check_fields, by name
+
+    # Fields clients send that this body does not declare, each with why leaving it unread changes nothing.
+    HARMLESS: ClassVar[Mapping[str, str]] = {}
+    # Fields that would change the answer and that are not done here (see Refused).
+    REFUSED: ClassVar[Mapping[str, Refused]] = {}
+
+
+def check_fields(body: BaseModel, where: str = "") -> None:
+    """Raise UnsupportedFieldError for the first field of ``body`` (or of a body nested in it) that is unknown, or
+    refused at a value that would change the answer. ``where``: the path to ``body`` (``options.``)."""
+    if not isinstance(body, StrictBody):
+        return
+    for name, value in (body.model_extra or {}).items():
+        _check_extra(type(body), name, value, f"{where}{name}")
+    for name in type(body).model_fields:
+        for path, part in _nested(getattr(body, name), f"{where}{name}"):
+            check_fields(part, f"{path}.")
+
+
+def _check_extra(model: type[StrictBody], name: str, value: Any, path: str) -> None:
+    if value is None or name in model.HARMLESS:
+        return
+    refused = model.REFUSED.get(name)
+    if refused is None:
+        raise UnsupportedFieldError(path, "unknown field: this server does not know it, so it cannot honour it "
+                                          "(remove it)")
+    if not any(_same(value, neutral) for neutral in refused.neutral):
+        raise UnsupportedFieldError(path, refused.why)
+
+
+def _same(value: Any, neutral: Any) -> bool:
+    """JSON equality: ``0`` is ``0.0``, but ``false`` is not ``0``."""
+    if isinstance(value, bool) or isinstance(neutral, bool):
+        return type(value) is type(neutral) and value == neutral
+    return bool(value == neutral)
+
+
+def _nested(value: Any, path: str) -> list[tuple[str, BaseModel]]:
+    """The bodies held by a field, with their paths: itself, or the items of a list of them."""
+    if isinstance(value, BaseModel):
+        return [(path, value)]
+    if isinstance(value, list):
+        return [(f"{path}.{k}", item) for k, item in enumerate(value) if isinstance(item, BaseModel)]
+    return []
 
 
 def parse_part(model: type[M], data: object, where: str) -> M:
     """Validate one piece of a body that its protocol types by a field (``{"type": ...}``); errors name ``where``."""
     try:
-        return model.model_validate(data)
+        part = model.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = ".".join(str(p) for p in first.get("loc", ()))
         raise APIError(400, f"{where}{'.' + loc if loc else ''}: {first.get('msg', 'invalid value')}",
                        "invalid_request_error", param=where) from exc
+    check_fields(part, f"{where}.")
+    return part
 
 
 def unsupported(field_name: str, why: str) -> UnsupportedFieldError:

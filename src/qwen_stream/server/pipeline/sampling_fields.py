@@ -3,7 +3,8 @@ them to ``SamplingParams`` overrides (stop strings, logit bias keys and output f
 
 Each protocol names its fields its own way (OpenAI ``max_tokens``, Anthropic ``stop_sequences``, Ollama
 ``options.num_predict`` and ``repeat_penalty``, Responses ``max_output_tokens``); its body only says which of its
-fields is which neutral one, by building a ``SamplingFields``.
+fields is which neutral one, by building a ``SamplingFields``. The answer's format (a JSON schema, a regex, a choice,
+a grammar: inputs/output_format.py) is one field, ``output``, whichever of its fields a protocol read it from.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from qwen_stream.errors import InvalidParameterError
+from qwen_stream.inputs.output_format import OutputFormat
 
 
 @dataclass(slots=True, frozen=True)
@@ -32,8 +34,7 @@ class SamplingFields:
     logprobs: int | None = None  # alternatives to report per token (0: the chosen token's only); None: no logprobs
     logit_bias: Mapping[str, float] | None = None  # token id (as a string, as JSON keys are) -> bias
     ignore_eos: bool = False
-    response_format: dict[str, Any] | None = None  # OpenAI's {"type": "json_object" | "json_schema", ...}
-    json_schema: dict[str, Any] | None = None  # a bare JSON schema the output must match
+    output: OutputFormat | None = None  # what the answer must match (compiled into a grammar by the input side)
     stop_token_ids: tuple[int, ...] = ()  # more ids that end the answer (a FIM prompt: its model's FIM tokens)
 
     @property
@@ -45,9 +46,9 @@ class SamplingFields:
         return stops or None
 
     def formats(self) -> dict[str, Any]:
-        """The output format, for ``ChatModel`` to compile into a grammar (a chat checks it against tool_choice)."""
-        return {k: v for k, v in (("response_format", self.response_format), ("json_schema", self.json_schema))
-                if v is not None}
+        """The output format, for the input processor to compile into a grammar (a chat checks it against
+        tool_choice)."""
+        return {"output": self.output} if self.output is not None else {}
 
     def overrides(self) -> dict[str, Any]:
         """``SamplingParams`` overrides (output formats apart: see ``formats``); fields left unset are absent.

@@ -63,7 +63,7 @@ class PoolEntry:
     state: EntryState = EntryState.UNLOADED
     model: LoadedModel | None = None  # the pair every request runs on: input processor and engine client
     error: str | None = None
-    leases: int = 0  # requests using it now (see model_leases.py)
+    leases: int = 0  # requests using it now (see pool/leases.py)
     waiters: int = 0  # requests waiting for it to load: it is not evicted under them
     evicting: bool = False  # chosen to make room: unloaded once its leases are back
     keep_alive_s: float = FOREVER

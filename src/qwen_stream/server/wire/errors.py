@@ -33,10 +33,12 @@ class APIError(Exception):
     """An error to answer with: HTTP status, OpenAI error type/param/code, extra headers (Retry-After, ...)."""
 
     def __init__(self, status: int, message: str, type_: str = "invalid_request_error", *, param: str | None = None,
-                 code: str | None = None, headers: Mapping[str, str] | None = None) -> None:
+                 code: str | None = None, headers: Mapping[str, str] | None = None,
+                 extra: Mapping[str, Any] | None = None) -> None:
         super().__init__(message)
         self.status = status
-        self.detail = ErrorDetail(message=message, type=type_, param=param, code=code)
+        # extra: more fields of the error object (a context overflow's n_ctx and n_prompt_tokens, as llama.cpp's)
+        self.detail = ErrorDetail(message=message, type=type_, param=param, code=code, **dict(extra or {}))
         self.headers = dict(headers or {})
 
     def response(self) -> JSONResponse:

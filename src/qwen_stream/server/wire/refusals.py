@@ -31,6 +31,16 @@ def _bad_request(code: str | None = None) -> Callable[[BaseException], APIError]
                                 code=code or getattr(exc, "code", None))
 
 
+def _too_long(exc: BaseException) -> APIError:
+    """A context overflow, with the window and the prompt's size as fields too (llama.cpp's names for them)."""
+    answer = _bad_request("context_length_exceeded")(exc)
+    if isinstance(exc, ContextLengthError):
+        sizes = {"n_ctx": exc.window, "n_prompt_tokens": exc.prompt_tokens}
+        answer = APIError(answer.status, answer.detail.message, answer.detail.type, param=answer.detail.param,
+                          code=answer.detail.code, extra={k: v for k, v in sizes.items() if v is not None})
+    return answer
+
+
 def _overloaded(exc: BaseException) -> APIError:
     retry = exc.retry_after_s if isinstance(exc, EngineOverloadedError) else 1.0
     return APIError(429, str(exc), "rate_limit_error", code="engine_overloaded",
@@ -39,7 +49,7 @@ def _overloaded(exc: BaseException) -> APIError:
 
 # Most specific first: the first row whose type matches answers.
 REFUSALS: tuple[tuple[type[Exception], Callable[[BaseException], APIError]], ...] = (
-    (ContextLengthError, _bad_request("context_length_exceeded")),
+    (ContextLengthError, _too_long),
     (UnsupportedTaskError, _bad_request()),
     (RequestError, _bad_request()),
     (UnknownModelError, lambda exc: APIError(404, str(exc), param="model", code="model_not_found")),

@@ -20,6 +20,11 @@ def test_content_and_input_answer_in_llama_servers_shape(embed_server: Any, tiny
     assert [item["index"] for item in several] == [0, 1]
 
 
+def test_model_names_the_served_model_that_embeds(embed_server: Any, tiny_chat_model: Any) -> None:
+    answer = httpx.post(f"{embed_server.url}/embedding", json={"content": "the cat", "model": "tiny-chat"}).json()
+    np.testing.assert_allclose(answer[0]["embedding"][0], tiny_chat_model.embed("the cat")[0], atol=1e-5)
+
+
 @pytest.mark.parametrize("norm", [-1, 0, 1, 2, 3])
 def test_embd_normalize_scales_as_llama_cpp(embed_server: Any, tiny_encoder: Any, norm: int) -> None:
     raw = tiny_encoder.embed("the cat", normalize=False)[0].astype(np.float64)

@@ -71,3 +71,13 @@ def test_bad_input_is_a_400_in_ollamas_shape(embed_server: Any, body: dict[str, 
     assert answer.status_code == 400 and isinstance(answer.json()["error"], str)
     assert httpx.post(f"{embed_server.url}/api/embeddings", json={"model": "minilm-tiny", "prompt": ""}
                       ).status_code == 400
+
+
+def test_keep_alive_is_read_on_the_embed_routes(embed_server: Any) -> None:
+    """keep_alive sets how long the model stays loaded after the request (tests/server/pool: its effect); here: it
+    is read on both embed routes, and a duration that does not parse is a 400 naming it."""
+    for path, text in (("/api/embed", "input"), ("/api/embeddings", "prompt")):
+        kept = httpx.post(f"{embed_server.url}{path}", json={"model": "minilm-tiny", text: "a", "keep_alive": "5m"})
+        assert kept.status_code == 200
+        bad = httpx.post(f"{embed_server.url}{path}", json={"model": "minilm-tiny", text: "a", "keep_alive": "soon"})
+        assert bad.status_code == 400 and "keep_alive" in bad.json()["error"]

@@ -92,6 +92,22 @@ def test_truncate_cuts_instead_of_refusing(embed_server: Any, tiny_encoder: Any)
     assert answer["usage"]["prompt_tokens"] == 64
 
 
+def test_input_type_gives_a_query_the_models_query_prompt(tiny_qwen3_embedding: Any) -> None:
+    """A Qwen3-Embedding-style model embeds a query behind its instruction prefix and a document bare:
+    ``input_type`` picks which, as ``model.embed(input_type=)`` does."""
+    from qwen_stream.server.app import create_app
+    from tests.support.live_server import LiveServer
+
+    with LiveServer(create_app(tiny_qwen3_embedding, served_model_name="q3e")) as live:
+        vectors = {kind: httpx.post(f"{live.url}/v1/embeddings", json={"model": "q3e", "input": TEXTS[0],
+                                                                        "input_type": kind}).json()
+                   for kind in ("query", "document")}
+    for kind, answer in vectors.items():
+        np.testing.assert_allclose(answer["data"][0]["embedding"],
+                                   tiny_qwen3_embedding.embed(TEXTS[0], input_type=kind)[0], atol=1e-5)
+    assert vectors["query"]["usage"]["prompt_tokens"] > vectors["document"]["usage"]["prompt_tokens"]
+
+
 def test_metrics_count_embedding_inputs_and_tokens(embed_server: Any) -> None:
     def counted(name: str) -> float:
         page = httpx.get(f"{embed_server.url}/metrics").text
@@ -106,13 +122,12 @@ def test_metrics_count_embedding_inputs_and_tokens(embed_server: Any) -> None:
 
 def test_a_backend_without_hidden_states_refuses_embeddings_by_name(qwen_tokenizer: Any) -> None:
     """A backend that cannot embed (the torch-hf runner, vLLM): a 400 that says so, on every embedding route."""
-    from server_harness import LiveServer
-    from support.pooling_runner import TextOnlyRunner
-
     from qwen_stream.client.loaded_model import LoadedModel
     from qwen_stream.engine.loop import Engine
     from qwen_stream.server.app import create_app
     from qwen_stream.types import SamplingParams
+    from tests.support.live_server import LiveServer
+    from tests.support.pooling_runner import TextOnlyRunner
 
     engine = Engine(TextOnlyRunner(max_slots=2), eos_token_ids=[0], max_running=2)
     model = LoadedModel.assemble(name="text-only", tokenizer=qwen_tokenizer, engine=engine,

@@ -69,3 +69,19 @@ def test_bad_input_is_a_400(embed_server: Any, path: str, body: dict[str, Any]) 
     assert answer.status_code == 400 and answer.json()["error"]["message"]
     assert httpx.post(f"{embed_server.url}/rerank", json={"model": "minilm-tiny", "query": QUERY,
                                                           "documents": DOCUMENTS}).status_code == 200
+
+
+def test_an_instruction_is_the_judges_task(embed_server: Any, tiny_chat_model: Any) -> None:
+    """``instruction`` replaces the judging prompt's default task (Qwen3-Reranker's <Instruct>), on both routes."""
+    task = "Judge whether the document is about food"
+    ranked = httpx.post(f"{embed_server.url}/v1/rerank", json={"model": "tiny-chat", "query": QUERY,
+                                                                "documents": DOCUMENTS, "instruction": task},
+                        timeout=60).json()["results"]
+    expected = tiny_chat_model.rerank(QUERY, DOCUMENTS, instruction=task)
+    assert [r["relevance_score"] for r in ranked] == pytest.approx([r.score for r in expected], abs=1e-5)
+    default = {r.index: r.score for r in tiny_chat_model.rerank(QUERY, DOCUMENTS)}
+    assert any(abs(default[r.index] - r.score) > 1e-6 for r in expected)  # the prompt changed, so did the scores
+    scored = httpx.post(f"{embed_server.url}/score", json={"model": "tiny-chat", "text_1": QUERY,
+                                                           "text_2": DOCUMENTS[0], "instruction": task}).json()
+    by_index = {r.index: r.score for r in expected}
+    assert scored["data"][0]["score"] == pytest.approx(by_index[0], abs=1e-5)

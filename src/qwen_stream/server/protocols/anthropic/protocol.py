@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
-from qwen_stream.server.pipeline.bodies import StrictBody, parse_part, unsupported
+from qwen_stream.inputs.output_format import OutputFormat
+from qwen_stream.server.pipeline.bodies import Refused, StrictBody, parse_part, unsupported
 from qwen_stream.server.pipeline.sampling_fields import SamplingFields
 from qwen_stream.server.wire.errors import APIError
 
@@ -50,8 +51,21 @@ def anthropic_error_event(message: str) -> dict[str, Any]:
     return {"type": "error", "error": {"type": "api_error", "message": message}}
 
 
+_BLOCK_HARMLESS: Mapping[str, str] = {"type": "the block's type, already read",
+                                      "cache_control": "a prompt-caching hint: prefix reuse here is automatic"}
+
+
 class _Prompt(StrictBody):
     """What a Messages request and a count_tokens request share: everything that makes the prompt."""
+
+    HARMLESS: ClassVar[Mapping[str, str]] = {
+        "cache_control": "automatic prompt caching: prefix reuse here is automatic",
+        "service_tier": "Anthropic's capacity tier: one tier here",
+        "inference_geo": "where Anthropic runs the model: here, on this server"}
+    REFUSED: ClassVar[Mapping[str, Refused]] = {
+        "container": Refused("code-execution containers are not supported"),
+        "mcp_servers": Refused("MCP servers are not supported: call tools from the client"),
+        "context_management": Refused("server-side context editing is not supported")}
 
     model: str
     messages: list[dict[str, Any]] = Field(min_length=1)
@@ -59,7 +73,8 @@ class _Prompt(StrictBody):
     tools: list[dict[str, Any]] = Field(default_factory=list)
     tool_choice: dict[str, Any] | None = None
     thinking: dict[str, Any] | None = None
-    output_config: dict[str, Any] | None = None  # {"format": {"type": "json_schema", "schema": ...}, "effort"}
+    output_config: dict[str, Any] | None = None  # {"format": {"type": "json_schema", "schema": ...}}
+    output_format: dict[str, Any] | None = None  # the structured-outputs beta's name for output_config.format
 
     def chat_options(self) -> dict[str, Any]:
         """Tools, tool_choice and the thinking switch in ChatModel's terms (OpenAI chat's function specs)."""
@@ -90,17 +105,25 @@ class MessagesRequest(_Prompt):
     def sampling(self) -> SamplingFields:
         return SamplingFields(max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p,
                               top_k=self.top_k, seed=self.seed, stop=self.stop_sequences,
-                              json_schema=self._schema())
+                              output=self._output())
 
-    def _schema(self) -> dict[str, Any] | None:
+    def _output(self) -> OutputFormat | None:
         """``output_config.format`` ({"type": "json_schema", "schema": ...}), for grammar-constrained decoding."""
-        output_format = (self.output_config or {}).get("format")
+        config = dict(self.output_config or {})
+        unknown = sorted(set(config) - {"format", "effort"})
+        if unknown:
+            raise unsupported(f"output_config.{unknown[0]}", "not supported: output_config takes format")
+        if config.get("effort") not in (None, "high"):
+            raise unsupported("output_config.effort", "effort levels are not supported (high is what the model does)")
+        if config.get("format") is not None and self.output_format is not None:
+            raise unsupported("output_format", "give output_config.format or output_format, not both")
+        output_format = config.get("format", self.output_format)
         if output_format is None:
             return None
         if not isinstance(output_format, dict) or output_format.get("type") != "json_schema" \
                 or not isinstance(output_format.get("schema"), dict):
             raise unsupported("output_config.format", 'expected {"type": "json_schema", "schema": {...}}')
-        return dict(output_format["schema"])
+        return OutputFormat.json_schema(dict(output_format["schema"]), "output_config.format.schema")
 
 
 class CountTokensRequest(_Prompt):
@@ -160,12 +183,16 @@ def _translate(message: _Message, where: str) -> list[Message]:
 
 
 class _ToolUse(StrictBody):
+    HARMLESS: ClassVar[Mapping[str, str]] = {**_BLOCK_HARMLESS, "caller": "which tool runner made the call"}
+
     id: str
     name: str
     input: dict[str, Any]
 
 
 class _ToolResult(StrictBody):
+    HARMLESS: ClassVar[Mapping[str, str]] = _BLOCK_HARMLESS
+
     tool_use_id: str
     content: str | list[dict[str, Any]] = ""
     is_error: bool = False

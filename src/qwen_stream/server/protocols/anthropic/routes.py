@@ -45,7 +45,7 @@ _DELTA_TYPES = {"text": ("text_delta", "text"), "reasoning": ("thinking_delta", 
 def anthropic_router(state: ServerState) -> APIRouter:
     """The routes, with Anthropic's error shape and the API key from ``x-api-key`` or ``Authorization``."""
     router = APIRouter(route_class=shaped_route(anthropic_error), responses=error_responses(AnthropicError),
-                       dependencies=[Depends(api_key_dependency(state.api_key))])
+                       dependencies=[Depends(api_key_dependency(state.api_keys))])
 
     @router.post("/v1/messages", openapi_extra=openapi_body(MessagesRequest),
                  responses={200: {"content": {"text/event-stream": {}}}})

@@ -1,1 +1,2 @@
-"""llama.cpp's own API: its /embedding route (the rest of llama-server's API arrives with issue 25)."""
+"""llama.cpp's own API: /completion, /props, /slots, /apply-template, /embedding, its /tokenize fields, its error
+shape."""

@@ -9,31 +9,20 @@ does not serve). Errors in llama-server's shape, ``{"error": {"code", "message",
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import Field, model_validator
-from starlette.responses import Response
 
 from qwen_stream.inputs.pooled_request import EmbeddingJob
 from qwen_stream.inputs.processor import InputProcessor
 from qwen_stream.server.auth import api_key_dependency
 from qwen_stream.server.pipeline.bodies import StrictBody, openapi_body, parse_body
 from qwen_stream.server.pipeline.pooled_job import run_embeddings
+from qwen_stream.server.protocols.llamacpp.errors import LlamaRoute
 from qwen_stream.server.state import ServerState
-from qwen_stream.server.wire.error_shapes import shaped_route
-
-_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
-          503: "unavailable_error"}
-
-
-def llama_error(status: int, message: str, _kind: str, headers: Mapping[str, str]) -> Response:
-    kind = _TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
-    return JSONResponse({"error": {"code": status, "message": message, "type": kind}}, status_code=status,
-                        headers=dict(headers))
 
 
 class EmbeddingBody(StrictBody):
@@ -54,7 +43,7 @@ class EmbeddingBody(StrictBody):
 
 
 def llamacpp_embedding_router(state: ServerState) -> APIRouter:
-    router = APIRouter(route_class=shaped_route(llama_error), dependencies=[Depends(api_key_dependency(state.api_key))])
+    router = APIRouter(route_class=LlamaRoute, dependencies=[Depends(api_key_dependency(state.api_keys))])
 
     async def embedding(request: Request) -> JSONResponse:
         body = await parse_body(request, EmbeddingBody)

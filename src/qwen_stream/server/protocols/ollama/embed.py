@@ -10,8 +10,6 @@ on ``/api/chat``). An empty ``input`` or ``prompt`` is a 400 here (Ollama reads 
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import Field
@@ -21,6 +19,7 @@ from qwen_stream.inputs.processor import InputProcessor
 from qwen_stream.server.pipeline.bodies import StrictBody, openapi_body, parse_body
 from qwen_stream.server.pipeline.pooled_job import run_embeddings
 from qwen_stream.server.pool.keep_alive import keep_alive_seconds
+from qwen_stream.server.protocols.ollama.protocol import Options
 from qwen_stream.server.state import ServerState
 
 _NS = 1_000_000_000
@@ -31,14 +30,14 @@ class EmbedRequest(StrictBody):
     input: str | list[str]
     truncate: bool = True
     dimensions: int | None = None
-    options: dict[str, Any] | None = None
+    options: Options | None = None  # read for nothing (a vector has no sampling), checked like chat's: unknown keys are 400s
     keep_alive: float | str | None = None
 
 
 class EmbeddingsRequest(StrictBody):
     model: str = Field(min_length=1)
     prompt: str
-    options: dict[str, Any] | None = None
+    options: Options | None = None  # read for nothing (a vector has no sampling), checked like chat's: unknown keys are 400s
     keep_alive: float | str | None = None
 
 

@@ -1,26 +1,28 @@
 """Ollama's API (``/api/chat``, ``/api/generate``): request bodies, ``options`` mapped to sampling parameters,
 and Ollama's error shape ``{"error": "message"}``.
 
-``stream`` defaults to true, as Ollama's does. ``options`` read: ``temperature``, ``top_p``, ``top_k``,
+``stream`` defaults to true, as Ollama's does. ``options`` read: ``temperature``, ``top_p``, ``top_k``, ``min_p``, ``repeat_last_n`` (-1 or 0),
 ``num_predict`` (absent, -1 and -2: no limit, so the rest of the window), ``seed``, ``stop``, ``repeat_penalty``,
 ``presence_penalty``, ``frequency_penalty``; ``format`` ("json" or a JSON schema) by grammar-constrained decoding;
 ``suffix`` on ``/api/generate`` fills the middle between ``prompt`` and it, on the model's FIM tokens;
-options about loading (``num_ctx``, ``num_gpu``, ``num_thread``, ...)
-are ignored, as this server loaded its one model at start.
+options about loading (``num_ctx``, ``num_gpu``, ``num_thread``, ...) are
+read and left alone, as this server loads each model once; other options that would change the answer
+(``mirostat``, ``typical_p``, ``tfs_z``) and fields Ollama does not have are a 400 naming them.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from qwen_stream.inputs.fim import FimInput
-from qwen_stream.server.pipeline.bodies import StrictBody, parse_part, unsupported
+from qwen_stream.inputs.output_format import OutputFormat
+from qwen_stream.server.pipeline.bodies import Refused, StrictBody, parse_part, unsupported
 from qwen_stream.server.pipeline.sampling_fields import SamplingFields
 
 Message = dict[str, Any]
@@ -36,23 +38,45 @@ class OllamaError(BaseModel):
     error: str
 
 
+_LOADED_ONCE = "how the model is loaded: this server loads each model once, with its own window"
+
+
 class Options(StrictBody):
+    HARMLESS: ClassVar[Mapping[str, str]] = {
+        **{name: _LOADED_ONCE for name in ("num_ctx", "num_batch", "num_gpu", "main_gpu", "low_vram", "use_mmap",
+                                           "use_mlock", "num_thread", "numa", "vocab_only", "f16_kv")},
+        "num_keep": "tokens kept when the context shifts: a conversation is folded to fit before, never shifted",
+        "penalize_newline": "a field Ollama no longer reads",
+        "mirostat_tau": "read only with mirostat, which is refused unless 0",
+        "mirostat_eta": "read only with mirostat, which is refused unless 0"}
+    REFUSED: ClassVar[Mapping[str, Refused]] = {
+        "mirostat": Refused("mirostat sampling is not supported", (0,)),
+        "typical_p": Refused("typical sampling is not supported", (1.0,)),
+        "tfs_z": Refused("tail-free sampling is not supported", (1.0,))}
+
     temperature: float | None = None
     top_p: float | None = None
     top_k: int | None = None
+    min_p: float | None = None
     num_predict: int | None = None
     seed: int | None = None
     stop: list[str] | None = None
     repeat_penalty: float | None = None
+    repeat_last_n: int | None = None  # penalties here look at the whole prompt and answer (-1); 0 turns them off
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
 
-    def sampling(self, **formats: Any) -> SamplingFields:
+    def sampling(self, output: OutputFormat | None = None) -> SamplingFields:
         limit = self.num_predict if self.num_predict is not None and self.num_predict > 0 else None
+        penalties = (self.repeat_penalty, self.presence_penalty, self.frequency_penalty)
+        if self.repeat_last_n == 0:  # Ollama's "disabled"
+            penalties = (1.0, 0.0, 0.0)
+        elif self.repeat_last_n not in (None, -1) and penalties != (None, None, None):
+            raise unsupported("options.repeat_last_n", "penalties here look at the whole prompt and answer: give "
+                                                       "-1 (or 0 to turn them off)")
         return SamplingFields(max_tokens=limit, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
-                              seed=self.seed, stop=self.stop, repetition_penalty=self.repeat_penalty,
-                              presence_penalty=self.presence_penalty, frequency_penalty=self.frequency_penalty,
-                              **formats)
+                              min_p=self.min_p, seed=self.seed, stop=self.stop, repetition_penalty=penalties[0],
+                              presence_penalty=penalties[1], frequency_penalty=penalties[2], output=output)
 
 
 class _Generating(StrictBody):
@@ -75,9 +99,9 @@ class _Generating(StrictBody):
     def sampling(self) -> SamplingFields:
         """``options`` and ``format`` ("json", or a JSON schema)."""
         if self.format == "json":
-            return self.options.sampling(response_format={"type": "json_object"})
+            return self.options.sampling(OutputFormat.json_object("format"))
         if isinstance(self.format, dict):
-            return self.options.sampling(json_schema=self.format)
+            return self.options.sampling(OutputFormat.json_schema(self.format, "format"))
         if self.format:
             raise unsupported("format", f'expected "json" or a JSON schema object, got {self.format!r:.40}')
         return self.options.sampling()
@@ -130,6 +154,9 @@ class ModelRequest(StrictBody):
 
 
 class _Message(StrictBody):
+    HARMLESS: ClassVar[Mapping[str, str]] = {"tool_call_id": "Ollama's id of the call a result answers: results "
+                                                            "are paired with calls by order and tool_name"}
+
     role: Literal["system", "user", "assistant", "tool"]
     content: str = ""
     images: list[str] | None = None
@@ -177,11 +204,16 @@ def _translate(message: _Message, where: str, ids: _CallIds) -> Message:
 
 
 class _Function(StrictBody):
+    HARMLESS: ClassVar[Mapping[str, str]] = {"index": "the call's position, which its place in the list says"}
+
     name: str
     arguments: dict[str, Any] = Field(default_factory=dict)
 
 
 class _ToolCall(StrictBody):
+    HARMLESS: ClassVar[Mapping[str, str]] = {"id": "Ollama's call id: calls are paired with results by order",
+                                            "type": "always a function call"}
+
     function: _Function
 
 

@@ -64,7 +64,7 @@ class NDJSONResponse(SSEResponse):
 
 def ollama_router(state: ServerState) -> APIRouter:
     router = APIRouter(prefix="/api", route_class=shaped_route(ollama_error), responses=error_responses(OllamaError),
-                       dependencies=[Depends(api_key_dependency(state.api_key))])
+                       dependencies=[Depends(api_key_dependency(state.api_keys))])
 
     @router.post("/chat", openapi_extra=openapi_body(ChatRequest), responses=_ANSWERS)
     async def chat(request: Request) -> Response:
@@ -108,8 +108,10 @@ def ollama_router(state: ServerState) -> APIRouter:
 
 def _chat_job(body: ChatRequest) -> ChatJob:
     body.check_supported()
+    # Ollama's rule for a conversation longer than the window: its oldest turns go (prompt_eval_count says what
+    # the model read, and the server's log how many turns went).
     return ChatJob(body.chat_messages(), body.sampling(), body.chat_options(), model=body.model,
-                   keep_alive_s=keep_alive_seconds(body.keep_alive))
+                   keep_alive_s=keep_alive_seconds(body.keep_alive), fold_history=True)
 
 
 def _generate_job(body: GenerateRequest) -> ChatJob:
@@ -120,7 +122,7 @@ def _generate_job(body: GenerateRequest) -> ChatJob:
     raw = body.raw and bool(body.prompt)  # continue the prompt as is: no template, no chat options
     return ChatJob([] if not body.prompt else body.chat_messages(), body.sampling(),
                    {"thinking": body.thinking()} if not body.raw else {}, model=body.model,
-                   keep_alive_s=keep_alive, prompts=[body.prompt] if raw else None)
+                   keep_alive_s=keep_alive, prompts=[body.prompt] if raw else None, fold_history=True)
 
 
 async def _answer(state: ServerState, request: Request, kind: Kind, stream: bool, job: ChatJob) -> Response:

@@ -10,31 +10,30 @@ as Qwen3-Embedding wants for queries) and ``truncate`` (cut an input past the wi
 from __future__ import annotations
 
 import base64
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict
 
 from qwen_stream.client.vectors import Embeddings
 from qwen_stream.inputs.pooled_request import EmbeddingJob
 from qwen_stream.inputs.processor import InputProcessor
-from qwen_stream.server.pipeline.bodies import openapi_body, parse_body
+from qwen_stream.server.pipeline.bodies import StrictBody, openapi_body, parse_body
 from qwen_stream.server.pipeline.pooled_job import run_embeddings
 from qwen_stream.server.state import ServerState
 
 ROUTE = "/v1/embeddings"
 
 
-class EmbeddingRequest(BaseModel):
-    model_config = ConfigDict(strict=True, extra="ignore")
+class EmbeddingRequest(StrictBody):
+    HARMLESS: ClassVar[Mapping[str, str]] = {"user": "an end-user id for OpenAI's abuse detection"}
 
     input: str | list[str] | list[int] | list[list[int]]
     model: str | None = None
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = None
-    user: str | None = None
     input_type: Literal["query", "document"] | None = None
     truncate: bool = False
 

@@ -14,7 +14,7 @@ from dataclasses import replace
 from qwen_stream.inputs.fim import FimInput
 from qwen_stream.server.pipeline.bodies import unsupported
 from qwen_stream.server.pipeline.job import ChatJob
-from qwen_stream.server.protocols.openai.protocol import CompletionRequest
+from qwen_stream.server.protocols.openai.requests import CompletionRequest
 
 
 def fim_completion_job(body: CompletionRequest, job: ChatJob) -> ChatJob:

@@ -1,34 +1,30 @@
-"""The OpenAI wire format: pydantic models for requests, responses, stream chunks and errors.
-
-Requests are strict about types (``"max_tokens": "5"`` is an error, as with OpenAI) and ignore unknown fields
-(clients send many we do not use). Value limits that belong to sampling (temperature >= 0, ...) are checked once,
-by ``SamplingParams``; only what is specific to the HTTP shape is checked here.
-"""
+"""The OpenAI wire format's answers: pydantic models for responses and stream chunks (requests: requests.py)."""
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer, model_validator
-
-from qwen_stream.server.pipeline.sampling_fields import SamplingFields
-from qwen_stream.types import SEED_MAX, SEED_MIN
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 if TYPE_CHECKING:
     from qwen_stream.client.choices import TokenUsage
 
-Role = Literal["system", "developer", "user", "assistant", "tool"]
 FinishReasonLiteral = Literal["stop", "length", "abort", "tool_calls"]
-
-
-class _Request(BaseModel):
-    model_config = ConfigDict(strict=True, extra="ignore")
 
 
 class _Response(BaseModel):
     model_config = ConfigDict(extra="allow")
+
+
+def system_fingerprint(model_name: str, engine_name: str) -> str:
+    """OpenAI's ``system_fingerprint``: what answered (this build, the model, what computes it); answers with the
+    same seed and the same fingerprint are the same answers."""
+    from qwen_stream import __version__
+
+    return "fp_" + hashlib.sha256(f"{__version__}:{model_name}:{engine_name}".encode()).hexdigest()[:10]
 
 
 def new_id(prefix: str) -> str:
@@ -37,183 +33,6 @@ def new_id(prefix: str) -> str:
 
 def now() -> int:
     return int(time.time())
-
-
-# ---------------------------------------------------------------------------------------------- requests
-
-
-class TextContentPart(_Request):
-    type: Literal["text"]
-    text: str
-
-
-class FunctionCallIn(_Request):
-    name: str
-    arguments: str | dict[str, Any] = "{}"  # OpenAI sends JSON text; an object is accepted too
-
-
-class ToolCallIn(_Request):
-    id: str | None = None
-    type: Literal["function"] = "function"
-    function: FunctionCallIn
-
-
-class ChatMessage(_Request):
-    role: Role
-    # Content parts other than text (image_url, input_audio, file) change what a request means and this server
-    # reads text only, so they are refused by name instead of dropped.
-    content: str | list[dict[str, Any]] | None = None
-    name: str | None = None
-    tool_calls: list[ToolCallIn] | None = None  # an assistant turn that called tools
-    tool_call_id: str | None = None  # a tool turn: which call it answers
-    reasoning_content: str | None = None
-
-    @model_validator(mode="after")
-    def _check(self) -> ChatMessage:
-        if isinstance(self.content, list):
-            for k, part in enumerate(self.content):
-                kind = part.get("type")
-                if kind != "text":
-                    raise ValueError(f"content[{k}] is a {kind!r} part: this model reads text only, so only "
-                                     f"'text' content parts are supported")
-                if not isinstance(part.get("text"), str):
-                    raise ValueError(f"content[{k}].text must be a string")
-        if self.role == "tool" and not self.tool_call_id:
-            raise ValueError("a 'tool' message needs tool_call_id: the id of the tool call it answers")
-        if self.tool_calls and self.role != "assistant":
-            raise ValueError("only assistant messages carry tool_calls")
-        return self
-
-    def text(self) -> str:
-        """The content as one string; list content (``[{"type": "text", ...}]``) is joined."""
-        if self.content is None:
-            return ""
-        if isinstance(self.content, str):
-            return self.content
-        return "".join(str(part["text"]) for part in self.content)
-
-    def as_dict(self) -> dict[str, Any]:
-        # "developer" is the newer OpenAI name for the system role.
-        role = "system" if self.role == "developer" else self.role
-        message: dict[str, Any] = {"role": role, "content": self.text()}
-        if self.tool_calls:
-            message["tool_calls"] = [call.model_dump(exclude_none=True) for call in self.tool_calls]
-        if self.tool_call_id is not None:
-            message["tool_call_id"] = self.tool_call_id
-        if self.role == "tool" and self.name is not None:
-            message["name"] = self.name
-        if self.reasoning_content is not None:
-            message["reasoning_content"] = self.reasoning_content
-        return message
-
-
-class StreamOptions(_Request):
-    include_usage: bool = False
-
-
-class _SamplingFields(_Request):
-    """Fields shared by chat and text completions."""
-
-    model: str | None = None
-    max_tokens: int | None = Field(default=None, ge=1)
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
-    min_p: float | None = None
-    logit_bias: dict[str, float] | None = None  # token id (as a string, as OpenAI sends it) -> bias in [-100, 100]
-    seed: int | None = Field(default=None, ge=SEED_MIN, le=SEED_MAX)  # int64, as OpenAI
-    stop: str | list[str] | None = None
-    n: int = Field(default=1, ge=1, le=16)
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
-    repetition_penalty: float | None = None
-    ignore_eos: bool = False  # vLLM's extension: benchmarks use it to force exact lengths
-    # {"type": "json_object"} or {"type": "json_schema", "json_schema": {"name", "schema", "strict"}}: checked
-    # and compiled into a grammar by inputs/grammars.py (its errors are 400s that say what is wrong)
-    response_format: dict[str, Any] | None = None
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    user: str | None = None
-
-    @property
-    def include_usage(self) -> bool:
-        return self.stream_options is not None and self.stream_options.include_usage
-
-    def sampling_fields(self, token_limit: int | None, num_logprobs: int | None) -> SamplingFields:
-        return SamplingFields(
-            max_tokens=token_limit, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
-            min_p=self.min_p, seed=self.seed, stop=self.stop, presence_penalty=self.presence_penalty,
-            frequency_penalty=self.frequency_penalty, repetition_penalty=self.repetition_penalty,
-            logprobs=num_logprobs, logit_bias=self.logit_bias, ignore_eos=self.ignore_eos,
-            response_format=self.response_format)
-
-
-# Fields that would change what a request means but that this server does not do: refused by name (400), never
-# silently dropped. Fields that only tune delivery (store, metadata, service_tier, ...) stay ignored.
-UNHONOURED_FIELDS = {
-    "prediction": "predicted outputs are not supported",
-    "audio": "audio output is not supported: this model writes text only",
-    "functions": "the legacy `functions` field is not supported: send `tools`",
-    "function_call": "the legacy `function_call` field is not supported: send `tool_choice`",
-    "web_search_options": "web search is not supported",
-}
-
-
-class ChatCompletionRequest(_SamplingFields):
-    model_config = ConfigDict(strict=True, extra="allow")  # extras are looked at for UNHONOURED_FIELDS only
-
-    messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
-    logprobs: bool = False
-    top_logprobs: int | None = Field(default=None, ge=0, le=20)
-    tools: list[dict[str, Any]] | None = None  # checked by qwen_stream.inputs.tools (400 with the field named)
-    tool_choice: str | dict[str, Any] | None = None
-    parallel_tool_calls: bool | None = None
-    chat_template_kwargs: dict[str, Any] | None = None  # template variables, e.g. {"enable_thinking": false}
-    modalities: list[str] | None = None
-
-    @model_validator(mode="after")
-    def _check(self) -> ChatCompletionRequest:
-        if self.top_logprobs is not None and not self.logprobs:
-            raise ValueError("top_logprobs needs logprobs set to true")
-        extras = self.model_extra or {}
-        for name, why in UNHONOURED_FIELDS.items():
-            if extras.get(name) is not None:
-                raise ValueError(f"{name}: {why}")
-        if self.modalities is not None and set(self.modalities) - {"text"}:
-            raise ValueError("modalities: only 'text' output is supported")
-        return self
-
-    @property
-    def chat_options(self) -> dict[str, Any]:
-        """What ChatModel.astream takes besides sampling: tools, tool_choice, ..."""
-        return {"tools": self.tools, "tool_choice": self.tool_choice, "parallel_tool_calls": self.parallel_tool_calls,
-                "chat_template_kwargs": self.chat_template_kwargs}
-
-    def sampling(self) -> SamplingFields:
-        limit = self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
-        # How many alternatives per token the engine must report (None: no logprobs at all).
-        return self.sampling_fields(limit, (self.top_logprobs or 0) if self.logprobs else None)
-
-
-class CompletionRequest(_SamplingFields):
-    prompt: str | list[str]
-    logprobs: int | None = Field(default=None, ge=0, le=5)
-    echo: bool = False
-    suffix: str | None = None  # text after the cursor: fill in the middle (server/protocols/openai/fim_completions.py)
-
-    @model_validator(mode="after")
-    def _check(self) -> CompletionRequest:
-        if isinstance(self.prompt, list) and not self.prompt:
-            raise ValueError("prompt must not be an empty list")
-        return self
-
-    @property
-    def prompts(self) -> list[str]:
-        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
-
-    def sampling(self) -> SamplingFields:
-        return self.sampling_fields(self.max_tokens, self.logprobs)
 
 
 # ---------------------------------------------------------------------------------------------- responses
@@ -310,7 +129,7 @@ class ChatCompletionResponse(_Response):
     model: str
     choices: list[ChatChoice]
     usage: Usage
-    system_fingerprint: str | None = None
+    system_fingerprint: str | None = None  # which build of the server answered (seed + fingerprint: same answer)
 
 
 class DeltaMessage(_Response):
@@ -339,6 +158,7 @@ class ChatCompletionChunk(_Response):
     model: str
     choices: list[ChatChunkChoice]
     usage: Usage | None = None
+    system_fingerprint: str | None = None
 
 
 class CompletionChoice(_Response):
@@ -357,6 +177,7 @@ class CompletionResponse(_Response):
     model: str
     choices: list[CompletionChoice]
     usage: Usage | None = None
+    system_fingerprint: str | None = None
 
 
 class ModelCard(_Response):

@@ -10,21 +10,21 @@ from pydantic import BaseModel
 from qwen_stream.server.capabilities import model_capabilities
 from qwen_stream.server.pipeline.answer import Wire, answer
 from qwen_stream.server.pipeline.bodies import openapi_body, parse_body_and
-from qwen_stream.server.pipeline.job import ChatJob, start_job
+from qwen_stream.server.pipeline.job import ChatJob, StartedJob, start_job
 from qwen_stream.server.pool.model_pool import PoolEntry
-from qwen_stream.server.protocols.openai.chat import ChatRenderer, openai_stream_error
-from qwen_stream.server.protocols.openai.completions import CompletionRenderer
+from qwen_stream.server.protocols.openai.chat_renderer import ChatRenderer, openai_stream_error
+from qwen_stream.server.protocols.openai.completion_renderer import CompletionRenderer
 from qwen_stream.server.protocols.openai.embeddings import EmbeddingRequest, add_embeddings_route
 from qwen_stream.server.protocols.openai.fim_completions import fim_completion_job
 from qwen_stream.server.protocols.openai.protocol import (
-    ChatCompletionRequest,
     ChatCompletionResponse,
-    CompletionRequest,
     CompletionResponse,
     ModelCard,
     ModelList,
     now,
+    system_fingerprint,
 )
+from qwen_stream.server.protocols.openai.requests import ChatCompletionRequest, CompletionRequest
 from qwen_stream.server.state import ServerState
 from qwen_stream.server.wire.errors import ErrorResponse
 from qwen_stream.server.wire.sse import DONE, sse_frame
@@ -51,7 +51,7 @@ def openai_router(state: ServerState) -> APIRouter:
         body, job = await parse_body_and(request, ChatCompletionRequest, _chat_job)
         started = await start_job(state, job, "/v1/chat/completions")
         renderer = ChatRenderer(started.model_name, body.n, started.strings, include_usage=body.include_usage,
-                                want_logprobs=body.logprobs)
+                                want_logprobs=body.logprobs, fingerprint=_fingerprint(started))
         return await answer(request, started.gen, renderer, OPENAI_WIRE, stream=body.stream)
 
     @router.post("/completions", response_model=CompletionResponse, openapi_extra=openapi_body(CompletionRequest),
@@ -62,7 +62,8 @@ def openai_router(state: ServerState) -> APIRouter:
             job = fim_completion_job(body, job)
         started = await start_job(state, job, "/v1/completions")
         renderer = CompletionRenderer(started.model_name, body.prompts, body.n, started.strings, echo=body.echo,
-                                      include_usage=body.include_usage, want_logprobs=body.logprobs is not None)
+                                      include_usage=body.include_usage, want_logprobs=body.logprobs is not None,
+                                      fingerprint=_fingerprint(started))
         return await answer(request, started.gen, renderer, OPENAI_WIRE, stream=body.stream)
 
     add_embeddings_route(router, state)
@@ -76,6 +77,10 @@ def _card(entry: PoolEntry, name: str) -> ModelCard:
         return ModelCard(id=name, created=now())
     return ModelCard(id=name, created=now(), context_length=loaded.context_length,
                      capabilities=model_capabilities(loaded))
+
+
+def _fingerprint(started: StartedJob) -> str:
+    return system_fingerprint(started.model_name, started.model.engine.name)
 
 
 def _chat_job(body: ChatCompletionRequest) -> ChatJob:

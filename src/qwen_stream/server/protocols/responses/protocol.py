@@ -7,11 +7,13 @@ the model, as Qwen3's template does). Images, files and audio get a 400 naming t
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from qwen_stream.server.pipeline.bodies import StrictBody, parse_part, unsupported
+from qwen_stream.inputs.output_format import OutputFormat
+from qwen_stream.server.pipeline.bodies import Refused, StrictBody, parse_part, unsupported
 from qwen_stream.server.pipeline.sampling_fields import SamplingFields
 from qwen_stream.server.wire.errors import APIError
 
@@ -19,25 +21,32 @@ Message = dict[str, Any]
 
 
 class TextFormat(StrictBody):
+    HARMLESS: ClassVar[Mapping[str, str]] = {"description": "what the format is for: the schema itself binds"}
+
     type: Literal["text", "json_object", "json_schema"] = "text"
     name: str | None = None
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
     strict: bool | None = None
 
-    def constraint(self) -> dict[str, Any]:
-        """The SamplingFields that make the output this format (grammar-constrained decoding)."""
+    def output(self) -> OutputFormat | None:
+        """What the answer must match (grammar-constrained decoding); None for plain text."""
         if self.type == "json_schema":
             if self.schema_ is None:
                 raise unsupported("text.format.schema", "a json_schema format needs a schema")
-            return {"json_schema": self.schema_}
-        return {"response_format": {"type": "json_object"}} if self.type == "json_object" else {}
+            return OutputFormat.json_schema(self.schema_, "text.format.schema")
+        return OutputFormat.json_object("text.format") if self.type == "json_object" else None
 
 
 class TextConfig(StrictBody):
+    REFUSED: ClassVar[Mapping[str, Refused]] = {
+        "verbosity": Refused("answer verbosity is not supported (medium is what the model does)", ("medium",))}
+
     format: TextFormat = Field(default_factory=TextFormat)
 
 
 class ReasoningConfig(StrictBody):
+    HARMLESS: ClassVar[Mapping[str, str]] = {"generate_summary": "the old name of summary: reasoning is given whole"}
+
     effort: str | None = None
     summary: str | None = None
 
@@ -49,6 +58,19 @@ class ReasoningConfig(StrictBody):
 
 
 class ResponsesRequest(StrictBody):
+    HARMLESS: ClassVar[Mapping[str, str]] = {
+        "include": "extra output data (encrypted reasoning, logprobs, search results): not produced; the answer is "
+                   "the same",
+        "service_tier": "OpenAI's billing tier: one tier here",
+        "safety_identifier": "an end-user id for OpenAI's abuse detection",
+        "prompt_cache_key": "a cache-routing hint: prefix reuse here is automatic",
+        "prompt_cache_retention": "how long OpenAI keeps a prompt cache: prefix reuse here is automatic",
+        "max_tool_calls": "a limit on built-in tool calls: no tool runs on this server",
+        "stream_options": "stream obfuscation: no padding is added here"}
+    REFUSED: ClassVar[Mapping[str, Refused]] = {
+        "top_logprobs": Refused("log-probabilities are not supported on /v1/responses: use /v1/chat/completions",
+                                (0,))}
+
     model: str | None = None
     input: str | list[dict[str, Any]]
     instructions: str | None = None
@@ -76,7 +98,7 @@ class ResponsesRequest(StrictBody):
 
     def sampling(self) -> SamplingFields:
         return SamplingFields(max_tokens=self.max_output_tokens, temperature=self.temperature, top_p=self.top_p,
-                              top_k=self.top_k, seed=self.seed, stop=self.stop, **self.text.format.constraint())
+                              top_k=self.top_k, seed=self.seed, stop=self.stop, output=self.text.format.output())
 
     def chat_options(self) -> dict[str, Any]:
         """Tools, tool_choice and the thinking switch in ChatModel's terms (OpenAI chat's function specs)."""
@@ -94,13 +116,21 @@ class ResponsesRequest(StrictBody):
             raise unsupported("prompt", "stored prompt templates are not supported")
 
 
+_ITEM_HARMLESS: Mapping[str, str] = {"id": "an item's id, echoed back from an earlier response",
+                                     "status": "an item's status, echoed back from an earlier response"}
+
+
 class _MessageItem(StrictBody):
+    HARMLESS: ClassVar[Mapping[str, str]] = _ITEM_HARMLESS
+
     type: Literal["message"] = "message"
     role: Literal["user", "assistant", "system", "developer"]
     content: str | list[dict[str, Any]]
 
 
 class _FunctionCallItem(StrictBody):
+    HARMLESS: ClassVar[Mapping[str, str]] = _ITEM_HARMLESS
+
     type: Literal["function_call"]
     call_id: str
     name: str
@@ -108,6 +138,8 @@ class _FunctionCallItem(StrictBody):
 
 
 class _FunctionCallOutputItem(StrictBody):
+    HARMLESS: ClassVar[Mapping[str, str]] = _ITEM_HARMLESS
+
     type: Literal["function_call_output"]
     call_id: str
     output: str | list[dict[str, Any]]

@@ -36,7 +36,8 @@ def responses_router(state: ServerState, store: ResponseStore) -> APIRouter:
         body.check_supported()
         conversation = _conversation(body, store)
         system = [{"role": "system", "content": body.instructions}] if body.instructions is not None else []
-        job = ChatJob(system + conversation, body.sampling(), body.chat_options(), model=body.model)
+        job = ChatJob(system + conversation, body.sampling(), body.chat_options(), model=body.model,
+                      fold_history=body.truncation == "auto")  # "disabled" (the default): too long is a 400
         started = await start_job(state, job, ROUTE)
         builder = ResponseBuilder(body, started.model_name)
         renderer = _Storing(builder, store, conversation)
