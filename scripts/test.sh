@@ -22,5 +22,5 @@ mkdir -p test-output
 # (12 min measured on the shared 2-core machine at load average 13; less on an idle one).
 if [ "${VLLM_TESTS:-1}" != 0 ]; then
   bash scripts/install_vllm.sh vllm-test
-  .venv-vllm/bin/python -m pytest -m vllm tests/engine "$@"
+  .venv-vllm/bin/python -m pytest -n 0 -m vllm tests/engine "$@"  # one vLLM engine at a time (each takes the cores)
 fi
