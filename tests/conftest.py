@@ -35,12 +35,25 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    _group_for_workers(items)
     if config.getoption("run_all") or config.option.markexpr or _names_tests(config):
         return
     slow = {item for item in items if any(item.get_closest_marker(m) for m in SLOW_MARKERS)}
     if slow:
         config.hook.pytest_deselected(items=[item for item in items if item in slow])
         items[:] = [item for item in items if item not in slow]
+
+
+def _group_for_workers(items: list[pytest.Item]) -> None:
+    """How pytest-xdist (``--dist loadgroup``) shares the tests out: a file's tests on one worker (its module
+    fixtures made once), and every slow, browser and cold test on one worker, one after another. Two real-model
+    tests side by side on 2 cores oversubscribe them, and llama.cpp's spinning threads then crawl: a 7.5 s test
+    took 177 s beside another. Runs before xdist's own hook (conftest hooks come first), which reads the marks."""
+    for item in items:
+        if item.get_closest_marker("xdist_group"):
+            continue
+        real = any(item.get_closest_marker(m) for m in SLOW_MARKERS)
+        item.add_marker(pytest.mark.xdist_group("real-models" if real else item.nodeid.split("::")[0]))
 
 
 def _names_tests(config: pytest.Config) -> bool:

@@ -20,13 +20,24 @@ def physical_cores() -> int:
     return max(1, min(physical, logical_allowed))
 
 
-def has_amx() -> bool:
-    """Whether the CPU has Intel AMX tiles (Sapphire Rapids and later), from /proc/cpuinfo (False elsewhere)."""
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none: not Linux)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 if line.startswith("flags"):
-                    return "amx_tile" in line.split()
+                    return frozenset(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return False
+    return frozenset()
+
+
+def has_amx() -> bool:
+    """Whether the CPU has Intel AMX tiles (Sapphire Rapids and later)."""
+    return "amx_tile" in cpu_flags()
+
+
+def has_native_bf16() -> bool:
+    """Whether bfloat16 matmuls run in hardware (AVX-512 BF16 or AMX); elsewhere torch emulates them, several times
+    slower than float32."""
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from qwen_stream.api import ChatModel
-from tests.support.real_runners import HAS_LLAMA_CPP, QWEN_CODER, QWEN_CODER_RUNNER
+from tests.support.real_runners import HAS_LLAMA_CPP, QWEN_CODER, QWEN_CODER_RUNNER, TORCH_DTYPE
 
 pytestmark = pytest.mark.slow
 
@@ -30,11 +30,11 @@ RUNNERS = ["torch", pytest.param("llamacpp", marks=[pytest.mark.llamacpp, pytest
 @pytest.fixture(scope="module", params=RUNNERS)
 def qwen(request: pytest.FixtureRequest) -> Iterator[ChatModel]:
     """The model on each runner: llama.cpp's is the session's shared one (tests/e2e/conftest.py); the PyTorch
-    runner's is loaded here, in bfloat16 (half of float32's 7 GB, on a machine others share)."""
+    runner's is loaded here, in bfloat16 where the CPU computes it, else float32 (tests/support/real_runners.py)."""
     if request.param == "llamacpp":
         yield request.getfixturevalue("qwen_coder")
         return
-    with ChatModel.load(MODEL, runner="torch", dtype="bfloat16", max_batch_size=2, context_length=2048,
+    with ChatModel.load(MODEL, runner="torch", dtype=TORCH_DTYPE, max_batch_size=2, context_length=2048,
                         progress=False) as model:
         yield model
 
