@@ -1,8 +1,8 @@
 """Same request, same seed, same answer, whether its prompt came from the prefix cache or not (issue 10).
 
-An exact repeat recomputes the prompt's last prefill chunk as the cold run did, so its logprobs are equal bit for
-bit (feeding the last token alone had moved them by ~1e-6, and a seeded sample flipped now and then). A prefill
-chunk of 16 tokens here makes the cache serve most of each prompt."""
+An exact repeat samples its first token from the logits row the cold run computed (kept with the slot's KV), and
+decodes on the same KV, so its tokens and logprobs are equal bit for bit, with no prefill at all (recomputing
+the last token alone had moved them by ~1e-6, and a seeded sample flipped now and then)."""
 
 from __future__ import annotations
 
@@ -51,4 +51,4 @@ def test_an_exact_repeat_served_from_the_cache_is_bit_identical(engine: Engine, 
     reused_before = engine.stats().reused_prompt_tokens
     repeat = sampled(engine, prompt, seed=length)
     assert repeat == cold  # every token and every logprob, exactly
-    assert engine.stats().reused_prompt_tokens - reused_before == (length - 1) // 16 * 16  # all but the last chunk
+    assert engine.stats().reused_prompt_tokens - reused_before == length  # the whole prompt: nothing computed

@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from qwen_stream.engine.pooling import Pooler
 from qwen_stream.engine.runners.base import SeqChunk
@@ -44,6 +45,11 @@ class Sequence:
     draft: list[int] = field(default_factory=list)  # the tokens drafted for this step
     draft_from_model: bool = False  # ... by the draft model (else by prompt lookup)
     pooler: Pooler | None = None  # an embedding request's pooled hidden states (engine/pooling.py)
+    # The logits row after the whole prompt, as its last prefill chunk computed it (or as a slot kept it): kept with
+    # the slot's KV when the sequence ends, so an exact repeat samples its first token from it instead of
+    # recomputing anything (same row, same seed: the same text).
+    prompt_logits: Any = None
+    recalled: bool = False  # admitted onto a slot holding this whole prompt and its logits: no prefill at all
 
     @property
     def num_tokens(self) -> int:
@@ -77,6 +83,9 @@ class ScheduledBatch:
     owners: list[Sequence] = field(default_factory=list)
     sampled: list[Sequence] = field(default_factory=list)
     copies: list[PrefixCopy] = field(default_factory=list)  # to apply before the forward
+    # sequences sampling their first token from kept prompt logits, no chunk: last in ``sampled``, rows after the
+    # forward's (see recall)
+    recalled: list[Sequence] = field(default_factory=list)
 
     def add(self, seq: Sequence, chunk: SeqChunk) -> None:
         self.chunks.append(chunk)
@@ -84,9 +93,15 @@ class ScheduledBatch:
         if chunk.want_logits and not seq.pooled:
             self.sampled.append(seq)
 
+    def recall(self, seq: Sequence) -> None:
+        """seq samples from its kept prompt logits this step; called after every chunk (and draft) is added, so
+        its row comes after the forward's rows."""
+        self.recalled.append(seq)
+        self.sampled.append(seq)
+
     @property
     def empty(self) -> bool:
-        return not self.chunks
+        return not self.chunks and not self.recalled
 
     @property
     def hidden(self) -> list[tuple[Sequence, SeqChunk]]:

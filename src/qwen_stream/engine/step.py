@@ -117,13 +117,18 @@ class EngineCore:
             return self.fail_running(f"model step failed: {exc}")
         forwarded = time.perf_counter()
         fed = sum(len(c.token_ids) for c in batch.chunks)
-        self.scheduler.pooled_share.record(fed, forwarded - before)  # what pooled prompts beside streams cost
-        if self.scheduler.speculator is not None:  # what a forward of this many tokens costs: drafting's prices
-            self.scheduler.speculator.step_cost.record(fed, forwarded - before)
+        if fed:
+            self.scheduler.pooled_share.record(fed, forwarded - before)  # what pooled prompts beside streams cost
+            if self.scheduler.speculator is not None:  # what a forward of this many tokens costs: drafting's prices
+                self.scheduler.speculator.step_cost.record(fed, forwarded - before)
         sample_rows, scored = batch.logit_rows()
+        self._keep_prompt_logits(batch, logits, sample_rows)
         pooled, pool_failed = self._pool(batch, hidden, logits, scored)
         if scored:  # the sampled sequences' rows, in order, without the score requests' rows between them
             logits = logits[torch.tensor(sample_rows, dtype=torch.long, device=logits.device)]
+        if batch.recalled:  # exact repeats' first rows, kept from their first run, after the forward's rows
+            kept = torch.stack([seq.prompt_logits for seq in batch.recalled]).to(logits.dtype)
+            logits = torch.cat([logits, kept.to(logits.device)]) if logits.numel() else kept
         tokens, logprobs, failed = self._sample(logits, batch.sampled, forwarded)
         outputs: list[TokenOutput] = []
         if failed or pool_failed:
@@ -136,8 +141,21 @@ class EngineCore:
         self._account(started, forwarded, sum(len(kept) for kept in tokens))
         return outputs
 
+    def _keep_prompt_logits(self, batch: ScheduledBatch, logits: torch.Tensor, sample_rows: list[int]) -> None:
+        """A copy of each row that ends a prompt this step (before sampling masks rows in place), kept with the
+        sequence and then with its slot's KV: an exact repeat samples from it instead of recomputing (Scheduler)."""
+        if not self.scheduler.reuse_prefix:
+            return
+        row = 0
+        for seq in batch.sampled[:len(batch.sampled) - len(batch.recalled)]:
+            if not seq.output_ids and seq.prompt_logits is None:  # its prompt's last chunk ran this step
+                seq.prompt_logits = logits[sample_rows[row]].detach().clone()
+            row += 1 + len(seq.draft)
+
     def _forward(self, batch: ScheduledBatch) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The step's logits, and the hidden states of its embedding chunks (in chunk order)."""
+        if not batch.chunks:  # only exact repeats, whose rows were kept
+            return torch.empty(0), []
         if any(chunk.hidden for chunk in batch.chunks):
             return self.runner.forward_with_hidden(batch.chunks)  # type: ignore[attr-defined]
         return self.runner.forward(batch.chunks), []

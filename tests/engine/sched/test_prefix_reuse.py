@@ -60,19 +60,39 @@ def test_next_turn_prefills_only_what_is_new(rewinding: tuple[Engine, RewindingR
     assert engine.stats().reused_prompt_tokens == len(first) + 2
 
 
-def test_identical_prompt_recomputes_only_its_last_cold_chunk() -> None:
-    # A cold prefill of 10 tokens in chunks of 4 computes [0, 4), [4, 8), [8, 10). The exact repeat recomputes
-    # [8, 10), the same computation (same shape, same cached KV before it), so its logits are bit-for-bit the cold
-    # ones; feeding the last token alone ran other kernels and moved them by ~1e-6 (issue 10: the same seed gave
-    # another text when the prompt came from the cache).
+def test_an_exact_repeat_computes_nothing_and_samples_from_the_kept_logits() -> None:
+    # The cold run's last prefill chunk gave the logits row after the prompt; the slot keeps it with the KV, so an
+    # exact repeat (a retry, Regenerate, n > 1 one after another) samples its first token from that very row: no
+    # forward until its second token, and bit for bit the cold run's choice.
     runner = RewindingRunner()
     engine = Engine(runner, eos_token_ids=[0], max_running=2, prefill_chunk=4)
     try:
         prompt = list(range(20, 30))
-        assert run(engine, prompt) == run(engine, prompt)
-        repeat = [chunk for chunk in runner.fed if chunk.start_pos < len(prompt)][-1]
-        assert (repeat.start_pos, repeat.token_ids) == (8, [28, 29])
-        assert engine.stats().reused_prompt_tokens == 8
+        assert run(engine, prompt) == [30, 31, 32]
+        runner.fed.clear()
+        assert run(engine, prompt) == [30, 31, 32]
+        assert [(c.start_pos, c.token_ids) for c in runner.fed] == [(10, [30]), (11, [31])]  # decodes only
+        assert engine.stats().reused_prompt_tokens == len(prompt)
+        runner.fed.clear()
+        assert run(engine, prompt) == [30, 31, 32]  # and again: the repeat kept the row for the slot too
+        assert runner.fed[0].start_pos == len(prompt)
+    finally:
+        engine.shutdown()
+
+
+def test_an_exact_repeat_without_kept_logits_recomputes_its_last_cold_chunk() -> None:
+    # The slot holds the whole prompt but not its row: its KV came from a longer prompt (here: the prompt plus two
+    # more tokens). A cold prefill of 10 tokens in chunks of 4 computes [0, 4), [4, 8), [8, 10); the repeat
+    # recomputes [8, 10), the same computation (same shape, same cached KV before it), so its logits are bit for bit
+    # the cold ones; feeding the last token alone ran other kernels and moved them by ~1e-6 (issue 10).
+    runner = RewindingRunner()
+    engine = Engine(runner, eos_token_ids=[0], max_running=2, prefill_chunk=4)
+    try:
+        prompt = list(range(20, 30))
+        run(engine, [*prompt, 30, 31])
+        runner.fed.clear()
+        assert run(engine, prompt) == [30, 31, 32]
+        assert (runner.fed[0].start_pos, runner.fed[0].token_ids) == (8, [28, 29])
     finally:
         engine.shutdown()
 
@@ -92,10 +112,23 @@ def test_a_new_prompt_takes_an_empty_slot_before_evicting_a_cache() -> None:
     scheduler = _pool_holding([1, 2, 3], [4, 5], [6, 7])
     assert scheduler._pick_slot([9, 9, 9]) == (0, 0)  # all hold something: the least recently freed goes
     assert scheduler._pick_slot([6, 7, 8]) == (2, 2)
-    assert scheduler._pick_slot([6, 7]) == (2, 0)  # an exact repeat recomputes its last cold chunk (all of it)
+    assert scheduler._pick_slot([6, 7]) == (2, 0)  # an exact repeat without kept logits: its last cold chunk
     assert scheduler._pick_slot([6, 7, 8]) == (2, 2)  # a longer prompt feeds only its new tokens
     scheduler.slots.reuse_prefix = False
     assert scheduler._pick_slot([6, 7, 8]) == (0, 0)
+
+
+def test_a_slot_keeps_the_logits_row_only_for_the_prompt_it_came_after() -> None:
+    scheduler = _pool_holding(None, None)
+    scheduler.slots.take(0)
+    row = torch.arange(5.0)
+    scheduler.slots.release(0, [6, 7, 8, 9], (2, row))  # prompt [6, 7], answer [8, 9]
+    assert scheduler._pick_slot([6, 7]) == (0, 2)  # the whole prompt, nothing to compute
+    assert scheduler.slots.kept_logits(0, [6, 7]) is row
+    assert scheduler.slots.kept_logits(0, [6, 7, 8]) is None  # another prompt: the row is not its own
+    assert scheduler._pick_slot([6]) == (0, 0)  # a shorter prompt recomputes (the cold chunk: all of it)
+    scheduler.slots.take(0)
+    assert scheduler.slots.kept_logits(0, [6, 7]) is None  # taken: what the slot kept is gone
 
 
 def test_reuse_can_be_turned_off_and_needs_a_rewinding_runner() -> None:

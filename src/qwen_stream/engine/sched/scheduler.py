@@ -87,8 +87,11 @@ class Scheduler:
         batch = ScheduledBatch()
         budget = self.max_batched_tokens
         # Decodes first: a running stream never waits behind someone else's prompt.
+        recalled = []
         for seq in self.running:
-            if not seq.in_prefill:
+            if seq.recalled and not seq.output_ids:  # an exact repeat: its first token needs no forward
+                recalled.append(seq)
+            elif not seq.in_prefill:
                 batch.add(seq, SeqChunk(seq.slot, [seq.output_ids[-1]], seq.num_tokens - 1))
                 budget -= 1
         decoding = bool(batch.chunks)
@@ -105,6 +108,8 @@ class Scheduler:
                 allowance -= self._schedule_prefill(seq, batch, allowance)
         if self.speculator is not None:
             self.speculator.add_drafts(batch)
+        for seq in recalled:
+            batch.recall(seq)
         return batch
 
     def _prefix_ready(self, seq: Sequence, batch: ScheduledBatch) -> bool:
@@ -157,6 +162,8 @@ class Scheduler:
                 seq.prefix_source, seq.slot = None, -1
                 return  # the KV budget is taken by running requests: wait for one to finish
             self.waiting.popleft()
+            if reused == len(seq.prompt_ids):  # the slot kept this prompt's last logits row too (_pick_slot)
+                seq.prompt_logits, seq.recalled = self.slots.kept_logits(seq.slot, seq.prompt_ids), True
             self.slots.take(seq.slot)
             seq.num_computed = seq.num_cached = reused
             self.reused_tokens += reused
@@ -177,15 +184,17 @@ class Scheduler:
     def _pick_slot(self, prompt: list[int], *, use_prefix: bool = True) -> tuple[int, int]:
         """The free slot to use and how many leading prompt tokens its KV already holds (to skip prefilling)."""
         slot, shared = self.slots.best_match(prompt, use_prefix=use_prefix)
-        # the last prompt token is always fed again: its logits give the first new token
-        if shared >= len(prompt):  # the slot holds the whole prompt (an exact repeat)
+        if shared >= len(prompt):  # the slot holds the whole prompt (an exact repeat: a retry, Regenerate, n > 1)
+            if self.slots.kept_logits(slot, prompt) is not None:
+                return slot, len(prompt)  # and the logits after it: nothing to compute
             return slot, self._cold_chunk_start(len(prompt))
         return slot, shared
 
     def _cold_chunk_start(self, prompt_len: int) -> int:
-        """Where a cold prefill's last chunk starts. An exact repeat recomputes that chunk, not just the last token:
-        one token alone runs through other kernels (matrix-vector) than a chunk, and its logits came out ~1e-6
-        apart, enough to flip a seeded sample now and then. Recomputed as the cold run did, they are identical."""
+        """Where a cold prefill's last chunk starts. An exact repeat without kept logits (its slot's KV came from a
+        longer prompt) recomputes that chunk, not just the last token: one token alone runs through other kernels
+        (matrix-vector) than a chunk, and its logits came out ~1e-6 apart, enough to flip a seeded sample now and
+        then. Recomputed as the cold run did, they are identical."""
         return ((prompt_len - 1) // self.prefill_chunk) * self.prefill_chunk
 
     def _pick_source(self, prompt: list[int]) -> tuple[Sequence | None, int]:
@@ -297,6 +306,7 @@ class Scheduler:
     def _finish(self, seq: Sequence, reason: FinishReason, *, keep_kv: bool = True) -> None:
         if seq.status is SeqStatus.RUNNING:
             held = (seq.prompt_ids + seq.output_ids)[:seq.num_computed] if keep_kv else None
-            self.slots.release(seq.slot, held)
+            kept = (len(seq.prompt_ids), seq.prompt_logits) if seq.prompt_logits is not None else None
+            self.slots.release(seq.slot, held, kept)
         seq.status = SeqStatus.FINISHED
         seq.slot = -1

@@ -4,10 +4,14 @@ A running sequence owns its slot (its ``num_computed`` says how far its KV goes)
 the last sequence that ran in it, so a later prompt starting the same way reuses them (prefix reuse). Every change
 of a slot's contents goes through here: taking a slot for a sequence, giving it back with or without its KV,
 evicting an idle slot's cache to make room under a KV budget, and the list of slots whose KV the runner must now
-forget (``take_freed``). Token ids only, no tensors (as nano-vllm's BlockManager, one slot per sequence).
+forget (``take_freed``). Token ids, and one opaque row per free slot: the logits after the prompt its last
+sequence ran, so an exact repeat of that prompt needs no forward (as nano-vllm's BlockManager, one slot per
+sequence).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from qwen_stream.engine.sched.kv_budget import KVBudget
 
@@ -19,6 +23,8 @@ class SlotPool:
         self.free: list[int] = list(range(max_slots))  # least recently freed first
         self._held: list[list[int]] = [[] for _ in range(max_slots)]  # what each free slot's KV still holds
         self._freed: list[int] = []  # since the last take_freed(): the runner must forget their KV
+        # per free slot: (prompt length, the logits row after that prompt) of its last sequence, or None
+        self._logits: list[tuple[int, Any] | None] = [None] * max_slots
 
     def held(self, slot: int) -> list[int]:
         """The tokens a free slot's KV still holds (empty for a running one: its sequence says)."""
@@ -35,6 +41,13 @@ class SlotPool:
             if key > best_key:
                 best, best_key = slot, key
         return best, best_key[0]
+
+    def kept_logits(self, slot: int, prompt: list[int]) -> Any:
+        """The logits row after ``prompt`` if free ``slot`` holds that whole prompt and kept its row, else None."""
+        kept = self._logits[slot]
+        if kept is None or kept[0] != len(prompt) or shared_prefix(self._held[slot], prompt) < len(prompt):
+            return None
+        return kept[1]
 
     def make_room(self, slot: int, need: int, reserved: int) -> bool:
         """With a KV budget: whether ``need`` more cells fit beside the ``reserved`` ones once idle slots' caches
@@ -53,13 +66,17 @@ class SlotPool:
         """A sequence owns ``slot`` from now on (what its KV held is the sequence's to reuse or overwrite)."""
         self.free.remove(slot)
         self._held[slot] = []
+        self._logits[slot] = None
 
-    def release(self, slot: int, tokens: list[int] | None) -> None:
+    def release(self, slot: int, tokens: list[int] | None, prompt_logits: tuple[int, Any] | None = None) -> None:
         """The sequence in ``slot`` ended: its KV holds ``tokens`` to reuse, or (None, or no prefix reuse) nothing
-        trustworthy, and the runner must forget it."""
+        trustworthy, and the runner must forget it. ``prompt_logits``: (prompt length, the row after it), kept
+        while ``tokens`` cover that prompt."""
         self.free.append(slot)
         if self.reuse_prefix and tokens is not None:
             self._held[slot] = tokens
+            if prompt_logits is not None and len(tokens) >= prompt_logits[0]:
+                self._logits[slot] = prompt_logits
         else:
             self._forget(slot)
 
@@ -75,6 +92,7 @@ class SlotPool:
 
     def _forget(self, slot: int) -> None:
         self._held[slot] = []
+        self._logits[slot] = None
         self._freed.append(slot)
 
 
