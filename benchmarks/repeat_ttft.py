@@ -41,11 +41,13 @@ def start(command: list[str], url: str) -> subprocess.Popen[bytes]:
     raise SystemExit(f"{command[0]} did not become ready")
 
 
-def ask(url: str, nonce: int, seed: int) -> tuple[float, str]:
-    body: dict[str, Any] = {"model": "m", "messages": [{"role": "user", "content": QUESTION.format(nonce=nonce)}],
+def ask(url: str, model: str, nonce: int, seed: int) -> tuple[float, str]:
+    body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": QUESTION.format(nonce=nonce)}],
                             "temperature": 0.7, "seed": seed, "max_tokens": 24, "stream": True}
     started, first, text = time.perf_counter(), None, ""
     with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=600) as response:
+        if response.status_code != 200:
+            raise SystemExit(f"{url}: {response.status_code} {response.read().decode()[:300]}")
         for line in response.iter_lines():
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
@@ -83,8 +85,8 @@ def main() -> None:
             order = list(servers) if r % 2 == 0 else list(reversed(servers))
             for name in order:
                 url = servers[name][1]
-                first_ttft, first_text = ask(url, nonce=1000 + r, seed=r)
-                again_ttft, again_text = ask(url, nonce=1000 + r, seed=r)
+                first_ttft, first_text = ask(url, args.model, nonce=1000 + r, seed=r)
+                again_ttft, again_text = ask(url, args.model, nonce=1000 + r, seed=r)
                 cold[name].append(first_ttft)
                 repeat[name].append(again_ttft)
                 same += name == "ours" and again_text == first_text
