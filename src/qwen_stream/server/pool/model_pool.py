@@ -258,11 +258,14 @@ class ModelPool:
         self._notify()
 
     def _reap(self) -> None:
-        """Unload every idle model whose keep_alive ran out or that was chosen to make room."""
+        """Unload every idle model whose keep_alive ran out or that was chosen to make room. A keep_alive does not
+        run out while requests wait for the model: it was loaded for them (with the keep_alive 0 of an earlier
+        request, the reaper used to unload it before they took it, and again after each reload, until their wait
+        ran out)."""
         now = time.monotonic()
         for entry in self.entries:
             idle = entry.state is EntryState.LOADED and entry.owned and entry.leases == 0
-            if idle and (entry.evicting or entry.expires_at <= now):
+            if idle and (entry.evicting or (entry.expires_at <= now and entry.waiters == 0)):
                 self._start_unload(entry)
 
     def _start_unload(self, entry: PoolEntry) -> None:
