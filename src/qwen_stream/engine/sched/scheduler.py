@@ -7,6 +7,8 @@ Prefix reuse (``reuse_prefix``, for runners that can rewind a slot): a finished 
 the scheduler remembers which tokens it holds. A new request goes to the free slot sharing the longest prefix with
 its prompt and prefills only the rest, so turn N of a conversation does not recompute turns 1..N-1 (llama.cpp's
 server does the same per slot). With no shared prefix it takes an empty slot, else the least recently used one.
+The slot also keeps the logits row after its last prompt, so an exact repeat of that prompt (a retry, Regenerate)
+computes nothing: its first token is sampled from that row (``recalled``), bit for bit as the first time.
 
 Prefix sharing across slots (``share_prefix``, for runners that can also copy a slot's prefix): when a running
 sequence holds (or is about to compute) a longer prefix of the new prompt than any free slot, e.g. the same system
