@@ -7,8 +7,8 @@ import json
 from typing import Any
 
 from qwen_stream.client.choices import TokenUsage
-from qwen_stream.server.protocols.anthropic.routes import MessageBuilder
-from qwen_stream.server.protocols.ollama.routes import OllamaRenderer
+from qwen_stream.server.protocols.anthropic.renderer import MessageBuilder
+from qwen_stream.server.protocols.ollama.renderer import OllamaRenderer
 from qwen_stream.server.protocols.responses.events import ResponseBuilder
 from qwen_stream.server.protocols.responses.protocol import ResponsesRequest
 from qwen_stream.types import FinishReason, StreamEvent, ToolCallDelta

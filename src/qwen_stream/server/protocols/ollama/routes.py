@@ -2,20 +2,14 @@
 (loaded on demand, kept ``keep_alive``), embed and embeddings (embed.py), the model list, show, version and running
 models; the routes that manage model files answer that this server serves the models it was started with.
 
-A stream is one JSON object per line; the last has ``done: true``, ``done_reason`` and the counts and timings
-Ollama's clients read (nanoseconds): ``total_duration``, ``load_duration`` (0: the model was loaded at start),
-``prompt_eval_count`` (the whole prompt, cached prefix included), ``prompt_eval_duration`` (to the first token),
-``eval_count``, ``eval_duration``.
+The answers' shape (NDJSON lines, Ollama's counts and timings): renderer.py.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import time
-from collections.abc import Sequence
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
@@ -23,8 +17,7 @@ from pydantic import BaseModel
 
 from qwen_stream.server.auth import api_key_dependency
 from qwen_stream.server.capabilities import model_capabilities
-from qwen_stream.server.pipeline.answer import Event, Wire, answer
-from qwen_stream.server.pipeline.answer_blocks import AnswerBlocks, Block, BlockEvent
+from qwen_stream.server.pipeline.answer import answer
 from qwen_stream.server.pipeline.bodies import openapi_body, parse_body, parse_body_and
 from qwen_stream.server.pipeline.job import ChatJob, start_job
 from qwen_stream.server.pool.keep_alive import FOREVER, keep_alive_seconds
@@ -36,30 +29,20 @@ from qwen_stream.server.protocols.ollama.protocol import (
     OllamaError,
     ollama_error,
 )
+from qwen_stream.server.protocols.ollama.renderer import WIRE, Kind, OllamaRenderer, iso_at, now_iso
 from qwen_stream.server.wire.error_shapes import error_responses, shaped_route
 from qwen_stream.server.wire.errors import APIError
-from qwen_stream.server.wire.sse import SSEResponse
-from qwen_stream.types import FinishReason, StreamEvent
 
 if TYPE_CHECKING:
-    from qwen_stream.client.choices import TokenUsage
     from qwen_stream.client.loaded_model import LoadedModel
     from qwen_stream.server.pool.model_pool import PoolEntry
     from qwen_stream.server.state import ServerState
 
 # The Ollama API level these routes follow (clients check it before using newer fields); not our own version.
 OLLAMA_API_VERSION = "0.12.0"
-_NS = 1_000_000_000
-Kind = Literal["chat", "generate"]
 OLLAMA_BODIES: list[type[BaseModel]] = [ChatRequest, GenerateRequest, ModelRequest, *EMBED_BODIES]  # documented in the OpenAPI schema (see bodies.py)
 # A whole answer is JSON; a streamed one (the default) NDJSON lines.
 _ANSWERS: dict[int | str, dict[str, Any]] = {200: {"content": {"application/x-ndjson": {}}}}
-
-
-class NDJSONResponse(SSEResponse):
-    """Newline-delimited JSON, streamed; closes its generator however the stream ends, as SSEResponse does."""
-
-    media_type = "application/x-ndjson"
 
 
 def ollama_router(state: ServerState) -> APIRouter:
@@ -92,7 +75,7 @@ def ollama_router(state: ServerState) -> APIRouter:
         return JSONResponse({
             "modelfile": f"FROM {name}\n", "parameters": "", "template": _template(model),
             "details": _details(), "model_info": {"general.name": name, "context_length": model.context_length},
-            "capabilities": model_capabilities(model), "modified_at": _now(),
+            "capabilities": model_capabilities(model), "modified_at": now_iso(),
         })
 
     @router.get("/version")
@@ -134,99 +117,7 @@ async def _answer(state: ServerState, request: Request, kind: Kind, stream: bool
         served = await state.resolve(job.model, job.keep_alive_s)
         return JSONResponse(OllamaRenderer(kind, served.name).loaded())
     started = await start_job(state, job, f"/api/{kind}")
-    return await answer(request, started.gen, OllamaRenderer(kind, started.model_name), _WIRE, stream=stream)
-
-
-class OllamaRenderer:
-    """Ollama's chunks for one answer: a chunk per text delta, a last chunk with the counts and timings."""
-
-    def __init__(self, kind: Kind, model: str) -> None:
-        self.kind = kind
-        self.model = model
-        self._blocks = AnswerBlocks()
-        self._final: Event = {}
-
-    def start(self) -> list[Event]:
-        return []
-
-    def feed(self, event: StreamEvent, index: int = 0) -> list[Event]:
-        return [chunk for e in self._blocks.feed(event) if (chunk := self._on_block(e)) is not None]
-
-    def finish(self, final: StreamEvent | None, usage: TokenUsage) -> list[Event]:
-        chunks = [chunk for e in self._blocks.close() if (chunk := self._on_block(e)) is not None]
-        self._final = {**self._chunk(), "done": True, "done_reason": _done_reason(final), **_timings(final)}
-        return [*chunks, self._final]
-
-    def whole(self) -> Event:
-        """The answer as one object: the last chunk with all the text, thinking and tool calls."""
-        blocks = self._blocks.blocks
-        text = "".join(block.text for block in blocks if block.kind == "text")
-        thinking = "".join(block.text for block in blocks if block.kind == "reasoning")
-        calls = [block for block in blocks if block.kind == "tool_call"]
-        return {**self._final, **self._chunk(text, thinking, calls), "done": True}
-
-    def loaded(self, reason: str = "load") -> Event:
-        return {**self._chunk(), "done": True, "done_reason": reason}
-
-    def _on_block(self, event: BlockEvent) -> Event | None:
-        """Text and thinking stream as they come; a tool call goes out whole once written, as Ollama sends it."""
-        block = event.block
-        if block.kind == "tool_call":
-            return self._chunk(calls=[block]) if event.kind == "stop" else None
-        if event.kind != "delta" or not event.delta:
-            return None
-        return self._chunk(event.delta) if block.kind == "text" else self._chunk(thinking=event.delta)
-
-    def _chunk(self, text: str = "", thinking: str = "", calls: Sequence[Block] = ()) -> Event:
-        body: Event
-        if self.kind == "chat":
-            message: Event = {"role": "assistant", "content": text}
-            if thinking:
-                message["thinking"] = thinking
-            if calls:
-                message["tool_calls"] = [_tool_call(block) for block in calls]
-            body = {"message": message}
-        else:
-            body = {"response": text, **({"thinking": thinking} if thinking else {})}
-        return {"model": self.model, "created_at": _now(), **body, "done": False}
-
-
-def _tool_call(block: Block) -> Event:
-    return {"function": {"name": block.name, "arguments": block.arguments()}}
-
-
-def _done_reason(final: StreamEvent | None) -> str:
-    if final is None or final.finish_reason is FinishReason.ABORT:
-        return "abort"
-    return "length" if final.finish_reason is FinishReason.LENGTH else "stop"
-
-
-def _timings(final: StreamEvent | None) -> dict[str, int]:
-    if final is None:
-        return {}
-    ttft = final.time_to_first_token_s if final.time_to_first_token_s is not None else final.elapsed_s
-    return {"total_duration": round(final.elapsed_s * _NS), "load_duration": 0,
-            "prompt_eval_count": final.num_prompt_tokens, "prompt_eval_duration": round(ttft * _NS),
-            "eval_count": final.num_generated_tokens, "eval_duration": round((final.elapsed_s - ttft) * _NS)}
-
-
-def _encode(event: Event) -> bytes:
-    return (json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
-
-
-def _failed(message: str) -> list[Event]:
-    return [{"error": message}]
-
-
-_WIRE: Wire[Event] = Wire(_encode, _failed, response=NDJSONResponse)
-
-
-def _now() -> str:
-    return _at(time.time())
-
-
-def _at(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return await answer(request, started.gen, OllamaRenderer(kind, started.model_name), WIRE, stream=stream)
 
 
 def _template(model: LoadedModel) -> str:
@@ -250,7 +141,7 @@ def _model_entry(entry: PoolEntry) -> dict[str, Any]:
     name = entry.display_name or ""
     # A stable id for the served name (Ollama's is the manifest's hash; this server has no manifest).
     digest = hashlib.sha256(name.encode()).hexdigest()
-    listed = {"name": name, "model": name, "modified_at": _now(), "size": entry.size, "digest": digest,
+    listed = {"name": name, "model": name, "modified_at": now_iso(), "size": entry.size, "digest": digest,
               "details": _details()}
     if entry.model is not None:  # what it can do is known once it has loaded
         listed["capabilities"] = model_capabilities(entry.model)
@@ -260,7 +151,7 @@ def _model_entry(entry: PoolEntry) -> dict[str, Any]:
 def _running_entry(entry: PoolEntry) -> dict[str, Any]:
     """A loaded model as /api/ps shows it: when it unloads if no request comes (Go's far future: never)."""
     left = entry.seconds_left(time.monotonic())
-    expires = "2262-04-11T23:47:16Z" if left == FOREVER else _at(time.time() + left)
+    expires = "2262-04-11T23:47:16Z" if left == FOREVER else iso_at(time.time() + left)
     context = entry.model.context_length if entry.model is not None else 0
     return {**_model_entry(entry), "expires_at": expires, "size_vram": 0, "context_length": context}
 
