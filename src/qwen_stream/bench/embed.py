@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import random
 import statistics
-import sys
 import threading
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any
 
 from qwen_stream.bench.config import BenchConfig
 from qwen_stream.bench.metrics import StreamTrace, percentile
-from qwen_stream.bench.server import SERVED_NAME, HttpServerSystem, free_port
+from qwen_stream.bench.server import SERVED_NAME, HttpServerSystem, free_port, serve_command
 
 EMBED_INPUTS = 256
 EMBED_CONTEXT = 512  # per slot: an input of ~60 tokens and a chat stream's prompt and answer fit
@@ -66,14 +65,10 @@ class OursEmbed(EmbedServer):
 
     def __init__(self, config: BenchConfig, pooling: str) -> None:
         port = free_port()
-        command = [sys.executable, "-m", "qwen_stream.cli.main", "serve", "--port", str(port), "--log-level",
-                   "warning", "--max-batch-size", str(EMBED_SLOTS), "--context-length", str(EMBED_CONTEXT),
-                   "--pooling", pooling, "--kv-budget", str(EMBED_SLOTS * EMBED_CONTEXT),  # llama-server's -c
-                   "--model-alias", SERVED_NAME]
-        if config.model:
-            command += ["--model", config.model]
-        if config.threads:
-            command += ["--threads", str(config.threads)]
+        command = serve_command(config, port, "--max-batch-size", str(EMBED_SLOTS), "--context-length",
+                                str(EMBED_CONTEXT), "--pooling", pooling,
+                                "--kv-budget", str(EMBED_SLOTS * EMBED_CONTEXT),  # llama-server's -c
+                                "--model-alias", SERVED_NAME)
         super().__init__(config, command, port)
 
 
@@ -88,18 +83,12 @@ class LlamaServerEmbed(EmbedServer):
 
 def llama_embedding_command(config: BenchConfig, port: int, pooling: str) -> list[str]:
     """`llama-server --embeddings` on the bench's GGUF: the same slots, context per slot, threads and pooling."""
-    from qwen_stream.bench.llama_server import BUILD_HINT, find_llama_server
+    from qwen_stream.bench.llama_server import binary_and_gguf
     from qwen_stream.cpu import has_amx, physical_cores
-    from qwen_stream.models import sources
 
-    binary = find_llama_server()
-    if binary is None:
-        raise FileNotFoundError(BUILD_HINT)
-    source = sources.resolve_source(config.model, progress=False)
-    if source.kind != "gguf":
-        raise ValueError("llama-server needs a .gguf model")
+    binary, gguf = binary_and_gguf(config)
     threads = str(config.threads or physical_cores())
-    command = [str(binary), "-m", str(source.path), "--host", "127.0.0.1", "--port", str(port), "--embeddings",
+    command = [str(binary), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port), "--embeddings",
                "--pooling", pooling, "-np", str(EMBED_SLOTS), "-c", str(EMBED_SLOTS * EMBED_CONTEXT),
                "-ub", str(EMBED_CONTEXT), "-t", threads, "-tb", threads, "--no-webui", "--alias", SERVED_NAME]
     return [*command, "--no-repack"] if has_amx() else command

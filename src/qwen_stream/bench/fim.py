@@ -12,13 +12,12 @@ swapped every keystroke), so a busy machine slows both alike.
 from __future__ import annotations
 
 import statistics
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from qwen_stream.bench.config import BenchConfig
-from qwen_stream.bench.server import HttpServerSystem, free_port
+from qwen_stream.bench.server import HttpServerSystem, free_port, serve_command
 
 # A 2 kB module; the cursor goes to the blank line in ``word_counts`` and the user types TYPED there.
 FIM_SOURCE = '''"""Small statistics over text files: words, lines and the most common terms."""
@@ -134,12 +133,7 @@ class OursInfill(InfillServer):
 
     def __init__(self, config: BenchConfig) -> None:
         port = free_port()
-        command = [sys.executable, "-m", "qwen_stream.cli.main", "serve", "--port", str(port), "--log-level",
-                   "warning", "--max-batch-size", "1", "--context-length", str(config.context_length)]
-        if config.model:
-            command += ["--model", config.model]
-        if config.threads:
-            command += ["--threads", str(config.threads)]
+        command = serve_command(config, port, "--max-batch-size", "1", "--context-length", str(config.context_length))
         super().__init__(config, command, port)
 
 

@@ -67,6 +67,12 @@ class LlamaServerSystem(HttpServerSystem):
 
 def command_for(config: BenchConfig, port: int, *, speculative: bool) -> list[str]:
     """The llama-server command serving the bench's model (a GGUF) on ``port``; FileNotFoundError without one."""
+    binary, gguf = binary_and_gguf(config)
+    return server_command(binary, gguf, config, port, speculative=speculative)
+
+
+def binary_and_gguf(config: BenchConfig) -> tuple[Path, Path]:
+    """The llama-server binary (FileNotFoundError without one) and the bench model's GGUF (ValueError if not one)."""
     from qwen_stream.models import sources
 
     binary = find_llama_server()
@@ -75,7 +81,7 @@ def command_for(config: BenchConfig, port: int, *, speculative: bool) -> list[st
     source = sources.resolve_source(config.model, progress=False)
     if source.kind != "gguf":
         raise ValueError("llama-server needs a .gguf model")
-    return server_command(binary, Path(source.path), config, port, speculative=speculative)
+    return binary, Path(source.path)
 
     def _sampling(self, messages: list[dict[str, str]]) -> dict[str, Any]:
         return bench_sampling.llama_server(self.config.sampling, messages, self.config.context_length)

@@ -154,6 +154,17 @@ class HttpServerSystem:
         self._log.close()
 
 
+def serve_command(config: BenchConfig, port: int, *options: str) -> list[str]:
+    """`qwen-stream serve` on ``port`` with ``options``, on the bench's model and threads (a child process)."""
+    command = [sys.executable, "-m", "qwen_stream.cli.main", "serve", "--port", str(port), "--log-level", "warning",
+               *options]
+    if config.model:
+        command += ["--model", config.model]
+    if config.threads:
+        command += ["--threads", str(config.threads)]
+    return command
+
+
 class ServerSystem(HttpServerSystem):
     """`qwen-stream serve` in a child process."""
 
@@ -161,16 +172,11 @@ class ServerSystem(HttpServerSystem):
 
     def __init__(self, config: BenchConfig) -> None:
         port = free_port()
-        command = [sys.executable, "-m", "qwen_stream.cli.main", "serve", "--port", str(port), "--log-level",
-                   "warning", "--max-batch-size", str(config.max_batch_size), "--context-length",
-                   str(config.context_length), "--no-prefix-cache",  # see reset_cache
-                   # the KV llama-server gets (-np N -c N x context), so their memory compares at the same context
-                   "--kv-budget", str(config.max_batch_size * config.context_length),
-                   "--model-alias", SERVED_NAME]  # `serve` answers 404 to a model name it does not serve
-        if config.model:
-            command += ["--model", config.model]
-        if config.threads:
-            command += ["--threads", str(config.threads)]
+        command = serve_command(config, port, "--max-batch-size", str(config.max_batch_size), "--context-length",
+                                str(config.context_length), "--no-prefix-cache",  # see reset_cache
+                                # the KV llama-server gets (-np N -c N x context): memory compares at one context
+                                "--kv-budget", str(config.max_batch_size * config.context_length),
+                                "--model-alias", SERVED_NAME)  # `serve` answers 404 to a name it does not serve
         super().__init__(config, command, port)
 
     def reset_cache(self) -> None:
