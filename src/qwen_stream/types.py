@@ -102,6 +102,10 @@ class SamplingParams:
     presence_penalty: float = 0.0  # OpenAI style, additive
     frequency_penalty: float = 0.0
     seed: int | None = None
+    # The seed was drawn for this request (it gave none, inputs/choices.py): its answer may come from any cached KV.
+    # A seed of the request's own means "the same text every time": the engine then reuses only KV that a cold
+    # prefill computes bit for bit (engine/sched/chunk_grid.py), whatever the cache holds.
+    seed_drawn: bool = False
     stop: tuple[str, ...] = ()
     stop_token_ids: tuple[int, ...] = ()
     ignore_eos: bool = False

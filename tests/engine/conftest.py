@@ -1,4 +1,4 @@
-"""Fixtures shared by the engine tests: the real SmolLM2 GGUF for the llama.cpp runner, and one ChatModel per engine
+"""Fixtures shared by the engine tests (the real SmolLM2 GGUF is tests/conftest.py's gguf_path): one ChatModel per engine
 backend (the contract tests run on each): ours over the session's tiny checkpoint and tokenizer, vLLM over the same
 model with 32-wide heads, and the scripted backend the server tests stand on (tests/support/scripted_backend.py), held to the
 same contract.
@@ -23,14 +23,6 @@ needs_vllm = pytest.mark.skipif(not vllm_available(), reason="vllm is not instal
 BACKENDS = ["native", "scripted", pytest.param("vllm", marks=[pytest.mark.vllm, needs_vllm])]
 MAX_BATCH = 4
 MAX_WAITING = 4
-
-
-@pytest.fixture(scope="session")
-def gguf_path() -> Path:
-    pytest.importorskip("llama_cpp")
-    from qwen_stream.models.registry import ensure_alias
-
-    return ensure_alias("smollm2-135m", progress=False)
 
 
 @pytest.fixture(scope="session")

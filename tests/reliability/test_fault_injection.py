@@ -110,6 +110,28 @@ def test_a_failed_forward_ends_its_step_and_the_loop_goes_on(engine: Engine, run
     assert engine.health().ok
 
 
+def test_a_scheduling_failure_while_admitting_ends_that_request_too(engine: Engine,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # A bug between taking a request from the queue and running it (here: the slot hand-over raises once) must not
+    # leave the request in neither list, waiting forever: it ends with the error and the next one is served.
+    scheduler = engine.core.scheduler
+    real = scheduler._take_slot
+    calls = []
+
+    def broken_once(seq: object, reused: int) -> None:
+        calls.append(seq)
+        if len(calls) == 1:
+            raise AttributeError("injected admission failure")
+        real(seq, reused)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(scheduler, "_take_slot", broken_once)
+    tokens, last = drain(collect(engine, [5]))
+    assert tokens == [] and last.error is not None and "injected admission failure" in last.error
+    tokens, last = drain(collect(engine, [5]))
+    assert last.error is None and tokens == [6, 7, 8, 9, 10, 11]
+    assert engine.health().ok
+
+
 def test_a_sink_that_raises_aborts_only_its_request(engine: Engine, runner: FaultyRunner) -> None:
     runner.delay = 0.01
 

@@ -187,7 +187,15 @@ class Engine:
             return self.core.step()
         except Exception as exc:
             logger.exception("engine step failed")
-            return self.core.fail_running(f"engine step failed: {type(exc).__name__}: {exc}")
+            message = f"engine step failed: {type(exc).__name__}: {exc}"
+            outputs = self.core.fail_running(message)
+            # a request the scheduler was moving when it failed (taken from the queue, not yet running) is owed an
+            # answer too: anything handed to the core that it no longer tracks ends with the error now
+            scheduler = self.core.scheduler
+            tracked = {s.request_id for s in (*scheduler.waiting, *scheduler.running)}
+            tracked.update(out.request_id for out in outputs)
+            return outputs + [TokenOutput(rid, [], FinishReason.ABORT, error=message)
+                              for rid in self._sinks if rid not in tracked]
 
     def _die(self, exc: BaseException) -> None:
         """The loop cannot go on: refuse new requests and end every known one with the error."""

@@ -49,7 +49,11 @@ class Sequence:
     # the slot's KV when the sequence ends, so an exact repeat samples its first token from it instead of
     # recomputing anything (same row, same seed: the same text).
     prompt_logits: Any = None
+    prompt_row_exact: bool = False  # ... and a cold prefill gives that row too (sched/slot_pool.py KeptRow)
     recalled: bool = False  # admitted onto a slot holding this whole prompt and its logits: no prefill at all
+    # Leading KV positions exactly as a cold prefill computes them: whole grid chunks (sched/chunk_grid.py) computed
+    # on exact positions, or reused from a slot that held them so. A multiple of the chunk size.
+    exact_upto: int = 0
 
     @property
     def num_tokens(self) -> int:
@@ -58,6 +62,11 @@ class Sequence:
     @property
     def in_prefill(self) -> bool:
         return self.num_computed < len(self.prompt_ids)
+
+    @property
+    def exact(self) -> bool:
+        """Its answer must not depend on what the cache holds: it came with a seed of its own (not drawn)."""
+        return self.params.seed is not None and not self.params.seed_drawn and not self.pooled
 
     @property
     def pooled(self) -> bool:

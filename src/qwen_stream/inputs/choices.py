@@ -3,6 +3,8 @@
 A sampled request without a seed draws one from torch's global generator, so ``transformers.set_seed()`` (as the seed
 demos call it) makes the next answer reproducible; choice ``i`` of ``n`` then samples with ``seed + i``, so the
 choices differ and a request that gives a seed gets the same ``n`` answers every time. Greedy choices need none.
+A drawn seed is marked ``seed_drawn``: only a seed of the request's own asks the engine to answer exactly as cold
+whatever its cache holds (which costs recomputing what the cache holds inexactly: engine/sched/chunk_grid.py).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ def with_seed(params: SamplingParams) -> SamplingParams:
         return params
     import torch
 
-    return params.with_(seed=int(torch.randint(0, 2**62, (1,)).item()))
+    return params.with_(seed=int(torch.randint(0, 2**62, (1,)).item()), seed_drawn=True)
 
 
 def choice_params(params: SamplingParams, n: int) -> list[SamplingParams]:

@@ -30,13 +30,6 @@ THREADS = 1
 
 
 @pytest.fixture(scope="module")
-def gguf_path() -> Path:
-    from qwen_stream.models.registry import ensure_alias
-
-    return ensure_alias("smollm2-135m", progress=False)
-
-
-@pytest.fixture(scope="module")
 def reference(gguf_path: Path) -> Iterator[Any]:
     llm = open_reference_llama(gguf_path, n_ctx=512, n_threads=THREADS, n_threads_batch=THREADS,
                           verbose=False)

@@ -19,11 +19,13 @@ from qwen_stream.engine.loop import Engine, wait_idle
 from qwen_stream.engine.runners.base import SeqChunk
 from qwen_stream.engine.runners.torch_native import build_torch_runner
 from qwen_stream.engine.sched.scheduler import Scheduler
+from qwen_stream.engine.sched.slot_pool import KeptRow
 from qwen_stream.types import SamplingParams, TokenOutput
 from tests.support.scripted_runners import RewindingRunner
 from tests.support.tiny_models import qwen2, tokens
 
 GREEDY = SamplingParams(temperature=0.0, max_new_tokens=3, ignore_eos=True)
+SEEDED = SamplingParams(temperature=0.0, max_new_tokens=3, ignore_eos=True, seed=7)  # a seed of its own: exact
 
 
 def run(engine: Engine, prompt: list[int], params: SamplingParams = GREEDY) -> list[int]:
@@ -80,11 +82,12 @@ def test_an_exact_repeat_computes_nothing_and_samples_from_the_kept_logits() -> 
         engine.shutdown()
 
 
-def test_an_exact_repeat_without_kept_logits_recomputes_its_last_cold_chunk() -> None:
+def test_an_exact_repeat_without_kept_logits_recomputes_what_it_must() -> None:
     # The slot holds the whole prompt but not its row: its KV came from a longer prompt (here: the prompt plus two
-    # more tokens). A cold prefill of 10 tokens in chunks of 4 computes [0, 4), [4, 8), [8, 10); the repeat
-    # recomputes [8, 10), the same computation (same shape, same cached KV before it), so its logits are bit for bit
-    # the cold ones; feeding the last token alone ran other kernels and moved them by ~1e-6 (issue 10).
+    # more tokens). A request with a drawn seed feeds the last token again, for its row. One with a seed of its own
+    # must get the row a cold run computes: a cold prefill of 10 tokens in chunks of 4 computes [0, 4), [4, 8),
+    # [8, 10), so it recomputes [8, 10), the same computation on the same KV; the last token alone ran other kernels
+    # and moved the row by ~1e-6 (issue 10).
     runner = RewindingRunner()
     engine = Engine(runner, eos_token_ids=[0], max_running=2, prefill_chunk=4)
     try:
@@ -92,6 +95,10 @@ def test_an_exact_repeat_without_kept_logits_recomputes_its_last_cold_chunk() ->
         run(engine, [*prompt, 30, 31])
         runner.fed.clear()
         assert run(engine, prompt) == [30, 31, 32]
+        assert (runner.fed[0].start_pos, runner.fed[0].token_ids) == (9, [29])
+        run(engine, [*prompt, 30, 31])
+        runner.fed.clear()
+        assert run(engine, prompt, SEEDED) == [30, 31, 32]
         assert (runner.fed[0].start_pos, runner.fed[0].token_ids) == (8, [28, 29])
     finally:
         engine.shutdown()
@@ -108,27 +115,29 @@ def _pool_holding(*held: list[int] | None) -> Scheduler:
 
 
 def test_a_new_prompt_takes_an_empty_slot_before_evicting_a_cache() -> None:
-    assert _pool_holding([1, 2, 3], None, None)._pick_slot([9, 9, 9]) == (1, 0)  # slot 0's cache survives
-    scheduler = _pool_holding([1, 2, 3], [4, 5], [6, 7])
-    assert scheduler._pick_slot([9, 9, 9]) == (0, 0)  # all hold something: the least recently freed goes
-    assert scheduler._pick_slot([6, 7, 8]) == (2, 2)
-    assert scheduler._pick_slot([6, 7]) == (2, 0)  # an exact repeat without kept logits: its last cold chunk
-    assert scheduler._pick_slot([6, 7, 8]) == (2, 2)  # a longer prompt feeds only its new tokens
-    scheduler.slots.reuse_prefix = False
-    assert scheduler._pick_slot([6, 7, 8]) == (0, 0)
+    assert _pool_holding([1, 2, 3], None, None).slots.best_match([9, 9, 9]) == (1, 0)  # slot 0's cache survives
+    slots = _pool_holding([1, 2, 3], [4, 5], [6, 7]).slots
+    assert slots.best_match([9, 9, 9]) == (0, 0)  # all hold something: the least recently freed goes
+    assert slots.best_match([6, 7, 8]) == (2, 2)
+    assert slots.best_match([6, 7]) == (2, 1)  # an exact repeat without kept logits: its last token again
+    assert slots.best_match([6, 7, 8]) == (2, 2)  # a longer prompt feeds only its new tokens
+    slots.reuse_prefix = False
+    assert slots.best_match([6, 7, 8]) == (0, 0)
 
 
 def test_a_slot_keeps_the_logits_row_only_for_the_prompt_it_came_after() -> None:
     scheduler = _pool_holding(None, None)
     scheduler.slots.take(0)
     row = torch.arange(5.0)
-    scheduler.slots.release(0, [6, 7, 8, 9], (2, row))  # prompt [6, 7], answer [8, 9]
-    assert scheduler._pick_slot([6, 7]) == (0, 2)  # the whole prompt, nothing to compute
-    assert scheduler.slots.kept_logits(0, [6, 7]) is row
-    assert scheduler.slots.kept_logits(0, [6, 7, 8]) is None  # another prompt: the row is not its own
-    assert scheduler._pick_slot([6]) == (0, 0)  # a shorter prompt recomputes (the cold chunk: all of it)
+    scheduler.slots.release(0, [6, 7, 8, 9], KeptRow(2, row, exact=False))  # prompt [6, 7], answer [8, 9]
+    assert scheduler.slots.best_match([6, 7]) == (0, 2)  # the whole prompt, nothing to compute
+    assert scheduler.slots.kept_row(0, [6, 7]) == KeptRow(2, row, exact=False)
+    assert scheduler.slots.kept_row(0, [6, 7], exact=True) is None  # not a cold run's row: no use to a seeded one
+    assert scheduler.slots.kept_row(0, [6, 7, 8]) is None  # another prompt: the row is not its own
+    # a shorter prompt recomputes its last token, all of it here: nothing to reuse, so the empty slot
+    assert scheduler.slots.best_match([6]) == (1, 0)
     scheduler.slots.take(0)
-    assert scheduler.slots.kept_logits(0, [6, 7]) is None  # taken: what the slot kept is gone
+    assert scheduler.slots.kept_row(0, [6, 7]) is None  # taken: what the slot kept is gone
 
 
 def test_reuse_can_be_turned_off_and_needs_a_rewinding_runner() -> None:

@@ -10,6 +10,14 @@ server does the same per slot). With no shared prefix it takes an empty slot, el
 The slot also keeps the logits row after its last prompt, so an exact repeat of that prompt (a retry, Regenerate)
 computes nothing: its first token is sampled from that row (``recalled``), bit for bit as the first time.
 
+Same seed, same text, whatever the cache holds: prefill chunks are cut at fixed positions (chunk_grid.py), and a
+request with a seed of its own (``Sequence.exact``) reuses only the KV a cold prefill would have computed bit for bit
+(whole grid chunks computed on exact positions: ``exact_upto``), never a chunk cut short by the step's budget. It
+pays for that by recomputing what the cache holds otherwise: the earlier answer of a conversation (decoded one token
+at a time) and the partial chunk before it, and by decoding without speculation (a draft count follows measured
+timings). Requests whose seed was drawn reuse everything and draft, as before. Exact means one request at a time: a
+runner's numbers also depend on what else shares the step's batch.
+
 Prefix sharing across slots (``share_prefix``, for runners that can also copy a slot's prefix): when a running
 sequence holds (or is about to compute) a longer prefix of the new prompt than any free slot, e.g. the same system
 prompt from another user, the new sequence waits until that prefix is computed, gets a copy of it, and prefills
@@ -37,9 +45,10 @@ from typing import TYPE_CHECKING
 from qwen_stream.engine.request import PrefixCopy, ScheduledBatch, SeqStatus, Sequence
 from qwen_stream.engine.runners.base import SeqChunk
 from qwen_stream.engine.sample.grammar_masks import advance, grammar_ended
+from qwen_stream.engine.sched.chunk_grid import ChunkGrid
 from qwen_stream.engine.sched.kv_budget import KVBudget
 from qwen_stream.engine.sched.pooled_share import PooledShare
-from qwen_stream.engine.sched.slot_pool import SlotPool, shared_prefix
+from qwen_stream.engine.sched.slot_pool import KeptRow, SlotPool, shared_prefix
 from qwen_stream.engine.spec.drafting import SpeculationConfig
 from qwen_stream.engine.spec.speculator import Speculator
 from qwen_stream.types import FinishReason, TokenLogprob, TokenOutput
@@ -61,6 +70,7 @@ class Scheduler:
         self.whole_prompts = whole_prompts  # the runner needs each prompt in one chunk (an encoder)
         self.max_model_len = max_model_len
         self.prefill_chunk = prefill_chunk
+        self.grid = ChunkGrid(prefill_chunk)  # where every prefill chunk is cut (chunk_grid.py)
         self.max_batched_tokens = max(max_batched_tokens, prefill_chunk)
         self.reuse_prefix = reuse_prefix
         self.share_prefix = share_prefix and reuse_prefix
@@ -68,7 +78,7 @@ class Scheduler:
         self.min_shared_tokens = max(1, min_shared_tokens)
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
-        self.slots = SlotPool(max_slots, reuse_prefix=reuse_prefix, kv_budget=kv_budget)
+        self.slots = SlotPool(max_slots, reuse_prefix=reuse_prefix, kv_budget=kv_budget, grid=self.grid)
         self.reused_tokens = 0  # prompt tokens served from a slot's KV instead of prefilled, in total
         self.speculate = speculate  # only for runners that rewind a slot: that is how rejected drafts are undone
         self.speculator = Speculator(speculate, max_model_len, drafter) if speculate else None
@@ -80,7 +90,9 @@ class Scheduler:
         return bool(self.waiting or self.running)
 
     def add(self, seq: Sequence) -> None:
-        if self.speculator is not None and not seq.pooled:
+        # A seed of its own: no drafts either. How many a step checks depends on measured timings and on earlier
+        # requests, and a chunk of [token, drafts...] computes other low bits than one token: the text would too.
+        if self.speculator is not None and not seq.pooled and not seq.exact:
             self.speculator.start(seq)
         self.waiting.append(seq)
 
@@ -124,10 +136,13 @@ class Scheduler:
             return True
         if source.num_computed < seq.prefix_len:
             return False
+        seq.prefix_source = None
+        if seq.exact and source.exact_upto < seq.prefix_len:  # the source's KV is not what a cold run computes
+            return True
         batch.copies.append(PrefixCopy(source.slot, seq.slot, seq.prefix_len))
         self.reused_tokens += seq.prefix_len - seq.num_cached
         seq.num_computed = seq.num_cached = seq.prefix_len
-        seq.prefix_source = None
+        seq.exact_upto = self.grid.floor(min(source.exact_upto, seq.prefix_len))
         return True
 
     def _schedule_prefill(self, seq: Sequence, batch: ScheduledBatch, budget: int) -> int:
@@ -137,9 +152,17 @@ class Scheduler:
                 return 0
             size = left
         else:
-            size = min(self.prefill_chunk, budget, left)
+            # pooled prompts are never reused (their slot is emptied after): any cut serves them
+            piece = min(self.prefill_chunk, left) if seq.pooled else self.grid.piece(seq.num_computed, len(seq.prompt_ids))
+            if seq.exact and piece > budget:  # a chunk cut short computes other numbers: wait for a step with room,
+                if any(owner.in_prefill for owner in batch.owners):  # or take it whole beside decodes only
+                    return 0
+                budget = piece
+            size = min(piece, budget)
         start = seq.num_computed
         last = start + size == len(seq.prompt_ids)
+        if last and not seq.pooled:  # its row is a cold run's if everything before the last chunk was
+            seq.prompt_row_exact = start == seq.exact_upto
         pooling = seq.params.pooling
         want_logits = last and (pooling is None or bool(pooling.logits_of))
         embed = pooling is not None and not pooling.logits_of
@@ -150,27 +173,33 @@ class Scheduler:
     def _admit(self) -> None:
         while self.waiting and self.slots.free:
             seq = self.waiting[0]
-            if seq.pooled:  # every position computed here: an empty slot first, cached prefixes kept for chats
-                seq.slot, reused = self.slots.best_match(seq.prompt_ids, use_prefix=False)[0], 0
-            else:
-                seq.slot, reused = self._pick_slot(seq.prompt_ids)
+            # pooled: every position computed here, so an empty slot first (cached prefixes kept for chats)
+            seq.slot, reused = self.slots.best_match(seq.prompt_ids, use_prefix=not seq.pooled, exact=seq.exact)
             if self.share_prefix and not seq.pooled:
                 source, shared = self._pick_source(seq.prompt_ids)
+                shared = self.grid.floor(shared) if seq.exact else shared
                 if source is not None and shared >= reused + self.min_shared_tokens:
                     seq.prefix_source, seq.prefix_len = source, shared
                     # the copy overwrites the slot: take the least useful one rather than the best match
-                    seq.slot, reused = self._pick_slot(seq.prompt_ids, use_prefix=False)
+                    seq.slot, reused = self.slots.best_match(seq.prompt_ids, use_prefix=False)
             if not self._make_room(seq):
                 seq.prefix_source, seq.slot = None, -1
                 return  # the KV budget is taken by running requests: wait for one to finish
             self.waiting.popleft()
-            if reused == len(seq.prompt_ids):  # the slot kept this prompt's last logits row too (_pick_slot)
-                seq.prompt_logits, seq.recalled = self.slots.kept_logits(seq.slot, seq.prompt_ids), True
-            self.slots.take(seq.slot)
-            seq.num_computed = seq.num_cached = reused
+            self._take_slot(seq, reused)
             self.reused_tokens += reused
             seq.status = SeqStatus.RUNNING
             self.running.append(seq)
+
+    def _take_slot(self, seq: Sequence, reused: int) -> None:
+        """seq owns its slot, reusing the first ``reused`` prompt tokens of its KV (all of them: an exact repeat,
+        whose first token comes from the row the slot kept)."""
+        kept = self.slots.kept_row(seq.slot, seq.prompt_ids, exact=seq.exact) if reused == len(seq.prompt_ids) else None
+        if kept is not None:
+            seq.prompt_logits, seq.prompt_row_exact, seq.recalled = kept.row, kept.exact, True
+        seq.exact_upto = min(self.slots.exact_part(seq.slot, seq.prompt_ids), reused)
+        self.slots.take(seq.slot)
+        seq.num_computed = seq.num_cached = reused
 
     def _make_room(self, seq: Sequence) -> bool:
         """With a KV budget: whether seq fits now, after evicting idle slots' caches (least recently used first)."""
@@ -182,22 +211,6 @@ class Scheduler:
             return 0
         answer = 0 if seq.pooled else seq.params.max_new_tokens
         return self.kv_budget.reserve(len(seq.prompt_ids), answer, self.max_model_len)
-
-    def _pick_slot(self, prompt: list[int], *, use_prefix: bool = True) -> tuple[int, int]:
-        """The free slot to use and how many leading prompt tokens its KV already holds (to skip prefilling)."""
-        slot, shared = self.slots.best_match(prompt, use_prefix=use_prefix)
-        if shared >= len(prompt):  # the slot holds the whole prompt (an exact repeat: a retry, Regenerate, n > 1)
-            if self.slots.kept_logits(slot, prompt) is not None:
-                return slot, len(prompt)  # and the logits after it: nothing to compute
-            return slot, self._cold_chunk_start(len(prompt))
-        return slot, shared
-
-    def _cold_chunk_start(self, prompt_len: int) -> int:
-        """Where a cold prefill's last chunk starts. An exact repeat without kept logits (its slot's KV came from a
-        longer prompt) recomputes that chunk, not just the last token: one token alone runs through other kernels
-        (matrix-vector) than a chunk, and its logits came out ~1e-6 apart, enough to flip a seeded sample now and
-        then. Recomputed as the cold run did, they are identical."""
-        return ((prompt_len - 1) // self.prefill_chunk) * self.prefill_chunk
 
     def _pick_source(self, prompt: list[int]) -> tuple[Sequence | None, int]:
         """The running sequence sharing the longest prefix with prompt (computed or still to compute), and its length.
@@ -221,6 +234,9 @@ class Scheduler:
         Returns one output per sampled sequence (finished ones already freed)."""
         for seq, chunk in zip(batch.owners, batch.chunks, strict=True):
             seq.num_computed = chunk.start_pos + len(chunk.token_ids)
+            if chunk.start_pos == seq.exact_upto and seq.num_computed <= len(seq.prompt_ids) \
+                    and self.grid.is_whole(chunk.start_pos, len(chunk.token_ids)):
+                seq.exact_upto = seq.num_computed  # a whole prompt chunk on exact positions: exact too
         outputs = []
         for seq, kept, kept_logprobs in zip(batch.sampled, tokens, logprobs, strict=True):
             if seq.draft:
@@ -308,7 +324,8 @@ class Scheduler:
     def _finish(self, seq: Sequence, reason: FinishReason, *, keep_kv: bool = True) -> None:
         if seq.status is SeqStatus.RUNNING:
             held = (seq.prompt_ids + seq.output_ids)[:seq.num_computed] if keep_kv else None
-            kept = (len(seq.prompt_ids), seq.prompt_logits) if seq.prompt_logits is not None else None
-            self.slots.release(seq.slot, held, kept)
+            kept = None if seq.prompt_logits is None else KeptRow(len(seq.prompt_ids), seq.prompt_logits,
+                                                                     seq.prompt_row_exact)
+            self.slots.release(seq.slot, held, kept, seq.exact_upto)
         seq.status = SeqStatus.FINISHED
         seq.slot = -1
