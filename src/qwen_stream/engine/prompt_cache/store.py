@@ -164,6 +164,7 @@ class PromptStore:
             path.unlink(missing_ok=True)
             raise
         except FileNotFoundError:
+            logger.info("prompt cache: %s is gone (deleted by another process sharing the directory)", path)
             self.forget(name)
             raise
 
