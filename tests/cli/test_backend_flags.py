@@ -36,6 +36,8 @@ def test_native_kv_options_are_refused_on_the_vllm_backend() -> None:
 
     with pytest.raises(ValueError, match="kv_cache_memory_bytes"):
         ChatModel.load("unused", backend="vllm", kv_budget=4096)
+    with pytest.raises(ValueError, match="prompt-cache-dir"):
+        ChatModel.load("unused", backend="vllm", prompt_cache_dir="/tmp/prompts")
 
 
 @pytest.mark.skipif(vllm_available(), reason="checks the message shown where vllm is not installed")

@@ -191,3 +191,14 @@ def test_qwen_gguf_tokenizer_is_the_lean_fast_one_with_the_same_ids() -> None:
     assert sources.chat_stop_token_ids(lean) == sources.chat_stop_token_ids(named) == (151645, 151643)
     assert len(lean) == len(named) and lean.all_special_ids == named.all_special_ids
     assert lean.get_added_vocab() == named.get_added_vocab()
+
+
+def test_a_prompt_cache_dir_on_a_runner_that_cannot_save_its_kv_fails_at_load(tiny_model_dir: Path,
+                                                                               tmp_path: Path) -> None:
+    from qwen_stream.client.loaded_model import load_model
+    from qwen_stream.engine.config import EngineConfig
+
+    config = EngineConfig(runner="torch", prompt_cache_dir=str(tmp_path / "prompts"), max_batch_size=1,
+                          context_length=64)
+    with pytest.raises(ValueError, match=r"llama\.cpp runner"):
+        load_model(str(tiny_model_dir), config, progress=False)

@@ -16,6 +16,8 @@ from qwen_stream.engine.config import EngineConfig
     ({"quantize": "int8", "runner": "llamacpp"}, "quantize applies to the PyTorch runner"),
     ({"max_batch_size": 0}, "max_batch_size must be >= 1"),
     ({"context_length": 8}, "context_length must be >= 16"),
+    ({"prompt_cache_dir": "/tmp/p", "prefix_cache": False}, "needs prefix_cache on"),
+    ({"prompt_cache_size": 0}, "prompt_cache_size must be > 0"),
 ])
 def test_bad_options_fail_when_the_config_is_made(changes: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -38,3 +40,13 @@ def test_command_line_options_become_one_config() -> None:
     config = engine_config(args, kv_windows=4)
     assert config == EngineConfig(runner="torch", device="cpu", max_batch_size=3, speculate=False, kv_type="q8_0",
                                   prefix_cache=False, kv_windows=4)
+
+
+@pytest.mark.parametrize("command", ["chat", "serve"])
+def test_the_prompt_cache_flags_reach_the_config(command: str) -> None:
+    from qwen_stream.cli.main import build_parser
+
+    args = build_parser().parse_args([command, "--prompt-cache-dir", "/tmp/prompts", "--prompt-cache-size", "0.5"])
+    config = engine_config(args)
+    assert (config.prompt_cache_dir, config.prompt_cache_size) == ("/tmp/prompts", 0.5)
+    assert engine_config(build_parser().parse_args([command])).prompt_cache_dir is None

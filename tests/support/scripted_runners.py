@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from qwen_stream.engine.runners.base import SeqChunk
@@ -82,3 +83,28 @@ class RewindingRunner:
 
     def close(self) -> None:
         pass
+
+
+class SavingRunner(RewindingRunner):
+    """A RewindingRunner whose slot states can be saved and loaded (the prompt cache on disk): a state is the
+    slot's token ids as int32 bytes, so a load is checked the way llama.cpp checks its own (length, layout)."""
+
+    name = "scripted-saving"
+    state_layout = "scripted: int32 token ids"
+
+    def __init__(self, weights_path: str, max_slots: int = 2, max_seq_len: int = 1024) -> None:
+        super().__init__(max_slots, max_seq_len)
+        self.weights_path = weights_path  # any file: its bytes key the cache
+        self.loads: list[tuple[int, int, int]] = []  # (slot, length, keep) of every load
+
+    def save_state(self, slot: int) -> memoryview:
+        return memoryview(np.asarray(self.held.get(slot, []), dtype="<i4").tobytes())
+
+    def load_state(self, slot: int, data: memoryview | bytes, length: int, keep: int | None = None) -> None:
+        tokens = np.frombuffer(data, dtype="<i4").tolist()
+        self.held[slot] = []
+        if len(tokens) != length:
+            raise RuntimeError(f"a state of {len(tokens)} positions, {length} expected")
+        keep = length if keep is None else keep
+        self.held[slot] = tokens[:keep]
+        self.loads.append((slot, length, keep))

@@ -10,6 +10,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
+from qwen_stream.engine.config import DEFAULT_PROMPT_CACHE_GIB
 from qwen_stream.engine.spec.drafting import DEFAULT_MAX_DRAFT, DEFAULT_MODEL_DRAFT
 
 SHARED_KV_WINDOWS = 4  # serve and web: KV for four full-length conversations by default, shared by all users
@@ -69,6 +70,13 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, several: bool = Fals
     parser.add_argument("--no-prefix-cache", dest="prefix_cache", action="store_false",
                         help="forget a finished request's KV (default: keep it, so the next turn of a conversation "
                              "prefills only its new tokens)")
+    parser.add_argument("--prompt-cache-dir", default=None, metavar="DIR",
+                        help="llama.cpp runner: save the KV of long prompts (256+ tokens: an agent's system prompt and "
+                             "tools) in DIR, keyed by model, so that after a restart a prompt starting the same way "
+                             "loads it instead of prefilling it (default: off)")
+    parser.add_argument("--prompt-cache-size", type=float, default=DEFAULT_PROMPT_CACHE_GIB, metavar="GIB",
+                        help=f"most the prompt cache keeps on disk per model, least recently used prompts deleted "
+                             f"first (default: {DEFAULT_PROMPT_CACHE_GIB:g} GiB)")
     _add_backend_arguments(parser)
 
 
@@ -132,7 +140,9 @@ def engine_config(args: argparse.Namespace, **changes: Any) -> EngineConfig:
                         quantize=args.quantize, prefix_cache=args.prefix_cache, context_length=args.context_length,
                         max_batch_size=args.max_batch_size, speculate=args.speculate, draft_max=args.draft_max,
                         kv_budget=args.kv_budget, kv_type=args.kv_type, draft_model=args.draft_model,
-                        draft_model_max=args.draft_model_max, pooling=getattr(args, "pooling", None)).with_(**changes)
+                        draft_model_max=args.draft_model_max, pooling=getattr(args, "pooling", None),
+                        prompt_cache_dir=getattr(args, "prompt_cache_dir", None),
+                        prompt_cache_size=getattr(args, "prompt_cache_size", DEFAULT_PROMPT_CACHE_GIB)).with_(**changes)
 
 
 def load_model(args: argparse.Namespace, *, progress: bool = True, tool_parser: str | None = None,

@@ -23,6 +23,7 @@ from qwen_stream.output.token_strings import TokenStrings
 from qwen_stream.types import SamplingParams
 
 if TYPE_CHECKING:
+    from qwen_stream.engine.prompt_cache.store import PromptStore
     from qwen_stream.engine.spec.draft_model import ModelDrafter
     from qwen_stream.engine.vllm.backend import VllmBackend
     from qwen_stream.engine.vllm.mapping import VllmOptions
@@ -107,7 +108,8 @@ def load_model(model: str | None = None, config: EngineConfig | None = None, *, 
                    if config.speculate else None)
     engine = Engine(parts.runner, eos_token_ids=parts.eos_token_ids, max_running=config.max_batch_size,
                     max_waiting=config.max_waiting, max_model_len=parts.context_length,
-                    reuse_prefix=config.prefix_cache, speculate=speculation, drafter=parts.drafter)
+                    reuse_prefix=config.prefix_cache, speculate=speculation, drafter=parts.drafter,
+                    prompt_cache=parts.prompt_cache)
     logger.info("%s runs on %s (context %d tokens, %d slots)", parts.name, engine.name, engine.max_model_len,
                 engine.max_running)
     return LoadedModel.assemble(name=parts.name, tokenizer=parts.tokenizer, engine=engine,
@@ -135,6 +137,9 @@ def _check_backend(backend: str, config: EngineConfig, vllm_options: VllmOptions
     if config.kv_budget is not None or config.kv_type is not None:
         raise ValueError("--kv-budget and --kv-type size the native engine's KV pool; vLLM sizes its own "
                          "(--engine-arg kv_cache_memory_bytes=..., --engine-arg kv_cache_dtype=fp8)")
+    if config.prompt_cache_dir is not None:
+        raise ValueError("--prompt-cache-dir saves the native engine's llama.cpp KV; vLLM keeps its own prefix "
+                         "cache (in memory)")
 
 
 @dataclass(slots=True)
@@ -146,6 +151,7 @@ class ModelComponents:
     eos_token_ids: tuple[int, ...]
     context_length: int
     drafter: ModelDrafter | None = None  # a draft model for speculation (draft_model.py), if one was asked for
+    prompt_cache: PromptStore | None = None  # long prompts' KV on disk (engine/prompt_cache), if a dir was given
     embedding: EmbeddingStyle | None = None  # how it embeds, as its files say (None: a chat model's default)
 
 
@@ -154,6 +160,7 @@ def load_components(model: str | None, config: EngineConfig | None = None, *,
     """Load ``model`` (alias, HF directory, .gguf file or hub id) and build its runner as ``config`` says (see
     engine/runners/build.py)."""
     from qwen_stream.devices import configure_threads, resolve_device
+    from qwen_stream.engine.prompt_cache.store import open_prompt_store
     from qwen_stream.engine.runners.build import build_runner
 
     config = config or EngineConfig()
@@ -163,6 +170,8 @@ def load_components(model: str | None, config: EngineConfig | None = None, *,
     built = build_runner(source, config, threads=threads, progress=progress,
                          calibration=_calibration(tokenizer) if config.quantize else None)
     try:
+        store = (open_prompt_store(config.prompt_cache_dir, built, size_gib=config.prompt_cache_size)
+                 if config.prompt_cache_dir else None)  # a runner that cannot save its KV fails here, not later
         drafter = _drafter(config.draft_model, built, threads, progress) if config.draft_model else None
     except BaseException:
         built.close()
@@ -170,7 +179,7 @@ def load_components(model: str | None, config: EngineConfig | None = None, *,
     release_free_heap()  # what loading freed (the tokenizer's parsed JSON, say) leaves our RSS: see heap.py
     return ModelComponents(name=source.name, tokenizer=tokenizer, runner=built, default_params=defaults,
                            eos_token_ids=eos_ids, context_length=built.max_seq_len, drafter=drafter,
-                           embedding=_embedding_style(source, built, config.pooling))
+                           embedding=_embedding_style(source, built, config.pooling), prompt_cache=store)
 
 
 def _embedding_style(source: ModelSource, runner: ModelRunner, pooling: str | None) -> EmbeddingStyle:

@@ -12,6 +12,7 @@ from typing import Any
 from qwen_stream.engine.spec.drafting import DEFAULT_MAX_DRAFT, DEFAULT_MODEL_DRAFT
 
 RUNNERS = ("auto", "llamacpp", "torch")
+DEFAULT_PROMPT_CACHE_GIB = 4.0  # engine/prompt_cache/store.py says why
 QUANTIZE_MODES = (None, "int8")
 
 
@@ -34,6 +35,8 @@ class EngineConfig:
     draft_model: str | None = None  # a smaller model of the same tokenizer drafting for speculation (llama.cpp)
     draft_model_max: int = DEFAULT_MODEL_DRAFT  # most tokens it drafts per sequence per step
     pooling: str | None = None  # embeddings: "mean", "cls" or "last" (None: as the model says; models/embedding_style)
+    prompt_cache_dir: str | None = None  # llama.cpp runner: long prompts' KV saved here, loaded after a restart
+    prompt_cache_size: float = DEFAULT_PROMPT_CACHE_GIB  # GiB the directory keeps per model (least recently used go)
 
     def __post_init__(self) -> None:
         """ValueError for options no runner accepts, before anything loads."""
@@ -50,6 +53,11 @@ class EngineConfig:
             raise ValueError(f"context_length must be >= 16, got {self.context_length}")
         if self.pooling not in (None, "mean", "cls", "last"):
             raise ValueError(f"pooling must be mean, cls or last, got {self.pooling!r}")
+        if self.prompt_cache_dir is not None and not self.prefix_cache:
+            raise ValueError("a prompt cache on disk (prompt_cache_dir) is prefix caching from disk: it needs "
+                             "prefix_cache on (drop --no-prefix-cache)")
+        if not self.prompt_cache_size > 0:
+            raise ValueError(f"prompt_cache_size must be > 0 GiB, got {self.prompt_cache_size}")
         if self.draft_model is not None and (not self.speculate or self.runner == "torch" or self.quantize):
             raise ValueError("a draft model drafts for the native engine's speculation on the llama.cpp runner: it "
                              "needs speculate on and runner auto or llamacpp")

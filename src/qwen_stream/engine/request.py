@@ -83,6 +83,17 @@ class PrefixCopy:
     length: int
 
 
+@dataclass(slots=True, eq=False)
+class PromptLoad:
+    """Fill ``seq``'s slot from the saved prompt ``entry`` of the prompt cache on disk (``length`` positions), keeping
+    its first ``keep`` (the prefix seq shares with it); applied by the step before the forward."""
+
+    seq: Sequence
+    entry: str
+    length: int
+    keep: int
+
+
 @dataclass(slots=True)
 class ScheduledBatch:
     """What one step feeds the runner; ``owners[i]`` fed ``chunks[i]``; ``sampled`` are the sequences that sample
@@ -92,6 +103,7 @@ class ScheduledBatch:
     owners: list[Sequence] = field(default_factory=list)
     sampled: list[Sequence] = field(default_factory=list)
     copies: list[PrefixCopy] = field(default_factory=list)  # to apply before the forward
+    loads: list[PromptLoad] = field(default_factory=list)  # to apply before the copies and the forward
     # sequences sampling their first token from kept prompt logits, no chunk: last in ``sampled``, rows after the
     # forward's (see recall)
     recalled: list[Sequence] = field(default_factory=list)
@@ -107,6 +119,14 @@ class ScheduledBatch:
         its row comes after the forward's rows."""
         self.recalled.append(seq)
         self.sampled.append(seq)
+
+    def drop(self, seq: Sequence) -> None:
+        """Take seq's chunk (or recall) out of this step, before the forward (its saved prefix failed to load)."""
+        kept = [i for i, owner in enumerate(self.owners) if owner is not seq]
+        self.chunks = [self.chunks[i] for i in kept]
+        self.owners = [self.owners[i] for i in kept]
+        self.sampled = [s for s in self.sampled if s is not seq]
+        self.recalled = [s for s in self.recalled if s is not seq]
 
     @property
     def empty(self) -> bool:

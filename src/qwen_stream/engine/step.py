@@ -20,6 +20,8 @@ from typing import Any
 import torch
 
 from qwen_stream.engine.pooling import Pooler, runner_tasks, score_vector
+from qwen_stream.engine.prompt_cache.store import PromptStore
+from qwen_stream.engine.prompt_cache.transfer import PromptTransfer
 from qwen_stream.engine.request import ScheduledBatch, SeqStatus, Sequence
 from qwen_stream.engine.runners.base import ModelRunner
 from qwen_stream.engine.sample.grammar_masks import mask_constrained
@@ -52,13 +54,18 @@ class StepTimings:
 class EngineCore:
     def __init__(self, runner: ModelRunner, *, eos_token_ids: Seq[int], max_running: int,
                  max_model_len: int, prefill_chunk: int = 512, reuse_prefix: bool = True,
-                 speculate: SpeculationConfig | None = None, drafter: ModelDrafter | None = None) -> None:
+                 speculate: SpeculationConfig | None = None, drafter: ModelDrafter | None = None,
+                 prompt_cache: PromptStore | None = None) -> None:
         self.runner = runner
         self.stop_ids = frozenset(int(t) for t in eos_token_ids)
         # Only a runner that can restart a slot inside its cached part can keep finished slots' KV for reuse.
         reuse_prefix = reuse_prefix and bool(getattr(runner, "can_rewind", False))
         # ... and only one that can copy a slot's prefix into another can share one prompt prefix across slots.
         share_prefix = reuse_prefix and callable(getattr(runner, "copy_prefix", None))
+        if prompt_cache is not None and not reuse_prefix:  # a load is prefix reuse from disk
+            raise ValueError("a prompt cache on disk needs prefix caching on, and a runner that can rewind a slot")
+        # prompts saved on disk: loaded into slots before the forward, saved after their last chunk (prompt_cache/)
+        self.prompt_transfer = PromptTransfer(runner, prompt_cache) if prompt_cache is not None else None
         # Rejected drafts are undone by rewinding the slot, which needs the same runner ability as prefix reuse.
         self.speculate = speculate if getattr(runner, "can_rewind", False) else None
         total = getattr(runner, "kv_budget", None)  # a runner whose slots share one pool of KV cells
@@ -67,7 +74,8 @@ class EngineCore:
                                    prefill_chunk=prefill_chunk, reuse_prefix=reuse_prefix, share_prefix=share_prefix,
                                    speculate=self.speculate, kv_budget=budget,
                                    drafter=drafter if self.speculate else None,
-                                   whole_prompts=bool(getattr(runner, "whole_prompts", False)))
+                                   whole_prompts=bool(getattr(runner, "whole_prompts", False)),
+                                   prompt_cache=prompt_cache)
         self.tasks = runner_tasks(runner)  # what it serves: generate, embed, score
         self.drafter = self.scheduler.speculator.drafter if self.scheduler.speculator else None
         self.timings = StepTimings()
@@ -105,6 +113,9 @@ class EngineCore:
         started = time.perf_counter()
         batch = self.scheduler.schedule()
         self._free_slots()  # caches evicted to make room (KV budget) must be gone before the forward fills it
+        if self.prompt_transfer is not None and batch.loads:  # saved prompts into their slots, before the forward
+            for seq in self.prompt_transfer.apply_loads(batch):
+                self.scheduler.load_failed(seq, batch)  # a cold prefill instead, from the next step
         if batch.empty:
             return []
         try:
@@ -123,6 +134,8 @@ class EngineCore:
                 self.scheduler.speculator.step_cost.record(fed, forwarded - before)
         sample_rows, scored = batch.logit_rows()
         self._keep_prompt_logits(batch, logits, sample_rows)
+        if self.prompt_transfer is not None:
+            self.prompt_transfer.save_prompts(batch)  # a slot that just completed its prompt holds exactly it
         pooled, pool_failed = self._pool(batch, hidden, logits, scored)
         if scored:  # the sampled sequences' rows, in order, without the score requests' rows between them
             logits = logits[torch.tensor(sample_rows, dtype=torch.long, device=logits.device)]

@@ -174,6 +174,23 @@ def test_restart_inside_the_cache_trims_it(fresh: LlamaCppRunner, reference: Any
     assert int(logits[0].argmax()) == reference_greedy(reference, prompt, 1)[0]
 
 
+def test_a_saved_state_loads_into_another_slot_whole_or_trimmed(fresh: LlamaCppRunner, reference: Any) -> None:
+    prompt = tokenize(reference, PROMPTS[1])
+    fresh.forward([SeqChunk(0, prompt, 0)])
+    state = fresh.save_state(0)
+    expected = fresh.forward([SeqChunk(0, [7], len(prompt))])[0].clone()
+    fresh.load_state(2, state, len(prompt))  # the prompt's KV, as slot 0 computed it
+    assert fresh.slot_length(2) == len(prompt)
+    assert torch.equal(fresh.forward([SeqChunk(2, [7], len(prompt))])[0], expected)
+    fresh.load_state(3, bytes(state), len(prompt), keep=len(prompt) - 3)  # trimmed: the tail is fed again
+    assert fresh.slot_length(3) == len(prompt) - 3
+    logits = fresh.forward([SeqChunk(3, [*prompt[-3:], 7], len(prompt) - 3)])
+    assert int(logits[0].argmax()) == int(expected.argmax())
+    with pytest.raises(RuntimeError, match="could not load"):
+        fresh.load_state(1, bytes(state)[:len(state) // 2], len(prompt))  # cut: llama.cpp refuses it
+    assert fresh.slot_length(1) == 0 and "f16" in fresh.state_layout
+
+
 def test_bad_chunks_are_refused(fresh: LlamaCppRunner) -> None:
     with pytest.raises(ValueError, match="slot must be in"):
         fresh.forward([SeqChunk(9, [1], 0)])

@@ -147,8 +147,10 @@ def test_a_runner_that_cannot_rewind_is_refused() -> None:
 
 
 @pytest.mark.parametrize("draft_seed", ["same", "other"])
-@pytest.mark.parametrize("params", [GREEDY, SamplingParams(temperature=0.8, top_p=0.9, seed=7, max_new_tokens=24,
-                                                           ignore_eos=True)], ids=["greedy", "sampled"])
+# sampled with a drawn seed: a seed of the request's own decodes without drafts (scheduler.py: exact requests)
+@pytest.mark.parametrize("params", [GREEDY, SamplingParams(temperature=0.8, top_p=0.9, seed=7, seed_drawn=True,
+                                                           max_new_tokens=24, ignore_eos=True)],
+                         ids=["greedy", "sampled"])
 def test_tiny_model_text_is_the_same_with_a_draft_model(draft_seed: str, params: SamplingParams) -> None:
     torch.manual_seed(0)
     model = qwen2()

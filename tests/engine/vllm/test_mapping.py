@@ -81,7 +81,8 @@ def test_every_sampling_field_is_mapped() -> None:
         "skip_special_tokens": False}
     # every field of ours reaches vLLM, or is handled above the seam (stop strings) / by ignore_eos
     # constraint: refused, see below; pooling (embeddings, scores): refused at submit (engine/pooling.check_task)
-    handled_apart = {"stop", "max_new_tokens", "ignore_eos", "constraint", "pooling"}
+    # seed_drawn: how our own scheduler treats cached KV for the seed (vLLM keeps its own prefix cache)
+    handled_apart = {"stop", "max_new_tokens", "ignore_eos", "constraint", "pooling", "seed_drawn"}
     assert set(SamplingParams.__dataclass_fields__) - handled_apart <= set(kwargs)
 
 

@@ -53,6 +53,10 @@ class ModelRunner(Protocol):
     # width. Optional ``can_generate: bool`` (True if absent): False for a runner with no logits at all (an
     # encoder). Optional ``whole_prompts: bool`` (False if absent): True where a prompt cannot be split over steps
     # (bidirectional attention): the scheduler then feeds each prompt in one chunk.
+    # Optional ``save_state(slot) -> memoryview`` and ``load_state(slot, data, length, keep=None)`` with
+    # ``state_layout: str`` and ``weights_path``: a slot's KV as bytes and back, in this or a later process with the
+    # same weights and layout (llama.cpp). Runners with them can keep a prompt cache on disk (engine/prompt_cache);
+    # a failed load raises and leaves the slot empty.
 
     def forward(self, chunks: Sequence[SeqChunk]) -> torch.Tensor:
         """Run all chunks as one batch; return float32 logits [n, vocab_size]: for each chunk whose

@@ -253,6 +253,57 @@ class LlamaCppRunner:
         self._ll.llama_memory_seq_cp(self._mem, src, dst, -1, -1)  # cross-stream copies must be whole
         self._ll.llama_memory_seq_rm(self._mem, dst, length, -1)
 
+    # --- saved states (the prompt cache on disk, engine/prompt_cache) ----------------------------------------------
+
+    @property
+    def weights_path(self) -> Path:
+        return self.gguf_path
+
+    @property
+    def state_layout(self) -> str:
+        """What a saved slot state's bytes depend on besides the weights: the KV type, the cache layout (one stream
+        or one per slot), V transposed or not (flash attention), and llama.cpp's version."""
+        streams = "unified" if self.kv_budget is not None else f"{self.max_slots} streams"
+        version = getattr(sys.modules.get("llama_cpp"), "__version__", "unknown")
+        return (f"llamacpp; llama-cpp-python {version}; kv {self.kv_type or 'f16'}; {streams}; "
+                f"flash_attn {self.flash_attn}")
+
+    def save_state(self, slot: int) -> memoryview:
+        """The slot's KV as llama.cpp serialises one sequence (one copy), for ``load_state`` here or in a later
+        process whose runner has the same ``state_layout`` and weights."""
+        self._slots.check_slot(slot)
+        if self._ctx is None:
+            raise RuntimeError("LlamaCppRunner is closed")
+        size = int(self._ll.llama_state_seq_get_size(self._ctx, slot))
+        buffer = np.empty(size, dtype=np.uint8)
+        pointer = buffer.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8))
+        if int(self._ll.llama_state_seq_get_data(self._ctx, pointer, size, slot)) != size:
+            raise RuntimeError(f"llama.cpp could not copy slot {slot}'s state")
+        return memoryview(buffer.data)
+
+    def load_state(self, slot: int, data: memoryview | bytes, length: int, keep: int | None = None) -> None:
+        """Fill the slot with a state ``save_state`` gave, which holds ``length`` positions, and keep its first
+        ``keep`` (all by default). RuntimeError if llama.cpp refuses it (damaged, another layout, no free KV cells):
+        the slot is then empty."""
+        self._slots.check_slot(slot)
+        keep = length if keep is None else keep
+        if not 0 < keep <= length <= self.max_seq_len:
+            raise ValueError(f"cannot keep {keep} of {length} saved positions in a {self.max_seq_len}-position slot")
+        if self._ctx is None:
+            raise RuntimeError("LlamaCppRunner is closed")
+        self.free_slot(slot)
+        source = np.frombuffer(data, dtype=np.uint8)
+        pointer = source.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8))
+        loaded = int(self._ll.llama_state_seq_set_data(self._ctx, pointer, len(source), slot))
+        held = int(self._ll.llama_memory_seq_pos_max(self._mem, slot)) + 1
+        if loaded == 0 or held != length:
+            self._ll.llama_memory_seq_rm(self._mem, slot, -1, -1)
+            raise RuntimeError(f"llama.cpp could not load a saved state of {length} positions into slot {slot} "
+                               f"(it held {held} after loading; a damaged state, another layout, or no free KV cells)")
+        if keep < length:
+            self._ll.llama_memory_seq_rm(self._mem, slot, keep, -1)
+        self._slots.lengths[slot] = keep
+
     def close(self) -> None:
         """Free the context and the weights (idempotent)."""
         if self._ctx is not None:

@@ -23,6 +23,13 @@ sequence holds (or is about to compute) a longer prefix of the new prompt than a
 prompt from another user, the new sequence waits until that prefix is computed, gets a copy of it, and prefills
 only the rest. Sixteen requests with one system prompt then compute it once, not sixteen times.
 
+Prompts saved on disk (``prompt_cache``, engine/prompt_cache): when a saved prompt shares a longer prefix with the
+new one than any free slot (by enough to pay for reading it: index.worth_loading), the sequence takes the least
+useful slot and the step loads that entry into it before the forward (``ScheduledBatch.loads``), trimmed to the
+shared prefix; a saved prompt that is the whole new one, with its logits row, is recalled as an exact repeat is. The
+scheduler sees the index only; a load the step cannot make (a damaged file) sends the sequence back to a cold
+prefill (``load_failed``).
+
 Speculation (``speculate``, for runners that can rewind): a decoding sequence's chunk becomes ``[last token,
 drafts...]`` with logits for every position (speculator.py says where drafts come from, prompt lookup or a draft
 model, and how many are worth it); postprocess takes the 1..k+1 tokens the check kept, and the KV of rejected
@@ -42,7 +49,8 @@ from collections import deque
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from qwen_stream.engine.request import PrefixCopy, ScheduledBatch, SeqStatus, Sequence
+from qwen_stream.engine.prompt_cache.index import PromptLookup, worth_loading
+from qwen_stream.engine.request import PrefixCopy, PromptLoad, ScheduledBatch, SeqStatus, Sequence
 from qwen_stream.engine.runners.base import SeqChunk
 from qwen_stream.engine.sample.grammar_masks import advance, grammar_ended
 from qwen_stream.engine.sched.chunk_grid import ChunkGrid
@@ -65,7 +73,7 @@ class Scheduler:
                  max_batched_tokens: int = 2048, reuse_prefix: bool = False, share_prefix: bool = False,
                  min_shared_tokens: int = 16, speculate: SpeculationConfig | None = None,
                  kv_budget: KVBudget | None = None, drafter: ModelDrafter | None = None,
-                 whole_prompts: bool = False) -> None:
+                 whole_prompts: bool = False, prompt_cache: PromptLookup | None = None) -> None:
         self.max_slots = max_slots
         self.whole_prompts = whole_prompts  # the runner needs each prompt in one chunk (an encoder)
         self.max_model_len = max_model_len
@@ -84,6 +92,8 @@ class Scheduler:
         self.speculator = Speculator(speculate, max_model_len, drafter) if speculate else None
         self.kv_budget = kv_budget  # None: every slot owns a full window of KV (kv_budget.py)
         self.pooled_share = PooledShare(self.max_batched_tokens)  # pooled prompts beside streams (pooled_share.py)
+        self.prompt_cache = prompt_cache if reuse_prefix else None  # saved prompts on disk (their index only)
+        self._loads: list[PromptLoad] = []  # planned at admission, handed to the next batch
 
     @property
     def has_work(self) -> bool:
@@ -99,6 +109,7 @@ class Scheduler:
     def schedule(self) -> ScheduledBatch:
         self._admit()
         batch = ScheduledBatch()
+        batch.loads, self._loads = self._loads, []
         budget = self.max_batched_tokens
         # Decodes first: a running stream never waits behind someone else's prompt.
         recalled = []
@@ -134,8 +145,8 @@ class Scheduler:
         if source.status is not SeqStatus.RUNNING:  # finished or aborted before computing it: prefill ourselves
             seq.prefix_source = None
             return True
-        if source.num_computed < seq.prefix_len:
-            return False
+        if source.num_computed < seq.prefix_len or any(load.seq is source for load in batch.loads):
+            return False  # not computed yet, or loaded from disk this very step (copied once the load holds)
         seq.prefix_source = None
         if seq.exact and source.exact_upto < seq.prefix_len:  # the source's KV is not what a cold run computes
             return True
@@ -175,31 +186,69 @@ class Scheduler:
             seq = self.waiting[0]
             # pooled: every position computed here, so an empty slot first (cached prefixes kept for chats)
             seq.slot, reused = self.slots.best_match(seq.prompt_ids, use_prefix=not seq.pooled, exact=seq.exact)
+            # a seed of its own never loads from disk: a file does not say whether its KV is what a cold run computes
+            load = self._plan_load(seq, reused) if not seq.pooled and not seq.exact else None  # seq.slot: where
             if self.share_prefix and not seq.pooled:
                 source, shared = self._pick_source(seq.prompt_ids)
                 shared = self.grid.floor(shared) if seq.exact else shared
-                if source is not None and shared >= reused + self.min_shared_tokens:
-                    seq.prefix_source, seq.prefix_len = source, shared
+                # a copy beats a load of as much (a memcpy, no file to read and check)
+                if (source is not None and shared >= reused + self.min_shared_tokens
+                        and (load is None or shared >= load.keep)):
+                    seq.prefix_source, seq.prefix_len, load = source, shared, None
                     # the copy overwrites the slot: take the least useful one rather than the best match
                     seq.slot, reused = self.slots.best_match(seq.prompt_ids, use_prefix=False)
+            if load is not None:
+                reused = load.keep
             if not self._make_room(seq):
                 seq.prefix_source, seq.slot = None, -1
                 return  # the KV budget is taken by running requests: wait for one to finish
             self.waiting.popleft()
-            self._take_slot(seq, reused)
+            if load is not None:
+                self._loads.append(load)  # recalled if it holds the whole prompt: the step fills the row
+            self._take_slot(seq, reused, loaded=load is not None)
             self.reused_tokens += reused
             seq.status = SeqStatus.RUNNING
             self.running.append(seq)
 
-    def _take_slot(self, seq: Sequence, reused: int) -> None:
+    def _take_slot(self, seq: Sequence, reused: int, *, loaded: bool = False) -> None:
         """seq owns its slot, reusing the first ``reused`` prompt tokens of its KV (all of them: an exact repeat,
-        whose first token comes from the row the slot kept)."""
-        kept = self.slots.kept_row(seq.slot, seq.prompt_ids, exact=seq.exact) if reused == len(seq.prompt_ids) else None
-        if kept is not None:
-            seq.prompt_logits, seq.prompt_row_exact, seq.recalled = kept.row, kept.exact, True
-        seq.exact_upto = min(self.slots.exact_part(seq.slot, seq.prompt_ids), reused)
+        whose first token comes from the row the slot kept), or (``loaded``) of the saved prompt the step loads."""
+        if loaded:  # the file replaces what the slot held; its row, for a whole prompt, comes with it (the step)
+            seq.recalled, seq.exact_upto = reused == len(seq.prompt_ids), 0
+        else:
+            kept = self.slots.kept_row(seq.slot, seq.prompt_ids, exact=seq.exact) if reused == len(seq.prompt_ids) \
+                else None
+            if kept is not None:
+                seq.prompt_logits, seq.prompt_row_exact, seq.recalled = kept.row, kept.exact, True
+            seq.exact_upto = min(self.slots.exact_part(seq.slot, seq.prompt_ids), reused)
         self.slots.take(seq.slot)
         seq.num_computed = seq.num_cached = reused
+
+    def _plan_load(self, seq: Sequence, reused: int) -> PromptLoad | None:
+        """A load of the saved prompt sharing the longest prefix with seq's, if it spares enough prefill beyond the
+        ``reused`` tokens of the best free slot; seq.slot is then the least useful slot (the load overwrites it)."""
+        match = self.prompt_cache.best(seq.prompt_ids) if self.prompt_cache is not None else None
+        if match is None:
+            return None
+        n = len(seq.prompt_ids)
+        if match.shared < n:
+            keep = match.shared
+        elif match.length == n and match.has_logits:
+            keep = n  # the whole prompt and the row after it: recalled, no forward
+        else:  # the prompt is a prefix of the saved one: its last token is fed again for its row
+            keep = n - 1
+        if keep <= 0 or not worth_loading(keep - reused, match.length):
+            return None
+        seq.slot = self.slots.best_match(seq.prompt_ids, use_prefix=False)[0]
+        return PromptLoad(seq, match.name, match.length, keep)
+
+    def load_failed(self, seq: Sequence, batch: ScheduledBatch) -> None:
+        """The step could not load seq's saved prefix (a damaged file, no free KV cells): its slot is empty, so seq
+        prefills from the start, and what this step scheduled for it is taken back."""
+        batch.drop(seq)
+        self.reused_tokens -= seq.num_cached
+        seq.num_computed = seq.num_cached = 0
+        seq.recalled, seq.prompt_logits = False, None
 
     def _make_room(self, seq: Sequence) -> bool:
         """With a KV budget: whether seq fits now, after evicting idle slots' caches (least recently used first)."""
