@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qwen_stream.engine.pooling import Pooler
-from qwen_stream.engine.runners.base import SeqChunk
+from qwen_stream.engine.runners.base import KVShift, SeqChunk
 from qwen_stream.engine.sample.per_sequence import SamplingState
 from qwen_stream.engine.spec.drafting import DraftRate
 from qwen_stream.types import SamplingParams
@@ -50,6 +50,9 @@ class Sequence:
     # recomputing anything (same row, same seed: the same text).
     prompt_logits: Any = None
     recalled: bool = False  # admitted onto a slot holding this whole prompt and its logits: no prefill at all
+    # The first KV position computed over moved cells (cache reuse, sched/cache_reuse.py), inherited from the slot's
+    # cache or a copied prefix; None: the KV is what a cold prefill gives. A seeded request reuses nothing past it.
+    shifted_at: int | None = None
 
     @property
     def num_tokens(self) -> int:
@@ -83,6 +86,7 @@ class ScheduledBatch:
     owners: list[Sequence] = field(default_factory=list)
     sampled: list[Sequence] = field(default_factory=list)
     copies: list[PrefixCopy] = field(default_factory=list)  # to apply before the forward
+    shifts: list[KVShift] = field(default_factory=list)  # cache reuse: to apply before the copies and the forward
     # sequences sampling their first token from kept prompt logits, no chunk: last in ``sampled``, rows after the
     # forward's (see recall)
     recalled: list[Sequence] = field(default_factory=list)
@@ -101,7 +105,7 @@ class ScheduledBatch:
 
     @property
     def empty(self) -> bool:
-        return not self.chunks and not self.recalled
+        return not self.chunks and not self.recalled and not self.shifts
 
     @property
     def hidden(self) -> list[tuple[Sequence, SeqChunk]]:

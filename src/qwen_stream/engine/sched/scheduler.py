@@ -26,6 +26,11 @@ Pooled requests (embeddings and scores, ``params.pooling``) are prompts only: ad
 chunks within the step's token budget after every decode, so a flood of them never holds back a running stream,
 and finished by ``finish_pooled`` once their last chunk ran, their slot emptied for the next one. A runner that
 cannot split a prompt (``whole_prompts``: bidirectional attention) gets each prompt in one chunk.
+
+Cache reuse (``cache_reuse``, for runners that can move KV: llama-server's ``--cache-reuse``): past the shared
+prefix, runs of the slot's cached tokens that come next in the prompt (an editor's suffix after the cursor) move to
+their new positions instead of being computed again (cache_reuse.py plans it, ``ScheduledBatch.shifts`` carries it
+to the runner before the forward). Never for a request with a seed, which also never reuses moved cells.
 """
 
 from __future__ import annotations
@@ -35,8 +40,9 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from qwen_stream.engine.request import PrefixCopy, ScheduledBatch, SeqStatus, Sequence
-from qwen_stream.engine.runners.base import SeqChunk
+from qwen_stream.engine.runners.base import KVShift, SeqChunk
 from qwen_stream.engine.sample.grammar_masks import advance, grammar_ended
+from qwen_stream.engine.sched.cache_reuse import CacheReuse
 from qwen_stream.engine.sched.kv_budget import KVBudget
 from qwen_stream.engine.sched.pooled_share import PooledShare
 from qwen_stream.engine.sched.slot_pool import SlotPool, shared_prefix
@@ -56,7 +62,7 @@ class Scheduler:
                  max_batched_tokens: int = 2048, reuse_prefix: bool = False, share_prefix: bool = False,
                  min_shared_tokens: int = 16, speculate: SpeculationConfig | None = None,
                  kv_budget: KVBudget | None = None, drafter: ModelDrafter | None = None,
-                 whole_prompts: bool = False) -> None:
+                 whole_prompts: bool = False, cache_reuse: CacheReuse | None = None) -> None:
         self.max_slots = max_slots
         self.whole_prompts = whole_prompts  # the runner needs each prompt in one chunk (an encoder)
         self.max_model_len = max_model_len
@@ -74,6 +80,9 @@ class Scheduler:
         self.speculator = Speculator(speculate, max_model_len, drafter) if speculate else None
         self.kv_budget = kv_budget  # None: every slot owns a full window of KV (kv_budget.py)
         self.pooled_share = PooledShare(self.max_batched_tokens)  # pooled prompts beside streams (pooled_share.py)
+        self.cache_reuse = cache_reuse if reuse_prefix else None  # None: the runner cannot move KV (cache_reuse.py)
+        self.shifted_tokens = 0  # of reused_tokens, those moved into place past the prefix (cache reuse)
+        self._shifts: list[KVShift] = []  # planned at admission, handed to the next batch
 
     @property
     def has_work(self) -> bool:
@@ -87,6 +96,7 @@ class Scheduler:
     def schedule(self) -> ScheduledBatch:
         self._admit()
         batch = ScheduledBatch()
+        batch.shifts, self._shifts = self._shifts, []
         budget = self.max_batched_tokens
         # Decodes first: a running stream never waits behind someone else's prompt.
         recalled = []
@@ -125,6 +135,9 @@ class Scheduler:
         if source.num_computed < seq.prefix_len:
             return False
         batch.copies.append(PrefixCopy(source.slot, seq.slot, seq.prefix_len))
+        self.slots.note_copy(source.slot, seq.slot, seq.prefix_len)
+        if source.shifted_at is not None and source.shifted_at < seq.prefix_len:
+            seq.shifted_at = source.shifted_at
         self.reused_tokens += seq.prefix_len - seq.num_cached
         seq.num_computed = seq.num_cached = seq.prefix_len
         seq.prefix_source = None
@@ -153,9 +166,9 @@ class Scheduler:
             if seq.pooled:  # every position computed here: an empty slot first, cached prefixes kept for chats
                 seq.slot, reused = self.slots.best_match(seq.prompt_ids, use_prefix=False)[0], 0
             else:
-                seq.slot, reused = self._pick_slot(seq.prompt_ids)
+                seq.slot, reused = self._pick_slot(seq.prompt_ids, exact=seq.params.seed is not None)
             if self.share_prefix and not seq.pooled:
-                source, shared = self._pick_source(seq.prompt_ids)
+                source, shared = self._pick_source(seq.prompt_ids, exact=seq.params.seed is not None)
                 if source is not None and shared >= reused + self.min_shared_tokens:
                     seq.prefix_source, seq.prefix_len = source, shared
                     # the copy overwrites the slot: take the least useful one rather than the best match
@@ -166,11 +179,29 @@ class Scheduler:
             self.waiting.popleft()
             if reused == len(seq.prompt_ids):  # the slot kept this prompt's last logits row too (_pick_slot)
                 seq.prompt_logits, seq.recalled = self.slots.kept_logits(seq.slot, seq.prompt_ids), True
+            served, reused = self._reuse_past_prefix(seq, reused)
             self.slots.take(seq.slot)
-            seq.num_computed = seq.num_cached = reused
+            seq.num_computed, seq.num_cached = served, reused
             self.reused_tokens += reused
             seq.status = SeqStatus.RUNNING
             self.running.append(seq)
+
+    def _reuse_past_prefix(self, seq: Sequence, reused: int) -> tuple[int, int]:
+        """(prompt tokens seq's KV holds before its first chunk, how many of them come from the cache): its shared
+        prefix (``reused``) twice, or more when cached runs after it move into place (cache_reuse.py; the fills
+        between them are computed, not cached). seq learns where its KV stops being what a cold prefill gives."""
+        held, moved = self.slots.held(seq.slot), self.slots.shifted_at(seq.slot)
+        seq.shifted_at = moved if moved is not None and moved < reused else None
+        if self.cache_reuse is None or seq.prefix_source is not None or reused < shared_prefix(held, seq.prompt_ids):
+            return reused, reused  # no runner support, a prefix copy to come, or reuse cut short (_pick_slot)
+        shift = self.cache_reuse.plan(seq, held, reused, floor=self.slots.shared_upto(seq.slot))
+        if shift is None:
+            return reused, reused
+        self._shifts.append(shift)
+        first, moved_tokens = shift.runs[0].dst, sum(run.length for run in shift.runs)
+        seq.shifted_at = first if seq.shifted_at is None else min(seq.shifted_at, first)
+        self.shifted_tokens += moved_tokens
+        return shift.served, reused + moved_tokens
 
     def _make_room(self, seq: Sequence) -> bool:
         """With a KV budget: whether seq fits now, after evicting idle slots' caches (least recently used first)."""
@@ -183,9 +214,10 @@ class Scheduler:
         answer = 0 if seq.pooled else seq.params.max_new_tokens
         return self.kv_budget.reserve(len(seq.prompt_ids), answer, self.max_model_len)
 
-    def _pick_slot(self, prompt: list[int], *, use_prefix: bool = True) -> tuple[int, int]:
-        """The free slot to use and how many leading prompt tokens its KV already holds (to skip prefilling)."""
-        slot, shared = self.slots.best_match(prompt, use_prefix=use_prefix)
+    def _pick_slot(self, prompt: list[int], *, use_prefix: bool = True, exact: bool = False) -> tuple[int, int]:
+        """The free slot to use and how many leading prompt tokens its KV already holds (to skip prefilling);
+        ``exact``: only KV a cold prefill would give (a seeded request: no moved cells)."""
+        slot, shared = self.slots.best_match(prompt, use_prefix=use_prefix, exact=exact)
         if shared >= len(prompt):  # the slot holds the whole prompt (an exact repeat: a retry, Regenerate, n > 1)
             if self.slots.kept_logits(slot, prompt) is not None:
                 return slot, len(prompt)  # and the logits after it: nothing to compute
@@ -199,8 +231,9 @@ class Scheduler:
         then. Recomputed as the cold run did, they are identical."""
         return ((prompt_len - 1) // self.prefill_chunk) * self.prefill_chunk
 
-    def _pick_source(self, prompt: list[int]) -> tuple[Sequence | None, int]:
-        """The running sequence sharing the longest prefix with prompt (computed or still to compute), and its length.
+    def _pick_source(self, prompt: list[int], *, exact: bool = False) -> tuple[Sequence | None, int]:
+        """The running sequence sharing the longest prefix with prompt (computed or still to compute), and its length;
+        ``exact``: only KV a cold prefill gives (a seeded request: no moved cells).
 
         Only sequences admitted earlier are candidates, so waits on a source never form a cycle."""
         best: Sequence | None = None
@@ -210,6 +243,8 @@ class Scheduler:
             if shared == len(seq.prompt_ids):
                 shared += shared_prefix(seq.output_ids, prompt[shared:])
             shared = min(shared, len(prompt) - 1)  # the last prompt token is always fed again
+            if exact and seq.shifted_at is not None:
+                shared = min(shared, seq.shifted_at)
             key = (shared, seq.num_computed)  # longest; then the one that has computed the most
             if key > best_key:
                 best, best_key = seq, key
@@ -309,6 +344,6 @@ class Scheduler:
         if seq.status is SeqStatus.RUNNING:
             held = (seq.prompt_ids + seq.output_ids)[:seq.num_computed] if keep_kv else None
             kept = (len(seq.prompt_ids), seq.prompt_logits) if seq.prompt_logits is not None else None
-            self.slots.release(seq.slot, held, kept)
+            self.slots.release(seq.slot, held, kept, seq.shifted_at)
         seq.status = SeqStatus.FINISHED
         seq.slot = -1

@@ -6,7 +6,9 @@ of a slot's contents goes through here: taking a slot for a sequence, giving it 
 evicting an idle slot's cache to make room under a KV budget, and the list of slots whose KV the runner must now
 forget (``take_freed``). Token ids, and one opaque row per free slot: the logits after the prompt its last
 sequence ran, so an exact repeat of that prompt needs no forward (as nano-vllm's BlockManager, one slot per
-sequence).
+sequence). For cache reuse (cache_reuse.py) it also keeps where a free slot's KV stops being what a cold prefill
+gives (moved cells), and how far each slot's cells may be shared with another slot's (a prefix copy on llama.cpp's
+unified cache shares cells, and moving a shared cell would move it for both).
 """
 
 from __future__ import annotations
@@ -25,18 +27,37 @@ class SlotPool:
         self._freed: list[int] = []  # since the last take_freed(): the runner must forget their KV
         # per free slot: (prompt length, the logits row after that prompt) of its last sequence, or None
         self._logits: list[tuple[int, Any] | None] = [None] * max_slots
+        self._shifted: list[int | None] = [None] * max_slots  # per free slot: Sequence.shifted_at of its last sequence
+        self._shared: list[int] = [0] * max_slots  # positions below this may be cells shared with another slot
 
     def held(self, slot: int) -> list[int]:
         """The tokens a free slot's KV still holds (empty for a running one: its sequence says)."""
         return self._held[slot]
 
-    def best_match(self, prompt: list[int], *, use_prefix: bool = True) -> tuple[int, int]:
+    def shifted_at(self, slot: int) -> int | None:
+        """Where a free slot's KV stops being what a cold prefill of its tokens gives (moved cells); None: nowhere."""
+        return self._shifted[slot]
+
+    def shared_upto(self, slot: int) -> int:
+        """The slot's cells below this position may also be another slot's (never move them)."""
+        return self._shared[slot]
+
+    def note_copy(self, src: int, dst: int, length: int) -> None:
+        """dst takes src's first ``length`` positions (a PrefixCopy): on a unified cache both now share those cells."""
+        self._shared[dst] = length
+        self._shared[src] = max(self._shared[src], length)
+
+    def best_match(self, prompt: list[int], *, use_prefix: bool = True, exact: bool = False) -> tuple[int, int]:
         """The free slot for ``prompt`` and how many of its leading tokens that slot's KV holds: the longest shared
-        prefix; else an empty slot; else the least recently freed. Needs a free slot."""
+        prefix; else an empty slot; else the least recently freed. ``exact``: only KV a cold prefill would give counts
+        (a seeded request). Needs a free slot."""
         best, best_key = self.free[0], (-1, False, 0)
         for rank, slot in enumerate(self.free):  # rank 0: freed longest ago
             held = self._held[slot]
             shared = shared_prefix(held, prompt) if self.reuse_prefix and use_prefix else 0
+            moved = self._shifted[slot]
+            if exact and moved is not None:
+                shared = min(shared, moved)
             key = (shared, not held, -rank)
             if key > best_key:
                 best, best_key = slot, key
@@ -67,14 +88,17 @@ class SlotPool:
         self.free.remove(slot)
         self._held[slot] = []
         self._logits[slot] = None
+        self._shifted[slot] = None
 
-    def release(self, slot: int, tokens: list[int] | None, prompt_logits: tuple[int, Any] | None = None) -> None:
+    def release(self, slot: int, tokens: list[int] | None, prompt_logits: tuple[int, Any] | None = None,
+                shifted_at: int | None = None) -> None:
         """The sequence in ``slot`` ended: its KV holds ``tokens`` to reuse, or (None, or no prefix reuse) nothing
         trustworthy, and the runner must forget it. ``prompt_logits``: (prompt length, the row after it), kept
-        while ``tokens`` cover that prompt."""
+        while ``tokens`` cover that prompt; ``shifted_at``: the sequence's (where its KV holds moved cells)."""
         self.free.append(slot)
         if self.reuse_prefix and tokens is not None:
             self._held[slot] = tokens
+            self._shifted[slot] = shifted_at if shifted_at is not None and shifted_at < len(tokens) else None
             if prompt_logits is not None and len(tokens) >= prompt_logits[0]:
                 self._logits[slot] = prompt_logits
         else:
@@ -93,6 +117,8 @@ class SlotPool:
     def _forget(self, slot: int) -> None:
         self._held[slot] = []
         self._logits[slot] = None
+        self._shifted[slot] = None
+        self._shared[slot] = 0
         self._freed.append(slot)
 
 
