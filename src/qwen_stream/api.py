@@ -80,7 +80,8 @@ class ChatModel:
         (``ChatModel.load(path, runner="torch", max_batch_size=4)``), see engine/config.py for each. Among them:
         ``quantize="int8"``: the PyTorch runner with int8 weights (CPU, float32 activations; approximate).
         ``prefix_cache``: a finished request's KV stays in its slot, and a later prompt that starts the same way
-        (the next turn of a conversation) prefills only what is new. ``speculate``: draft up to ``draft_max``
+        (the next turn of a conversation) prefills only what is new; ``cache_reuse``: past that prefix, cached runs
+        of at least this many tokens move into place (llama.cpp runner, docs/fim.md; 0: off). ``speculate``: draft up to ``draft_max``
         tokens per step from the prompt and answer so far and check them in the step's one forward (the greedy
         text, up to llama.cpp's chunk-size-dependent kernels: docs/speculation.md; faster on answers that repeat
         their prompt; see engine/spec/drafting.py). ``kv_budget``: on the llama.cpp

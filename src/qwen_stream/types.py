@@ -119,6 +119,9 @@ class SamplingParams:
     constraint: TokenConstraint | None = None
     # Set: pool, don't sample (embeddings, scores; see PoolingParams): the fields above do not apply.
     pooling: PoolingParams | None = None
+    # Cache reuse for this request (llama.cpp's per-request n_cache_reuse): cached runs of at least this many tokens
+    # may move into its prompt instead of being computed (0: none); None: the engine's setting (--cache-reuse).
+    cache_reuse: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -158,6 +161,8 @@ class SamplingParams:
         need(all(isinstance(s, str) and s for s in self.stop), "stop", "stop strings must be non-empty strings")
         need(self.logprobs is None or 0 <= self.logprobs <= 20, "logprobs",
              f"logprobs must be in [0, 20], got {self.logprobs!r}")
+        need(self.cache_reuse is None or (isinstance(self.cache_reuse, int) and self.cache_reuse >= 0), "cache_reuse",
+             f"cache_reuse must be an integer >= 0, got {self.cache_reuse!r}")
 
     @property
     def greedy(self) -> bool:

@@ -1,6 +1,6 @@
 """Scripted runners for the engine tests: the "model" is a rule (next token = fed token + 1), so every expected
 sequence is known exactly. Used by test_engine, test_backend, test_prefix_reuse, test_prefix_sharing,
-test_speculative and test_kv_memory."""
+test_speculative, test_kv_memory and test_cache_reuse."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from qwen_stream.engine.runners.base import SeqChunk
+from qwen_stream.engine.runners.base import KVShift, SeqChunk, check_kv_shift
 
 VOCAB = 64
 
@@ -108,3 +108,23 @@ class SavingRunner(RewindingRunner):
         keep = length if keep is None else keep
         self.held[slot] = tokens[:keep]
         self.loads.append((slot, length, keep))
+class ShiftingRunner(RewindingRunner):
+    """A RewindingRunner that also moves cached runs (cache reuse): ``held`` is rearranged as a KVShift says, with
+    fills written in (``can_fill_kv``); every shift applied is in ``shifts``."""
+
+    name = "scripted-shift"
+    can_shift_kv = True
+
+    def __init__(self, max_slots: int = 2, max_seq_len: int = 128, *, fills: bool = True) -> None:
+        super().__init__(max_slots, max_seq_len)
+        self.can_fill_kv = fills
+        self.shifts: list[KVShift] = []
+
+    def shift_kv(self, shift: KVShift) -> None:
+        held = self.held.setdefault(shift.slot, [])
+        check_kv_shift(shift, len(held), self.max_seq_len)
+        assert self.can_fill_kv or not shift.fills, "fills on a runner without can_fill_kv"
+        pieces = [(r.dst, held[r.src:r.src + r.length]) for r in shift.runs]
+        pieces += [(f.start_pos, list(f.token_ids)) for f in shift.fills]
+        self.held[shift.slot] = held[:shift.keep] + [t for _, tokens in sorted(pieces) for t in tokens]
+        self.shifts.append(shift)

@@ -51,9 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workload", choices=[*WORKLOADS, "fim", "embed"], default="free",
                         help="free: answers to short varied questions; edit: rewrite a 2.6 kB Python module with "
                              "one class renamed, where the answer repeats its prompt; fim: editor completion "
-                             "latency on /infill, ours vs llama-server, keystroke by keystroke; embed: texts/s of "
-                             "256 embedding inputs vs llama-server --embeddings and sentence-transformers, and 16 "
-                             "streams' ITL beside them (default: free)")
+                             "latency on /infill, ours vs llama-server without and with --cache-reuse, keystroke by "
+                             "keystroke; embed: texts/s of 256 embedding inputs vs llama-server --embeddings and "
+                             "sentence-transformers, and 16 streams' ITL beside them (default: free)")
     parser.add_argument("--pooling", choices=["mean", "cls", "last"], default="last",
                         help="embed workload: the pooling both servers use on the GGUF (default: last)")
     parser.add_argument("--keystrokes", type=int, default=12,
@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_fim(args: argparse.Namespace) -> int:
-    """The fim workload: its own runner (two servers, sequential editor requests), its own table."""
+    """The fim workload: its own runner (three servers, sequential editor requests), its own table."""
     from qwen_stream.bench.fim import CONTEXT_LENGTH, print_fim, run_fim
     from qwen_stream.bench.report import write_json
     from qwen_stream.models import sources

@@ -4,9 +4,12 @@ One user types a line into a 2 kB Python file. After one warm-up request (``n_pr
 opened), every keystroke sends what llama.vscode sends: the lines above the cursor as ``input_prefix``, the line
 typed so far as ``prompt``, the rest of the file as ``input_suffix``, and asks for exactly ``max_tokens`` (16)
 greedy tokens. Successive prompts share everything up to the cursor, which each server's prompt cache should
-serve. The figure is the median wall time of a request as the client sees it; the ratio is ours / llama-server
-(below 1 is faster). Both servers run side by side with one slot each and take the keystrokes in turns (the order
-swapped every keystroke), so a busy machine slows both alike.
+serve; after the cursor they share the whole suffix (about 300 tokens, after ``<|fim_suffix|>``), one or two
+positions further on, which only cache reuse serves (``--cache-reuse 256``, what llama.vim and llama.vscode tell
+their users to start llama-server with). Three servers: ours (cache reuse on), llama-server without
+``--cache-reuse`` and llama-server with it. The figure is the median wall time of a request as the client sees it;
+the ratios are ours / each llama-server (below 1 is faster). The servers run side by side with one slot each and
+take the keystrokes in turns (the order rotated every keystroke), so a busy machine slows all alike.
 """
 
 from __future__ import annotations
@@ -95,6 +98,7 @@ def main(argv: list[str]) -> int:
 CURSOR_AFTER = "        words = WORD.findall(read_text(path))\n"
 TYPED = "        counts.update(w.lower() if lower else w for w in words)"
 CONTEXT_LENGTH = 4096
+CACHE_REUSE = 256  # the least run of cached tokens moved, for ours and the llama-server that reuses
 
 
 def keystroke_bodies(max_tokens: int, keystrokes: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -133,19 +137,23 @@ class OursInfill(InfillServer):
 
     def __init__(self, config: BenchConfig) -> None:
         port = free_port()
-        command = serve_command(config, port, "--max-batch-size", "1", "--context-length", str(config.context_length))
+        command = serve_command(config, port, "--max-batch-size", "1", "--context-length", str(config.context_length),
+                                "--cache-reuse", str(CACHE_REUSE))
         super().__init__(config, command, port)
 
 
 class LlamaServerInfill(InfillServer):
-    name = "llama-server"
     keepalive = False  # see LlamaServerSystem
 
-    def __init__(self, config: BenchConfig) -> None:
+    def __init__(self, config: BenchConfig, *, cache_reuse: int = 0) -> None:
         from qwen_stream.bench.llama_server import command_for
 
+        self.name = f"llama-server+reuse{cache_reuse}" if cache_reuse else "llama-server"
         port = free_port()
-        super().__init__(config, command_for(config, port, speculative=False), port)
+        command = command_for(config, port, speculative=False)
+        if cache_reuse:
+            command += ["--cache-reuse", str(cache_reuse)]
+        super().__init__(config, command, port)
 
 
 @dataclass(slots=True)
@@ -173,34 +181,40 @@ class FimResult:
 
 
 def run_fim(config: BenchConfig, keystrokes: int) -> dict[str, Any]:
-    """Both servers through the same keystrokes, in turns; returns per-system summaries and the ratio."""
+    """The three servers through the same keystrokes, in turns; returns per-system summaries and the two ratios."""
     warm, bodies = keystroke_bodies(config.max_tokens, keystrokes)
     servers: list[InfillServer] = []
     try:
-        servers = [OursInfill(config), LlamaServerInfill(config)]
+        servers.append(OursInfill(config))
+        servers.append(LlamaServerInfill(config))
+        servers.append(LlamaServerInfill(config, cache_reuse=CACHE_REUSE))
         results = [FimResult(s.name) for s in servers]
         for server, result in zip(servers, results, strict=True):
             result.warm_up_ms = float(server.infill(warm)["wall_ms"])
         for k, body in enumerate(bodies):
-            order = [0, 1] if k % 2 == 0 else [1, 0]
-            for i in order:
+            for j in range(len(servers)):  # each server goes first in turn
+                i = (k + j) % len(servers)
                 results[i].record(servers[i].infill(body))
     finally:
         for server in servers:
             server.close()
-    ours, peer = (r.summary() for r in results)
+    ours, peer, peer_reuse = (r.summary() for r in results)
     return {"workload": "fim", "model": config.model, "max_tokens": config.max_tokens,
             "context_length": config.context_length, "file_bytes": len(FIM_SOURCE.encode()),
-            "results": [ours, peer], "median_ratio": ours["median_ms"] / peer["median_ms"]}
+            "cache_reuse": CACHE_REUSE, "results": [ours, peer, peer_reuse],
+            "median_ratio": ours["median_ms"] / peer["median_ms"],
+            "median_ratio_reuse": ours["median_ms"] / peer_reuse["median_ms"]}
 
 
 def print_fim(payload: dict[str, Any]) -> None:
     print(f"fim workload: {payload['model'] or 'default model'}, {payload['file_bytes']} B file, "
           f"{payload['max_tokens']} tokens per completion, /infill, after one warm-up")
-    print(f"{'system':<14} {'requests':>8} {'median ms':>10} {'min ms':>8} {'max ms':>8} {'prompt_n':>9} "
+    print(f"{'system':<22} {'requests':>8} {'median ms':>10} {'min ms':>8} {'max ms':>8} {'prompt_n':>9} "
           f"{'cache_n':>8} {'predicted':>9} {'warm-up ms':>11}")
     for r in payload["results"]:
-        print(f"{r['system']:<14} {r['requests']:>8} {r['median_ms']:>10.1f} {r['min_ms']:>8.1f} {r['max_ms']:>8.1f} "
+        print(f"{r['system']:<22} {r['requests']:>8} {r['median_ms']:>10.1f} {r['min_ms']:>8.1f} {r['max_ms']:>8.1f} "
               f"{r['median_prompt_n']:>9.0f} {r['median_cache_n']:>8.0f} {r['median_predicted_n']:>9.0f} "
               f"{r['warm_up_ms']:>11.1f}")
-    print(f"median latency ours / llama-server: {payload['median_ratio']:.2f}x (<= 1.0 is the target)")
+    reuse = payload["cache_reuse"]
+    print(f"median latency ours / llama-server: {payload['median_ratio']:.2f}x (<= 0.7 is the target); "
+          f"ours / llama-server --cache-reuse {reuse}: {payload['median_ratio_reuse']:.2f}x (<= 1.0)")

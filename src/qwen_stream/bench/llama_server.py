@@ -58,11 +58,28 @@ class LlamaServerSystem(HttpServerSystem):
     # Its HTTP library (cpp-httplib) ends a kept-alive connection after a few requests or seconds; the next request
     # on it was cut without an answer ("Server disconnected"). A new connection per request costs well under 1 ms.
     keepalive = False
+
     def __init__(self, config: BenchConfig, *, speculative: bool) -> None:
         self.name = "llama-server-ngram" if speculative else "llama-server"
         port = free_port()
         self.slots = config.max_batch_size
         super().__init__(config, command_for(config, port, speculative=speculative), port)
+
+    def _sampling(self, messages: list[dict[str, str]]) -> dict[str, Any]:
+        return bench_sampling.llama_server(self.config.sampling, messages, self.config.context_length)
+
+    def _record(self, chunk: dict[str, Any]) -> None:
+        timings = chunk.get("timings") or {}
+        for key in ("draft_n", "draft_n_accepted"):
+            if key in timings:
+                self.totals[key] = self.totals.get(key, 0) + float(timings[key])
+
+    def reset_cache(self) -> None:
+        for slot in range(self.slots):
+            with self.talking():
+                response = self.client.post(f"/slots/{slot}", params={"action": "erase"})
+            if response.status_code != 200:
+                raise RuntimeError(f"llama-server could not erase slot {slot}: {response.text[:300]}")
 
 
 def command_for(config: BenchConfig, port: int, *, speculative: bool) -> list[str]:
@@ -82,19 +99,3 @@ def binary_and_gguf(config: BenchConfig) -> tuple[Path, Path]:
     if source.kind != "gguf":
         raise ValueError("llama-server needs a .gguf model")
     return binary, Path(source.path)
-
-    def _sampling(self, messages: list[dict[str, str]]) -> dict[str, Any]:
-        return bench_sampling.llama_server(self.config.sampling, messages, self.config.context_length)
-
-    def _record(self, chunk: dict[str, Any]) -> None:
-        timings = chunk.get("timings") or {}
-        for key in ("draft_n", "draft_n_accepted"):
-            if key in timings:
-                self.totals[key] = self.totals.get(key, 0) + float(timings[key])
-
-    def reset_cache(self) -> None:
-        for slot in range(self.slots):
-            with self.talking():
-                response = self.client.post(f"/slots/{slot}", params={"action": "erase"})
-            if response.status_code != 200:
-                raise RuntimeError(f"llama-server could not erase slot {slot}: {response.text[:300]}")

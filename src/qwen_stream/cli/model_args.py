@@ -10,7 +10,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from qwen_stream.engine.config import DEFAULT_PROMPT_CACHE_GIB
+from qwen_stream.engine.config import DEFAULT_CACHE_REUSE, DEFAULT_PROMPT_CACHE_GIB
 from qwen_stream.engine.spec.drafting import DEFAULT_MAX_DRAFT, DEFAULT_MODEL_DRAFT
 
 SHARED_KV_WINDOWS = 4  # serve and web: KV for four full-length conversations by default, shared by all users
@@ -77,7 +77,19 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, several: bool = Fals
     parser.add_argument("--prompt-cache-size", type=float, default=DEFAULT_PROMPT_CACHE_GIB, metavar="GIB",
                         help=f"most the prompt cache keeps on disk per model, least recently used prompts deleted "
                              f"first (default: {DEFAULT_PROMPT_CACHE_GIB:g} GiB)")
+    parser.add_argument("--cache-reuse", type=_non_negative, default=DEFAULT_CACHE_REUSE, metavar="N",
+                        help="past the prefix a prompt shares with a slot's cache, move cached runs of N+ tokens that "
+                             "come next in it (the text after an editor's cursor) instead of computing them again, as "
+                             "llama-server's --cache-reuse; close to, not bit for bit, a cold run; never for a request "
+                             "with a seed; llama.cpp runner (default: %(default)s; 0: off)")
     _add_backend_arguments(parser)
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
 
 
 def _add_backend_arguments(parser: argparse.ArgumentParser) -> None:
@@ -137,7 +149,8 @@ def engine_config(args: argparse.Namespace, **changes: Any) -> EngineConfig:
     from qwen_stream.engine.config import EngineConfig
 
     return EngineConfig(runner=args.runner, device=device_from_args(args), dtype=args.dtype, threads=args.threads,
-                        quantize=args.quantize, prefix_cache=args.prefix_cache, context_length=args.context_length,
+                        quantize=args.quantize, prefix_cache=args.prefix_cache,
+                        cache_reuse=getattr(args, "cache_reuse", DEFAULT_CACHE_REUSE), context_length=args.context_length,
                         max_batch_size=args.max_batch_size, speculate=args.speculate, draft_max=args.draft_max,
                         kv_budget=args.kv_budget, kv_type=args.kv_type, draft_model=args.draft_model,
                         draft_model_max=args.draft_model_max, pooling=getattr(args, "pooling", None),

@@ -109,7 +109,7 @@ def load_model(model: str | None = None, config: EngineConfig | None = None, *, 
     engine = Engine(parts.runner, eos_token_ids=parts.eos_token_ids, max_running=config.max_batch_size,
                     max_waiting=config.max_waiting, max_model_len=parts.context_length,
                     reuse_prefix=config.prefix_cache, speculate=speculation, drafter=parts.drafter,
-                    prompt_cache=parts.prompt_cache)
+                    prompt_cache=parts.prompt_cache, cache_reuse=config.cache_reuse)
     logger.info("%s runs on %s (context %d tokens, %d slots)", parts.name, engine.name, engine.max_model_len,
                 engine.max_running)
     return LoadedModel.assemble(name=parts.name, tokenizer=parts.tokenizer, engine=engine,

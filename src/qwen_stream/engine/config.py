@@ -13,6 +13,9 @@ from qwen_stream.engine.spec.drafting import DEFAULT_MAX_DRAFT, DEFAULT_MODEL_DR
 
 RUNNERS = ("auto", "llamacpp", "torch")
 DEFAULT_PROMPT_CACHE_GIB = 4.0  # engine/prompt_cache/store.py says why
+# Cache reuse (engine/sched/cache_reuse.py): cached runs of at least this many tokens move instead of being computed
+# again; llama.vim and llama.vscode tell llama-server users to start it with --cache-reuse 256.
+DEFAULT_CACHE_REUSE = 256
 QUANTIZE_MODES = (None, "int8")
 
 
@@ -27,6 +30,7 @@ class EngineConfig:
     threads: int | None = None  # None: one per physical core
     quantize: str | None = None  # "int8": the PyTorch runner with int8 projections
     prefix_cache: bool = True  # a finished request's KV stays in its slot for a later prompt that starts the same
+    cache_reuse: int = DEFAULT_CACHE_REUSE  # past the shared prefix, move cached runs this long or longer (0: off)
     speculate: bool = True  # draft tokens by prompt lookup and verify them in the step's one forward
     draft_max: int = DEFAULT_MAX_DRAFT  # most tokens a sequence drafts per step
     kv_budget: int | None = None  # llama.cpp runner: KV cells shared by all slots (None: kv_windows windows)
@@ -47,6 +51,8 @@ class EngineConfig:
         if self.quantize and self.runner == "llamacpp":
             raise ValueError("quantize applies to the PyTorch runner (llama.cpp runs the GGUF's own quantized "
                              "weights); use --runner torch or auto")
+        if isinstance(self.cache_reuse, bool) or not isinstance(self.cache_reuse, int) or self.cache_reuse < 0:
+            raise ValueError(f"cache_reuse must be an integer >= 0 (0: off), got {self.cache_reuse!r}")
         if self.max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {self.max_batch_size}")
         if self.context_length is not None and self.context_length < 16:

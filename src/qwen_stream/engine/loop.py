@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from qwen_stream.engine.backend import EngineBackend, EngineHealth, EngineStats, OutputSink
+from qwen_stream.engine.config import DEFAULT_CACHE_REUSE
 from qwen_stream.engine.pooling import check_task
 from qwen_stream.engine.prompt_cache.store import PromptStore
 from qwen_stream.engine.registry import RequestRegistry
@@ -55,7 +56,7 @@ class Engine:
                  max_waiting: int = 64, max_model_len: int | None = None, prefill_chunk: int = 512,
                  reuse_prefix: bool = True, stall_after_s: float = 60.0,
                  speculate: SpeculationConfig | None = None, drafter: ModelDrafter | None = None,
-                 prompt_cache: PromptStore | None = None) -> None:
+                 prompt_cache: PromptStore | None = None, cache_reuse: int = DEFAULT_CACHE_REUSE) -> None:
         self.requests = RequestRegistry(max_model_len=min(max_model_len or runner.max_seq_len, runner.max_seq_len),
                                         max_running=min(max_running, runner.max_slots), max_waiting=max_waiting)
         self.max_model_len = self.requests.max_model_len
@@ -66,7 +67,7 @@ class Engine:
         self.core = EngineCore(runner, eos_token_ids=eos_token_ids, max_running=self.max_running,
                                max_model_len=self.max_model_len, prefill_chunk=prefill_chunk,
                                reuse_prefix=reuse_prefix, speculate=speculate, drafter=drafter,
-                               prompt_cache=prompt_cache)
+                               prompt_cache=prompt_cache, cache_reuse=cache_reuse)
         self.prompt_cache = prompt_cache  # the engine owns it: its queued writes are finished at shutdown
         self.drafter = drafter  # the engine owns it: closed at shutdown
         self.speculate = self.core.speculate  # None when off, or when the runner cannot rewind a slot

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qwen_stream.engine.pooling import Pooler
-from qwen_stream.engine.runners.base import SeqChunk
+from qwen_stream.engine.runners.base import KVShift, SeqChunk
 from qwen_stream.engine.sample.per_sequence import SamplingState
 from qwen_stream.engine.spec.drafting import DraftRate
 from qwen_stream.types import SamplingParams
@@ -104,6 +104,7 @@ class ScheduledBatch:
     sampled: list[Sequence] = field(default_factory=list)
     copies: list[PrefixCopy] = field(default_factory=list)  # to apply before the forward
     loads: list[PromptLoad] = field(default_factory=list)  # to apply before the copies and the forward
+    shifts: list[KVShift] = field(default_factory=list)  # cache reuse: to apply before the copies and the forward
     # sequences sampling their first token from kept prompt logits, no chunk: last in ``sampled``, rows after the
     # forward's (see recall)
     recalled: list[Sequence] = field(default_factory=list)
@@ -130,7 +131,7 @@ class ScheduledBatch:
 
     @property
     def empty(self) -> bool:
-        return not self.chunks and not self.recalled
+        return not self.chunks and not self.recalled and not self.shifts
 
     @property
     def hidden(self) -> list[tuple[Sequence, SeqChunk]]:

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from qwen_stream.engine.config import DEFAULT_CACHE_REUSE
 from qwen_stream.engine.pooling import Pooler, runner_tasks, score_vector
 from qwen_stream.engine.prompt_cache.store import PromptStore
 from qwen_stream.engine.prompt_cache.transfer import PromptTransfer
@@ -27,6 +28,7 @@ from qwen_stream.engine.runners.base import ModelRunner
 from qwen_stream.engine.sample.grammar_masks import mask_constrained
 from qwen_stream.engine.sample.per_sequence import SamplingState, token_logprobs
 from qwen_stream.engine.sample.step_rows import SampleRow, sample_rows
+from qwen_stream.engine.sched.cache_reuse import policy_for
 from qwen_stream.engine.sched.kv_budget import KVBudget
 from qwen_stream.engine.sched.scheduler import Scheduler
 from qwen_stream.engine.spec.draft_model import ModelDrafter
@@ -55,7 +57,7 @@ class EngineCore:
     def __init__(self, runner: ModelRunner, *, eos_token_ids: Seq[int], max_running: int,
                  max_model_len: int, prefill_chunk: int = 512, reuse_prefix: bool = True,
                  speculate: SpeculationConfig | None = None, drafter: ModelDrafter | None = None,
-                 prompt_cache: PromptStore | None = None) -> None:
+                 prompt_cache: PromptStore | None = None, cache_reuse: int = DEFAULT_CACHE_REUSE) -> None:
         self.runner = runner
         self.stop_ids = frozenset(int(t) for t in eos_token_ids)
         # Only a runner that can restart a slot inside its cached part can keep finished slots' KV for reuse.
@@ -75,7 +77,8 @@ class EngineCore:
                                    speculate=self.speculate, kv_budget=budget,
                                    drafter=drafter if self.speculate else None,
                                    whole_prompts=bool(getattr(runner, "whole_prompts", False)),
-                                   prompt_cache=prompt_cache)
+                                   prompt_cache=prompt_cache,
+                                   cache_reuse=policy_for(runner, cache_reuse, max_fill=prefill_chunk))
         self.tasks = runner_tasks(runner)  # what it serves: generate, embed, score
         self.drafter = self.scheduler.speculator.drafter if self.scheduler.speculator else None
         self.timings = StepTimings()
@@ -119,6 +122,8 @@ class EngineCore:
         if batch.empty:
             return []
         try:
+            for shift in batch.shifts:  # before the copies: one may read a slot that moves its KV this step
+                self.runner.shift_kv(shift)  # type: ignore[attr-defined]
             for copy in batch.copies:
                 self.runner.copy_prefix(copy.src, copy.dst, copy.length)  # type: ignore[attr-defined]
             before = time.perf_counter()

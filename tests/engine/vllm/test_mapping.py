@@ -80,9 +80,10 @@ def test_every_sampling_field_is_mapped() -> None:
         "ignore_eos": True, "logprobs": 3, "logit_bias": {5: 2.0}, "detokenize": False,
         "skip_special_tokens": False}
     # every field of ours reaches vLLM, or is handled above the seam (stop strings) / by ignore_eos
-    # constraint: refused, see below; pooling (embeddings, scores): refused at submit (engine/pooling.check_task)
+    # constraint: refused, see below; pooling (embeddings, scores): refused at submit (engine/pooling.check_task);
+    # cache_reuse: vLLM computes every token past its exact prefix cache (the answer no reuse gives);
     # seed_drawn: how our own scheduler treats cached KV for the seed (vLLM keeps its own prefix cache)
-    handled_apart = {"stop", "max_new_tokens", "ignore_eos", "constraint", "pooling", "seed_drawn"}
+    handled_apart = {"stop", "max_new_tokens", "ignore_eos", "constraint", "pooling", "cache_reuse", "seed_drawn"}
     assert set(SamplingParams.__dataclass_fields__) - handled_apart <= set(kwargs)
 
 

@@ -54,7 +54,7 @@ _OPENAI_SAMPLING = {**_used(HERE, "max_tokens", "temperature", "top_p", "top_k",
 _USER = {"user": "an end-user id for OpenAI's abuse detection"}
 _LLAMA_SAMPLING = {**_used(HERE, "n_predict", "temperature", "top_k", "top_p", "min_p", "repeat_penalty",
                            "repeat_last_n", "presence_penalty", "frequency_penalty", "seed", "stop", "ignore_eos",
-                           "logit_bias", "samplers", "n_probs"),
+                           "logit_bias", "samplers", "n_probs", "n_cache_reuse"),
                    **_used(LLAMA, "model", "stream", "return_tokens", "response_fields"),
                    **_used(FORMATS, "grammar", "json_schema"), **_used(INFILL, "n_indent", "t_max_predict_ms")}
 _ANTHROPIC_PROMPT = {**_used(ANTH, "model", "messages", "system", "output_config"), "thinking": HERE,
@@ -316,9 +316,11 @@ def test_each_protocols_sampling_fields_reach_the_neutral_vocabulary() -> None:
         "prompt": "x", "n_predict": 7, "temperature": 0.5, "top_k": 3, "top_p": 0.9, "min_p": 0.1, "seed": 4,
         "stop": ["x"], "repeat_penalty": 1.1, "repeat_last_n": -1, "presence_penalty": 0.1,
         "frequency_penalty": 0.2, "ignore_eos": True, "n_probs": 2, "logit_bias": [[6, 1.0], [7, False]],
-        "samplers": ["top_k", "temperature", "penalties"]})
+        "samplers": ["top_k", "temperature", "penalties"], "n_cache_reuse": 64})
     assert llama.sampling() == SamplingFields(7, 0.5, 1.0, 3, 0.0, 4, ("x",), 0.1, 0.2, 1.1, 2,
-                                              {"6": 1.0, "7": -100.0}, True)  # top_p and min_p: not in samplers
+                                              {"6": 1.0, "7": -100.0}, True,  # top_p and min_p: not in samplers
+                                              cache_reuse=64)  # this request's cache reuse (test_cache_reuse.py)
+    assert llama.sampling().overrides()["cache_reuse"] == 64
 
 
 def test_a_tool_results_is_error_reaches_the_model(http: httpx.Client) -> None:

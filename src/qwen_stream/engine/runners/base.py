@@ -34,6 +34,35 @@ class SeqChunk:
         return self.n_logits if self.want_logits else 0
 
 
+@dataclass(slots=True, frozen=True)
+class KVRun:
+    """``length`` cached positions of a slot starting at ``src`` move to start at ``dst`` (keys re-rotated by RoPE
+    for the new positions: a shift, not a recomputation)."""
+
+    src: int
+    dst: int
+    length: int
+
+
+@dataclass(slots=True, frozen=True)
+class KVShift:
+    """Cache reuse past a slot's shared prefix (llama-server's ``--cache-reuse``), applied before the forward.
+
+    The slot keeps positions [0, ``keep``); ``runs`` (in order, their sources inside what the slot holds past
+    ``keep``) move to their new places; every cell past ``keep`` no run takes is dropped; ``fills`` (prompt tokens
+    at their positions, no logits) are computed in the gaps the runs leave before them. Kept prefix, fills and runs
+    then cover [0, ``served``) once each: the slot holds that much of the new prompt."""
+
+    slot: int
+    keep: int
+    runs: tuple[KVRun, ...]
+    fills: tuple[SeqChunk, ...] = ()
+
+    @property
+    def served(self) -> int:
+        return self.keep + sum(r.length for r in self.runs) + sum(len(f.token_ids) for f in self.fills)
+
+
 @runtime_checkable
 class ModelRunner(Protocol):
     """Owns the weights and the KV cache; one instance per loaded model, driven by one thread."""
@@ -57,6 +86,9 @@ class ModelRunner(Protocol):
     # ``state_layout: str`` and ``weights_path``: a slot's KV as bytes and back, in this or a later process with the
     # same weights and layout (llama.cpp). Runners with them can keep a prompt cache on disk (engine/prompt_cache);
     # a failed load raises and leaves the slot empty.
+    # Optional ``shift_kv(shift: KVShift) -> None`` with ``can_shift_kv: bool`` (False if absent): move cached runs
+    # of a slot's KV to new positions (cache reuse, engine/sched/cache_reuse.py); ``can_fill_kv: bool`` (False if
+    # absent): ``shift.fills`` may be non-empty, i.e. tokens can be computed in a gap below cells the slot holds.
 
     def forward(self, chunks: Sequence[SeqChunk]) -> torch.Tensor:
         """Run all chunks as one batch; return float32 logits [n, vocab_size]: for each chunk whose
@@ -80,3 +112,27 @@ def check_prefix_copy(src: int, dst: int, length: int, src_length: int) -> None:
         raise ValueError(f"cannot copy slot {src} onto itself")
     if isinstance(length, bool) or not isinstance(length, int) or not 0 < length <= src_length:
         raise ValueError(f"slot {src} holds {src_length} positions; cannot copy {length!r} of them")
+
+
+def check_kv_shift(shift: KVShift, held: int, max_seq_len: int) -> None:
+    """ValueError unless ``shift`` applies to its slot holding ``held`` positions: runs in order inside the held
+    part past ``keep``, and the kept prefix, fills and the runs' new places covering [0, served) once each, within
+    the window. Every runner with ``shift_kv`` checks through here."""
+    if not 0 <= shift.keep <= held:
+        raise ValueError(f"slot {shift.slot} holds {held} positions; cannot keep {shift.keep}")
+    edge = shift.keep
+    for run in shift.runs:
+        if run.length < 1 or run.src < edge or run.src + run.length > held:
+            raise ValueError(f"slot {shift.slot}: run {run} is not in order inside positions [{edge}, {held})")
+        edge = run.src + run.length
+    if any(fill.slot != shift.slot or fill.want_logits or not fill.token_ids for fill in shift.fills):
+        raise ValueError(f"slot {shift.slot}: a fill must be tokens of that slot without logits")
+    pieces = sorted([(r.dst, r.length) for r in shift.runs] + [(f.start_pos, len(f.token_ids)) for f in shift.fills])
+    edge = shift.keep
+    for start, length in pieces:
+        if start != edge:
+            raise ValueError(f"slot {shift.slot}: the shift leaves position {min(start, edge)} covered "
+                             f"{'never' if start > edge else 'twice'}")
+        edge += length
+    if edge > max_seq_len:
+        raise ValueError(f"slot {shift.slot}: the shift reaches position {edge}, past max_seq_len {max_seq_len}")

@@ -17,6 +17,10 @@ slot draws from (``llama-server -c N`` sizes the same pool), so memory follows t
 slots x window; the scheduler keeps the cells in use within the pool, evicting idle slots' cached prefixes first.
 ``kv_type="q8_0"`` stores keys and values as 8-bit blocks (half of f16), as ``llama-server -ctk q8_0 -ctv q8_0``.
 
+Cache reuse (``shift_kv``, llamacpp_shift.py): a slot's cached runs move to new positions (``can_shift_kv``: what
+``llama_memory_can_shift`` says of the model), and on the unified cache tokens can also be computed in a gap before
+them (``can_fill_kv``), on one scratch sequence id past the slots'.
+
 Embeddings (``forward_with_hidden``): the chunks of pooled requests go through their own ``llama_decode`` calls in
 the same step, with the context's embeddings output switched on (``llama_set_embeddings``) and its pooling set to
 none, so llama.cpp hands back every token's final hidden state (``llama_get_embeddings``, batch order) and the
@@ -39,9 +43,10 @@ import numpy as np
 import torch
 
 from qwen_stream.cpu import has_amx, physical_cores
-from qwen_stream.engine.runners.base import SeqChunk
+from qwen_stream.engine.runners.base import KVShift, SeqChunk, check_kv_shift
 from qwen_stream.engine.runners.kv_cache import SlotTable
 from qwen_stream.engine.runners.llamacpp_batch import BatchBuffers, decode_groups, flatten
+from qwen_stream.engine.runners.llamacpp_shift import drop_and_move, fill_gap
 
 # KV cache element types: enum ggml_type F16 = 1 (llama.cpp's default), Q8_0 = 8 (half the memory)
 KV_TYPES: dict[str | None, int] = {None: 1, "f16": 1, "q8_0": 8}
@@ -117,6 +122,8 @@ class LlamaCppRunner:
         most = int(self._ll.llama_max_parallel_sequences())
         if self.max_slots > most:
             raise ValueError(f"max_slots must be <= {most} (llama.cpp's sequence limit), got {self.max_slots}")
+        # the unified cache fills gaps on a scratch sequence id past the slots' (llamacpp_shift.py)
+        self._scratch = self.kv_budget is not None and self.max_slots < most  # its id: max_slots
         _quiet_logs(verbose)
         _init_backend(self._ll)
         self._model: Any = None
@@ -129,6 +136,8 @@ class LlamaCppRunner:
             self.max_seq_len = min(self.max_seq_len, self.kv_budget or self.max_seq_len)
             self._ctx = self._new_context()
             self._mem = self._ll.llama_get_memory(self._ctx)
+            self.can_shift_kv = bool(self._ll.llama_memory_can_shift(self._mem))  # cache reuse: move cached runs
+            self.can_fill_kv = self.can_shift_kv and self._scratch  # ... and compute gaps before them
             self.vocab_size = int(self._ll.llama_vocab_n_tokens(self._ll.llama_model_get_vocab(self._model)))
             self.embedding_width = int(self._ll.llama_model_n_embd(self._model))
             # an embedding GGUF says how it pools (and its architecture tells Qwen3-Embedding's conventions)
@@ -143,7 +152,7 @@ class LlamaCppRunner:
             # close() gives the old setting back.
             self._torch_threads_before = torch.get_num_threads()
             torch.set_num_threads(1)
-        self._buffers = BatchBuffers(self._ll, self.n_batch, self.max_slots)
+        self._buffers = BatchBuffers(self._ll, self.n_batch, self.max_slots + 1)  # + the scratch sequence
         self._slots = SlotTable(self.max_slots, self.max_seq_len)  # positions held in each slot's KV cache
         self._logits = torch.empty(self.max_slots, self.vocab_size, dtype=torch.float32)
 
@@ -159,7 +168,7 @@ class LlamaCppRunner:
     def _new_context(self) -> Any:
         params = self._ll.llama_context_default_params()
         params.n_ctx = self.kv_budget or self.max_slots * self.max_seq_len
-        params.n_seq_max = self.max_slots
+        params.n_seq_max = self.max_slots + int(self._scratch)
         params.kv_unified = self.kv_budget is not None  # else one KV stream per slot: see the module docstring
         if self.kv_type is not None:
             params.type_k = params.type_v = KV_TYPES[self.kv_type]
@@ -303,6 +312,29 @@ class LlamaCppRunner:
         if keep < length:
             self._ll.llama_memory_seq_rm(self._mem, slot, keep, -1)
         self._slots.lengths[slot] = keep
+    def shift_kv(self, shift: KVShift) -> None:
+        """Cache reuse: the slot keeps ``shift.keep`` positions, its cached runs move to their new places and the
+        fills are computed in the gaps before them (llamacpp_shift.py); it then holds ``shift.served`` positions."""
+        if self._ctx is None:
+            raise RuntimeError("LlamaCppRunner is closed")
+        if not self.can_shift_kv or (shift.fills and not self.can_fill_kv):
+            raise ValueError("this llama.cpp context cannot move KV cells" if not self.can_shift_kv else
+                             "only the unified cache (kv_budget) computes tokens in a gap of a slot's KV")
+        self._slots.check_slot(shift.slot)
+        check_kv_shift(shift, self._slots.lengths[shift.slot], self.max_seq_len)
+        drop_and_move(self._ll, self._mem, shift)
+        for fill in sorted(shift.fills, key=lambda f: f.start_pos):
+            fill_gap(self._ll, self._mem, fill, self.max_slots, self._decode_on)
+        self._slots.lengths[shift.slot] = shift.served
+
+    def _decode_on(self, chunk: SeqChunk, seq_id: int) -> None:
+        """Decode a chunk that wants no logits on llama.cpp sequence ``seq_id``, in n_batch pieces."""
+        tokens, pos, _, want = flatten([chunk])
+        seq = np.full(len(tokens), seq_id, dtype=np.int32)
+        nowhere = torch.empty(0, dtype=torch.long)
+        for start in range(0, len(tokens), self.n_batch):
+            end = start + self.n_batch
+            self._decode(tokens[start:end], pos[start:end], seq[start:end], want[start:end], 0, nowhere)
 
     def close(self) -> None:
         """Free the context and the weights (idempotent)."""

@@ -41,6 +41,12 @@ Pooled requests (embeddings and scores, ``params.pooling``) are prompts only: ad
 chunks within the step's token budget after every decode, so a flood of them never holds back a running stream,
 and finished by ``finish_pooled`` once their last chunk ran, their slot emptied for the next one. A runner that
 cannot split a prompt (``whole_prompts``: bidirectional attention) gets each prompt in one chunk.
+
+Cache reuse (``cache_reuse``, for runners that can move KV: llama-server's ``--cache-reuse``): past the shared
+prefix, runs of the slot's cached tokens that come next in the prompt (an editor's suffix after the cursor) move to
+their new positions instead of being computed again (cache_reuse.py plans it, ``ScheduledBatch.shifts`` carries it
+to the runner before the forward). Never for a request with a seed of its own; moved cells are never exact, so
+``exact_upto`` stops before them.
 """
 
 from __future__ import annotations
@@ -51,8 +57,9 @@ from typing import TYPE_CHECKING
 
 from qwen_stream.engine.prompt_cache.index import PromptLookup, worth_loading
 from qwen_stream.engine.request import PrefixCopy, PromptLoad, ScheduledBatch, SeqStatus, Sequence
-from qwen_stream.engine.runners.base import SeqChunk
+from qwen_stream.engine.runners.base import KVShift, SeqChunk
 from qwen_stream.engine.sample.grammar_masks import advance, grammar_ended
+from qwen_stream.engine.sched.cache_reuse import CacheReuse
 from qwen_stream.engine.sched.chunk_grid import ChunkGrid
 from qwen_stream.engine.sched.kv_budget import KVBudget
 from qwen_stream.engine.sched.pooled_share import PooledShare
@@ -73,7 +80,8 @@ class Scheduler:
                  max_batched_tokens: int = 2048, reuse_prefix: bool = False, share_prefix: bool = False,
                  min_shared_tokens: int = 16, speculate: SpeculationConfig | None = None,
                  kv_budget: KVBudget | None = None, drafter: ModelDrafter | None = None,
-                 whole_prompts: bool = False, prompt_cache: PromptLookup | None = None) -> None:
+                 whole_prompts: bool = False, prompt_cache: PromptLookup | None = None,
+                 cache_reuse: CacheReuse | None = None) -> None:
         self.max_slots = max_slots
         self.whole_prompts = whole_prompts  # the runner needs each prompt in one chunk (an encoder)
         self.max_model_len = max_model_len
@@ -94,6 +102,9 @@ class Scheduler:
         self.pooled_share = PooledShare(self.max_batched_tokens)  # pooled prompts beside streams (pooled_share.py)
         self.prompt_cache = prompt_cache if reuse_prefix else None  # saved prompts on disk (their index only)
         self._loads: list[PromptLoad] = []  # planned at admission, handed to the next batch
+        self.cache_reuse = cache_reuse if reuse_prefix else None  # None: the runner cannot move KV (cache_reuse.py)
+        self.shifted_tokens = 0  # of reused_tokens, those moved into place past the prefix (cache reuse)
+        self._shifts: list[KVShift] = []  # planned at admission, handed to the next batch
 
     @property
     def has_work(self) -> bool:
@@ -110,6 +121,7 @@ class Scheduler:
         self._admit()
         batch = ScheduledBatch()
         batch.loads, self._loads = self._loads, []
+        batch.shifts, self._shifts = self._shifts, []
         budget = self.max_batched_tokens
         # Decodes first: a running stream never waits behind someone else's prompt.
         recalled = []
@@ -151,6 +163,7 @@ class Scheduler:
         if seq.exact and source.exact_upto < seq.prefix_len:  # the source's KV is not what a cold run computes
             return True
         batch.copies.append(PrefixCopy(source.slot, seq.slot, seq.prefix_len))
+        self.slots.note_copy(source.slot, seq.slot, seq.prefix_len)
         self.reused_tokens += seq.prefix_len - seq.num_cached
         seq.num_computed = seq.num_cached = seq.prefix_len
         seq.exact_upto = self.grid.floor(min(source.exact_upto, seq.prefix_len))
@@ -205,8 +218,11 @@ class Scheduler:
             self.waiting.popleft()
             if load is not None:
                 self._loads.append(load)  # recalled if it holds the whole prompt: the step fills the row
+            held = self.slots.held(seq.slot)  # what its KV still holds, before the slot is taken
             self._take_slot(seq, reused, loaded=load is not None)
-            self.reused_tokens += reused
+            if load is None and not seq.exact:  # a seed of its own never gets moved KV (cache_reuse.py)
+                self._reuse_past_prefix(seq, held)
+            self.reused_tokens += seq.num_cached
             seq.status = SeqStatus.RUNNING
             self.running.append(seq)
 
@@ -223,6 +239,21 @@ class Scheduler:
             seq.exact_upto = min(self.slots.exact_part(seq.slot, seq.prompt_ids), reused)
         self.slots.take(seq.slot)
         seq.num_computed = seq.num_cached = reused
+
+    def _reuse_past_prefix(self, seq: Sequence, held: list[int]) -> None:
+        """Cache reuse: cached runs past seq's shared prefix with ``held`` (what its slot's KV holds) move into place
+        (cache_reuse.py; the fills between them are computed, not cached), so more of its prompt is in its KV before
+        its first chunk."""
+        reused = seq.num_computed
+        if self.cache_reuse is None or seq.prefix_source is not None or reused < shared_prefix(held, seq.prompt_ids):
+            return  # no runner support, a prefix copy to come, or an exact repeat's last token fed again
+        shift = self.cache_reuse.plan(seq, held, reused, floor=self.slots.shared_upto(seq.slot))
+        if shift is None:
+            return
+        self._shifts.append(shift)
+        moved = sum(run.length for run in shift.runs)
+        self.shifted_tokens += moved
+        seq.num_computed, seq.num_cached = shift.served, reused + moved
 
     def _plan_load(self, seq: Sequence, reused: int) -> PromptLoad | None:
         """A load of the saved prompt sharing the longest prefix with seq's, if it spares enough prefill beyond the

@@ -7,7 +7,9 @@ evicting an idle slot's cache to make room under a KV budget, and the list of sl
 forget (``take_freed``). Token ids, and per free slot two more facts: the logits row after the prompt its last
 sequence ran (``KeptRow``), so an exact repeat of that prompt needs no forward; and how many leading positions of
 its KV a cold prefill would have computed bit for bit (whole chunks of the grid, chunk_grid.py), the only part a
-request with its own seed may reuse (as nano-vllm's BlockManager, one slot per sequence).
+request with its own seed may reuse (as nano-vllm's BlockManager, one slot per sequence). For cache reuse
+(cache_reuse.py) it also keeps how far each slot's cells may be shared with another slot's (a prefix copy on
+llama.cpp's unified cache shares cells, and moving a shared cell would move it for both).
 """
 
 from __future__ import annotations
@@ -40,10 +42,20 @@ class SlotPool:
         self._exact: list[int] = [0] * max_slots  # ... of which the first n are as a cold prefill computes them
         self._freed: list[int] = []  # since the last take_freed(): the runner must forget their KV
         self._logits: list[KeptRow | None] = [None] * max_slots  # per free slot: its last prompt's row
+        self._shared: list[int] = [0] * max_slots  # positions below this may be cells shared with another slot
 
     def held(self, slot: int) -> list[int]:
         """The tokens a free slot's KV still holds (empty for a running one: its sequence says)."""
         return self._held[slot]
+
+    def shared_upto(self, slot: int) -> int:
+        """The slot's cells below this position may also be another slot's (never move them)."""
+        return self._shared[slot]
+
+    def note_copy(self, src: int, dst: int, length: int) -> None:
+        """dst takes src's first ``length`` positions (a PrefixCopy): on a unified cache both now share those cells."""
+        self._shared[dst] = length
+        self._shared[src] = max(self._shared[src], length)
 
     def best_match(self, prompt: list[int], *, use_prefix: bool = True, exact: bool = False) -> tuple[int, int]:
         """The free slot for ``prompt`` and how many of its leading tokens to reuse from that slot's KV: the longest
@@ -131,6 +143,7 @@ class SlotPool:
         self._held[slot] = []
         self._exact[slot] = 0
         self._logits[slot] = None
+        self._shared[slot] = 0
         self._freed.append(slot)
 
 

@@ -107,7 +107,9 @@ def sampling_kwargs(params: SamplingParams, *, eos_token_ids: Sequence[int], pro
     """vLLM SamplingParams fields for one request. Stop strings are matched above the seam on our own text, so
     vLLM gets only token ids; an end-of-turn token ends the answer unless ``ignore_eos`` (then nothing does,
     as on the native engine). logit_bias ids past the vocabulary are dropped, as our sampler ignores them
-    (vLLM would fail the request). ValueError for what vLLM cannot do here (a grammar constraint)."""
+    (vLLM would fail the request). ``cache_reuse`` is our engine's speed setting: vLLM computes every token past
+    its (exact) prefix cache, which is what a request asking for no reuse gets anyway. ValueError for what vLLM
+    cannot do here (a grammar constraint)."""
     if params.constraint is not None:
         # our grammars are matchers over our tokenizer, living in this process; vLLM samples in its own
         raise ValueError("structured output (response_format, json_schema, tool_choice=required) is not "

@@ -36,6 +36,7 @@ class SamplingFields:
     ignore_eos: bool = False
     output: OutputFormat | None = None  # what the answer must match (compiled into a grammar by the input side)
     stop_token_ids: tuple[int, ...] = ()  # more ids that end the answer (a FIM prompt: its model's FIM tokens)
+    cache_reuse: int | None = None  # llama.cpp's n_cache_reuse: the least cached run moved into the prompt (0: none)
 
     @property
     def stops(self) -> tuple[str, ...] | None:
@@ -60,7 +61,7 @@ class SamplingFields:
             "presence_penalty": self.presence_penalty, "frequency_penalty": self.frequency_penalty,
             "repetition_penalty": self.repetition_penalty, "logprobs": self.logprobs,
             "ignore_eos": self.ignore_eos or None, "stop_token_ids": self.stop_token_ids or None,
-            "logit_bias": _logit_bias(self.logit_bias) if self.logit_bias else None,
+            "logit_bias": _logit_bias(self.logit_bias) if self.logit_bias else None, "cache_reuse": self.cache_reuse,
         }
         return {k: v for k, v in fields.items() if v is not None}
 

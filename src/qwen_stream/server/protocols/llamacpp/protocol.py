@@ -5,8 +5,9 @@ Read: ``n_predict`` (0: only fill the prompt cache; -1: the server's answer limi
 ``ignore_eos``, ``temperature``, ``top_k``, ``top_p``, ``min_p``, ``seed``, ``repeat_penalty``,
 ``presence_penalty``, ``frequency_penalty``, ``logit_bias`` (``[[id, bias | false], ...]`` or ``{"id": bias}``),
 ``n_probs`` (each token's probabilities), ``grammar`` (GBNF) and ``json_schema`` (honoured by the grammar engine),
-``n_indent`` and ``t_max_predict_ms`` (an editor's rules), ``return_tokens``, ``response_fields``, with llama.cpp's
-defaults. ``samplers`` names the samplers used (one left out is off: no ``temperature`` means sampling at
+``n_indent`` and ``t_max_predict_ms`` (an editor's rules), ``n_cache_reuse`` (this request's least cached run moved
+into place past the shared prefix, 0: none; unset: the server's ``--cache-reuse``, as in llama-server),
+``return_tokens``, ``response_fields``, with llama.cpp's defaults. ``samplers`` names the samplers used (one left out is off: no ``temperature`` means sampling at
 temperature 1); our order is fixed. Samplers this server does not have (``dry``, ``typ_p``, ``xtc``,
 ``top_n_sigma``) may be named, as llama.cpp's clients always name them, while their parameters leave them off;
 llama.cpp's ``infill`` sampler (which favours ending the middle) is accepted, as llama.vscode always sends it, but
@@ -50,7 +51,6 @@ LLAMA_REFUSED: Mapping[str, Refused] = {
 LLAMA_HARMLESS: Mapping[str, str] = {
     "cache_prompt": "prefix reuse is always on; it leaves the answer as it is",
     "id_slot": "slots are chosen by the prompt's cached prefix; the answer is the same in any slot",
-    "n_cache_reuse": "KV shifting to reuse cache chunks: a speed setting",
     "t_max_prompt_ms": "llama.cpp does not implement it either",
     "timings_per_token": "timings come with the last chunk",
     "return_progress": "prompt progress reports are extra chunks, not the answer",
@@ -96,6 +96,7 @@ class LlamaSampling(StrictBody):
     samplers: list[str] | None = None
     return_tokens: bool = False
     response_fields: list[str] | None = None
+    n_cache_reuse: int | None = Field(default=None, ge=0)
 
     def check_samplers(self) -> None:
         unknown = sorted(set(self.samplers or ()) - set(SAMPLERS) - set(IDLE_SAMPLERS))
@@ -125,7 +126,8 @@ class LlamaSampling(StrictBody):
             presence_penalty=self.presence_penalty if penalties else 0.0,
             frequency_penalty=self.frequency_penalty if penalties else 0.0,
             seed=self.seed if self.seed >= 0 else None, stop=tuple(self.stop) or None, ignore_eos=self.ignore_eos,
-            logprobs=self.n_probs or None, logit_bias=_logit_bias(self.logit_bias), output=self.output())
+            logprobs=self.n_probs or None, logit_bias=_logit_bias(self.logit_bias), output=self.output(),
+            cache_reuse=self.n_cache_reuse)
 
     def output(self) -> OutputFormat | None:
         """``grammar`` (GBNF) or ``json_schema`` (``{}``: any JSON); both at once is a 400, as in llama.cpp."""
