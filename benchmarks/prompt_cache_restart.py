@@ -4,7 +4,8 @@ against a cold prefill (issue 26: a cached 2.4k-token prefix after a restart sho
 The prompt is a coding agent's: a system prompt, tool schemas, a source file the agent read (an earlier turn) and a
 question, about ``--prompt-tokens`` tokens in all. Each round, in one process, on a fresh temporary cache directory:
 
-1. cold: a fresh engine on the empty directory answers the prompt (seeded, sampled); closing it finishes the save;
+1. cold: a fresh engine on the empty directory answers the prompt (greedy: a request with a seed of its own never
+   loads from disk, engine/sched/chunk_grid.py); closing it finishes the save;
 2. restart, same prompt: a fresh engine on the same directory answers the very same request (loaded from disk, and
    recalled: no forward; the text must be the cold one's);
 3. restart, same prefix: another fresh engine answers the same conversation with another final question (the saved
@@ -101,7 +102,7 @@ def ttft(model: Any, messages: list[dict[str, str]], tools: dict[str, Any], max_
     """(seconds to the first token, the answer's text, prompt tokens served from a cache)."""
     started, first = time.perf_counter(), None
     events = []
-    for event in model.stream(messages=messages, temperature=0.7, seed=7, max_new_tokens=max_tokens, **tools):
+    for event in model.stream(messages=messages, temperature=0.0, max_new_tokens=max_tokens, **tools):
         if first is None:
             first = time.perf_counter() - started
         events.append(event)

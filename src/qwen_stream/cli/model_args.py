@@ -81,7 +81,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, several: bool = Fals
                         help="past the prefix a prompt shares with a slot's cache, move cached runs of N+ tokens that "
                              "come next in it (the text after an editor's cursor) instead of computing them again, as "
                              "llama-server's --cache-reuse; close to, not bit for bit, a cold run; never for a request "
-                             "with a seed; llama.cpp runner (default: %(default)s; 0: off)")
+                             "with a seed of its own; llama.cpp runner (default: %(default)s; 0: off)")
     _add_backend_arguments(parser)
 
 
