@@ -31,7 +31,6 @@ token is an output, so those calls never carry a generating request's chunk.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -46,7 +45,9 @@ from qwen_stream.cpu import has_amx, physical_cores
 from qwen_stream.engine.runners.base import KVShift, SeqChunk, check_kv_shift
 from qwen_stream.engine.runners.kv_cache import SlotTable
 from qwen_stream.engine.runners.llamacpp_batch import BatchBuffers, decode_groups, flatten
+from qwen_stream.engine.runners.llamacpp_setup import gguf_pooling, init_backend, quiet_logs
 from qwen_stream.engine.runners.llamacpp_shift import drop_and_move, fill_gap
+from qwen_stream.engine.runners.llamacpp_state import read_state, write_state
 
 # KV cache element types: enum ggml_type F16 = 1 (llama.cpp's default), Q8_0 = 8 (half the memory)
 KV_TYPES: dict[str | None, int] = {None: 1, "f16": 1, "q8_0": 8}
@@ -54,7 +55,6 @@ _INSTALL_HINT = (
     "llama-cpp-python is not installed, so GGUF files cannot run on llama.cpp: "
     "pip install 'qwen-stream[llama]' (it builds from source, about 8-9 minutes on 2 cores)"
 )
-_backend_ready = False
 
 
 def import_llama_cpp() -> ModuleType:
@@ -124,8 +124,8 @@ class LlamaCppRunner:
             raise ValueError(f"max_slots must be <= {most} (llama.cpp's sequence limit), got {self.max_slots}")
         # the unified cache fills gaps on a scratch sequence id past the slots' (llamacpp_shift.py)
         self._scratch = self.kv_budget is not None and self.max_slots < most  # its id: max_slots
-        _quiet_logs(verbose)
-        _init_backend(self._ll)
+        quiet_logs(verbose)
+        init_backend(self._ll)
         self._model: Any = None
         self._ctx: Any = None
         self._model = self._load_model(path)
@@ -141,7 +141,7 @@ class LlamaCppRunner:
             self.vocab_size = int(self._ll.llama_vocab_n_tokens(self._ll.llama_model_get_vocab(self._model)))
             self.embedding_width = int(self._ll.llama_model_n_embd(self._model))
             # an embedding GGUF says how it pools (and its architecture tells Qwen3-Embedding's conventions)
-            self.architecture, self.default_pooling = _gguf_pooling(self._ll, self._model)
+            self.architecture, self.default_pooling = gguf_pooling(self._ll, self._model)
         except BaseException:
             self.close()
             raise
@@ -283,12 +283,7 @@ class LlamaCppRunner:
         self._slots.check_slot(slot)
         if self._ctx is None:
             raise RuntimeError("LlamaCppRunner is closed")
-        size = int(self._ll.llama_state_seq_get_size(self._ctx, slot))
-        buffer = np.empty(size, dtype=np.uint8)
-        pointer = buffer.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8))
-        if int(self._ll.llama_state_seq_get_data(self._ctx, pointer, size, slot)) != size:
-            raise RuntimeError(f"llama.cpp could not copy slot {slot}'s state")
-        return memoryview(buffer.data)
+        return read_state(self._ll, self._ctx, slot)
 
     def load_state(self, slot: int, data: memoryview | bytes, length: int, keep: int | None = None) -> None:
         """Fill the slot with a state ``save_state`` gave, which holds ``length`` positions, and keep its first
@@ -301,16 +296,7 @@ class LlamaCppRunner:
         if self._ctx is None:
             raise RuntimeError("LlamaCppRunner is closed")
         self.free_slot(slot)
-        source = np.frombuffer(data, dtype=np.uint8)
-        pointer = source.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8))
-        loaded = int(self._ll.llama_state_seq_set_data(self._ctx, pointer, len(source), slot))
-        held = int(self._ll.llama_memory_seq_pos_max(self._mem, slot)) + 1
-        if loaded == 0 or held != length:
-            self._ll.llama_memory_seq_rm(self._mem, slot, -1, -1)
-            raise RuntimeError(f"llama.cpp could not load a saved state of {length} positions into slot {slot} "
-                               f"(it held {held} after loading; a damaged state, another layout, or no free KV cells)")
-        if keep < length:
-            self._ll.llama_memory_seq_rm(self._mem, slot, keep, -1)
+        write_state(self._ll, self._ctx, self._mem, slot, data, length, keep)
         self._slots.lengths[slot] = keep
     def shift_kv(self, shift: KVShift) -> None:
         """Cache reuse: the slot keeps ``shift.keep`` positions, its cached runs move to their new places and the
@@ -400,56 +386,3 @@ class LlamaCppRunner:
     def __del__(self) -> None:
         with contextlib.suppress(Exception):  # interpreter shutdown: the binding may already be gone
             self.close()
-
-
-_GGUF_POOLINGS = {1: "mean", 2: "cls", 3: "last"}  # enum llama_pooling_type: NONE 0, MEAN 1, CLS 2, LAST 3
-
-
-def _gguf_pooling(ll: ModuleType, model: Any) -> tuple[str | None, str | None]:
-    """The GGUF's architecture and the pooling an embedding GGUF declares (``<arch>.pooling_type``; None for a model
-    that declares none)."""
-    buf = ctypes.create_string_buffer(128)
-    if ll.llama_model_meta_val_str(model, b"general.architecture", buf, len(buf)) < 0:
-        return None, None
-    arch = buf.value.decode(errors="replace")
-    if ll.llama_model_meta_val_str(model, f"{arch}.pooling_type".encode(), buf, len(buf)) < 0:
-        return arch, None
-    try:
-        return arch, _GGUF_POOLINGS.get(int(buf.value))
-    except ValueError:
-        return arch, None
-
-
-_GGML_LOG_ERROR = 4  # enum ggml_log_level: NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5
-_GGML_LOG_CONT = 5
-_log_state = {"verbose": False, "last_level": 0}
-_log_callback: Any = None  # the ctypes callback must stay referenced while llama.cpp may call it
-
-
-def _quiet_logs(verbose: bool) -> None:
-    """Let llama.cpp's C logs through only when verbose, errors always.
-
-    llama-cpp-python's own callback maps ggml's levels with an older enum (a warning counts as an error there), so
-    even its ERROR setting prints load-time warnings; we install our own callback, process-wide.
-    """
-    global _log_callback
-    _log_state["verbose"] = verbose
-    if _log_callback is not None:
-        return
-    ll = import_llama_cpp()
-
-    def on_log(level: int, text: bytes | None, _user_data: Any) -> None:
-        if level != _GGML_LOG_CONT:  # a continuation line keeps the level of the line it continues
-            _log_state["last_level"] = level
-        if text and (_log_state["verbose"] or _log_state["last_level"] >= _GGML_LOG_ERROR):
-            sys.stderr.write(text.decode("utf-8", errors="replace"))
-
-    _log_callback = ll.llama_log_callback(on_log)
-    ll.llama_log_set(_log_callback, ctypes.c_void_p(0))
-
-
-def _init_backend(ll: ModuleType) -> None:
-    global _backend_ready
-    if not _backend_ready:
-        ll.llama_backend_init()
-        _backend_ready = True
