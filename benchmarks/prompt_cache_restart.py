@@ -4,8 +4,8 @@ against a cold prefill (issue 26: a cached 2.4k-token prefix after a restart sho
 The prompt is a coding agent's: a system prompt, tool schemas, a source file the agent read (an earlier turn) and a
 question, about ``--prompt-tokens`` tokens in all. Each round, in one process, on a fresh temporary cache directory:
 
-1. cold: a fresh engine on the empty directory answers the prompt (greedy: a request with a seed of its own never
-   loads from disk, engine/sched/chunk_grid.py); closing it finishes the save;
+1. cold: a fresh engine on the empty directory answers the prompt (greedy: a request with a seed of its own loads
+   only whole prefill chunks computed cold, engine/sched/chunk_grid.py); closing it finishes the save;
 2. restart, same prompt: a fresh engine on the same directory answers the very same request (loaded from disk, and
    recalled: no forward; the text must be the cold one's);
 3. restart, same prefix: another fresh engine answers the same conversation with another final question (the saved

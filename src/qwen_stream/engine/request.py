@@ -92,6 +92,8 @@ class PromptLoad:
     entry: str
     length: int
     keep: int
+    exact_upto: int = 0  # of what is kept, the leading positions a cold prefill computes bit for bit
+    row_exact: bool = False  # the saved logits row (a recall) is a cold run's
 
 
 @dataclass(slots=True)

@@ -45,6 +45,10 @@ def test_an_entry_round_trips(tmp_path: Path) -> None:
     without = tmp_path / "no-logits.qsp"
     write_entry(without, KEY, TOKENS, None, STATE)
     assert read_entry(without, KEY).logits is None and not read_header(without, KEY).has_logits
+    assert (header.exact, header.row_exact) == (0, False)  # by default nothing is claimed to be a cold run's
+    exact = tmp_path / "exact.qsp"
+    write_entry(exact, KEY, TOKENS, LOGITS, STATE, exact=2, row_exact=True)
+    assert (read_header(exact, KEY).exact, read_header(exact, KEY).row_exact) == (2, True)
 
 
 @pytest.mark.parametrize("where", [0, 30, 1000, -40, -1])  # magic, token ids, state, the end of state, the digest

@@ -105,3 +105,38 @@ def test_a_sequence_copies_from_a_loaded_one_only_once_the_load_holds() -> None:
     assert [load.seq for load in first.loads] == [a] and b.prefix_source is a and first.copies == []
     second = s.schedule()
     assert [(c.src, c.dst, c.length) for c in second.copies] == [(a.slot, b.slot, 300)]
+
+
+def exact_scheduler(exact: int, row_exact: bool) -> Scheduler:
+    """A scheduler whose one saved prompt is SAVED, the first ``exact`` positions of it (and its row, if
+    ``row_exact``) as a cold prefill computes them."""
+    index = PromptIndex(1 << 30)
+    index.add(PromptEntry("e0", np.asarray(SAVED, np.int32), 1000, True, 0.0, exact, row_exact))
+    return Scheduler(max_slots=2, max_model_len=2048, prefill_chunk=128, reuse_prefix=True, prompt_cache=index)
+
+
+def own_seed(name: str, prompt: list[int]) -> Sequence:
+    params = PARAMS.with_(seed=3)  # a seed of its own: the answer must not depend on what the cache holds
+    return Sequence(name, prompt, params, SamplingState.create(params, prompt, VOCAB), frozenset({0}))
+
+
+def test_a_seed_of_its_own_loads_only_what_a_cold_prefill_computes_bit_for_bit() -> None:
+    # saved: 384 exact positions (three whole chunks of 128); the new prompt shares 300: two whole chunks are
+    # exact, the rest of the shared prefix is recomputed from 256, on the grid
+    s = exact_scheduler(384, row_exact=True)
+    s.add(a := own_seed("a", [*SAVED[:300], 901]))
+    batch = s.schedule()
+    assert [load.keep for load in batch.loads] == [256] and [c.start_pos for c in batch.chunks] == [256]
+    assert a.exact_upto == 256
+    # the whole saved prompt: recalled only if its row is a cold run's ...
+    s = exact_scheduler(384, row_exact=True)
+    s.add(b := own_seed("b", SAVED))
+    assert [load.keep for load in s.schedule().loads] == [400] and b.recalled and b.prompt_row_exact
+    # ... else its last chunk is computed again, from the last exact grid point
+    s = exact_scheduler(384, row_exact=False)
+    s.add(c := own_seed("c", SAVED))
+    assert [load.keep for load in s.schedule().loads] == [384] and not c.recalled
+    # a file whose KV is not what a cold run computes (exact 0) gives a seed of its own nothing to load
+    s = exact_scheduler(0, row_exact=False)
+    s.add(own_seed("d", [*SAVED[:300], 901]))
+    assert s.schedule().loads == []

@@ -33,6 +33,8 @@ class PromptEntry:
     size: int  # bytes on disk
     has_logits: bool  # the file holds the logits row after the prompt too
     last_use: float  # saved or loaded last (seconds since the epoch: the file's mtime across restarts)
+    exact: int = 0  # leading positions a cold prefill computes bit for bit (engine/sched/chunk_grid.py)
+    row_exact: bool = False  # the logits row is a cold run's too
 
     @property
     def length(self) -> int:
@@ -47,6 +49,8 @@ class PromptMatch:
     length: int  # positions the entry holds (a load fills the slot with all of them, then trims to what is used)
     shared: int
     has_logits: bool
+    exact: int = 0  # leading positions a cold prefill computes bit for bit
+    row_exact: bool = False  # the logits row is a cold run's too
 
 
 class PromptLookup(Protocol):
@@ -95,7 +99,7 @@ class PromptIndex:
                 best, best_key = entry, key
         if best is None:
             return None
-        return PromptMatch(best.name, best.length, best_key[0], best.has_logits)
+        return PromptMatch(best.name, best.length, best_key[0], best.has_logits, best.exact, best.row_exact)
 
     def covers(self, prompt: Sequence[int] | np.ndarray) -> bool:
         """Whether an entry holds the whole of ``prompt`` (it, or a longer prompt starting with it)."""

@@ -62,6 +62,8 @@ class _Job:
     tokens: np.ndarray
     logits: np.ndarray | None
     state: memoryview | bytes
+    exact: int = 0
+    row_exact: bool = False
 
 
 class PromptStore:
@@ -111,9 +113,11 @@ class PromptStore:
 
     # ---- saving -----------------------------------------------------------------------------------------------
 
-    def save(self, prompt: Sequence[int], logits: np.ndarray | None, state: memoryview | bytes) -> bool:
+    def save(self, prompt: Sequence[int], logits: np.ndarray | None, state: memoryview | bytes, exact: int = 0,
+             row_exact: bool = False) -> bool:
         """Queue ``prompt``'s state (bytes the runner copied out) for the writer; False when it is dropped (too big
-        for the bound, too much waiting for the disk, or the store closed)."""
+        for the bound, too much waiting for the disk, or the store closed). ``exact``, ``row_exact``: what of it a
+        cold prefill computes bit for bit (files.py)."""
         tokens = np.asarray(prompt, dtype=np.int32)
         name = entry_name(tokens)
         size = len(state) + 4 * len(tokens) + (0 if logits is None else 4 * len(logits))
@@ -126,7 +130,7 @@ class PromptStore:
             if self._writer is None:
                 self._writer = threading.Thread(target=self._write_all, name="qwen-stream-prompt-cache", daemon=True)
                 self._writer.start()
-        self._jobs.put(_Job(name, tokens, logits, state))
+        self._jobs.put(_Job(name, tokens, logits, state, exact, row_exact))
         return True
 
     def _write_all(self) -> None:
@@ -140,8 +144,10 @@ class PromptStore:
                     self._pending.pop(job.name, None)
 
     def _write(self, job: _Job) -> None:
-        size = write_entry(self._path(job.name), self.key, job.tokens, job.logits, job.state)
-        entry = PromptEntry(job.name, job.tokens, size, job.logits is not None, time.time())
+        size = write_entry(self._path(job.name), self.key, job.tokens, job.logits, job.state, job.exact,
+                           job.row_exact)
+        entry = PromptEntry(job.name, job.tokens, size, job.logits is not None, time.time(), job.exact,
+                            job.row_exact)
         with self._lock:
             doomed = self._index.add(entry)
         self._delete(doomed)
@@ -220,7 +226,8 @@ class PromptStore:
             header = read_header(path, self.key)
             if entry_name(header.tokens) != path.stem:
                 raise DamagedEntryError("its tokens are not the ones its name says")
-            return PromptEntry(path.stem, header.tokens, header.size, header.has_logits, path.stat().st_mtime)
+            return PromptEntry(path.stem, header.tokens, header.size, header.has_logits, path.stat().st_mtime,
+                               header.exact, header.row_exact)
         except DamagedEntryError as exc:
             logger.warning("prompt cache: skipping and deleting %s: %s", path, exc)
             path.unlink(missing_ok=True)

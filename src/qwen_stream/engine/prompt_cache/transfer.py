@@ -70,6 +70,6 @@ class PromptTransfer:
             try:
                 state = self.runner.save_state(seq.slot)
                 row = seq.prompt_logits.detach().to("cpu", torch.float32).numpy()
-                self.store.save(seq.prompt_ids, np.asarray(row), state)
+                self.store.save(seq.prompt_ids, np.asarray(row), state, seq.exact_upto, seq.prompt_row_exact)
             except Exception:
                 logger.exception("prompt cache: saving the prompt of request %s failed", seq.request_id)

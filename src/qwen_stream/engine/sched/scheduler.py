@@ -199,8 +199,7 @@ class Scheduler:
             seq = self.waiting[0]
             # pooled: every position computed here, so an empty slot first (cached prefixes kept for chats)
             seq.slot, reused = self.slots.best_match(seq.prompt_ids, use_prefix=not seq.pooled, exact=seq.exact)
-            # a seed of its own never loads from disk: a file does not say whether its KV is what a cold run computes
-            load = self._plan_load(seq, reused) if not seq.pooled and not seq.exact else None  # seq.slot: where
+            load = self._plan_load(seq, reused) if not seq.pooled else None  # seq.slot: where it loads
             if self.share_prefix and not seq.pooled:
                 source, shared = self._pick_source(seq.prompt_ids)
                 shared = self.grid.floor(shared) if seq.exact else shared
@@ -219,18 +218,19 @@ class Scheduler:
             if load is not None:
                 self._loads.append(load)  # recalled if it holds the whole prompt: the step fills the row
             held = self.slots.held(seq.slot)  # what its KV still holds, before the slot is taken
-            self._take_slot(seq, reused, loaded=load is not None)
+            self._take_slot(seq, reused, load)
             if load is None and not seq.exact:  # a seed of its own never gets moved KV (cache_reuse.py)
                 self._reuse_past_prefix(seq, held)
             self.reused_tokens += seq.num_cached
             seq.status = SeqStatus.RUNNING
             self.running.append(seq)
 
-    def _take_slot(self, seq: Sequence, reused: int, *, loaded: bool = False) -> None:
+    def _take_slot(self, seq: Sequence, reused: int, load: PromptLoad | None = None) -> None:
         """seq owns its slot, reusing the first ``reused`` prompt tokens of its KV (all of them: an exact repeat,
-        whose first token comes from the row the slot kept), or (``loaded``) of the saved prompt the step loads."""
-        if loaded:  # the file replaces what the slot held; its row, for a whole prompt, comes with it (the step)
-            seq.recalled, seq.exact_upto = reused == len(seq.prompt_ids), 0
+        whose first token comes from the row the slot kept), or of the saved prompt the step ``load``s."""
+        if load is not None:  # the file replaces what the slot held; its row, for a whole prompt, comes with it
+            seq.recalled, seq.exact_upto = reused == len(seq.prompt_ids), load.exact_upto
+            seq.prompt_row_exact = seq.recalled and load.row_exact
         else:
             kept = self.slots.kept_row(seq.slot, seq.prompt_ids, exact=seq.exact) if reused == len(seq.prompt_ids) \
                 else None
@@ -262,16 +262,16 @@ class Scheduler:
         if match is None:
             return None
         n = len(seq.prompt_ids)
-        if match.shared < n:
-            keep = match.shared
-        elif match.length == n and match.has_logits:
+        if match.length == n == match.shared and match.has_logits and (match.row_exact or not seq.exact):
             keep = n  # the whole prompt and the row after it: recalled, no forward
-        else:  # the prompt is a prefix of the saved one: its last token is fed again for its row
-            keep = n - 1
+        else:  # the shared prefix; all of a prompt inside the saved one but its last token, fed again for its row
+            keep = min(match.shared, n - 1)
+            if seq.exact:  # a seed of its own: only what a cold prefill computes bit for bit (files.py)
+                keep = self.grid.floor(min(keep, match.exact))
         if keep <= 0 or not worth_loading(keep - reused, match.length):
             return None
         seq.slot = self.slots.best_match(seq.prompt_ids, use_prefix=False)[0]
-        return PromptLoad(seq, match.name, match.length, keep)
+        return PromptLoad(seq, match.name, match.length, keep, self.grid.floor(min(keep, match.exact)), match.row_exact)
 
     def load_failed(self, seq: Sequence, batch: ScheduledBatch) -> None:
         """The step could not load seq's saved prefix (a damaged file, no free KV cells): its slot is empty, so seq
