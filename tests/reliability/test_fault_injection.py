@@ -118,11 +118,11 @@ def test_a_scheduling_failure_while_admitting_ends_that_request_too(engine: Engi
     real = scheduler._take_slot
     calls = []
 
-    def broken_once(seq: object, reused: int, **options: bool) -> None:
+    def broken_once(seq: object, *args: object) -> None:
         calls.append(seq)
         if len(calls) == 1:
             raise AttributeError("injected admission failure")
-        real(seq, reused, **options)  # type: ignore[arg-type]
+        real(seq, *args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(scheduler, "_take_slot", broken_once)
     tokens, last = drain(collect(engine, [5]))
