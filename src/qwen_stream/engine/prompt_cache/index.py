@@ -64,6 +64,23 @@ def worth_loading(gain: int, entry_length: int) -> bool:
     return gain >= MIN_LOAD_GAIN and gain * LOAD_GAIN_SHARE >= entry_length
 
 
+def load_plan(match: PromptMatch, prompt_len: int, reused: int, *, exact: bool, grid: int) -> tuple[int, int] | None:
+    """How much of a saved prompt a new prompt of ``prompt_len`` tokens keeps, and how much of that a cold prefill
+    computes bit for bit: (keep, exact positions), or None when the load does not pay over the ``reused`` tokens of
+    the best free slot. All of a whole saved prompt with its row (recalled; for a request with a seed of its own,
+    only a cold run's row); else the shared prefix, all of a prompt inside the saved one but its last token (fed
+    again for its row); with ``exact`` only whole ``grid`` chunks a cold prefill computes (engine/sched/chunk_grid.py)."""
+    if match.length == prompt_len == match.shared and match.has_logits and (match.row_exact or not exact):
+        keep = prompt_len
+    else:
+        keep = min(match.shared, prompt_len - 1)
+        if exact:
+            keep = min(keep, match.exact) // grid * grid
+    if keep <= 0 or not worth_loading(keep - reused, match.length):
+        return None
+    return keep, min(keep, match.exact) // grid * grid
+
+
 def common_prefix(a: np.ndarray, b: np.ndarray) -> int:
     """Length of the common prefix of two int32 token arrays."""
     n = min(len(a), len(b))

@@ -55,7 +55,7 @@ from collections import deque
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from qwen_stream.engine.prompt_cache.index import PromptLookup, worth_loading
+from qwen_stream.engine.prompt_cache.index import PromptLookup, load_plan
 from qwen_stream.engine.request import PrefixCopy, PromptLoad, ScheduledBatch, SeqStatus, Sequence
 from qwen_stream.engine.runners.base import KVShift, SeqChunk
 from qwen_stream.engine.sample.grammar_masks import advance, grammar_ended
@@ -63,6 +63,7 @@ from qwen_stream.engine.sched.cache_reuse import CacheReuse
 from qwen_stream.engine.sched.chunk_grid import ChunkGrid
 from qwen_stream.engine.sched.kv_budget import KVBudget
 from qwen_stream.engine.sched.pooled_share import PooledShare
+from qwen_stream.engine.sched.prefix_source import pick_source
 from qwen_stream.engine.sched.slot_pool import KeptRow, SlotPool, shared_prefix
 from qwen_stream.engine.spec.drafting import SpeculationConfig
 from qwen_stream.engine.spec.speculator import Speculator
@@ -201,7 +202,7 @@ class Scheduler:
             seq.slot, reused = self.slots.best_match(seq.prompt_ids, use_prefix=not seq.pooled, exact=seq.exact)
             load = self._plan_load(seq, reused) if not seq.pooled else None  # seq.slot: where it loads
             if self.share_prefix and not seq.pooled:
-                source, shared = self._pick_source(seq.prompt_ids)
+                source, shared = pick_source(self.running, seq.prompt_ids)
                 shared = self.grid.floor(shared) if seq.exact else shared
                 # a copy beats a load of as much (a memcpy, no file to read and check)
                 if (source is not None and shared >= reused + self.min_shared_tokens
@@ -261,17 +262,12 @@ class Scheduler:
         match = self.prompt_cache.best(seq.prompt_ids) if self.prompt_cache is not None else None
         if match is None:
             return None
-        n = len(seq.prompt_ids)
-        if match.length == n == match.shared and match.has_logits and (match.row_exact or not seq.exact):
-            keep = n  # the whole prompt and the row after it: recalled, no forward
-        else:  # the shared prefix; all of a prompt inside the saved one but its last token, fed again for its row
-            keep = min(match.shared, n - 1)
-            if seq.exact:  # a seed of its own: only what a cold prefill computes bit for bit (files.py)
-                keep = self.grid.floor(min(keep, match.exact))
-        if keep <= 0 or not worth_loading(keep - reused, match.length):
+        plan = load_plan(match, len(seq.prompt_ids), reused, exact=seq.exact, grid=self.grid.size)
+        if plan is None:
             return None
         seq.slot = self.slots.best_match(seq.prompt_ids, use_prefix=False)[0]
-        return PromptLoad(seq, match.name, match.length, keep, self.grid.floor(min(keep, match.exact)), match.row_exact)
+        keep, exact_upto = plan
+        return PromptLoad(seq, match.name, match.length, keep, exact_upto, match.row_exact)
 
     def load_failed(self, seq: Sequence, batch: ScheduledBatch) -> None:
         """The step could not load seq's saved prefix (a damaged file, no free KV cells): its slot is empty, so seq
@@ -291,22 +287,6 @@ class Scheduler:
             return 0
         answer = 0 if seq.pooled else seq.params.max_new_tokens
         return self.kv_budget.reserve(len(seq.prompt_ids), answer, self.max_model_len)
-
-    def _pick_source(self, prompt: list[int]) -> tuple[Sequence | None, int]:
-        """The running sequence sharing the longest prefix with prompt (computed or still to compute), and its length.
-
-        Only sequences admitted earlier are candidates, so waits on a source never form a cycle."""
-        best: Sequence | None = None
-        best_key = (0, 0)
-        for seq in self.running:
-            shared = shared_prefix(seq.prompt_ids, prompt)
-            if shared == len(seq.prompt_ids):
-                shared += shared_prefix(seq.output_ids, prompt[shared:])
-            shared = min(shared, len(prompt) - 1)  # the last prompt token is always fed again
-            key = (shared, seq.num_computed)  # longest; then the one that has computed the most
-            if key > best_key:
-                best, best_key = seq, key
-        return best, best_key[0]
 
     def postprocess(self, batch: ScheduledBatch, tokens: list[list[int]],
                     logprobs: list[list[TokenLogprob | None]]) -> list[TokenOutput]:
