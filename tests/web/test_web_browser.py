@@ -164,9 +164,11 @@ def test_a_second_question_waits_while_an_answer_streams(page: Any, web_model: A
     assert page.locator("#qs-input textarea").input_value() == "Second question"  # kept to send later
     # generous: on a loaded machine the browser is busy re-rendering the growing answer
     page.get_by_text("still streaming").first.wait_for(timeout=20_000)
-    page.locator("#qs-stop").click(no_wait_after=True)  # the busy page can hold a click's after-wait for long
-    # the page is re-rendering a long answer and a toast, so the click itself can reach Gradio late (once >5 s in
-    # CI); the engine's own abort takes one step (tests/engine)
+    # The page is re-rendering a long answer and a toast: a click's actionability checks (visible, stable, scrolled
+    # into view) waited out their 30 s on a loaded machine, twice. The button's own click event, dispatched on it,
+    # is what Gradio listens to; it can still reach Gradio late (once >5 s in CI); the engine's own abort takes one
+    # step (tests/engine)
+    page.locator("#qs-stop").dispatch_event("click")
     _wait_until(lambda: _running(web_model) == 0, timeout=15, what="Stop to end the answer")
     _wait_until(lambda: page.locator("#qs-send").is_enabled(), timeout=5, what="Send to open again after Stop")
     _set_max_tokens(page, 8)
