@@ -151,13 +151,9 @@ class FlatCost(StepCost):
         pass
 
 
-@pytest.fixture(scope="module")
-def engines() -> Any:
-    # the same random weights whatever ran before (they come from torch's global generator): whether these texts
-    # repeat themselves, which is what prompt lookup drafts from, depends on them
-    torch.manual_seed(0)
-    model = qwen2()
-    plain = Engine(build_torch_runner(model, max_slots=4, max_seq_len=256), eos_token_ids=[0])
+def speculating_engine() -> Engine:
+    """The tiny model with speculation, its weights the same whatever ran before (they come from torch's global
+    generator: whether its texts repeat themselves, which is what prompt lookup drafts from, depends on them)."""
     torch.manual_seed(0)
     spec = Engine(build_torch_runner(qwen2(), max_slots=4, max_seq_len=256), eos_token_ids=[0],
                   speculate=SpeculationConfig(max_draft=6))
@@ -167,6 +163,14 @@ def engines() -> Any:
     speculator = spec.core.scheduler.speculator
     assert speculator is not None
     speculator.step_cost = FlatCost(speculator.config.step_tokens)
+    return spec
+
+
+@pytest.fixture(scope="module")
+def engines() -> Any:
+    torch.manual_seed(0)
+    plain = Engine(build_torch_runner(qwen2(), max_slots=4, max_seq_len=256), eos_token_ids=[0])
+    spec = speculating_engine()  # the same weights
     yield plain, spec
     plain.shutdown()
     spec.shutdown()
@@ -190,12 +194,7 @@ def test_speculation_gives_the_same_text(engines: Any, params: SamplingParams) -
 def test_speculation_really_ran() -> None:
     """Drafts were made, some accepted and some rejected: on an engine of its own (the texts above may run on
     another worker than this test), greedy, on prompts that repeat themselves."""
-    torch.manual_seed(0)
-    spec = Engine(build_torch_runner(qwen2(), max_slots=4, max_seq_len=256), eos_token_ids=[0],
-                  speculate=SpeculationConfig(max_draft=6))
-    speculator = spec.core.scheduler.speculator
-    assert speculator is not None
-    speculator.step_cost = FlatCost(speculator.config.step_tokens)
+    spec = speculating_engine()
     try:
         for prompt in PROMPTS:
             run(spec, prompt, SamplingParams(temperature=0.0, max_new_tokens=40, ignore_eos=True))

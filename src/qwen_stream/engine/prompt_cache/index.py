@@ -15,6 +15,8 @@ from typing import Protocol
 
 import numpy as np
 
+from qwen_stream.engine.sched.chunk_grid import ChunkGrid
+
 # Prompts shorter than this are not saved: they prefill in well under a second on the models served here, and saving
 # every short chat turn would churn the disk and evict the long shared prefixes (an agent's system prompt and
 # tools, 2-10k tokens) that the cache is for.
@@ -64,7 +66,8 @@ def worth_loading(gain: int, entry_length: int) -> bool:
     return gain >= MIN_LOAD_GAIN and gain * LOAD_GAIN_SHARE >= entry_length
 
 
-def load_plan(match: PromptMatch, prompt_len: int, reused: int, *, exact: bool, grid: int) -> tuple[int, int] | None:
+def load_plan(match: PromptMatch, prompt_len: int, reused: int, *, exact: bool,
+              grid: ChunkGrid) -> tuple[int, int] | None:
     """How much of a saved prompt a new prompt of ``prompt_len`` tokens keeps, and how much of that a cold prefill
     computes bit for bit: (keep, exact positions), or None when the load does not pay over the ``reused`` tokens of
     the best free slot. All of a whole saved prompt with its row (recalled; for a request with a seed of its own,
@@ -75,10 +78,10 @@ def load_plan(match: PromptMatch, prompt_len: int, reused: int, *, exact: bool, 
     else:
         keep = min(match.shared, prompt_len - 1)
         if exact:
-            keep = min(keep, match.exact) // grid * grid
+            keep = grid.floor(min(keep, match.exact))
     if keep <= 0 or not worth_loading(keep - reused, match.length):
         return None
-    return keep, min(keep, match.exact) // grid * grid
+    return keep, grid.floor(min(keep, match.exact))
 
 
 def common_prefix(a: np.ndarray, b: np.ndarray) -> int:

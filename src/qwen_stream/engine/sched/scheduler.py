@@ -262,7 +262,7 @@ class Scheduler:
         match = self.prompt_cache.best(seq.prompt_ids) if self.prompt_cache is not None else None
         if match is None:
             return None
-        plan = load_plan(match, len(seq.prompt_ids), reused, exact=seq.exact, grid=self.grid.size)
+        plan = load_plan(match, len(seq.prompt_ids), reused, exact=seq.exact, grid=self.grid)
         if plan is None:
             return None
         seq.slot = self.slots.best_match(seq.prompt_ids, use_prefix=False)[0]

@@ -64,18 +64,18 @@ class SlotPool:
         best, best_key = self.free[0], (-1, 0, False, 0)
         for rank, slot in enumerate(self.free):  # rank 0: freed longest ago
             held = self._held[slot]
-            reusable = self._reusable(slot, prompt, exact) if self.reuse_prefix and use_prefix else 0
+            shared = shared_prefix(held, prompt) if self.reuse_prefix and use_prefix else 0
+            reusable = self._reusable(slot, prompt, shared, exact) if shared else 0
             # exact: among equals, the slot sharing the most, rewound, rather than an empty one. On llama.cpp's shared
             # pool the numbers also depend on where a sequence's cells land: rewinding the slot that held this
             # conversation gives its cells back where a cold run would put them (when nothing else is cached).
-            shared = shared_prefix(held, prompt) if exact and self.reuse_prefix and use_prefix else 0
-            key = (reusable, shared, not held, -rank)
+            key = (reusable, shared if exact else 0, not held, -rank)
             if key > best_key:
                 best, best_key = slot, key
         return best, int(best_key[0])
 
-    def _reusable(self, slot: int, prompt: list[int], exact: bool) -> int:
-        shared = shared_prefix(self._held[slot], prompt)
+    def _reusable(self, slot: int, prompt: list[int], shared: int, exact: bool) -> int:
+        """Of the ``shared`` leading tokens free ``slot`` holds of ``prompt``, how many to reuse."""
         if shared == len(prompt):
             if self.kept_row(slot, prompt, exact=exact) is not None:
                 return shared  # the whole prompt and the row after it: nothing to compute
