@@ -118,7 +118,8 @@ def test_qwen_gguf_a_text_is_the_same_alone_and_in_a_batch_of_64(qwen_small: Any
 def test_a_qwen_chat_model_ranks_the_answering_document_first() -> None:
     from qwen_stream.api import ChatModel
 
-    with ChatModel.load("qwen2.5-coder-1.5b", progress=False, max_batch_size=4, context_length=512) as model:
+    with ChatModel.load("qwen2.5-coder-1.5b", progress=False, max_batch_size=4, context_length=512,
+                        prefill="llamacpp") as model:  # no int8 copy built in the background beside the test
         ranked = model.rerank("What is the capital of China?", [
             "Gravity is a force that attracts two bodies towards each other.",
             "The capital of China is Beijing.",

@@ -48,17 +48,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"systems to run, comma separated, from {', '.join(SYSTEMS)} (default: all that apply)")
     parser.add_argument("--concurrency", type=_int_list, default=_int_list(DEFAULT_CONCURRENCY),
                         help=f"numbers of concurrent streams (default: {DEFAULT_CONCURRENCY})")
-    parser.add_argument("--workload", choices=[*WORKLOADS, "fim", "embed"], default="free",
+    parser.add_argument("--workload", choices=[*WORKLOADS, "fim", "embed", "long"], default="free",
                         help="free: answers to short varied questions; edit: rewrite a 2.6 kB Python module with "
                              "one class renamed, where the answer repeats its prompt; fim: editor completion "
                              "latency on /infill, ours vs llama-server without and with --cache-reuse, keystroke by "
                              "keystroke; embed: texts/s of 256 embedding inputs vs llama-server --embeddings and "
-                             "sentence-transformers, and 16 streams' ITL beside them (default: free)")
+                             "sentence-transformers, and 16 streams' ITL beside them; long: a coding agent's first "
+                             "request (system prompt, code, question: ~2,400 tokens) cold, TTFT and decode speed of "
+                             "serve --prefill int8 vs --prefill llamacpp, llama-server and llama-cpp-python's server "
+                             "(default: free)")
     parser.add_argument("--pooling", choices=["mean", "cls", "last"], default="last",
                         help="embed workload: the pooling both servers use on the GGUF (default: last)")
     parser.add_argument("--keystrokes", type=int, default=12,
                         help="fim workload: completion requests after the warm-up, one per typed character "
                              "(default: 12)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="long workload: timed rounds, each a fresh prompt sent to every server (default: 3)")
+    parser.add_argument("--prompt-tokens", type=int, default=2400,
+                        help="long workload: about how long the prompt is, in tokens (default: 2400)")
     parser.add_argument("--max-tokens", type=int, default=None,
                         help="new tokens per answer (default: 64; 16 for the fim workload)")
     parser.add_argument("--sampling", choices=SAMPLINGS, default="greedy",
@@ -110,6 +117,8 @@ def run(args: argparse.Namespace) -> int:
         return _run_fim(args)
     if args.workload == "embed":
         return _run_embed(args)
+    if args.workload == "long":
+        return _run_long(args)
     if args.context_length is None:
         args.context_length = 2048 if args.workload == "edit" else 1024
     if args.context_length <= args.max_tokens + 16:
@@ -162,6 +171,29 @@ def _run_embed(args: argparse.Namespace) -> int:
     if args.out is not None:
         print(f"wrote {write_embed(payload, args.out)}")
     return 0
+
+
+def _run_long(args: argparse.Namespace) -> int:
+    """The long workload: its own runner (four servers, one cold long prompt per round), its own table."""
+    from qwen_stream.bench.long_prompt import CONTEXT_LENGTH, print_long, run_long
+    from qwen_stream.bench.report import write_json
+    from qwen_stream.models import sources
+
+    if args.rounds < 1:
+        raise ValueError(f"--rounds must be >= 1, got {args.rounds}")
+    context = args.context_length or CONTEXT_LENGTH
+    if args.prompt_tokens < 300 or args.prompt_tokens + args.max_tokens + 64 > context:
+        raise ValueError(f"--prompt-tokens {args.prompt_tokens} must be >= 300 and leave room for --max-tokens "
+                         f"{args.max_tokens} in a context of {context}")
+    sources.resolve_source(args.model, progress=True)  # fetch the model before any server starts
+    config = BenchConfig(model=args.model, max_tokens=args.max_tokens, threads=args.threads, max_batch_size=1,
+                         context_length=context, workload="long")
+    payload = run_long(config, args.rounds, args.prompt_tokens)
+    print_long(payload)
+    if args.out is not None:
+        write_json(args.out / "bench-long.json", payload)
+        print(f"wrote {args.out / 'bench-long.json'}")
+    return 0 if {"ours-int8", "ours"} <= {r["system"] for r in payload["results"]} else 1
 
 
 def run_bench(systems: list[str], levels: list[int], config: BenchConfig, *, progress: bool = True,

@@ -45,6 +45,7 @@ class HttpServerSystem:
     name = "server"
     concurrent = True
     keepalive = True  # reuse connections between requests
+    health_path = "/health"  # answered 200 once the model is loaded
 
     def __init__(self, config: BenchConfig, command: list[str], port: int) -> None:
         import httpx
@@ -73,7 +74,7 @@ class HttpServerSystem:
             if self.process.poll() is not None:
                 raise self.exit_error()
             try:
-                if self.client.get("/health").status_code == 200:
+                if self.client.get(self.health_path).status_code == 200:
                     return
             except httpx.TransportError:
                 pass  # not listening yet

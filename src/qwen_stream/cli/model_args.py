@@ -10,7 +10,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from qwen_stream.engine.config import DEFAULT_CACHE_REUSE, DEFAULT_PROMPT_CACHE_GIB
+from qwen_stream.engine.config import DEFAULT_CACHE_REUSE, DEFAULT_PROMPT_CACHE_GIB, PREFILL_MODES
 from qwen_stream.engine.spec.drafting import DEFAULT_MAX_DRAFT, DEFAULT_MODEL_DRAFT
 
 SHARED_KV_WINDOWS = 4  # serve and web: KV for four full-length conversations by default, shared by all users
@@ -82,6 +82,12 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, several: bool = Fals
                              "come next in it (the text after an editor's cursor) instead of computing them again, as "
                              "llama-server's --cache-reuse; close to, not bit for bit, a cold run; never for a request "
                              "with a seed of its own; llama.cpp runner (default: %(default)s; 0: off)")
+    parser.add_argument("--prefill", choices=PREFILL_MODES, default="auto",
+                        help="how the llama.cpp runner computes prompts: int8 computes long prompt chunks with int8 "
+                             "GEMMs (PyTorch, a second ~1.3 GB copy of a 1.5B model's layers built at load; close to, "
+                             "not bit for bit, llama.cpp; never for a request with a seed of its own), llamacpp only "
+                             "llama.cpp's kernels, auto builds the int8 copy in the background for 1B+ models and "
+                             "takes it where measured faster (default: %(default)s)")
     _add_backend_arguments(parser)
 
 
@@ -155,6 +161,7 @@ def engine_config(args: argparse.Namespace, **changes: Any) -> EngineConfig:
                         kv_budget=args.kv_budget, kv_type=args.kv_type, draft_model=args.draft_model,
                         draft_model_max=args.draft_model_max, pooling=getattr(args, "pooling", None),
                         prompt_cache_dir=getattr(args, "prompt_cache_dir", None),
+                        prefill=getattr(args, "prefill", "auto"),
                         prompt_cache_size=getattr(args, "prompt_cache_size", DEFAULT_PROMPT_CACHE_GIB)).with_(**changes)
 
 

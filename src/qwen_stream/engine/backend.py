@@ -44,6 +44,7 @@ class EngineStats:
     reused_prompt_tokens: int = 0  # prompt tokens taken from a slot's cached prefix instead of prefilled
     drafted_tokens: int = 0  # speculative decoding: tokens drafted and checked ...
     accepted_draft_tokens: int = 0  # ... and those the model agreed with
+    fast_prefill_tokens: int = 0  # prompt tokens computed by the fast prefill (int8 GEMMs) instead of llama.cpp
 
     @property
     def draft_acceptance(self) -> float | None:

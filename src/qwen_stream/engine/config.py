@@ -17,6 +17,10 @@ DEFAULT_PROMPT_CACHE_GIB = 4.0  # engine/prompt_cache/store.py says why
 # again; llama.vim and llama.vscode tell llama-server users to start it with --cache-reuse 256.
 DEFAULT_CACHE_REUSE = 256
 QUANTIZE_MODES = (None, "int8")
+# How prompt chunks are computed on the llama.cpp runner (engine/runners/int8_prefill.py): "auto" builds int8 copies
+# of a 1B+ model's layers in the background and takes them where measured cheaper; "int8" builds them at load and
+# always takes them; "llamacpp" only llama.cpp's own kernels.
+PREFILL_MODES = ("auto", "int8", "llamacpp")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +45,7 @@ class EngineConfig:
     pooling: str | None = None  # embeddings: "mean", "cls" or "last" (None: as the model says; models/embedding_style)
     prompt_cache_dir: str | None = None  # llama.cpp runner: long prompts' KV saved here, loaded after a restart
     prompt_cache_size: float = DEFAULT_PROMPT_CACHE_GIB  # GiB the directory keeps per model (least recently used go)
+    prefill: str = "auto"  # llama.cpp runner: "auto", "int8" or "llamacpp" (PREFILL_MODES says what each does)
 
     def __post_init__(self) -> None:
         """ValueError for options no runner accepts, before anything loads."""
@@ -51,6 +56,10 @@ class EngineConfig:
         if self.quantize and self.runner == "llamacpp":
             raise ValueError("quantize applies to the PyTorch runner (llama.cpp runs the GGUF's own quantized "
                              "weights); use --runner torch or auto")
+        if self.prefill not in PREFILL_MODES:
+            raise ValueError(f"prefill must be one of {', '.join(PREFILL_MODES)}, got {self.prefill!r}")
+        if self.prefill == "int8" and (self.runner == "torch" or self.quantize):
+            raise ValueError("prefill int8 computes prompts for the llama.cpp runner: it needs runner auto or llamacpp")
         if isinstance(self.cache_reuse, bool) or not isinstance(self.cache_reuse, int) or self.cache_reuse < 0:
             raise ValueError(f"cache_reuse must be an integer >= 0 (0: off), got {self.cache_reuse!r}")
         if self.max_batch_size < 1:

@@ -118,7 +118,8 @@ class Engine:
                            free_slots=len(scheduler.slots.free), steps=t.steps, generated_tokens=t.tokens,
                            forward_s=t.forward_s, sample_s=t.sample_s, step_s=t.total_s,
                            reused_prompt_tokens=scheduler.reused_tokens, drafted_tokens=t.drafted,
-                           accepted_draft_tokens=t.accepted)
+                           accepted_draft_tokens=t.accepted,
+                           fast_prefill_tokens=scheduler.prefill_paths.fast_tokens if scheduler.prefill_paths else 0)
 
     def health(self) -> EngineHealth:
         """Whether the step loop is alive and stepping (read from any thread; cheap)."""

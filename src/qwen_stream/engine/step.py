@@ -30,6 +30,7 @@ from qwen_stream.engine.sample.per_sequence import SamplingState, token_logprobs
 from qwen_stream.engine.sample.step_rows import SampleRow, sample_rows
 from qwen_stream.engine.sched.cache_reuse import policy_for
 from qwen_stream.engine.sched.kv_budget import KVBudget
+from qwen_stream.engine.sched.prefill_path import paths_for
 from qwen_stream.engine.sched.scheduler import Scheduler
 from qwen_stream.engine.spec.draft_model import ModelDrafter
 from qwen_stream.engine.spec.drafting import SpeculationConfig
@@ -78,7 +79,8 @@ class EngineCore:
                                    drafter=drafter if self.speculate else None,
                                    whole_prompts=bool(getattr(runner, "whole_prompts", False)),
                                    prompt_cache=prompt_cache,
-                                   cache_reuse=policy_for(runner, cache_reuse, max_fill=prefill_chunk))
+                                   cache_reuse=policy_for(runner, cache_reuse, max_fill=prefill_chunk),
+                                   prefill_paths=paths_for(runner))
         self.tasks = runner_tasks(runner)  # what it serves: generate, embed, score
         self.drafter = self.scheduler.speculator.drafter if self.scheduler.speculator else None
         self.timings = StepTimings()
@@ -137,6 +139,8 @@ class EngineCore:
             self.scheduler.pooled_share.record(fed, forwarded - before)  # what pooled prompts beside streams cost
             if self.scheduler.speculator is not None:  # what a forward of this many tokens costs: drafting's prices
                 self.scheduler.speculator.step_cost.record(fed, forwarded - before)
+            if self.scheduler.prefill_paths is not None:  # prompt tokens' cost on the way they went
+                self.scheduler.prefill_paths.record(batch.chunks, forwarded - before)
         sample_rows, scored = batch.logit_rows()
         self._keep_prompt_logits(batch, logits, sample_rows)
         if self.prompt_transfer is not None:

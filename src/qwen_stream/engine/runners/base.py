@@ -27,6 +27,9 @@ class SeqChunk:
     # A pooled request's prefill chunk (embeddings): the runner's ``forward_with_hidden`` returns the final hidden
     # states of every token of it (after the model's last norm). Such a chunk never wants logits.
     hidden: bool = False
+    # A prompt chunk the runner may compute on its fast prefill (int8 GEMMs: engine/sched/prefill_path.py decides),
+    # whose K/V then differ from its own kernels' in the low bits. Runners without one ignore it.
+    fast: bool = False
 
     @property
     def logit_rows(self) -> int:

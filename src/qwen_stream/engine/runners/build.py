@@ -46,22 +46,29 @@ def build_runner(source: Any, config: EngineConfig, *, threads: int, calibration
         return _encoder_runner(source, config, device=resolved)
     if is_gguf and runner in ("auto", "llamacpp") and resolved == "cpu":
         try:
-            return _llamacpp_runner(Path(source.path), config, threads)
+            return _llamacpp_runner(source, config, threads, progress)
         except ImportError as exc:
             warnings.warn(f"llama-cpp-python is not installed ({exc}); falling back to the slower PyTorch runner. "
                           "Install it with: pip install 'qwen-stream[llama]'", RuntimeWarning, stacklevel=3)
     return _torch_runner(source, config, device=resolved, calibration=calibration, progress=progress)
 
 
-def _llamacpp_runner(path: Path, config: EngineConfig, threads: int) -> ModelRunner:
+def _llamacpp_runner(source: Any, config: EngineConfig, threads: int, progress: bool) -> ModelRunner:
     from qwen_stream.engine.runners.llamacpp import LlamaCppRunner
+    from qwen_stream.engine.runners.prefill_setup import setup_fast_prefill
 
     # The runner caps the window at the model's training context (read from the loaded model: parsing the GGUF
     # metadata in Python would cost ~16 s on Qwen's 151k-entry vocabulary).
     window = config.context_length or DEFAULT_CONTEXT_LENGTH
     kv_budget = config.kv_budget or max(1, config.kv_windows) * window
-    return LlamaCppRunner(path, max_slots=config.max_batch_size, max_seq_len=window, threads=threads,
-                          kv_budget=kv_budget, kv_type=config.kv_type)
+    runner = LlamaCppRunner(Path(source.path), max_slots=config.max_batch_size, max_seq_len=window,
+                            threads=threads, kv_budget=kv_budget, kv_type=config.kv_type)
+    try:
+        setup_fast_prefill(runner, source, config.prefill, threads=threads, progress=progress)
+    except BaseException:
+        runner.close()
+        raise
+    return runner
 
 
 def _is_encoder(source: Any) -> bool:

@@ -21,6 +21,9 @@ Cache reuse (``shift_kv``, llamacpp_shift.py): a slot's cached runs move to new 
 ``llama_memory_can_shift`` says of the model), and on the unified cache tokens can also be computed in a gap before
 them (``can_fill_kv``), on one scratch sequence id past the slots'.
 
+The fast prefill (``attach_prefill``, llamacpp_prefill.py): on the unified cache, prompt chunks marked ``fast`` get
+their K/V from int8 GEMMs in PyTorch (int8_prefill.py), written into the slot's cells before the step's decode.
+
 Embeddings (``forward_with_hidden``): the chunks of pooled requests go through their own ``llama_decode`` calls in
 the same step, with the context's embeddings output switched on (``llama_set_embeddings``) and its pooling set to
 none, so llama.cpp hands back every token's final hidden state (``llama_get_embeddings``, batch order) and the
@@ -32,11 +35,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -45,9 +47,13 @@ from qwen_stream.cpu import has_amx, physical_cores
 from qwen_stream.engine.runners.base import KVShift, SeqChunk, check_kv_shift
 from qwen_stream.engine.runners.kv_cache import SlotTable
 from qwen_stream.engine.runners.llamacpp_batch import BatchBuffers, decode_groups, flatten
+from qwen_stream.engine.runners.llamacpp_prefill import FastPrefill
 from qwen_stream.engine.runners.llamacpp_setup import gguf_pooling, init_backend, quiet_logs
 from qwen_stream.engine.runners.llamacpp_shift import drop_and_move, fill_gap
-from qwen_stream.engine.runners.llamacpp_state import read_state, write_state
+from qwen_stream.engine.runners.llamacpp_state import SavedStates
+
+if TYPE_CHECKING:
+    from qwen_stream.engine.runners.int8_prefill import Int8Prefill
 
 # KV cache element types: enum ggml_type F16 = 1 (llama.cpp's default), Q8_0 = 8 (half the memory)
 KV_TYPES: dict[str | None, int] = {None: 1, "f16": 1, "q8_0": 8}
@@ -86,7 +92,7 @@ def _positive_int(name: str, value: Any) -> int:
     return value
 
 
-class LlamaCppRunner:
+class LlamaCppRunner(SavedStates):
     """Runs a GGUF model on llama.cpp; see the module docstring for the KV layout.
 
     ``forward`` returns a view of a buffer the runner reuses: the logits stay valid until the next ``forward``.
@@ -97,6 +103,7 @@ class LlamaCppRunner:
 
     name = "llamacpp"
     can_rewind = True  # a chunk may start inside a slot's cached part: the scheduler reuses prefixes
+    prefill_always = False  # with a fast prefill attached: every eligible chunk takes it (prefill_setup.py)
 
     def __init__(self, gguf_path: str | os.PathLike[str], *, max_slots: int = 16, max_seq_len: int = 4096,
                  threads: int | None = None, n_batch: int = 512, flash_attn: bool | None = None,
@@ -155,6 +162,7 @@ class LlamaCppRunner:
         self._buffers = BatchBuffers(self._ll, self.n_batch, self.max_slots + 1)  # + the scratch sequence
         self._slots = SlotTable(self.max_slots, self.max_seq_len)  # positions held in each slot's KV cache
         self._logits = torch.empty(self.max_slots, self.vocab_size, dtype=torch.float32)
+        self._fast: FastPrefill | None = None  # attach_prefill: prompt chunks' K/V from int8 GEMMs
 
     # --- set-up ---------------------------------------------------------------------------------------------
 
@@ -205,6 +213,10 @@ class LlamaCppRunner:
             return self._logits[:0], []
         self._slots.check(chunks, self.vocab_size)
         self._trim(chunks)
+        if self._fast is not None and any(c.fast for c in chunks):
+            chunks = self._fast.run(chunks, self._slots)  # fast chunks' K/V computed into their slots
+            if not chunks:
+                return self._logits[:0], []
         rows = [c.logit_rows for c in chunks]
         first_row = np.cumsum(rows) - rows  # a chunk's first logits row in what we return
         n_out = int(sum(rows))
@@ -262,42 +274,30 @@ class LlamaCppRunner:
         self._ll.llama_memory_seq_cp(self._mem, src, dst, -1, -1)  # cross-stream copies must be whole
         self._ll.llama_memory_seq_rm(self._mem, dst, length, -1)
 
-    # --- saved states (the prompt cache on disk, engine/prompt_cache) ----------------------------------------------
+    # --- the fast prefill (llamacpp_prefill.py) ------------------------------------------------------------------
 
     @property
-    def weights_path(self) -> Path:
-        return self.gguf_path
+    def can_fast_prefill(self) -> bool:
+        """Whether computed K/V can be handed to this cache: the unified cache (a scratch sequence) in float16."""
+        return self._scratch and self.kv_type in (None, "f16")
 
     @property
-    def state_layout(self) -> str:
-        """What a saved slot state's bytes depend on besides the weights: the KV type, the cache layout (one stream
-        or one per slot), V transposed or not (flash attention), and llama.cpp's version."""
-        streams = "unified" if self.kv_budget is not None else f"{self.max_slots} streams"
-        version = getattr(sys.modules.get("llama_cpp"), "__version__", "unknown")
-        return (f"llamacpp; llama-cpp-python {version}; kv {self.kv_type or 'f16'}; {streams}; "
-                f"flash_attn {self.flash_attn}")
+    def n_params(self) -> int:
+        return int(self._ll.llama_model_n_params(self._model))
 
-    def save_state(self, slot: int) -> memoryview:
-        """The slot's KV as llama.cpp serialises one sequence (one copy), for ``load_state`` here or in a later
-        process whose runner has the same ``state_layout`` and weights."""
-        self._slots.check_slot(slot)
-        if self._ctx is None:
-            raise RuntimeError("LlamaCppRunner is closed")
-        return read_state(self._ll, self._ctx, slot)
+    @property
+    def fast_prefill_ready(self) -> bool:
+        """Whether chunks marked ``fast`` run on the int8 prefill now (attached, and its layout not refused)."""
+        return self._fast is not None and self._fast.broken is None
 
-    def load_state(self, slot: int, data: memoryview | bytes, length: int, keep: int | None = None) -> None:
-        """Fill the slot with a state ``save_state`` gave, which holds ``length`` positions, and keep its first
-        ``keep`` (all by default). RuntimeError if llama.cpp refuses it (damaged, another layout, no free KV cells):
-        the slot is then empty."""
-        self._slots.check_slot(slot)
-        keep = length if keep is None else keep
-        if not 0 < keep <= length <= self.max_seq_len:
-            raise ValueError(f"cannot keep {keep} of {length} saved positions in a {self.max_seq_len}-position slot")
-        if self._ctx is None:
-            raise RuntimeError("LlamaCppRunner is closed")
-        self.free_slot(slot)
-        write_state(self._ll, self._ctx, self._mem, slot, data, length, keep)
-        self._slots.lengths[slot] = keep
+    def attach_prefill(self, compute: Int8Prefill) -> None:
+        """From the next step, chunks marked ``fast`` get their K/V from ``compute`` (may be called from another
+        thread: one assignment the engine's thread sees whole)."""
+        if not self.can_fast_prefill:
+            raise ValueError("the fast prefill needs the unified KV cache (kv_budget) in float16")
+        if self._ctx is not None:
+            self._fast = FastPrefill(self._ll, self._ctx, self._mem, self.max_slots, compute)
+
     def shift_kv(self, shift: KVShift) -> None:
         """Cache reuse: the slot keeps ``shift.keep`` positions, its cached runs move to their new places and the
         fills are computed in the gaps before them (llamacpp_shift.py); it then holds ``shift.served`` positions."""
@@ -324,6 +324,7 @@ class LlamaCppRunner:
 
     def close(self) -> None:
         """Free the context and the weights (idempotent)."""
+        self._fast = None
         if self._ctx is not None:
             self._ll.llama_free(self._ctx)
             self._ctx = None

@@ -1,14 +1,19 @@
-"""One slot's KV as bytes and back on llama.cpp (the prompt cache on disk, engine/prompt_cache): llama.cpp's own
-serialisation of one sequence (``llama_state_seq_get_data`` / ``set_data``). Used by the llama.cpp runner only.
+"""One slot's KV as bytes and back on llama.cpp (the prompt cache on disk, engine/prompt_cache; the fast prefill):
+llama.cpp's own serialisation of one sequence (``llama_state_seq_get_data`` / ``set_data``), and the runner's
+``save_state``/``load_state`` over it (``SavedStates``). Used by the llama.cpp runner only.
 """
 
 from __future__ import annotations
 
 import ctypes
+import sys
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import numpy as np
+
+from qwen_stream.engine.runners.kv_cache import SlotTable
 
 
 def read_state(ll: ModuleType, ctx: Any, seq_id: int) -> memoryview:
@@ -36,3 +41,56 @@ def write_state(ll: ModuleType, ctx: Any, mem: Any, seq_id: int, data: memoryvie
                            f"(it held {held} after loading; a damaged state, another layout, or no free KV cells)")
     if keep < length:
         ll.llama_memory_seq_rm(mem, seq_id, keep, -1)
+
+
+class SavedStates:
+    """The llama.cpp runner's saved states (a mixin: the runner's own fields, declared here for the type checker)."""
+
+    gguf_path: Path
+    kv_budget: int | None
+    kv_type: str | None
+    flash_attn: bool | None
+    max_slots: int
+    max_seq_len: int
+    _ll: ModuleType
+    _ctx: Any
+    _mem: Any
+    _slots: SlotTable
+
+    def free_slot(self, slot: int) -> None:
+        raise NotImplementedError
+
+    @property
+    def weights_path(self) -> Path:
+        return self.gguf_path
+
+    @property
+    def state_layout(self) -> str:
+        """What a saved slot state's bytes depend on besides the weights: the KV type, the cache layout (one stream
+        or one per slot), V transposed or not (flash attention), and llama.cpp's version."""
+        streams = "unified" if self.kv_budget is not None else f"{self.max_slots} streams"
+        version = getattr(sys.modules.get("llama_cpp"), "__version__", "unknown")
+        return (f"llamacpp; llama-cpp-python {version}; kv {self.kv_type or 'f16'}; {streams}; "
+                f"flash_attn {self.flash_attn}")
+
+    def save_state(self, slot: int) -> memoryview:
+        """The slot's KV as llama.cpp serialises one sequence (one copy), for ``load_state`` here or in a later
+        process whose runner has the same ``state_layout`` and weights."""
+        self._slots.check_slot(slot)
+        if self._ctx is None:
+            raise RuntimeError("LlamaCppRunner is closed")
+        return read_state(self._ll, self._ctx, slot)
+
+    def load_state(self, slot: int, data: memoryview | bytes, length: int, keep: int | None = None) -> None:
+        """Fill the slot with a state ``save_state`` gave, which holds ``length`` positions, and keep its first
+        ``keep`` (all by default). RuntimeError if llama.cpp refuses it (damaged, another layout, no free KV cells):
+        the slot is then empty."""
+        self._slots.check_slot(slot)
+        keep = length if keep is None else keep
+        if not 0 < keep <= length <= self.max_seq_len:
+            raise ValueError(f"cannot keep {keep} of {length} saved positions in a {self.max_seq_len}-position slot")
+        if self._ctx is None:
+            raise RuntimeError("LlamaCppRunner is closed")
+        self.free_slot(slot)
+        write_state(self._ll, self._ctx, self._mem, slot, data, length, keep)
+        self._slots.lengths[slot] = keep

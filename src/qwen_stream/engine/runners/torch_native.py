@@ -79,7 +79,7 @@ class NativeRunner:
     can_rewind = True  # a chunk may start inside a slot's cached part: the scheduler reuses prefixes
 
     def __init__(self, hf_model: nn.Module, *, max_slots: int, max_seq_len: int, quantize: str | None = None,
-                 calibration_ids: Sequence[int] | None = None, progress: bool = False) -> None:
+                 calibration_ids: Sequence[int] | None = None, progress: bool = False, logits: bool = True) -> None:
         model: Any = hf_model  # HF attributes are dynamic; their types are checked by the tests
         config, base = model.config, model.model
         self._table = SlotTable(max_slots, max_seq_len)
@@ -96,7 +96,7 @@ class NativeRunner:
         self._head_rms = RMSNorm(self._head_dim, self._eps, self._dtype, self._device)
         int8 = _check_quantize(quantize, self._dtype, self._device)
         self.quantize = quantize
-        self._lm_t: Weight
+        self._lm_t: Weight | None = None  # None: keys and values only (logits=False, the fast prefill's use)
         if int8:
             ids = list(calibration_ids or default_calibration_ids(int(base.embed_tokens.weight.shape[0])))
             logger.info("int8: calibrating activation ranges over %d tokens, then quantizing", len(ids))
@@ -109,13 +109,16 @@ class NativeRunner:
             # The lm_head is the largest single matrix (a fifth of SmolLM2's bytes per step): int8 too.
             s_head = smoothing_scales(ranges.head_in, model.lm_head.weight)
             self._norm = self._rms.prepare(base.norm.weight.detach().float() / s_head)
-            self._lm_t = quantize_int8(model.lm_head.weight.detach().float() * s_head)
+            if logits:
+                self._lm_t = quantize_int8(model.lm_head.weight.detach().float() * s_head)
         else:
             self._layers = [LayerWeights.take(layer, self._rms, self._head_rms) for layer in base.layers]
             self._norm = self._rms.prepare(base.norm.weight)
             # [hidden, vocab]; with tied embeddings the embedding below becomes a view of the same memory
             self._lm_t = split_k(to_layout(model.lm_head.weight, (model.lm_head,)))
         self._embed: Tensor = base.embed_tokens.weight.detach()  # [vocab_rows, hidden], maybe a strided view
+        if not logits:  # no lm_head shares it: a float16 copy halves the largest table (rows cast back when read)
+            self._embed = self._embed.to(torch.float16)
         # The last norm as the model has it, for hidden states (int8 folds a smoothing into self._norm's copy).
         self._final_norm = self._norm if not int8 else self._rms.prepare(base.norm.weight)
         self.embedding_width = self._hidden
@@ -173,9 +176,35 @@ class NativeRunner:
                 k[dst, :, :length] = k[src, :, :length]
                 v[dst, :, :length] = v[src, :, :length]
 
+    def put_kv(self, slot: int, k: Sequence[Tensor], v: Sequence[Tensor]) -> None:
+        """The slot holds exactly these positions from 0: per layer K and V [positions, kv_heads, head_dim] (keys
+        after RoPE, in this model's head layout). The fast prefill brings llama.cpp's cached prefix in this way."""
+        length = int(k[0].shape[0]) if k else 0
+        self._table.free(slot)
+        self._cache.ensure(length)
+        self._table.lengths[slot] = length
+        with torch.inference_mode():
+            for cache_k, cache_v, new_k, new_v in zip(self._cache.k, self._cache.v, k, v, strict=True):
+                cache_k[slot, :, :length] = new_k.transpose(0, 1)
+                cache_v[slot, :, :length] = new_v.transpose(0, 1)
+
+    def get_kv(self, slot: int, start: int, end: int) -> tuple[list[Tensor], list[Tensor]]:
+        """Positions [start, end) of the slot's K and V per layer, [end - start, kv_heads, head_dim] copies."""
+        return ([k[slot, :, start:end].transpose(0, 1).contiguous() for k in self._cache.k],
+                [v[slot, :, start:end].transpose(0, 1).contiguous() for v in self._cache.v])
+
     def close(self) -> None:
         self._cache.k.clear()
         self._cache.v.clear()
+
+    @property
+    def n_layers(self) -> int:
+        return len(self._layers)
+
+    @property
+    def kv_shape(self) -> tuple[int, int]:
+        """(kv_heads, head_dim) of one position's keys (or values) in one layer."""
+        return self._kv_heads, self._head_dim
 
     @property
     def kv_cache_bytes(self) -> int:
@@ -188,7 +217,7 @@ class NativeRunner:
         Tokens are rows of 2-D tensors throughout (every chunk of the step stacked): one matmul per projection for
         all of them, and the fewest ops per layer, which is what a small model on a CPU pays for."""
         heads, kv, dim, rms = self._heads, self._kv_heads, self._head_dim, self._rms
-        x = F.embedding(ids, self._embed)  # [T, hidden]
+        x = F.embedding(ids, self._embed).to(self._dtype)  # [T, hidden]
         for i, layer in enumerate(self._layers):
             qkv = mm(rms(x, layer.attn_norm), layer.qkv_t, layer.qkv_b).view(-1, heads + 2 * kv, dim)
             q, k = self._rope_qk(qkv, layer, cos, sin)  # qkv: [T, H + 2 * KV, D] -> q: [T, H, D], k: [T, KV, D]
@@ -234,6 +263,8 @@ class NativeRunner:
         """Final norm and lm_head on the rows that want logits only (already in chunk order): [n, vocab] float32."""
         if not hidden.shape[0]:
             return self._no_logits()
+        if self._lm_t is None:
+            raise ValueError("this runner computes keys and values only (built with logits=False)")
         return mm(self._rms(hidden, self._norm), self._lm_t, self._lm_b).float()
 
     def _no_logits(self) -> Tensor:

@@ -63,6 +63,7 @@ from qwen_stream.engine.sched.cache_reuse import CacheReuse
 from qwen_stream.engine.sched.chunk_grid import ChunkGrid
 from qwen_stream.engine.sched.kv_budget import KVBudget
 from qwen_stream.engine.sched.pooled_share import PooledShare
+from qwen_stream.engine.sched.prefill_path import PrefillPaths
 from qwen_stream.engine.sched.prefix_source import pick_source
 from qwen_stream.engine.sched.slot_pool import KeptRow, SlotPool, shared_prefix
 from qwen_stream.engine.spec.drafting import SpeculationConfig
@@ -82,7 +83,7 @@ class Scheduler:
                  min_shared_tokens: int = 16, speculate: SpeculationConfig | None = None,
                  kv_budget: KVBudget | None = None, drafter: ModelDrafter | None = None,
                  whole_prompts: bool = False, prompt_cache: PromptLookup | None = None,
-                 cache_reuse: CacheReuse | None = None) -> None:
+                 cache_reuse: CacheReuse | None = None, prefill_paths: PrefillPaths | None = None) -> None:
         self.max_slots = max_slots
         self.whole_prompts = whole_prompts  # the runner needs each prompt in one chunk (an encoder)
         self.max_model_len = max_model_len
@@ -106,6 +107,7 @@ class Scheduler:
         self.cache_reuse = cache_reuse if reuse_prefix else None  # None: the runner cannot move KV (cache_reuse.py)
         self.shifted_tokens = 0  # of reused_tokens, those moved into place past the prefix (cache reuse)
         self._shifts: list[KVShift] = []  # planned at admission, handed to the next batch
+        self.prefill_paths = prefill_paths  # None: the runner has no fast prefill (prefill_path.py)
 
     @property
     def has_work(self) -> bool:
@@ -186,13 +188,15 @@ class Scheduler:
             size = min(piece, budget)
         start = seq.num_computed
         last = start + size == len(seq.prompt_ids)
+        paths = self.prefill_paths
+        fast = paths is not None and not seq.pooled and not seq.exact and paths.choose(size)
         if last and not seq.pooled:  # its row is a cold run's if everything before the last chunk was
-            seq.prompt_row_exact = start == seq.exact_upto
+            seq.prompt_row_exact = start == seq.exact_upto and not fast
         pooling = seq.params.pooling
         want_logits = last and (pooling is None or bool(pooling.logits_of))
         embed = pooling is not None and not pooling.logits_of
         batch.add(seq, SeqChunk(seq.slot, seq.prompt_ids[start:start + size], start, want_logits=want_logits,
-                                hidden=embed))
+                                hidden=embed, fast=fast))
         return size
 
     def _admit(self) -> None:
@@ -294,7 +298,7 @@ class Scheduler:
         Returns one output per sampled sequence (finished ones already freed)."""
         for seq, chunk in zip(batch.owners, batch.chunks, strict=True):
             seq.num_computed = chunk.start_pos + len(chunk.token_ids)
-            if chunk.start_pos == seq.exact_upto and seq.num_computed <= len(seq.prompt_ids) \
+            if chunk.start_pos == seq.exact_upto and seq.num_computed <= len(seq.prompt_ids) and not chunk.fast \
                     and self.grid.is_whole(chunk.start_pos, len(chunk.token_ids)):
                 seq.exact_upto = seq.num_computed  # a whole prompt chunk on exact positions: exact too
         outputs = []

@@ -1,0 +1,71 @@
+"""Give a llama.cpp runner its fast prefill (int8_prefill.py) as ``EngineConfig.prefill`` says.
+
+"int8": built now (blocking, with progress), and every eligible chunk takes it. "auto": for models of
+``AUTO_MIN_PARAMS`` or more, built on a background thread while llama.cpp already serves, when the machine has the
+memory building takes; the engine then takes it wherever it measures cheaper (engine/sched/prefill_path.py).
+Smaller models prefill fast enough on llama.cpp that a second copy of their weights is not worth its memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+AUTO_MIN_PARAMS = 1_000_000_000
+# Building holds the float32 model once (4 bytes a parameter) beside what is already loaded, and converting a GGUF
+# the first time holds more (transformers' GGUF reader: 9 GB for the 1.5B): "auto" starts only with this much free.
+_BUILD_BYTES_PER_PARAM = 6
+
+
+def setup_fast_prefill(runner: Any, source: Any, mode: str, *, threads: int, progress: bool) -> None:
+    """Attach (or start building) the fast prefill of ``runner`` (a LlamaCppRunner) for ``source``."""
+    from qwen_stream.engine.runners.quantize import int8_available
+
+    if mode == "llamacpp":
+        return
+    why_not = ("this torch build lacks fbgemm's int8 kernels" if not int8_available() else
+               None if runner.can_fast_prefill else "it needs the unified KV cache in float16 (no --kv-type q8_0)")
+    if mode == "int8":
+        if why_not:
+            raise ValueError(f"--prefill int8: {why_not}")
+        runner.prefill_always = True
+        runner.attach_prefill(_build(runner, source, threads, progress))
+        return
+    if why_not or runner.n_params < AUTO_MIN_PARAMS:
+        return
+    needed, free = _BUILD_BYTES_PER_PARAM * runner.n_params, _available_bytes()
+    if free is not None and free < needed:
+        logger.info("fast prefill: not built (%.1f GB free, building needs ~%.1f GB); prompts run on llama.cpp",
+                    free / 1e9, needed / 1e9)
+        return
+    logger.info("fast prefill: building int8 weights in the background; prompts run on llama.cpp until then")
+    threading.Thread(target=_build_later, args=(runner, source, threads), name="qwen-stream-int8-prefill",
+                     daemon=True).start()
+
+
+def _build(runner: Any, source: Any, threads: int, progress: bool) -> Any:
+    from qwen_stream.engine.runners.int8_prefill import build_int8_prefill
+
+    return build_int8_prefill(source, window=runner.max_seq_len, threads=threads, progress=progress)
+
+
+def _build_later(runner: Any, source: Any, threads: int) -> None:
+    try:
+        runner.attach_prefill(_build(runner, source, threads, False))
+    except Exception as exc:  # a background convenience: llama.cpp's own prefill goes on serving
+        logger.warning("fast prefill: not built (%s); prompts run on llama.cpp", exc)
+
+
+def _available_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo (None where there is none to read)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
