@@ -316,6 +316,10 @@ def _report(payload: dict[str, Any], out: Path | None) -> None:
     if out is not None:
         data = dict(payload, results=[s.to_dict() for s in summaries], ratios=rows)
         write_json(out / "bench.json", data)
-        if summaries:
-            draw_chart(out / "bench.png", summaries, title)
+        try:
+            if summaries:
+                draw_chart(out / "bench.png", summaries, title)
+        except ImportError:  # .venv-vllm has no matplotlib: the figures are in the JSON all the same
+            print(f"wrote {out / 'bench.json'} (no chart: pip install 'qwen-stream[bench]' for matplotlib)")
+            return
         print(f"wrote {out / 'bench.json'} and {out / 'bench.png'}")
