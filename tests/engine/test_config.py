@@ -50,3 +50,30 @@ def test_the_prompt_cache_flags_reach_the_config(command: str) -> None:
     config = engine_config(args)
     assert (config.prompt_cache_dir, config.prompt_cache_size) == ("/tmp/prompts", 0.5)
     assert engine_config(build_parser().parse_args([command])).prompt_cache_dir is None
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"prefill": "bf16"}, "prefill must be one of"),
+    ({"prefill": "int8", "runner": "torch"}, "prefill int8 computes prompts for the llama.cpp runner"),
+    ({"prefill": "int8", "quantize": "int8"}, "prefill int8 computes prompts for the llama.cpp runner"),
+])
+def test_bad_prefill_options_fail_when_the_config_is_made(changes: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        EngineConfig().with_(**changes)
+
+
+@pytest.mark.parametrize("command", ["chat", "serve", "web"])
+def test_the_prefill_flag_reaches_the_config(command: str) -> None:
+    from qwen_stream.cli.main import build_parser
+
+    assert engine_config(build_parser().parse_args([command, "--prefill", "int8"])).prefill == "int8"
+    assert engine_config(build_parser().parse_args([command])).prefill == "auto"
+
+
+def test_auto_builds_the_int8_copy_for_big_models_with_the_memory_to_build_it() -> None:
+    from qwen_stream.engine.runners.prefill_setup import auto_skip_reason
+
+    assert "fast enough" in (auto_skip_reason(135_000_000, 20 * 10**9) or "")  # SmolLM2
+    assert "GB free" in (auto_skip_reason(1_780_000_000, 8 * 10**9) or "")  # the 1.5B on a busy 16 GB laptop
+    assert auto_skip_reason(1_780_000_000, 16 * 10**9) is None
+    assert auto_skip_reason(1_780_000_000, None) is None  # no /proc/meminfo to read: build

@@ -34,16 +34,24 @@ def setup_fast_prefill(runner: Any, source: Any, mode: str, *, threads: int, pro
         runner.prefill_always = True
         runner.attach_prefill(_build(runner, source, threads, progress))
         return
-    if why_not or runner.n_params < AUTO_MIN_PARAMS:
-        return
-    needed, free = _BUILD_BYTES_PER_PARAM * runner.n_params, _available_bytes()
-    if free is not None and free < needed:
-        logger.info("fast prefill: not built (%.1f GB free, building needs ~%.1f GB); prompts run on llama.cpp",
-                    free / 1e9, needed / 1e9)
+    skip = why_not or auto_skip_reason(runner.n_params, _available_bytes())
+    if skip:
+        logger.info("fast prefill: not built (%s); prompts run on llama.cpp", skip)
         return
     logger.info("fast prefill: building int8 weights in the background; prompts run on llama.cpp until then")
     threading.Thread(target=_build_later, args=(runner, source, threads), name="qwen-stream-int8-prefill",
                      daemon=True).start()
+
+
+def auto_skip_reason(n_params: int, free_bytes: int | None) -> str | None:
+    """Why ``--prefill auto`` builds no int8 copy for a model of ``n_params`` with ``free_bytes`` of memory free
+    (None: unknown), or None when it builds one."""
+    if n_params < AUTO_MIN_PARAMS:
+        return f"{n_params / 1e9:.2f}B parameters: llama.cpp prefills models under {AUTO_MIN_PARAMS / 1e9:.0f}B fast enough"
+    needed = _BUILD_BYTES_PER_PARAM * n_params
+    if free_bytes is not None and free_bytes < needed:
+        return f"{free_bytes / 1e9:.1f} GB free, building needs ~{needed / 1e9:.1f} GB"
+    return None
 
 
 def _build(runner: Any, source: Any, threads: int, progress: bool) -> Any:
