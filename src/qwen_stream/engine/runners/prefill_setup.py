@@ -9,6 +9,7 @@ Smaller models prefill fast enough on llama.cpp that a second copy of their weig
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from typing import Any
 
@@ -39,6 +40,9 @@ def setup_fast_prefill(runner: Any, source: Any, mode: str, *, threads: int, pro
         logger.info("fast prefill: not built (%s); prompts run on llama.cpp", skip)
         return
     logger.info("fast prefill: building int8 weights in the background; prompts run on llama.cpp until then")
+    if progress:  # a minute or two of both cores and ~1 byte a parameter more: say so where the user looks
+        print(f"fast prefill: building an int8 copy of the layers in the background (~{runner.n_params / 1e9:.1f} GB "
+              "more, a minute or two; --prefill llamacpp skips it)", file=sys.stderr, flush=True)
     threading.Thread(target=_build_later, args=(runner, source, threads), name="qwen-stream-int8-prefill",
                      daemon=True).start()
 
