@@ -77,3 +77,4 @@ def test_auto_builds_the_int8_copy_for_big_models_with_the_memory_to_build_it() 
     assert "GB free" in (auto_skip_reason(1_780_000_000, 8 * 10**9) or "")  # the 1.5B on a busy 16 GB laptop
     assert auto_skip_reason(1_780_000_000, 16 * 10**9) is None
     assert auto_skip_reason(1_780_000_000, None) is None  # no /proc/meminfo to read: build
+    assert auto_skip_reason(1_780_000_000, 8 * 10**9, saved=True) is None  # loading a saved copy takes far less

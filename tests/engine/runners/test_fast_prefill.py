@@ -19,7 +19,7 @@ pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
 
 from qwen_stream.engine.runners.int8_prefill import Int8Prefill, build_int8_prefill, interleave_order
 from qwen_stream.engine.runners.llamacpp import LlamaCppRunner
-from qwen_stream.engine.runners.llamacpp_kv import build_seq_state, parse_seq_state
+from qwen_stream.engine.runners.llamacpp_kv import SeqKV, build_seq_state, parse_seq_state
 
 pytestmark = [pytest.mark.llamacpp, pytest.mark.slow]
 
@@ -136,3 +136,23 @@ def test_a_cache_layout_it_cannot_write_falls_back_to_llama_cpp(gguf_path: Path,
         r.forward([SeqChunk(0, ids[:512], 0, want_logits=False, fast=True)])
         fell_back = r.forward([SeqChunk(0, ids[512:], 512, fast=True)])
         assert not r.fast_prefill_ready and torch.equal(plain, fell_back)
+
+
+def test_the_int8_copy_is_saved_once_and_loaded_after(gguf_path: Path, tmp_path: Path) -> None:
+    from qwen_stream.engine.runners.int8_prefill import cached_path
+    from qwen_stream.models import sources
+
+    source = sources.resolve_source(str(gguf_path), progress=False)
+    built = build_int8_prefill(source, window=1024, threads=1, cache_dir=tmp_path)
+    saved = cached_path(source, tmp_path)
+    assert saved.is_file() and list(tmp_path.iterdir()) == [saved]  # no temporary file left behind
+    loaded = build_int8_prefill(source, window=1024, threads=1, cache_dir=tmp_path)
+    assert loaded is not built
+    none = [np.zeros((0, WIDTH), np.float16)] * LAYERS
+    empty = SeqKV(b"", np.zeros(0, np.int32), none, none)  # a slot with nothing cached yet
+    ids = prompt(40)
+    for a, b in zip(built.kv(empty, ids, 0), loaded.kv(empty, ids, 0), strict=True):
+        assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))  # the same int8 weights, bit for bit
+    saved.write_bytes(b"damaged")  # a damaged file is deleted and the copy built again
+    again = build_int8_prefill(source, window=1024, threads=1, cache_dir=tmp_path)
+    assert again.n_layers == LAYERS and saved.is_file() and saved.stat().st_size > 1000
