@@ -56,7 +56,8 @@ def runner(gguf_path: Path) -> Iterator[LlamaCppRunner]:
 def prefill(gguf_path: Path) -> Int8Prefill:
     from qwen_stream.models import sources
 
-    return build_int8_prefill(sources.resolve_source(str(gguf_path), progress=False), window=2048, threads=1)
+    # SmolLM2's trained window, as the engine builds it (prefill_setup.py): one saved copy serves both
+    return build_int8_prefill(sources.resolve_source(str(gguf_path), progress=False), window=8192, threads=1)
 
 
 def prompt(n: int) -> list[int]:
