@@ -71,13 +71,7 @@ def conversation(functions: int, nonce: int, question: str, *, inline_tools: boo
 
 def tool_options(model: Any) -> dict[str, Any]:
     """``tools=TOOLS`` where the model's chat template shows tools, else nothing (they go into the system prompt)."""
-    from qwen_stream.errors import UnsupportedTaskError
-
-    try:
-        model.inputs.count_chat_tokens([{"role": "user", "content": "hi"}], tools=TOOLS)
-    except UnsupportedTaskError:
-        return {}
-    return {"tools": TOOLS}
+    return {"tools": TOOLS} if model.inputs.prompter.supports_tools else {}
 
 
 def sized(model: Any, target: int, nonce: int, tools: dict[str, Any]) -> tuple[int, int]:

@@ -20,7 +20,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "qwen_stream"
-FOUNDATION = {"types", "errors", "cpu", "devices", "openmp", "heap"}
+FOUNDATION = {"types", "errors", "cpu", "devices", "openmp", "heap", "atomic_file"}
 RANKS = {"models": 1, "engine": 2, "output": 2, "inputs": 3, "client": 4}  # anything else: a front end (5)
 
 

@@ -15,11 +15,12 @@ from qwen_stream.bench.long_prompt import (
     QUESTION,
     Sample,
     build_messages,
-    make_sample,
     print_long,
     ratios,
+    sample_of,
     summarize,
 )
+from qwen_stream.bench.metrics import StreamTrace
 from qwen_stream.cli.main import main
 from tests.support.real_runners import HAS_LLAMA_CPP
 
@@ -45,14 +46,25 @@ def test_prompt_is_system_prompt_code_and_question_near_the_target_length(target
     assert 0.9 * target <= _chars(messages) / CHARS_PER_TOKEN <= target
 
 
+def _trace(submitted: float, times: list[float], usage_tokens: int | None = None) -> StreamTrace:
+    """What HttpServerSystem.serve records: a token per content delta, then usage's count at the last one's time."""
+    trace = StreamTrace(submitted)
+    for t in times:
+        trace.add_tokens(t, 1)
+        trace.add_text(t, "x")
+    if usage_tokens is not None and usage_tokens > trace.n_tokens:
+        trace.add_tokens(times[-1], usage_tokens - trace.n_tokens)
+    return trace
+
+
 def test_a_sample_counts_usage_tokens_and_leaves_the_first_token_out_of_decode_speed() -> None:
-    s = make_sample(10.0, first=10.5, last=11.5, deltas=4, usage_tokens=9, prompt_tokens=2400)
+    s = sample_of(_trace(10.0, [10.5, 11.0, 11.25, 11.5], usage_tokens=9), prompt_tokens=2400)
     assert s == Sample(ttft_ms=500.0, decode_tps=8.0, tokens=9, prompt_tokens=2400)
-    by_deltas = make_sample(0.0, first=0.25, last=0.75, deltas=3, usage_tokens=None, prompt_tokens=None)
+    by_deltas = sample_of(_trace(0.0, [0.25, 0.5, 0.75]), prompt_tokens=None)
     assert by_deltas.tokens == 3 and by_deltas.decode_tps == 4.0
-    assert make_sample(0.0, 0.2, 0.2, 1, None, None).decode_tps is None  # one token: no decode speed
+    assert sample_of(_trace(0.0, [0.2]), None).decode_tps is None  # one token: no decode speed
     with pytest.raises(RuntimeError, match="no content"):
-        make_sample(0.0, None, None, 0, 8, 100)
+        sample_of(_trace(0.0, []), 100)
 
 
 def _rows() -> dict[str, dict[str, object]]:

@@ -38,6 +38,8 @@ def test_native_kv_options_are_refused_on_the_vllm_backend() -> None:
         ChatModel.load("unused", backend="vllm", kv_budget=4096)
     with pytest.raises(ValueError, match="prompt-cache-dir"):
         ChatModel.load("unused", backend="vllm", prompt_cache_dir="/tmp/prompts")
+    with pytest.raises(ValueError, match="--prefill"):
+        ChatModel.load("unused", backend="vllm", prefill="int8")
 
 
 @pytest.mark.skipif(vllm_available(), reason="checks the message shown where vllm is not installed")

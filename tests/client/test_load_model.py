@@ -202,3 +202,13 @@ def test_a_prompt_cache_dir_on_a_runner_that_cannot_save_its_kv_fails_at_load(ti
                           context_length=64)
     with pytest.raises(ValueError, match=r"llama\.cpp runner"):
         load_model(str(tiny_model_dir), config, progress=False)
+
+
+def test_the_int8_prefill_on_a_model_that_runs_on_pytorch_fails_at_load(tiny_model_dir: Path) -> None:
+    from qwen_stream.client.loaded_model import load_model
+    from qwen_stream.engine.config import EngineConfig
+
+    # a Hugging Face checkpoint runs on PyTorch under runner auto: nothing would take the int8 prefill's K/V
+    with pytest.raises(ValueError, match=r"--prefill int8 .* this model runs on PyTorch"):
+        load_model(str(tiny_model_dir), EngineConfig(prefill="int8", max_batch_size=1, context_length=64),
+                   progress=False)

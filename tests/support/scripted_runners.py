@@ -96,11 +96,13 @@ class SavingRunner(RewindingRunner):
         super().__init__(max_slots, max_seq_len)
         self.weights_path = weights_path  # any file: its bytes key the cache
         self.loads: list[tuple[int, int, int]] = []  # (slot, length, keep) of every load
+        self.load_tries = 0  # loads asked for, refused ones included
 
     def save_state(self, slot: int) -> memoryview:
         return memoryview(np.asarray(self.held.get(slot, []), dtype="<i4").tobytes())
 
     def load_state(self, slot: int, data: memoryview | bytes, length: int, keep: int | None = None) -> None:
+        self.load_tries += 1
         tokens = np.frombuffer(data, dtype="<i4").tolist()
         self.held[slot] = []
         if len(tokens) != length:
@@ -108,6 +110,8 @@ class SavingRunner(RewindingRunner):
         keep = length if keep is None else keep
         self.held[slot] = tokens[:keep]
         self.loads.append((slot, length, keep))
+
+
 class ShiftingRunner(RewindingRunner):
     """A RewindingRunner that also moves cached runs (cache reuse): ``held`` is rearranged as a KVShift says, with
     fills written in (``can_fill_kv``); every shift applied is in ``shifts``."""

@@ -21,7 +21,6 @@ decode speed (about 1: int8 prefill must not slow decoding).
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import sys
@@ -33,6 +32,7 @@ from typing import Any
 
 from qwen_stream.bench import sampling as bench_sampling
 from qwen_stream.bench.config import BenchConfig, Messages
+from qwen_stream.bench.metrics import StreamTrace, now
 from qwen_stream.bench.server import SERVED_NAME, HttpServerSystem, free_port, serve_command
 
 CONTEXT_LENGTH = 4096
@@ -86,52 +86,39 @@ class Sample:
     prompt_tokens: int | None  # the server's count (usage or llama-server's timings); None where it gives none
 
 
-def make_sample(started: float, first: float | None, last: float | None, deltas: int, usage_tokens: int | None,
-                prompt_tokens: int | None) -> Sample:
-    """A request's figures from its stream's times. Tokens come from ``usage`` where the server streams it (a chunk
-    may carry several tokens), else one per content delta; the first token's own time is not decode time."""
-    if first is None or last is None:
+def sample_of(trace: StreamTrace, prompt_tokens: int | None) -> Sample:
+    """A request's figures from its stream as HttpServerSystem.serve recorded it (tokens from ``usage`` where the
+    server streams it, else one per content delta; the first token's own time is not decode time)."""
+    if trace.ttft is None:
         raise RuntimeError("the stream had no content")
-    tokens = usage_tokens if usage_tokens is not None else deltas
-    tps = (tokens - 1) / (last - first) if tokens >= 2 and last > first else None
-    return Sample(1000 * (first - started), tps, tokens, prompt_tokens)
+    return Sample(1000 * trace.ttft, trace.decode_tps, trace.n_tokens, prompt_tokens)
 
 
 class ChatServer(HttpServerSystem):
-    """A server streaming ``/v1/chat/completions``; ``fields`` are its body's sampling and length fields."""
+    """A server streaming ``/v1/chat/completions`` (HttpServerSystem's own request and stream reading);
+    ``fields`` are its body's sampling and length fields."""
 
     def __init__(self, name: str, config: BenchConfig, command: list[str], port: int, fields: dict[str, Any],
                  health_path: str = "/health") -> None:
         self.name = name
         self.fields = fields
         self.health_path = health_path  # read while __init__ waits for the server (llama-cpp-python has no /health)
+        self._prompt_tokens: int | None = None
         super().__init__(config, command, port)
 
+    def _sampling(self, messages: Messages) -> dict[str, Any]:
+        return self.fields
+
+    def _record(self, chunk: dict[str, Any]) -> None:
+        # the prompt's length as the server counted it: OpenAI's usage, or llama-server's timings
+        usage, timings = chunk.get("usage") or {}, chunk.get("timings") or {}
+        self._prompt_tokens = usage.get("prompt_tokens", timings.get("prompt_n", self._prompt_tokens))
+
     def ask(self, messages: Messages) -> Sample:
-        body = {"model": SERVED_NAME, "messages": messages, "max_tokens": self.config.max_tokens, "stream": True,
-                "stream_options": {"include_usage": True}, **self.fields}
-        first = last = None
-        deltas = 0
-        usage_tokens = prompt_tokens = None
-        with self.talking():
-            started = time.perf_counter()
-            with self.client.stream("POST", "/v1/chat/completions", json=body) as response:
-                if response.status_code != 200:
-                    raise RuntimeError(f"{self.name} answered {response.status_code}: {response.read()[:300]!r}")
-                for line in response.iter_lines():
-                    if not line.startswith("data: ") or line.strip() == "data: [DONE]":
-                        continue
-                    t = time.perf_counter()
-                    chunk = json.loads(line[6:])
-                    usage = chunk.get("usage") or {}
-                    usage_tokens = usage.get("completion_tokens", usage_tokens)
-                    prompt_tokens = usage.get("prompt_tokens", (chunk.get("timings") or {}).get("prompt_n",
-                                                                                                prompt_tokens))
-                    if any((c.get("delta") or {}).get("content") for c in chunk.get("choices") or []):
-                        first = first or t
-                        last = t
-                        deltas += 1
-        return make_sample(started, first, last, deltas, usage_tokens, prompt_tokens)
+        self._prompt_tokens = None
+        trace = StreamTrace(now())
+        self.serve(messages, trace)
+        return sample_of(trace, self._prompt_tokens)
 
 
 Launch = tuple[list[str], int, dict[str, Any], str]  # command, port, body fields, the path that answers when ready

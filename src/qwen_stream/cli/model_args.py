@@ -10,7 +10,12 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from qwen_stream.engine.config import DEFAULT_CACHE_REUSE, DEFAULT_PROMPT_CACHE_GIB, PREFILL_MODES
+from qwen_stream.engine.config import (
+    DEFAULT_CACHE_REUSE,
+    DEFAULT_PROMPT_CACHE_GIB,
+    MIN_SAVED_TOKENS,
+    PREFILL_MODES,
+)
 from qwen_stream.engine.spec.drafting import DEFAULT_MAX_DRAFT, DEFAULT_MODEL_DRAFT
 
 SHARED_KV_WINDOWS = 4  # serve and web: KV for four full-length conversations by default, shared by all users
@@ -71,9 +76,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, several: bool = Fals
                         help="forget a finished request's KV (default: keep it, so the next turn of a conversation "
                              "prefills only its new tokens)")
     parser.add_argument("--prompt-cache-dir", default=None, metavar="DIR",
-                        help="llama.cpp runner: save the KV of long prompts (256+ tokens: an agent's system prompt and "
-                             "tools) in DIR, keyed by model, so that after a restart a prompt starting the same way "
-                             "loads it instead of prefilling it (default: off)")
+                        help=f"llama.cpp runner: save the KV of long prompts ({MIN_SAVED_TOKENS}+ tokens: an agent's "
+                             "system prompt and tools) in DIR, keyed by model, so that after a restart a prompt "
+                             "starting the same way loads it instead of prefilling it (default: off)")
     parser.add_argument("--prompt-cache-size", type=float, default=DEFAULT_PROMPT_CACHE_GIB, metavar="GIB",
                         help=f"most the prompt cache keeps on disk per model, least recently used prompts deleted "
                              f"first (default: {DEFAULT_PROMPT_CACHE_GIB:g} GiB)")

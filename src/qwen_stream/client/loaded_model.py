@@ -140,6 +140,9 @@ def _check_backend(backend: str, config: EngineConfig, vllm_options: VllmOptions
     if config.prompt_cache_dir is not None:
         raise ValueError("--prompt-cache-dir saves the native engine's llama.cpp KV; vLLM keeps its own prefix "
                          "cache (in memory)")
+    if config.prefill != "auto":
+        raise ValueError("--prefill chooses how the native engine's llama.cpp runner computes prompts; vLLM runs "
+                         "its own kernels")
 
 
 @dataclass(slots=True)

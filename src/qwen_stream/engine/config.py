@@ -12,7 +12,15 @@ from typing import Any
 from qwen_stream.engine.spec.drafting import DEFAULT_MAX_DRAFT, DEFAULT_MODEL_DRAFT
 
 RUNNERS = ("auto", "llamacpp", "torch")
-DEFAULT_PROMPT_CACHE_GIB = 4.0  # engine/prompt_cache/store.py says why
+# What the prompt cache keeps on disk per model by default (engine/prompt_cache): an entry is its prompt's whole KV
+# (f16: ~23 KB a token on SmolLM2-135M, ~28 KB on Qwen2.5-Coder-1.5B, ~57 KB on a 7B), so 4 GiB holds ~60 agent
+# prefixes of 2.4k tokens on the 1.5B (~30 on a 7B): every system prompt and tool set a user's agents send, without
+# filling a laptop's disk.
+DEFAULT_PROMPT_CACHE_GIB = 4.0
+# Prompts shorter than this are not saved (engine/prompt_cache): they prefill in well under a second on the models
+# served here, and saving every short chat turn would churn the disk and evict the long shared prefixes (an agent's
+# system prompt and tools, 2-10k tokens) that the cache is for.
+MIN_SAVED_TOKENS = 256
 # Cache reuse (engine/sched/cache_reuse.py): cached runs of at least this many tokens move instead of being computed
 # again; llama.vim and llama.vscode tell llama-server users to start it with --cache-reuse 256.
 DEFAULT_CACHE_REUSE = 256
@@ -68,6 +76,8 @@ class EngineConfig:
             raise ValueError(f"context_length must be >= 16, got {self.context_length}")
         if self.pooling not in (None, "mean", "cls", "last"):
             raise ValueError(f"pooling must be mean, cls or last, got {self.pooling!r}")
+        if self.prompt_cache_dir == "":
+            raise ValueError("prompt_cache_dir must name a directory (None: no prompt cache on disk)")
         if self.prompt_cache_dir is not None and not self.prefix_cache:
             raise ValueError("a prompt cache on disk (prompt_cache_dir) is prefix caching from disk: it needs "
                              "prefix_cache on (drop --no-prefix-cache)")

@@ -135,16 +135,16 @@ class EngineCore:
             return self.fail_running(f"model step failed: {exc}")
         forwarded = time.perf_counter()
         fed = sum(len(c.token_ids) for c in batch.chunks)
-        if fed:
+        if fed and self.scheduler.prefill_paths is not None:  # prompt tokens' cost on the way they went
+            self.scheduler.prefill_paths.record(batch.chunks, forwarded - before)
+        if fed and not any(c.fast for c in batch.chunks):  # the tables below price llama.cpp's own forwards
             self.scheduler.pooled_share.record(fed, forwarded - before)  # what pooled prompts beside streams cost
             if self.scheduler.speculator is not None:  # what a forward of this many tokens costs: drafting's prices
                 self.scheduler.speculator.step_cost.record(fed, forwarded - before)
-            if self.scheduler.prefill_paths is not None:  # prompt tokens' cost on the way they went
-                self.scheduler.prefill_paths.record(batch.chunks, forwarded - before)
         sample_rows, scored = batch.logit_rows()
-        self._keep_prompt_logits(batch, logits, sample_rows)
-        if self.prompt_transfer is not None:
-            self.prompt_transfer.save_prompts(batch)  # a slot that just completed its prompt holds exactly it
+        completed = self._keep_prompt_logits(batch, logits, sample_rows)
+        if self.prompt_transfer is not None and completed:
+            self.prompt_transfer.save_prompts(completed)  # a slot that just completed its prompt holds exactly it
         pooled, pool_failed = self._pool(batch, hidden, logits, scored)
         if scored:  # the sampled sequences' rows, in order, without the score requests' rows between them
             logits = logits[torch.tensor(sample_rows, dtype=torch.long, device=logits.device)]
@@ -163,16 +163,20 @@ class EngineCore:
         self._account(started, forwarded, sum(len(kept) for kept in tokens))
         return outputs
 
-    def _keep_prompt_logits(self, batch: ScheduledBatch, logits: torch.Tensor, sample_rows: list[int]) -> None:
+    def _keep_prompt_logits(self, batch: ScheduledBatch, logits: torch.Tensor,
+                            sample_rows: list[int]) -> list[Sequence]:
         """A copy of each row that ends a prompt this step (before sampling masks rows in place), kept with the
-        sequence and then with its slot's KV: an exact repeat samples from it instead of recomputing (Scheduler)."""
+        sequence and then with its slot's KV: an exact repeat samples from it instead of recomputing (Scheduler).
+        Returns the sequences whose prompt completed this step (the prompt cache saves those)."""
         if not self.scheduler.reuse_prefix:
-            return
-        row = 0
+            return []
+        row, completed = 0, []
         for seq in batch.sampled[:len(batch.sampled) - len(batch.recalled)]:
             if not seq.output_ids and seq.prompt_logits is None:  # its prompt's last chunk ran this step
                 seq.prompt_logits = logits[sample_rows[row]].detach().clone()
+                completed.append(seq)
             row += 1 + len(seq.draft)
+        return completed
 
     def _forward(self, batch: ScheduledBatch) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The step's logits, and the hidden states of its embedding chunks (in chunk order)."""

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from qwen_stream.atomic_file import atomic_output
+
 _CHUNK = 1 << 20
 
 
@@ -107,14 +109,10 @@ def join_files(files: Sequence[Path], target: Path, *, size: int, sha256: str, p
 
 @contextmanager
 def _atomic_output(target: Path) -> Iterator[tuple[IO[bytes], hashlib._Hash]]:
-    """Write to a temp file beside ``target``; rename only if the block finishes (i.e. the bytes verified)."""
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
-    try:
-        with tmp.open("wb") as out:
-            yield out, hashlib.sha256()
-        tmp.replace(target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Write to a temp file beside ``target``, hashing as it goes; renamed only if the block finishes (i.e. the bytes
+    verified): atomic_file.py."""
+    with atomic_output(target) as out:
+        yield out, hashlib.sha256()
 
 
 def _check(got_size: int, got_sha: str, size: int, sha256: str, label: str) -> None:

@@ -130,6 +130,9 @@ def test_a_state_the_runner_refuses_gives_a_cold_prefill(restarts: Restarts) -> 
     restarts.start()
     answer, cached = restarts.ask(PROMPT)
     assert cached == 0 and answer == [PROMPT[-1] + 1, PROMPT[-1] + 2, PROMPT[-1] + 3]
+    runner = restarts.runner
+    assert runner is not None and runner.load_tries == 1 and runner.loads == []  # tried, refused, then prefilled
+    assert runner.fed[0].start_pos == 0
 
 
 def test_a_prompt_cache_needs_a_runner_that_saves_and_prefix_caching(tmp_path: Path, weights: Path) -> None:

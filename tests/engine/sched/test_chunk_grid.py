@@ -105,3 +105,15 @@ def test_an_own_seed_never_gets_a_chunk_cut_short_by_the_budget() -> None:
     batch = scheduler.schedule()
     assert [(s.request_id, c.start_pos, len(c.token_ids))
             for s, c in zip(batch.owners, batch.chunks, strict=True)] == [("drawn", 8, 1), ("own", 0, 4)]
+
+
+def test_a_repeat_fed_its_last_token_again_leaves_no_row_an_own_seed_takes_for_exact(
+        scripted: tuple[Engine, RewindingRunner]) -> None:
+    # An 8-token prompt (two whole chunks) is cached with more after it, so the slot keeps no row after it; a drawn
+    # seed then feeds its last token again, a 1-token chunk at 7 that a cold run never computes: the row it keeps
+    # must not count as a cold run's, or the own seed below would be answered from it
+    engine, runner = scripted
+    prompt = list(range(20, 28))
+    fed_after(engine, runner, [*prompt, 40, 41], DRAWN)
+    assert fed_after(engine, runner, prompt, DRAWN) == [(7, 1)]
+    assert fed_after(engine, runner, prompt, OWN_SEED) == [(4, 4)]  # as a cold run cuts it, from the last whole chunk

@@ -140,3 +140,17 @@ def test_a_seed_of_its_own_loads_only_what_a_cold_prefill_computes_bit_for_bit()
     s = exact_scheduler(0, row_exact=False)
     s.add(own_seed("d", [*SAVED[:300], 901]))
     assert s.schedule().loads == []
+
+
+def test_a_failed_load_takes_back_the_exactness_the_file_promised() -> None:
+    # the file's 384 exact positions never reached the slot: the cold prefill that follows starts from nothing exact
+    s = exact_scheduler(384, row_exact=True)
+    s.add(a := own_seed("a", SAVED))
+    batch = s.schedule()
+    assert a.recalled and (a.exact_upto, a.prompt_row_exact) == (384, True)
+    s.load_failed(a, batch)
+    assert (a.exact_upto, a.prompt_row_exact) == (0, False)
+    batch = s.schedule()
+    assert [c.start_pos for c in batch.chunks] == [0]
+    s.postprocess(batch, [], [])
+    assert a.exact_upto == 128  # whole chunks from position 0 are exact again, one by one

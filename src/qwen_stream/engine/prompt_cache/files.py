@@ -18,14 +18,14 @@ file damaged by a crash fails its checksum and is skipped, which costs one prefi
 from __future__ import annotations
 
 import hashlib
-import os
 import struct
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from qwen_stream.atomic_file import atomic_output
 
 MAGIC = b"QSPROMPT"
 FORMAT_VERSION = 2  # 2: exact positions and row
@@ -86,18 +86,17 @@ def write_entry(path: Path, key: str, tokens: Sequence[int] | np.ndarray, logits
                          int(row_exact)), key_bytes,
              ids.tobytes(), row.tobytes(), state]
     digest = hashlib.sha256()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        with tmp.open("wb") as f:
-            for part in parts:
-                digest.update(part)
-                f.write(part)
-            f.write(digest.digest())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return sum(len(part) for part in parts) + _DIGEST
+    with atomic_output(path) as f:
+        for part in parts:
+            digest.update(part)
+            f.write(part)
+        f.write(digest.digest())
+    return entry_size(len(key_bytes), len(ids), len(row), len(state))
+
+
+def entry_size(key_len: int, n_tokens: int, n_logits: int, n_state: int) -> int:
+    """The bytes of an entry's file: header, key, token ids and logits (4 bytes each), state, checksum."""
+    return _FIXED.size + key_len + 4 * (n_tokens + n_logits) + n_state + _DIGEST
 
 
 def read_header(path: Path, key: str) -> EntryHeader:
@@ -144,7 +143,7 @@ def _check_fixed(head: bytes, size: int, key: str) -> tuple[int, int, int, int, 
         raise DamagedEntryError(f"format version {version}, this build reads {FORMAT_VERSION}")
     if key_len != len(key):
         raise DamagedEntryError("saved for another model or runner layout")
-    expected = _FIXED.size + key_len + 4 * (n_tokens + n_logits) + n_state + _DIGEST
+    expected = entry_size(key_len, n_tokens, n_logits, n_state)
     if size != expected or n_tokens == 0:
         raise DamagedEntryError(f"{size} bytes where its header says {expected} (a truncated or damaged file)")
     if exact > n_tokens or row_exact > 1:

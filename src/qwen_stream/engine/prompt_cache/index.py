@@ -17,10 +17,6 @@ import numpy as np
 
 from qwen_stream.engine.sched.chunk_grid import ChunkGrid
 
-# Prompts shorter than this are not saved: they prefill in well under a second on the models served here, and saving
-# every short chat turn would churn the disk and evict the long shared prefixes (an agent's system prompt and
-# tools, 2-10k tokens) that the cache is for.
-MIN_SAVED_TOKENS = 256
 # A load reads and checks the whole entry (~23-60 KB per token, f16 KV), then prefill starts where it ends: worth it
 # when it spares at least this many tokens of prefill ...
 MIN_LOAD_GAIN = 64
@@ -91,6 +87,11 @@ def common_prefix(a: np.ndarray, b: np.ndarray) -> int:
     return int(differ[0]) if differ.size else n
 
 
+def starts_with(longer: np.ndarray, prefix: np.ndarray) -> bool:
+    """Whether the int32 token array ``longer`` starts with all of ``prefix`` (or is it)."""
+    return len(longer) >= len(prefix) and common_prefix(longer, prefix) == len(prefix)
+
+
 class PromptIndex:
     """The entries of one model's cache directory and the size bound they share (not thread-safe: store.py locks)."""
 
@@ -124,8 +125,7 @@ class PromptIndex:
     def covers(self, prompt: Sequence[int] | np.ndarray) -> bool:
         """Whether an entry holds the whole of ``prompt`` (it, or a longer prompt starting with it)."""
         ids = np.asarray(prompt, dtype=np.int32)
-        return any(entry.length >= len(ids) and common_prefix(entry.tokens, ids) == len(ids)
-                   for entry in self.entries.values())
+        return any(starts_with(entry.tokens, ids) for entry in self.entries.values())
 
     def fits(self, size: int) -> bool:
         """Whether an entry of ``size`` bytes can be kept at all (alone, it fits the bound)."""
@@ -136,8 +136,7 @@ class PromptIndex:
         it starts with: a conversation's earlier turns, loadable from it) and, least recently used first, those that
         no longer fit under the bound. Never the new entry itself while it fits the bound alone."""
         doomed = [other.name for other in self.entries.values()
-                  if other.name != entry.name and other.length <= entry.length
-                  and common_prefix(other.tokens, entry.tokens) == other.length]
+                  if other.name != entry.name and starts_with(entry.tokens, other.tokens)]
         for name in doomed:
             del self.entries[name]
         self.entries[entry.name] = entry

@@ -21,36 +21,35 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
-from qwen_stream.engine.config import DEFAULT_PROMPT_CACHE_GIB
+from qwen_stream.atomic_file import TEMP_SUFFIX
+from qwen_stream.engine.config import DEFAULT_PROMPT_CACHE_GIB, MIN_SAVED_TOKENS
 from qwen_stream.engine.prompt_cache.files import (
     SUFFIX,
     DamagedEntryError,
+    EntryHeader,
     SavedPrompt,
     entry_name,
+    entry_size,
     model_key,
     read_entry,
     read_header,
     write_entry,
 )
 from qwen_stream.engine.prompt_cache.index import (
-    MIN_SAVED_TOKENS,
     PromptEntry,
     PromptIndex,
     PromptMatch,
-    common_prefix,
+    starts_with,
 )
 
 logger = logging.getLogger(__name__)
 
 GIB = 1 << 30
-# What the engine keeps on disk per model by default: an entry is its prompt's whole KV (f16: ~23 KB a token on
-# SmolLM2-135M, ~28 KB on Qwen2.5-Coder-1.5B, ~57 KB on a 7B), so 4 GiB holds ~60 agent prefixes of 2.4k tokens on
-# the 1.5B (~30 on a 7B): every system prompt and tool set a user's agents send, without filling a laptop's disk.
-DEFAULT_SIZE_GIB = DEFAULT_PROMPT_CACHE_GIB
+_Entry = TypeVar("_Entry", SavedPrompt, EntryHeader)
 # States copied out of the runner and not yet on disk hold memory: past this much, new saves are dropped.
 MAX_PENDING_BYTES = 512 << 20
 STALE_TMP_S = 3600.0  # a temporary file this old was left by a process that died while writing it
@@ -92,24 +91,22 @@ class PromptStore:
             return self._index.best(prompt)
 
     def wants(self, prompt: Sequence[int]) -> bool:
-        """Whether saving ``prompt`` is worth its copy: long enough, and neither saved nor being saved already
-        (as itself or as the start of a longer prompt)."""
+        """Whether saving ``prompt`` is worth its copy: long enough, neither saved nor being saved already (as itself
+        or as the start of a longer prompt), and the writer not so far behind that ``save`` would drop it (the copy
+        out of the runner is what this spares: ~67 MB for a 2.4k-token prompt on the 1.5B)."""
         if len(prompt) < self.min_tokens or self._closed:
             return False
         ids = np.asarray(prompt, dtype=np.int32)
         with self._lock:
-            pending = any(len(t) >= len(ids) and common_prefix(t, ids) == len(ids) for t, _ in self._pending.values())
+            if sum(n for _, n in self._pending.values()) >= self.max_pending_bytes:
+                return False
+            pending = any(starts_with(t, ids) for t, _ in self._pending.values())
             return not pending and not self._index.covers(ids)
 
     @property
     def entries(self) -> int:
         with self._lock:
             return len(self._index)
-
-    @property
-    def total_bytes(self) -> int:
-        with self._lock:
-            return self._index.total_bytes
 
     # ---- saving -----------------------------------------------------------------------------------------------
 
@@ -120,7 +117,7 @@ class PromptStore:
         cold prefill computes bit for bit (files.py)."""
         tokens = np.asarray(prompt, dtype=np.int32)
         name = entry_name(tokens)
-        size = len(state) + 4 * len(tokens) + (0 if logits is None else 4 * len(logits))
+        size = entry_size(len(self.key), len(tokens), 0 if logits is None else len(logits), len(state))
         with self._lock:
             pending_bytes = sum(n for _, n in self._pending.values())
             if (self._closed or name in self._pending or not self._index.fits(size)
@@ -160,10 +157,7 @@ class PromptStore:
         (another process evicted it) is forgotten (FileNotFoundError)."""
         path = self._path(name)
         try:
-            saved = read_entry(path, self.key)
-            if entry_name(saved.tokens) != name:
-                raise DamagedEntryError(f"{path.name}: its tokens are not the ones its name says")
-            return saved
+            return _named(path, read_entry(path, self.key))
         except DamagedEntryError as exc:
             logger.warning("prompt cache: skipping and deleting %s: %s", path, exc)
             self.forget(name)
@@ -207,7 +201,7 @@ class PromptStore:
         """Read every entry's header into the index; damaged files are deleted, then LRU entries past the bound."""
         found: list[PromptEntry] = []
         for path in self.dir.iterdir():
-            if path.name.endswith(".tmp"):
+            if path.name.endswith(TEMP_SUFFIX):
                 _remove_stale(path)
             elif path.suffix == SUFFIX:
                 entry = self._read_entry_header(path)
@@ -223,9 +217,7 @@ class PromptStore:
 
     def _read_entry_header(self, path: Path) -> PromptEntry | None:
         try:
-            header = read_header(path, self.key)
-            if entry_name(header.tokens) != path.stem:
-                raise DamagedEntryError("its tokens are not the ones its name says")
+            header = _named(path, read_header(path, self.key))
             return PromptEntry(path.stem, header.tokens, header.size, header.has_logits, path.stat().st_mtime,
                                header.exact, header.row_exact)
         except DamagedEntryError as exc:
@@ -240,17 +232,28 @@ class PromptStore:
             self._path(name).unlink(missing_ok=True)
 
 
-def open_prompt_store(root: str | Path, runner: Any, *, size_gib: float = DEFAULT_SIZE_GIB) -> PromptStore:
+def open_prompt_store(root: str | Path, runner: Any, *, size_gib: float = DEFAULT_PROMPT_CACHE_GIB) -> PromptStore:
     """The store of ``runner``'s model under ``root``: ValueError for a runner that cannot save a slot's KV (only
     llama.cpp's can), so the option is never silently ignored."""
-    if not all(callable(getattr(runner, name, None)) for name in ("save_state", "load_state")):
-        raise ValueError(f"a prompt cache on disk (--prompt-cache-dir) needs a runner that saves a slot's KV: the "
-                         f"llama.cpp runner (a GGUF model); {runner.name} cannot")
-    if size_gib <= 0:
-        raise ValueError(f"the prompt cache size must be > 0 GiB, got {size_gib}")
+    check_saving_runner(runner)
     weights = Path(runner.weights_path)
     return PromptStore(root, model_key(weights, runner.state_layout), max_bytes=int(size_gib * GIB),
                        label=weights.stem)
+
+
+def check_saving_runner(runner: Any) -> None:
+    """ValueError unless ``runner`` saves and loads a slot's KV (only llama.cpp's does), so the option is never
+    silently ignored."""
+    if not all(callable(getattr(runner, name, None)) for name in ("save_state", "load_state")):
+        raise ValueError(f"a prompt cache on disk (--prompt-cache-dir) needs a runner that saves a slot's KV: the "
+                         f"llama.cpp runner (a GGUF model); {runner.name} cannot")
+
+
+def _named(path: Path, entry: _Entry) -> _Entry:
+    """``entry`` (read from ``path``), if its tokens are the ones the file's name says; DamagedEntryError otherwise."""
+    if entry_name(entry.tokens) != path.stem:
+        raise DamagedEntryError(f"{path.name}: its tokens are not the ones its name says")
+    return entry
 
 
 def _safe(label: str) -> str:

@@ -14,11 +14,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import numpy as np
 import torch
 
 from qwen_stream.engine.prompt_cache.files import DamagedEntryError
-from qwen_stream.engine.prompt_cache.store import PromptStore
+from qwen_stream.engine.prompt_cache.store import PromptStore, check_saving_runner
 from qwen_stream.engine.request import PromptLoad, ScheduledBatch, Sequence
 
 logger = logging.getLogger(__name__)
@@ -26,9 +25,7 @@ logger = logging.getLogger(__name__)
 
 class PromptTransfer:
     def __init__(self, runner: Any, store: PromptStore) -> None:
-        if not all(callable(getattr(runner, name, None)) for name in ("save_state", "load_state")):
-            raise ValueError(f"a prompt cache on disk needs a runner that saves a slot's KV (llama.cpp); "
-                             f"{runner.name} cannot")
+        check_saving_runner(runner)
         self.runner = runner
         self.store = store
         self.loaded_tokens = 0  # prompt tokens served from disk instead of prefilled, in total
@@ -61,15 +58,15 @@ class PromptTransfer:
         self.store.touch(load.entry)
         self.loaded_tokens += load.keep
 
-    def save_prompts(self, batch: ScheduledBatch) -> None:
-        """Queue the state of every prompt whose last chunk ran this step, if the store wants it. Never raises: a
-        save that fails costs a later prefill, not this step."""
-        for seq in batch.sampled[:len(batch.sampled) - len(batch.recalled)]:
-            if seq.output_ids or seq.prompt_logits is None or not self.store.wants(seq.prompt_ids):
+    def save_prompts(self, completed: list[Sequence]) -> None:
+        """Queue the state of every prompt whose last chunk ran this step (``completed``, each holding its logits
+        row), if the store wants it. Never raises: a save that fails costs a later prefill, not this step."""
+        for seq in completed:
+            if not self.store.wants(seq.prompt_ids):
                 continue
             try:
                 state = self.runner.save_state(seq.slot)
                 row = seq.prompt_logits.detach().to("cpu", torch.float32).numpy()
-                self.store.save(seq.prompt_ids, np.asarray(row), state, seq.exact_upto, seq.prompt_row_exact)
+                self.store.save(seq.prompt_ids, row, state, seq.exact_upto, seq.prompt_row_exact)
             except Exception:
                 logger.exception("prompt cache: saving the prompt of request %s failed", seq.request_id)

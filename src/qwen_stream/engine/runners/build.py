@@ -50,6 +50,9 @@ def build_runner(source: Any, config: EngineConfig, *, threads: int, calibration
         except ImportError as exc:
             warnings.warn(f"llama-cpp-python is not installed ({exc}); falling back to the slower PyTorch runner. "
                           "Install it with: pip install 'qwen-stream[llama]'", RuntimeWarning, stacklevel=3)
+    if config.prefill == "int8":  # the int8 prefill hands its K/V to llama.cpp's cache: nothing here takes it
+        raise ValueError("--prefill int8 computes prompts for the llama.cpp runner (a GGUF model on the CPU); this "
+                         "model runs on PyTorch")
     return _torch_runner(source, config, device=resolved, calibration=calibration, progress=progress)
 
 
@@ -89,9 +92,9 @@ def _encoder_runner(source: Any, config: EngineConfig, *, device: str) -> ModelR
     from qwen_stream.models import sources
     from qwen_stream.models.embedding_style import read_folder_style
 
-    if config.runner == "llamacpp" or config.quantize:
-        raise ValueError("a text encoder runs on the encoder runner (transformers): --runner llamacpp and "
-                         "--quantize do not apply to it")
+    if config.runner == "llamacpp" or config.quantize or config.prefill == "int8":
+        raise ValueError("a text encoder runs on the encoder runner (transformers): --runner llamacpp, "
+                         "--quantize and --prefill int8 do not apply to it")
     style = read_folder_style(Path(source.path))
     built_for = style.max_tokens if style is not None and style.max_tokens else None
     window = min(filter(None, (config.context_length, built_for))) if config.context_length or built_for else 512

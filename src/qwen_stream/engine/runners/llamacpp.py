@@ -104,6 +104,7 @@ class LlamaCppRunner(SavedStates):
     name = "llamacpp"
     can_rewind = True  # a chunk may start inside a slot's cached part: the scheduler reuses prefixes
     prefill_always = False  # with a fast prefill attached: every eligible chunk takes it (prefill_setup.py)
+    fast_prefill_coming = False  # a fast prefill is attached or being built for this runner (prefill_setup.py)
 
     def __init__(self, gguf_path: str | os.PathLike[str], *, max_slots: int = 16, max_seq_len: int = 4096,
                  threads: int | None = None, n_batch: int = 512, flash_attn: bool | None = None,
@@ -131,7 +132,7 @@ class LlamaCppRunner(SavedStates):
             raise ValueError(f"max_slots must be <= {most} (llama.cpp's sequence limit), got {self.max_slots}")
         # the unified cache fills gaps on a scratch sequence id past the slots' (llamacpp_shift.py)
         self._scratch = self.kv_budget is not None and self.max_slots < most  # its id: max_slots
-        quiet_logs(verbose)
+        quiet_logs(self._ll, verbose)
         init_backend(self._ll)
         self._model: Any = None
         self._ctx: Any = None
@@ -297,6 +298,7 @@ class LlamaCppRunner(SavedStates):
             raise ValueError("the fast prefill needs the unified KV cache (kv_budget) in float16")
         if self._ctx is not None:
             self._fast = FastPrefill(self._ll, self._ctx, self._mem, self.max_slots, compute)
+            self.fast_prefill_coming = True
 
     def shift_kv(self, shift: KVShift) -> None:
         """Cache reuse: the slot keeps ``shift.keep`` positions, its cached runs move to their new places and the

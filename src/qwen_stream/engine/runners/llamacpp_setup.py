@@ -35,7 +35,7 @@ _log_state = {"verbose": False, "last_level": 0}
 _log_callback: Any = None  # the ctypes callback must stay referenced while llama.cpp may call it
 
 
-def quiet_logs(verbose: bool) -> None:
+def quiet_logs(ll: ModuleType, verbose: bool) -> None:
     """Let llama.cpp's C logs through only when verbose, errors always.
 
     llama-cpp-python's own callback maps ggml's levels with an older enum (a warning counts as an error there), so
@@ -45,8 +45,6 @@ def quiet_logs(verbose: bool) -> None:
     _log_state["verbose"] = verbose
     if _log_callback is not None:
         return
-    from llama_cpp import llama_cpp as ll  # present: the runner imported it first
-
     def on_log(level: int, text: bytes | None, _user_data: Any) -> None:
         if level != _GGML_LOG_CONT:  # a continuation line keeps the level of the line it continues
             _log_state["last_level"] = level

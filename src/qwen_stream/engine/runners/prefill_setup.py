@@ -33,7 +33,7 @@ def setup_fast_prefill(runner: Any, source: Any, mode: str, *, threads: int, pro
     if mode == "int8":
         if why_not:
             raise ValueError(f"--prefill int8: {why_not}")
-        runner.prefill_always = True
+        runner.prefill_always = runner.fast_prefill_coming = True
         runner.attach_prefill(_build(runner, source, threads, progress))
         return
     from qwen_stream.engine.runners.int8_prefill import cached_path
@@ -48,6 +48,7 @@ def setup_fast_prefill(runner: Any, source: Any, mode: str, *, threads: int, pro
         what = "loading the saved int8 copy" if saved else "building an int8 copy (once; a minute or two)"
         print(f"fast prefill: {what} of the layers in the background, ~{1.15 * runner.n_params / 1e9:.1f} GB more "
               "(--prefill llamacpp skips it)", file=sys.stderr, flush=True)
+    runner.fast_prefill_coming = True
     threading.Thread(target=_build_later, args=(runner, source, threads), name="qwen-stream-int8-prefill",
                      daemon=True).start()
 

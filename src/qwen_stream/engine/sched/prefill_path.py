@@ -3,7 +3,7 @@
 Pure bookkeeping, no model: the engine's step records how long each step with prompt chunks took per prompt token,
 apart for steps whose prompt chunks all went one way or the other, and the next chunk goes the cheaper way. Until a
 way is measured it is tried (the first eligible chunks measure both), and the dearer way is tried again every
-``RETRY_EVERY`` choices, so a change (a longer context, a busier machine) is noticed. Where int8 GEMMs do not beat
+``RETRY_EVERY`` steps, so a change (a longer context, a busier machine) is noticed. Where int8 GEMMs do not beat
 llama.cpp's kernels (a CPU without fast int8) the measurements keep llama.cpp's own prefill.
 
 Never fast: chunks shorter than ``min_tokens`` (a follow-up turn's few tokens: llama.cpp is cheap there, and the
@@ -36,12 +36,23 @@ class PrefillPaths:
         self.min_tokens = min_tokens
         self.cost: dict[bool, float] = {True: math.nan, False: math.nan}  # seconds per prompt token, by way
         self.fast_tokens = 0  # prompt tokens the fast prefill computed, in total
-        self._choices = 0
+        self._choices = 0  # steps decided by the measurements (every RETRY_EVERY-th takes the dearer way)
+        self._step_way: bool | None = None  # the way this step's eligible chunks go, once its first one asked
+
+    def new_step(self) -> None:
+        """A step is being scheduled: its eligible chunks all go the way its first one goes, so the step measures
+        that way (a step of both ways measures neither)."""
+        self._step_way = None
 
     def choose(self, n_tokens: int) -> bool:
         """Whether a prompt chunk of ``n_tokens`` (of a request without a seed of its own) goes fast."""
         if n_tokens < self.min_tokens or not self.ready():
             return False
+        if self._step_way is None:
+            self._step_way = self._decide()
+        return self._step_way
+
+    def _decide(self) -> bool:
         if self.always:
             return True
         fast, slow = self.cost[True], self.cost[False]
@@ -67,8 +78,8 @@ class PrefillPaths:
 
 
 def paths_for(runner: Any) -> PrefillPaths | None:
-    """The planner for a runner that can take a fast prefill (``can_fast_prefill``; ready once one is attached,
-    which may happen in the background), else None. ``prefill_always`` on the runner: every eligible chunk fast."""
-    if not getattr(runner, "can_fast_prefill", False):
+    """The planner for a runner that has, or is building, a fast prefill (``fast_prefill_coming``; ready once it is
+    attached), else None. ``prefill_always`` on the runner: every eligible chunk fast."""
+    if not getattr(runner, "fast_prefill_coming", False):
         return None
     return PrefillPaths(lambda: bool(runner.fast_prefill_ready), always=bool(getattr(runner, "prefill_always", False)))

@@ -123,6 +123,8 @@ class Scheduler:
     def schedule(self) -> ScheduledBatch:
         self._admit()
         batch = ScheduledBatch()
+        if self.prefill_paths is not None:
+            self.prefill_paths.new_step()  # every fast-eligible chunk of a step goes one way: measurable
         batch.loads, self._loads = self._loads, []
         batch.shifts, self._shifts = self._shifts, []
         budget = self.max_batched_tokens
@@ -163,13 +165,16 @@ class Scheduler:
         if source.num_computed < seq.prefix_len or any(load.seq is source for load in batch.loads):
             return False  # not computed yet, or loaded from disk this very step (copied once the load holds)
         seq.prefix_source = None
-        if seq.exact and source.exact_upto < seq.prefix_len:  # the source's KV is not what a cold run computes
-            return True
-        batch.copies.append(PrefixCopy(source.slot, seq.slot, seq.prefix_len))
-        self.slots.note_copy(source.slot, seq.slot, seq.prefix_len)
-        self.reused_tokens += seq.prefix_len - seq.num_cached
-        seq.num_computed = seq.num_cached = seq.prefix_len
-        seq.exact_upto = self.grid.floor(min(source.exact_upto, seq.prefix_len))
+        exact_upto = self.grid.floor(min(source.exact_upto, seq.prefix_len))
+        # a seed of its own copies only what the source computed as a cold run does (whole chunks from 0)
+        length = exact_upto if seq.exact else seq.prefix_len
+        if length < self.min_shared_tokens:
+            return True  # too little worth a copy: prefill it all
+        batch.copies.append(PrefixCopy(source.slot, seq.slot, length))
+        self.slots.note_copy(source.slot, seq.slot, length)
+        self.reused_tokens += length - seq.num_cached
+        seq.num_computed = seq.num_cached = length
+        seq.exact_upto = exact_upto
         return True
 
     def _schedule_prefill(self, seq: Sequence, batch: ScheduledBatch, budget: int) -> int:
@@ -220,11 +225,11 @@ class Scheduler:
                 seq.prefix_source, seq.slot = None, -1
                 return  # the KV budget is taken by running requests: wait for one to finish
             self.waiting.popleft()
-            if load is not None:
-                self._loads.append(load)  # recalled if it holds the whole prompt: the step fills the row
             held = self.slots.held(seq.slot)  # what its KV still holds, before the slot is taken
             self._take_slot(seq, reused, load)
-            if load is None and not seq.exact:  # a seed of its own never gets moved KV (cache_reuse.py)
+            if load is not None:  # once the slot is seq's (a failure before leaves no load for a free slot)
+                self._loads.append(load)  # recalled if it holds the whole prompt: the step fills the row
+            if load is None:  # (a seed of its own never gets moved KV: cache_reuse.py says no)
                 self._reuse_past_prefix(seq, held)
             self.reused_tokens += seq.num_cached
             seq.status = SeqStatus.RUNNING
@@ -241,7 +246,7 @@ class Scheduler:
                 else None
             if kept is not None:
                 seq.prompt_logits, seq.prompt_row_exact, seq.recalled = kept.row, kept.exact, True
-            seq.exact_upto = min(self.slots.exact_part(seq.slot, seq.prompt_ids), reused)
+            seq.exact_upto = self.slots.exact_part(seq.slot, reused)
         self.slots.take(seq.slot)
         seq.num_computed = seq.num_cached = reused
 
@@ -278,8 +283,8 @@ class Scheduler:
         prefills from the start, and what this step scheduled for it is taken back."""
         batch.drop(seq)
         self.reused_tokens -= seq.num_cached
-        seq.num_computed = seq.num_cached = 0
-        seq.recalled, seq.prompt_logits = False, None
+        seq.num_computed = seq.num_cached = seq.exact_upto = 0  # nothing of the file reached the slot
+        seq.recalled, seq.prompt_logits, seq.prompt_row_exact = False, None, False
 
     def _make_room(self, seq: Sequence) -> bool:
         """With a KV budget: whether seq fits now, after evicting idle slots' caches (least recently used first)."""

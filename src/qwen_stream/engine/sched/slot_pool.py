@@ -80,11 +80,12 @@ class SlotPool:
             if self.kept_row(slot, prompt, exact=exact) is not None:
                 return shared  # the whole prompt and the row after it: nothing to compute
             shared = max(shared - 1, 0)  # the last prompt token is fed again: its logits row is needed
-        return self.grid.floor(min(shared, self._exact[slot])) if exact else shared
+        return self.exact_part(slot, shared) if exact else shared
 
-    def exact_part(self, slot: int, prompt: list[int]) -> int:
-        """How many leading tokens of ``prompt`` free ``slot`` holds exactly as a cold prefill computes them."""
-        return self.grid.floor(min(shared_prefix(self._held[slot], prompt), self._exact[slot]))
+    def exact_part(self, slot: int, reused: int) -> int:
+        """Of the first ``reused`` tokens a prompt takes from free ``slot`` (at most what it shares with it), how many
+        the slot holds exactly as a cold prefill computes them: whole grid chunks."""
+        return self.grid.floor(min(reused, self._exact[slot]))
 
     def kept_row(self, slot: int, prompt: list[int], *, exact: bool = False) -> KeptRow | None:
         """The logits row after ``prompt`` if free ``slot`` holds that whole prompt and kept its row (with
